@@ -1,0 +1,1 @@
+"""One module per `mof-llava` subcommand (argument parsing only; the work lives in the library)."""
