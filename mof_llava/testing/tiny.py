@@ -177,3 +177,35 @@ def save_tiny_checkpoints(
         image_std=list(IMAGENET_DEFAULT_STD),
     ).save_pretrained(paths.dinov2)
     return paths
+
+
+def save_tiny_mof_llava(
+    directory: str | Path,
+    mixer: str = "interleave",
+    alpha: float = 0.0,
+    image_size: int = 56,
+    seed: int = 0,
+) -> Path:
+    """A complete tiny MoF-LLaVA model + processor saved under `directory`/model, built from tiny
+    component checkpoints (under `directory`/components) exactly as a real run builds its model.
+    `mixer` is "none" (LLaVA-1.5 baseline), "additive" (A-MoF with `alpha`), "interleave" (I-MoF)
+    or "concat"."""
+    import torch
+
+    from ..model import MixerSpec, build_model, llava15_recipe, mof_recipe
+
+    directory = Path(directory)
+    parts = save_tiny_checkpoints(directory / "components", image_size=image_size, seed=seed)
+    if mixer == "none":
+        recipe = llava15_recipe(str(parts.llm), str(parts.clip))
+    elif mixer in ("additive", "interleave"):
+        recipe = mof_recipe(str(parts.llm), str(parts.clip), str(parts.dinov2), mode=mixer, alpha=alpha)
+    else:
+        recipe = mof_recipe(str(parts.llm), str(parts.clip), str(parts.dinov2), mode="interleave")
+        recipe.mixer = MixerSpec(mode=mixer)
+    torch.manual_seed(seed)
+    model, processor = build_model(recipe)
+    out = directory / "model"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,206 @@
+"""Assemble a MoF-LLaVA model from separate checkpoints: an LLM, a CLIP tower, a DINOv2 tower.
+
+This is how a run starts (stage 1 has no MoF-LLaVA checkpoint yet). Every component is loaded with
+its own `from_pretrained` from a local path or hub id; the adapters start from PyTorch's default
+init. The recipe says which checkpoints and how they are used; nothing is inferred from names.
+
+    recipe = ModelRecipe(
+        llm="lmsys/vicuna-7b-v1.5",
+        towers=[TowerRecipe("clip", "openai/clip-vit-large-patch14-336", feature_layer=-2),
+                TowerRecipe("dinov2", "facebook/dinov2-large", feature_layer=-1)],
+        mixer=MixerSpec(mode="interleave"),
+    )
+    model, processor = build_model(recipe)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.image_utils import PILImageResampling
+from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+from transformers.utils import cached_file
+
+from ..constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
+from .configuration import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    MixerSpec,
+    MofLlavaConfig,
+    MofLlavaConfigError,
+    TowerSpec,
+)
+from .modeling import MofLlavaForConditionalGeneration
+from .processing import MofLlavaProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TowerRecipe:
+    """A vision tower checkpoint and how its features are taken.
+
+    `normalization="shared"`: the tower sees the primary tower's preprocessed tensor unchanged (the
+    paper fed DINOv2 the CLIP-normalised image); `"own"`: its input is re-normalised to the
+    statistics in the tower checkpoint's `preprocessor_config.json`.
+    """
+
+    name: str
+    path: str
+    feature_layer: int = -2
+    drop_prefix_tokens: bool = True
+    normalization: Literal["shared", "own"] = "shared"
+
+
+@dataclass
+class ModelRecipe:
+    llm: str
+    towers: list[TowerRecipe]
+    mixer: MixerSpec = field(default_factory=MixerSpec)
+    # None: the tokenizer's <image> id when it has one (llava-hf style), else LLaVA's -200
+    image_token_id: int | None = None
+
+
+def llava15_recipe(llm: str, clip: str) -> ModelRecipe:
+    """LLaVA-1.5: CLIP layer -2 patch features, mlp2x_gelu adapter."""
+    return ModelRecipe(llm, [TowerRecipe("clip", clip, feature_layer=-2)], MixerSpec(mode="none"))
+
+
+def mof_recipe(llm: str, clip: str, dinov2: str, mode: str = "interleave", alpha: float = 0.0) -> ModelRecipe:
+    """The paper's MoF models: CLIP layer -2 + DINOv2 last block before its final LayerNorm, DINOv2
+    fed the CLIP-preprocessed image. `mode="interleave"` is I-MoF, `mode="additive"` A-MoF with ratio alpha."""
+    towers = [TowerRecipe("clip", clip, feature_layer=-2), TowerRecipe("dinov2", dinov2, feature_layer=-1)]
+    return ModelRecipe(llm, towers, MixerSpec(mode=mode, alpha=alpha if mode == "additive" else 0.0))
+
+
+def build_model(
+    recipe: ModelRecipe,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+) -> tuple[MofLlavaForConditionalGeneration, MofLlavaProcessor]:
+    tokenizer = AutoTokenizer.from_pretrained(recipe.llm)
+    image_token_id = recipe.image_token_id if recipe.image_token_id is not None else default_image_token_id(tokenizer)
+
+    primary = recipe.towers[0]
+    primary_stats = _preprocessing_stats(primary.path)
+    image_size = primary_stats["image_size"]
+    pixel_mean, pixel_std = primary_stats["image_mean"], primary_stats["image_std"]
+
+    tower_specs = []
+    for tower in recipe.towers:
+        if tower.normalization == "own":
+            stats = _preprocessing_stats(tower.path)
+            mean, std = stats["image_mean"], stats["image_std"]
+        elif tower.normalization == "shared":
+            mean, std = pixel_mean, pixel_std
+        else:
+            raise MofLlavaConfigError(f"tower {tower.name!r}: normalization must be 'shared' or 'own'")
+        tower_specs.append(
+            TowerSpec(
+                name=tower.name,
+                vision_config=_vision_config(tower.path).to_dict(),
+                feature_layer=tower.feature_layer,
+                drop_prefix_tokens=tower.drop_prefix_tokens,
+                image_mean=tuple(mean),
+                image_std=tuple(std),
+            )
+        )
+
+    config = MofLlavaConfig(
+        text_config=AutoConfig.from_pretrained(recipe.llm),
+        vision_towers=tower_specs,
+        mixer=recipe.mixer,
+        image_size=image_size,
+        image_mean=list(pixel_mean),
+        image_std=list(pixel_std),
+        image_token_id=image_token_id,
+    )
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+
+    # Build the skeleton without allocating or initialising weights, then put the real parts in.
+    with torch.device("meta"):
+        model = MofLlavaForConditionalGeneration(config)
+    load_kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+    if attn_implementation is not None:
+        load_kwargs["attn_implementation"] = attn_implementation
+    model.language_model = AutoModelForCausalLM.from_pretrained(recipe.llm, **load_kwargs)
+    for tower in recipe.towers:
+        encoder_class = AutoModel._model_mapping[type(_vision_config(tower.path))]
+        encoder = encoder_class.from_pretrained(tower.path, **({"dtype": dtype} if dtype is not None else {}))
+        encoder.requires_grad_(False).eval()
+        model.vision_towers[tower.name].encoder = encoder
+    model.mixer.to_empty(device="cpu")
+    for module in model.mixer.modules():
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+    if dtype is not None:
+        model.mixer.to(dtype)
+    model.generation_config = _generation_config(recipe.llm)
+
+    processor = MofLlavaProcessor(
+        image_processor=LlavaImageProcessorPil(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+            image_mean=list(pixel_mean),
+            image_std=list(pixel_std),
+            resample=PILImageResampling.BICUBIC,
+            do_pad=True,
+        ),
+        tokenizer=tokenizer,
+        num_image_tokens=config.num_image_tokens,
+        image_token_id=image_token_id,
+    )
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = processor.pad_token_id
+    logger.info(
+        "built MoF-LLaVA: towers %s, mixer %s, %d visual tokens per image",
+        [t.name for t in tower_specs], config.mixer, config.num_image_tokens,
+    )
+    return model, processor
+
+
+def default_image_token_id(tokenizer) -> int:
+    """The tokenizer's own `<image>` token if its vocabulary has one, else LLaVA's -200."""
+    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        return LLAVA_IMAGE_TOKEN_INDEX
+    return int(token_id)
+
+
+def _vision_config(path: str):
+    """The vision encoder's config; a full CLIP/SigLIP checkpoint (text + vision) gives its vision part."""
+    config = AutoConfig.from_pretrained(path)
+    return getattr(config, "vision_config", None) or config
+
+
+def _preprocessing_stats(path: str) -> dict[str, Any]:
+    """Image size and normalisation statistics from a tower checkpoint's preprocessor_config.json."""
+    vision_config = _vision_config(path)
+    found = cached_file(path, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    if found is None:
+        if getattr(vision_config, "model_type", "").startswith("clip"):
+            return {"image_size": vision_config.image_size, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD}
+        raise MofLlavaConfigError(f"{path}: no preprocessor_config.json to read the image size and statistics from")
+    data = json.loads(Path(found).read_text())
+    crop = data.get("crop_size") or data.get("size") or {}
+    if isinstance(crop, dict):
+        image_size = crop.get("height") or crop.get("shortest_edge")
+    else:
+        image_size = int(crop)
+    image_size = image_size or getattr(vision_config, "image_size", None)
+    return {"image_size": int(image_size), "image_mean": tuple(data["image_mean"]), "image_std": tuple(data["image_std"])}
+
+
+def _generation_config(llm: str) -> GenerationConfig:
+    try:
+        return GenerationConfig.from_pretrained(llm)
+    except OSError:
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(llm))

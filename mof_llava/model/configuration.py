@@ -1,0 +1,277 @@
+"""`MofLlavaConfig`: everything needed to rebuild a MoF-LLaVA model, saved as `config.json`.
+
+The model is LLaVA-1.5 with one or more frozen vision towers whose patch features are turned into
+visual tokens by a *mixer* (which also owns the adapters):
+
+    image -> towers (frozen) -> mixer: adapters + mixing -> visual tokens -> placeholders -> LLM
+
+The JSON form keeps towers and mixer as plain dicts (so `config.json` stays readable and
+transformers can serialise it); `config.towers` and `config.mixer_spec` give typed, validated views.
+Every invalid combination fails here, when the config is made, with a message saying what to change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from ..constants import LLAVA_IMAGE_TOKEN_INDEX
+
+MixMode = Literal["none", "additive", "interleave", "concat"]
+MIX_MODES: tuple[str, ...] = ("none", "additive", "interleave", "concat")
+_ADAPTER_PATTERN = re.compile(r"^(linear|mlp(\d+)x_gelu)$")
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class MofLlavaConfigError(ValueError):
+    """A configuration that cannot describe a working model."""
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """One frozen vision encoder and which of its features the mixer receives.
+
+    `feature_layer` indexes the encoder's `hidden_states` tuple (0 = embeddings): -2 is the output of
+    the second-to-last block (LLaVA's CLIP features), -1 the output of the last block *before* the
+    final LayerNorm (the paper's DINOv2 features). Prefix tokens (CLS, registers) are dropped when
+    `drop_prefix_tokens`: the patch tokens are always the last (image_size / patch_size)^2 positions.
+
+    `image_mean`/`image_std` are the statistics this tower's input must be normalised with. When they
+    differ from the statistics of the model's `pixel_values`, the tower re-normalises its input (an
+    exact per-channel affine map), so all towers share one preprocessed image.
+    """
+
+    name: str
+    vision_config: dict[str, Any]
+    feature_layer: int = -2
+    drop_prefix_tokens: bool = True
+    image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    image_std: tuple[float, float, float] = OPENAI_CLIP_STD
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.vision_config["hidden_size"])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.vision_config["patch_size"])
+
+    def grid(self, image_size: int) -> tuple[int, int]:
+        side = image_size // self.patch_size
+        return side, side
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["image_mean"], data["image_std"] = list(self.image_mean), list(self.image_std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TowerSpec:
+        data = dict(data)
+        for key in ("image_mean", "image_std"):
+            if key in data:
+                data[key] = tuple(float(v) for v in data[key])
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise MofLlavaConfigError(f"tower {data.get('name')!r}: unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """How tower features become visual tokens (see `mof_llava.model.mixer.FeatureMixer`).
+
+    - `none`: the first tower only, one adapter (LLaVA-1.5).
+    - `additive` (A-MoF): `alpha * second + (1 - alpha) * first` before one shared adapter; alpha is the
+      DINOv2 ratio when the towers are [CLIP, DINOv2]. Different feature widths need
+      `additive_projection` (a trainable linear map of each tower to the first tower's width).
+    - `interleave` (I-MoF): one adapter per tower, tokens interleaved in raster order
+      `[t0_0, t1_0, t0_1, t1_1, ...]` (round-robin over N towers).
+    - `concat`: channel concatenation of all towers before one shared adapter.
+
+    When towers produce different token grids, `grid` = [h, w] resamples every tower's 2-D grid to
+    that size (bilinear) before mixing; without it, differing grids are a configuration error.
+    """
+
+    mode: MixMode = "none"
+    alpha: float = 0.0
+    adapter: str = "mlp2x_gelu"
+    grid: tuple[int, int] | None = None
+    additive_projection: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["grid"] = list(self.grid) if self.grid is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MixerSpec:
+        data = dict(data)
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise MofLlavaConfigError(f"mixer: unknown keys {sorted(unknown)}")
+        if data.get("grid") is not None:
+            data["grid"] = tuple(int(v) for v in data["grid"])
+        if "alpha" in data:
+            data["alpha"] = float(data["alpha"])
+        return cls(**data)
+
+
+def normalise_vision_config(vision_config: dict[str, Any] | PreTrainedConfig) -> dict[str, Any]:
+    """The JSON form of a tower's transformers config, validated by building it once."""
+    if isinstance(vision_config, dict):
+        if "model_type" not in vision_config:
+            raise MofLlavaConfigError("a tower's vision_config needs a model_type (e.g. 'clip_vision_model', 'dinov2')")
+        vision_config = AutoConfig.for_model(**vision_config)
+    data = vision_config.to_diff_dict()
+    data.pop("transformers_version", None)
+    return data
+
+
+def adapter_depth(adapter: str) -> int:
+    """Number of Linear layers of an adapter type name (`linear` = 1, `mlp{N}x_gelu` = N)."""
+    match = _ADAPTER_PATTERN.match(adapter)
+    if match is None or (match.group(2) is not None and int(match.group(2)) < 1):
+        raise MofLlavaConfigError(f"unknown adapter {adapter!r}: use 'linear' or 'mlp<N>x_gelu' (e.g. 'mlp2x_gelu')")
+    return 1 if match.group(1) == "linear" else int(match.group(2))
+
+
+def _default_clip_tower() -> dict[str, Any]:
+    """LLaVA-1.5's tower: CLIP ViT-L/14 at 336 px, layer -2 patch features."""
+    from transformers import CLIPVisionConfig
+
+    vision_config = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+    )
+    return TowerSpec("clip", normalise_vision_config(vision_config), feature_layer=-2).to_dict()
+
+
+class MofLlavaConfig(PreTrainedConfig):
+    r"""
+    Args:
+        text_config: config of the language model (any transformers causal LM; Llama by default).
+        vision_towers: list of `TowerSpec` dicts, the first one being the primary (CLIP) tower.
+        mixer: a `MixerSpec` dict.
+        image_size: side of the square image every tower sees (the processor's crop size).
+        image_mean / image_std: normalisation of the `pixel_values` the processor produces.
+        image_token_id: the placeholder id the processor writes for each visual token. LLaVA's
+            out-of-vocabulary -200 by default (keeps a Vicuna vocabulary unchanged); llava-hf
+            checkpoints use their `<image>` token id.
+    """
+
+    model_type = "mof_llava"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_towers: list | None = None
+    mixer: dict | None = None
+    image_size: int = 336
+    image_mean: list | None = None
+    image_std: list | None = None
+    image_token_id: int = LLAVA_IMAGE_TOKEN_INDEX
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.vision_towers is None:
+            self.vision_towers = [_default_clip_tower()]
+        towers = [t if isinstance(t, TowerSpec) else TowerSpec.from_dict(t) for t in self.vision_towers]
+        self.vision_towers = [
+            {**t.to_dict(), "vision_config": normalise_vision_config(t.vision_config)} for t in towers
+        ]
+        mixer = self.mixer if self.mixer is not None else {}
+        self.mixer = (mixer if isinstance(mixer, MixerSpec) else MixerSpec.from_dict(mixer)).to_dict()
+        self.image_mean = list(self.image_mean if self.image_mean is not None else OPENAI_CLIP_MEAN)
+        self.image_std = list(self.image_std if self.image_std is not None else OPENAI_CLIP_STD)
+        super().__post_init__(**kwargs)
+        # The LM decides whether its embeddings are tied; mirror it so transformers sees it at the top.
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.validate_mof()
+
+    # -- typed views -------------------------------------------------------------------------
+    @property
+    def towers(self) -> tuple[TowerSpec, ...]:
+        return tuple(TowerSpec.from_dict(t) for t in self.vision_towers)
+
+    @property
+    def mixer_spec(self) -> MixerSpec:
+        return MixerSpec.from_dict(self.mixer)
+
+    def tower_grid(self, tower: TowerSpec) -> tuple[int, int]:
+        return tower.grid(self.image_size)
+
+    @property
+    def mixed_grid(self) -> tuple[int, int]:
+        """The token grid every tower is brought to before mixing."""
+        spec = self.mixer_spec
+        return spec.grid if spec.grid is not None else self.tower_grid(self.towers[0])
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Visual tokens per image in the LLM sequence (the processor writes this many placeholders)."""
+        h, w = self.mixed_grid
+        n_streams = len(self.towers) if self.mixer_spec.mode == "interleave" else 1
+        return h * w * n_streams
+
+    # -- validation --------------------------------------------------------------------------
+    def validate_mof(self) -> None:
+        towers, spec = self.towers, self.mixer_spec
+        if spec.mode not in MIX_MODES:
+            raise MofLlavaConfigError(f"unknown mixer mode {spec.mode!r}; choose one of {list(MIX_MODES)}")
+        adapter_depth(spec.adapter)
+        if not towers:
+            raise MofLlavaConfigError("at least one vision tower is needed")
+        names = [t.name for t in towers]
+        if len(set(names)) != len(names) or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in names):
+            raise MofLlavaConfigError(f"tower names must be unique identifiers, got {names}")
+        if spec.mode == "none" and len(towers) != 1:
+            raise MofLlavaConfigError(
+                f"mixer mode 'none' uses one tower but {len(towers)} are configured ({names}); "
+                "use 'additive', 'interleave' or 'concat', or remove the extra towers"
+            )
+        if spec.mode != "none" and len(towers) < 2:
+            raise MofLlavaConfigError(f"mixer mode {spec.mode!r} needs at least two towers, got {names}")
+        if spec.mode == "additive":
+            if len(towers) != 2:
+                raise MofLlavaConfigError(f"additive mixing takes exactly two towers, got {names}")
+            if not 0.0 <= spec.alpha <= 1.0:
+                raise MofLlavaConfigError(f"additive mixing ratio alpha must be in [0, 1], got {spec.alpha}")
+            widths = {t.name: t.hidden_size for t in towers}
+            if len(set(widths.values())) > 1 and not spec.additive_projection:
+                raise MofLlavaConfigError(
+                    f"additive mixing needs equal feature widths, got {widths}; set mixer.additive_projection=true "
+                    "to learn a projection of each tower to the first tower's width"
+                )
+        elif spec.alpha != 0.0:
+            raise MofLlavaConfigError(f"mixer.alpha only applies to additive mixing (mode is {spec.mode!r})")
+        if spec.additive_projection and spec.mode != "additive":
+            raise MofLlavaConfigError("mixer.additive_projection only applies to additive mixing")
+        for tower in towers:
+            if self.image_size % tower.patch_size:
+                raise MofLlavaConfigError(
+                    f"tower {tower.name!r}: image_size {self.image_size} is not a multiple of its patch size {tower.patch_size}"
+                )
+            configured = tower.vision_config.get("image_size")
+            if tower.vision_config.get("model_type", "").startswith("clip") and configured != self.image_size:
+                raise MofLlavaConfigError(
+                    f"tower {tower.name!r} is a CLIP model trained at {configured} px but images are {self.image_size} px"
+                )
+        grids = {t.name: self.tower_grid(t) for t in towers}
+        if spec.mode != "none" and spec.grid is None and len(set(grids.values())) > 1:
+            raise MofLlavaConfigError(
+                f"towers produce different token grids {grids}; set mixer.grid=[h, w] to resample them to one grid"
+            )
+        if spec.grid is not None and (len(spec.grid) != 2 or min(spec.grid) < 1):
+            raise MofLlavaConfigError(f"mixer.grid must be two positive integers [h, w], got {list(spec.grid)}")

@@ -1,0 +1,152 @@
+"""MoF-LLaVA: LLaVA-1.5 that sees through one or more frozen vision towers.
+
+    pixel_values ─┬─ CLIP tower (frozen) ───┐
+                  └─ DINOv2 tower (frozen) ──┴─ FeatureMixer (adapters + mixing) ─> visual tokens
+    input_ids ── embeddings ── masked_scatter(visual tokens into the placeholder positions) ── LLM ── logits
+
+- The processor has already expanded every `<image>` into `config.num_image_tokens` placeholder ids,
+  so sequence lengths, attention masks and positions are final before the model runs; merging is one
+  `masked_scatter`, with no per-sample loop.
+- The mixer alone decides how tower features become visual tokens (mixer.py).
+- The language model is any transformers causal LM, kept whole (`AutoModelForCausalLM`), so its own
+  head, tied embeddings, logit post-processing and loss (including `num_items_in_batch` under
+  gradient accumulation) are used unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..constants import IGNORE_INDEX
+from .configuration import MofLlavaConfig
+from .mixer import FeatureMixer
+from .towers import VisionTower
+
+
+class MofLlavaPreTrainedModel(PreTrainedModel):
+    config_class = MofLlavaConfig
+    config: MofLlavaConfig
+    base_model_prefix = ""
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The adapters start from PyTorch's default Linear init, as LLaVA's projector does; towers and
+        # the LLM are transformers models and initialise themselves.
+        if isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+
+
+class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin):
+    def __init__(self, config: MofLlavaConfig):
+        super().__init__(config)
+        towers = config.towers
+        self.vision_towers = nn.ModuleDict(
+            {t.name: VisionTower(t, config.image_size, tuple(config.image_mean), tuple(config.image_std)) for t in towers}
+        )
+        self.mixer = FeatureMixer(
+            config.mixer_spec,
+            towers,
+            tower_grids={t.name: config.tower_grid(t) for t in towers},
+            grid=config.mixed_grid,
+            text_hidden_size=config.text_config.hidden_size,
+        )
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    # -- the LLM's embeddings and head ------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    # -- vision -----------------------------------------------------------------------------------
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[n_images, 3, H, W] -> visual tokens [n_images, num_image_tokens, text_hidden_size]."""
+        features = {name: self.vision_towers[name](pixel_values) for name in self.mixer.required_towers}
+        return self.mixer(features)
+
+    def _dummy_visual_term(self, like: torch.Tensor) -> torch.Tensor:
+        """A zero that depends on every tower and adapter in use.
+
+        Added to the embeddings of a training batch without images, so every rank runs the same modules
+        every step: otherwise ZeRO-3 (which gathers parameters module by module) hangs, and DDP finds
+        adapters without gradients.
+        """
+        size = self.config.image_size
+        blank = torch.zeros(1, 3, size, size, device=like.device, dtype=like.dtype)
+        return self.get_image_features(blank).float().sum().to(like.dtype) * 0.0
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            image_mask = input_ids == self.config.image_token_id
+            # Placeholder ids may lie outside the vocabulary (LLaVA's -200): embed a valid id there,
+            # the visual tokens overwrite it below.
+            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+            if labels is not None:
+                labels = labels.masked_fill(image_mask, IGNORE_INDEX)  # visual positions are never targets
+
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids: the placeholders say where the visual tokens go")
+            visual = self.get_image_features(pixel_values.to(inputs_embeds.device))
+            n_slots, n_tokens = int(image_mask.sum()), visual.shape[0] * visual.shape[1]
+            if n_slots != n_tokens:
+                raise ValueError(
+                    f"input_ids hold {n_slots} image placeholders but {visual.shape[0]} image(s) give "
+                    f"{visual.shape[0]} x {visual.shape[1]} = {n_tokens} visual tokens; build inputs with "
+                    "this model's processor (it expands each <image> into num_image_tokens placeholders)"
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), visual.to(inputs_embeds.dtype))
+        elif self.training:
+            inputs_embeds = inputs_embeds + self._dummy_visual_term(inputs_embeds)
+
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )

@@ -1,0 +1,154 @@
+"""`MofLlavaProcessor`: text and images in, model inputs out. It alone decides token expansion.
+
+Text: each `<image>` marker becomes `num_image_tokens` placeholder ids (576 for LLaVA-1.5 and A-MoF,
+1152 for I-MoF at 336 px). The text between markers is tokenised chunk by chunk, the first chunk with
+BOS, exactly as LLaVA's `tokenizer_image_token` does, so prompts tokenise identically to LLaVA's.
+
+Images: LLaVA-1.5's preprocessing through transformers' PIL image processor: with
+`image_aspect_ratio="pad"` the picture is centred on a square of the CLIP mean colour (122, 116, 104)
+(LLaVA-1.5 stage 2 and evaluation), with `"crop"` it is resized on its short side and centre-cropped
+(LLaVA-1.5 stage 1). Every tower sees this one tensor; a tower that wants other normalisation
+statistics converts it itself (see towers.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from ..constants import IMAGE_TOKEN
+
+AspectRatio = Literal["pad", "crop"]
+ASPECT_RATIOS = ("pad", "crop")
+
+
+@dataclass
+class EncodedText:
+    ids: list[int]
+    # character span of `text` each id stands for; BOS is (0, 0), placeholders span their <image> marker
+    offsets: list[tuple[int, int]]
+
+
+class MofLlavaProcessor(ProcessorMixin):
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        num_image_tokens: int = 576,
+        image_token_id: int = -200,
+        image_aspect_ratio: AspectRatio = "pad",
+        chat_template: str | None = None,
+        **kwargs,
+    ):
+        if image_aspect_ratio not in ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {image_aspect_ratio!r}")
+        self.num_image_tokens = int(num_image_tokens)
+        self.image_token_id = int(image_token_id)
+        self.image_aspect_ratio = image_aspect_ratio
+        self.image_token = IMAGE_TOKEN
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    # -- text ------------------------------------------------------------------------------------
+    def encode(self, text: str, add_bos: bool = True) -> EncodedText:
+        """Token ids of `text` with every `<image>` expanded into placeholders, and their character spans."""
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        bos = self.tokenizer.bos_token_id
+        if add_bos and bos is not None:
+            ids.append(bos)
+            offsets.append((0, 0))
+        start = 0
+        for i, chunk in enumerate(text.split(IMAGE_TOKEN)):
+            if i > 0:
+                marker = (start - len(IMAGE_TOKEN), start)
+                ids.extend([self.image_token_id] * self.num_image_tokens)
+                offsets.extend([marker] * self.num_image_tokens)
+            if chunk:
+                encoding = self.tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
+                ids.extend(encoding["input_ids"])
+                offsets.extend((start + a, start + b) for a, b in encoding["offset_mapping"])
+            start += len(chunk) + len(IMAGE_TOKEN)
+        return EncodedText(ids, offsets)
+
+    # -- images ----------------------------------------------------------------------------------
+    def preprocess_images(self, images: Sequence, image_aspect_ratio: AspectRatio | None = None) -> torch.Tensor:
+        """PIL images (RGB) -> float tensor [n, 3, image_size, image_size]."""
+        aspect = image_aspect_ratio or self.image_aspect_ratio
+        if aspect not in ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {aspect!r}")
+        if len(images) == 0:
+            raise ValueError("preprocess_images needs at least one image")
+        out = self.image_processor(list(images), do_pad=(aspect == "pad"), return_tensors="pt")
+        return out["pixel_values"]
+
+    # -- both ------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        text: str | Sequence[str] | None = None,
+        images=None,
+        padding: bool | str = True,
+        padding_side: Literal["left", "right"] = "left",
+        return_tensors: str = "pt",
+        add_bos: bool = True,
+        image_aspect_ratio: AspectRatio | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Prompts (with `<image>` markers) and their images, in order of appearance, -> model inputs.
+
+        Left padding by default: that is what batched generation needs (right padding makes batched
+        answers differ from one-by-one answers).
+        """
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        if text is None:
+            raise ValueError("text is required: the prompts say where each image goes with <image>")
+        if return_tensors != "pt":
+            raise ValueError("only return_tensors='pt' is supported")
+        texts = [text] if isinstance(text, str) else list(text)
+        image_list = [] if images is None else ([images] if not isinstance(images, list | tuple) else list(images))
+        n_markers = sum(t.count(IMAGE_TOKEN) for t in texts)
+        if n_markers != len(image_list):
+            raise ValueError(f"the prompts contain {n_markers} {IMAGE_TOKEN} markers but {len(image_list)} images were given")
+
+        encoded = [self.encode(t, add_bos=add_bos).ids for t in texts]
+        if len(encoded) > 1 and not padding and len({len(e) for e in encoded}) > 1:
+            raise ValueError("prompts of different lengths need padding=True")
+        data = self.pad(encoded, padding_side=padding_side)
+        if image_list:
+            data["pixel_values"] = self.preprocess_images(image_list, image_aspect_ratio)
+        return BatchFeature(data=data)
+
+    def pad(self, sequences: Sequence[Sequence[int]], padding_side: Literal["left", "right"] = "left") -> dict:
+        """Pad id sequences into `input_ids` and `attention_mask` tensors."""
+        pad_id = self.pad_token_id
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            span = slice(length - len(seq), length) if padding_side == "left" else slice(0, len(seq))
+            input_ids[row, span] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, span] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's pad id, or its unk id when it has none (LLaVA-1.5 pads Vicuna with <unk>)."""
+        tokenizer = self.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an unk token; set tokenizer.pad_token")
+        return pad
+
+    def batch_decode(self, *args, **kwargs):
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self.tokenizer.decode(*args, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]
