@@ -26,6 +26,17 @@ AspectRatio = Literal["pad", "crop"]
 ASPECT_RATIOS = ("pad", "crop")
 
 
+def _pil_backend(image_processor):
+    """LLaVA resizes with PIL; the torchvision backend (picked where torchvision is installed) resizes
+    slightly differently, so the same checkpoint would see different pixels on different machines."""
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    if image_processor is None or isinstance(image_processor, LlavaImageProcessorPil):
+        return image_processor
+    settings = {k: v for k, v in image_processor.to_dict().items() if k != "image_processor_type"}
+    return LlavaImageProcessorPil(**settings)
+
+
 @dataclass
 class EncodedText:
     ids: list[int]
@@ -50,7 +61,7 @@ class MofLlavaProcessor(ProcessorMixin):
         self.image_token_id = int(image_token_id)
         self.image_aspect_ratio = image_aspect_ratio
         self.image_token = IMAGE_TOKEN
-        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        super().__init__(_pil_backend(image_processor), tokenizer, chat_template=chat_template)
 
     # -- text ------------------------------------------------------------------------------------
     def encode(self, text: str, add_bos: bool = True) -> EncodedText:

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random checkpoints saved to disk and loaded through `from_pretrained`,
+exactly as real ones are. Nothing here touches the network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+import mof_llava  # noqa: E402,F401  (registers the Auto classes)
+from mof_llava.testing.tiny import save_tiny_checkpoints, save_tiny_mof_llava  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tmp_path_factory):
+    """Tiny LLM (+ tokenizer), CLIP-vision and DINOv2 checkpoint directories."""
+    return save_tiny_checkpoints(tmp_path_factory.mktemp("tiny_parts"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory):
+    """Saved tiny MoF-LLaVA models, one per mixing mode, built lazily and cached for the session."""
+    cache: dict[str, object] = {}
+
+    def get(mixer: str = "interleave", alpha: float = 0.0):
+        key = f"{mixer}-{alpha}"
+        if key not in cache:
+            cache[key] = save_tiny_mof_llava(tmp_path_factory.mktemp(f"tiny_{key}"), mixer=mixer, alpha=alpha)
+        return cache[key]
+
+    return get
