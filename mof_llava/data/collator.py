@@ -1,0 +1,56 @@
+"""`LlavaCollator`: dataset items -> a right-padded training batch.
+
+    input_ids       long [B, L]  right-padded with the tokenizer's pad id (its unk id when it has
+                                 no pad token, as LLaVA-1.5 does for Vicuna)
+    labels          long [B, L]  IGNORE_INDEX on padding (and wherever the dataset put it)
+    attention_mask  long [B, L]  1 on real tokens
+    pixel_values    [n_images, 3, H, W], the images of the rows that have one, in row order;
+                    absent when no row has an image
+    skipped         list[SkippedSample]: items the dataset could not produce (always present; the
+                    training loop must pop it before calling the model, and count it)
+
+Skipped items are left out, never replaced; if every item of a batch was skipped the batch has zero
+rows (`input_ids` of shape [0, 0]) and the training loop must not run the model on it as-is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..constants import IGNORE_INDEX
+from .skips import SkippedSample
+
+
+@dataclass(frozen=True)
+class LlavaCollator:
+    pad_token_id: int
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer) -> LlavaCollator:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an unk token; set tokenizer.pad_token")
+        return cls(int(pad))
+
+    def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
+        skipped = [item for item in items if isinstance(item, SkippedSample)]
+        rows = [item for item in items if not isinstance(item, SkippedSample)]
+        length = max((len(row["input_ids"]) for row in rows), default=0)
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for r, row in enumerate(rows):
+            n = len(row["input_ids"])
+            input_ids[r, :n] = torch.as_tensor(row["input_ids"])
+            labels[r, :n] = torch.as_tensor(row["labels"])
+            attention_mask[r, :n] = 1
+        batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        images = [row["pixel_values"] for row in rows if row.get("pixel_values") is not None]
+        if images:
+            batch["pixel_values"] = torch.stack(images)
+        batch["skipped"] = skipped
+        return batch

@@ -1,0 +1,77 @@
+"""`DataConfig`: what a training run reads and how, with LLaVA-1.5's per-stage defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+from ..conversation import TEMPLATES
+
+AspectRatio = Literal["pad", "crop"]
+BadImagePolicy = Literal["fail", "skip"]
+Stage = Literal["pretrain", "finetune"]
+
+# LLaVA-1.5's recipes (scripts/v1_5/pretrain.sh, finetune.sh): stage 1 uses the `plain` template and
+# LLaVA's default `image_aspect_ratio` ("square": resize the short side, centre-crop), stage 2 the
+# `v1` (vicuna_v1) template, `--image_aspect_ratio pad` and `--group_by_modality_length True`.
+STAGE_DEFAULTS: dict[str, dict[str, object]] = {
+    "pretrain": {"template": "plain", "image_aspect_ratio": "crop", "group_by_modality_length": False},
+    "finetune": {"template": "vicuna_v1", "image_aspect_ratio": "pad", "group_by_modality_length": True},
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """
+    data_path: LLaVA JSON array or JSONL file.
+    image_folder: root that the records' relative `image` paths are resolved against.
+    template: conversation template (`plain` for stage 1, `vicuna_v1` for stage 2).
+    image_aspect_ratio: `pad` centres the picture on a square of the CLIP mean colour (122, 116, 104)
+        before resizing; `crop` resizes the short side and centre-crops (LLaVA's "square").
+    max_length: token budget per sample (LLaVA's model_max_length), visual tokens included.
+    on_bad_image: a missing or undecodable image either stops training naming the file (`fail`) or
+        the sample is skipped, counted and reported (`skip`). Never replaced by another sample.
+    group_by_modality_length: LLaVA's grouped sampler (see sampler.py) instead of a plain shuffle.
+    cache_dir: where the record index and token lengths are cached (default: see cache.py).
+    num_proc: processes for the one-time tokenisation pass (default: all cores).
+    """
+
+    data_path: str
+    image_folder: str | None = None
+    template: str = "vicuna_v1"
+    image_aspect_ratio: AspectRatio = "pad"
+    max_length: int = 2048
+    on_bad_image: BadImagePolicy = "fail"
+    group_by_modality_length: bool = True
+    cache_dir: str | None = None
+    num_proc: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ValueError(
+                f"data.template: unknown template {self.template!r}; choose one of {sorted(TEMPLATES)}"
+            )
+        if self.image_aspect_ratio not in ("pad", "crop"):
+            hint = (
+                " (LLaVA's 'square', resize and centre-crop, is 'crop' here)"
+                if self.image_aspect_ratio == "square"
+                else ""
+            )
+            raise ValueError(
+                f"data.image_aspect_ratio must be 'pad' or 'crop', got {self.image_aspect_ratio!r}{hint}"
+            )
+        if self.on_bad_image not in ("fail", "skip"):
+            raise ValueError(f"data.on_bad_image must be 'fail' or 'skip', got {self.on_bad_image!r}")
+        if self.max_length < 1:
+            raise ValueError(f"data.max_length must be positive, got {self.max_length}")
+
+    @classmethod
+    def for_stage(cls, stage: Stage, data_path: str, **overrides) -> DataConfig:
+        """LLaVA-1.5's settings for `stage` ("pretrain" or "finetune"), then `overrides`."""
+        if stage not in STAGE_DEFAULTS:
+            raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGE_DEFAULTS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown data settings {sorted(unknown)}; known: {sorted(known)}")
+        return replace(cls(data_path=data_path, **STAGE_DEFAULTS[stage]), **overrides)

@@ -1,0 +1,140 @@
+"""Token statistics of every record: length after fitting, length before, supervised tokens.
+
+The sampler needs the real length of every sample (text tokens plus the mixer's visual tokens), and
+the dataset must know before training which samples would have nothing to train on. Both come from
+tokenising every record once with the real processor and template (`tokenize_record`, the same code
+that builds training samples, so the numbers cannot disagree). The pass runs in parallel and is
+cached next to the record index, keyed by the data file, the template, `max_length` and a
+fingerprint of the tokenizer and image-token expansion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..conversation import ConversationTemplate
+from .cache import cache_file, load_cached, save_cached
+from .record_file import MalformedRecordsError, RecordFile
+from .records import RecordError
+from .samples import IMAGE_DOES_NOT_FIT, NO_ANSWER_FITS, TextEncoder, tokenize_record
+
+STATS_VERSION = "1"
+STATS_DTYPE = np.dtype(
+    [
+        ("length", "<i4"),  # tokens of the training sample (after fitting into max_length)
+        ("full_length", "<i4"),  # tokens of the whole conversation
+        ("num_supervised", "<i4"),  # tokens trained on
+        ("rounds_kept", "<i4"),
+        ("rounds_total", "<i4"),
+        ("problem", "i1"),  # PROBLEMS index: why nothing is supervised
+    ]
+)
+# Codes stored in the "problem" column.
+PROBLEMS = {0: None, 1: IMAGE_DOES_NOT_FIT, 2: NO_ANSWER_FITS, 3: "malformed record"}
+_PROBLEM_CODES = {text: code for code, text in PROBLEMS.items()}
+_CHUNK = 2048
+
+
+def processor_fingerprint(processor: TextEncoder) -> str:
+    """Changes whenever the processor would tokenise a record differently."""
+    tokenizer = processor.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    parts = [
+        type(processor).__qualname__,
+        vocab,
+        str(processor.image_token_id),
+        str(processor.num_image_tokens),
+    ]
+    parts += [repr(tokenizer.bos_token_id), repr(sorted(tokenizer.added_tokens_encoder.items()))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def token_stats(
+    records: RecordFile,
+    template: ConversationTemplate,
+    processor: TextEncoder,
+    max_length: int,
+    cache_dir: str | Path | None = None,
+    num_proc: int | None = None,
+    strict: bool = True,
+) -> tuple[np.ndarray, list[RecordError]]:
+    """One STATS_DTYPE row per record of `records`, cached; and the records the template rejects
+    (raised as `MalformedRecordsError` when `strict`)."""
+    key = (STATS_VERSION, repr(template), str(max_length), processor_fingerprint(processor))
+    cached_at = cache_file(cache_dir, records.path, "tokens", *key)
+    stats = load_cached(cached_at)
+    if stats is not None and stats.dtype == STATS_DTYPE and len(stats) == len(records):
+        return stats, []
+    stats, errors = _compute(records, template, processor, max_length, num_proc)
+    if strict and errors:
+        raise MalformedRecordsError(records.path, errors)
+    if not errors and not records.errors:
+        save_cached(cached_at, stats)
+        stats = load_cached(cached_at)
+    return stats, errors
+
+
+def _compute(records, template, processor, max_length, num_proc):
+    n = len(records)
+    chunks = [(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK)]
+    num_proc = min(num_proc if num_proc is not None else (os.cpu_count() or 1), len(chunks))
+    state = (records, template, processor, max_length)
+    if num_proc <= 1:
+        _init_worker(*state)
+        results = [_stats_of_range(chunk) for chunk in _progress(chunks, n)]
+    else:
+        # fork: the workers inherit the processor and the index instead of unpickling copies
+        with ProcessPoolExecutor(
+            num_proc, mp_context=get_context("fork"), initializer=_init_worker, initargs=state
+        ) as pool:
+            results = list(_progress(pool.map(_stats_of_range, chunks), n, total=len(chunks)))
+    stats = np.concatenate([rows for rows, _ in results]) if results else np.zeros(0, STATS_DTYPE)
+    errors = [err for _, errs in results for err in errs]
+    return stats, errors
+
+
+def _progress(iterable, n_records, total=None):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable, total=total, desc=f"tokenising {n_records} records", unit="chunk", disable=None, leave=False
+    )
+
+
+_WORKER: tuple | None = None
+
+
+def _init_worker(records, template, processor, max_length) -> None:
+    global _WORKER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one tokenizer thread per worker process
+    _WORKER = (records, template, processor, max_length)
+
+
+def _stats_of_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[RecordError]]:
+    records, template, processor, max_length = _WORKER
+    start, end = bounds
+    rows = np.zeros(end - start, dtype=STATS_DTYPE)
+    errors: list[RecordError] = []
+    for j, i in enumerate(range(start, end)):
+        if not records.index["valid"][i]:
+            rows["problem"][j] = _PROBLEM_CODES["malformed record"]
+            continue
+        record = records.record(i)
+        try:
+            sample = tokenize_record(record, template, processor, max_length, records.location(i, record.id))
+        except RecordError as err:
+            errors.append(err)
+            rows["problem"][j] = _PROBLEM_CODES["malformed record"]
+            continue
+        rows["length"][j], rows["full_length"][j] = len(sample.input_ids), sample.full_length
+        rows["num_supervised"][j] = sample.num_supervised
+        rows["rounds_kept"][j], rows["rounds_total"][j] = sample.rounds_kept, sample.rounds_total
+        rows["problem"][j] = _PROBLEM_CODES[sample.problem]
+    return rows, errors
