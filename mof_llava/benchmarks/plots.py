@@ -1,0 +1,106 @@
+"""The paper-style figures of the pattern analysis, as PNG files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; works without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pattern_order(series: Mapping[str, Mapping[str, float]]) -> list[str]:
+    order: list[str] = []
+    for scores in series.values():
+        order += [p for p in scores if p not in order]
+    return order
+
+
+def radar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+    """One closed polygon per model over the patterns (0-100)."""
+    plt = _pyplot()
+    patterns = _pattern_order(series)
+    angles = [2 * math.pi * i / len(patterns) for i in range(len(patterns))]
+    fig, ax = plt.subplots(figsize=(7, 7), subplot_kw={"projection": "polar"})
+    for name, scores in series.items():
+        values = [scores.get(p, 0.0) for p in patterns]
+        ax.plot(angles + angles[:1], values + values[:1], linewidth=1.5, label=name)
+        ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
+    ax.set_xticks(angles)
+    ax.set_xticklabels([p.replace(" and ", "\nand ") for p in patterns], fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
+    return _save(fig, path)
+
+
+def bar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+    """Grouped bars: patterns on the x axis, one bar per model."""
+    plt = _pyplot()
+    patterns = _pattern_order(series)
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(patterns)), 5))
+    for k, (name, scores) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(patterns))]
+        ax.bar(xs, [scores.get(p, 0.0) for p in patterns], width=width, label=name)
+    ax.set_xticks(range(len(patterns)))
+    ax.set_xticklabels(patterns, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def correlation_scatter(
+    points: Sequence[tuple[str, Mapping[str, float], Mapping[str, float], float | None]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """For each (label, clip scores, mllm scores, r): one point per shared pattern, CLIP score on x,
+    MLLM score on y, with the least-squares line and r in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for label, clip, mllm, r in points:
+        common = [p for p in mllm if p in clip]
+        xs, ys = [clip[p] for p in common], [mllm[p] for p in common]
+        text = f"{label} (r = {r:.2f})" if r is not None else f"{label} (r undefined)"
+        dots = ax.scatter(xs, ys, label=text)
+        if r is not None:
+            slope, intercept = _fit(xs, ys)
+            ends = [min(xs), max(xs)]
+            ax.plot(ends, [slope * x + intercept for x in ends], color=dots.get_facecolor()[0], linewidth=1)
+    ax.set_xlabel("CLIP model, MMVP-VLM pattern accuracy (%)")
+    ax.set_ylabel("MLLM, MMVP pattern accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return slope, my - slope * mx
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write the figure as PNG through a temporary file, so a crash never leaves half an image."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=150, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

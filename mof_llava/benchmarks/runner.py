@@ -1,0 +1,313 @@
+"""Generate a benchmark's answers with a model: batched, sharded over processes, resumable.
+
+Layout of an output folder:
+    run.json                          the settings of the run (a resumed run must match them)
+    answers.part-<rank>-of-<world>.jsonl  each process appends its finished batches here
+    answers.jsonl                     all answers in benchmark order (written when every shard is done)
+    metrics.json                      the scores plus model, settings, data files and code version
+
+Sharding: under torchrun each process takes every `world`-th question (rank r takes r, r+world,
+...), so the split is deterministic; a single process takes everything. Within a shard, questions
+are generated longest prompt first so batches need little padding and memory peaks early.
+
+Resuming: every process first collects the questions already answered in any part file (of any
+earlier world size) or in `answers.jsonl`, cuts a torn last line off its own part file, and
+answers only the rest. When all processes are done, rank 0 merges the parts in question order,
+refusing duplicates and gaps, writes `answers.jsonl` atomically, removes the parts and scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .answers import (
+    AnswerWriter,
+    answer_key,
+    make_answer,
+    merge_answers,
+    read_answers,
+    read_complete_lines,
+    recover_answer_file,
+    write_answers_atomic,
+    write_json_atomic,
+)
+from .prompts import model_prompt
+from .provenance import code_version, describe_files
+from .task import EvalQuestion, EvalTask
+
+logger = logging.getLogger(__name__)
+
+ANSWERS_FILE = "answers.jsonl"
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+PART_GLOB = "answers.part-*-of-*.jsonl"
+
+# (images, prompts) -> answers, one per prompt
+GenerateFn = Callable[[list[Any], list[str]], list[str]]
+
+
+class RunMismatchError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun launch (rank 0 of 1 when started alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        return cls(
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def init(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                # gloo on every device: the processes only ever meet at barriers.
+                dist.init_process_group("gloo", timeout=timedelta(hours=24))
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+@dataclass
+class RunOptions:
+    output_dir: Path
+    model: str  # model folder (recorded)
+    model_id: str  # the answer lines' model_id
+    batch_size: int = 8
+    limit: int | None = None  # only the first N questions (smoke runs)
+    progress: bool = True
+    model_info: dict[str, Any] = field(default_factory=dict)  # recorded: config, dtype, device
+
+
+def shard(questions: Sequence[EvalQuestion], rank: int, world_size: int) -> list[EvalQuestion]:
+    return list(questions[rank::world_size])
+
+
+def part_path(output_dir: Path, rank: int, world_size: int) -> Path:
+    return output_dir / f"answers.part-{rank:03d}-of-{world_size:03d}.jsonl"
+
+
+def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption."""
+    return {
+        "benchmark": task.benchmark,
+        "model": str(Path(options.model).resolve()),
+        "template": task.template,
+        "max_new_tokens": task.max_new_tokens,
+        "settings": task.settings,
+        "data_files": {k: str(Path(v).resolve()) for k, v in task.data_files.items()},
+    }
+
+
+def _check_or_record_run(output_dir: Path, signature: dict[str, Any]) -> None:
+    path = output_dir / RUN_FILE
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in signature if previous.get(k) != json.loads(json.dumps(signature[k])))
+        if changed:
+            raise RunMismatchError(
+                f"{output_dir} holds answers of a run with different {', '.join(changed)} "
+                f"(see {path}); use another --output-dir, or delete the folder to start over"
+            )
+    else:
+        write_json_atomic(path, signature, indent=1)
+
+
+def answered_ids(output_dir: Path, own_part: Path) -> set[str]:
+    """Questions already answered by earlier (possibly interrupted) runs into this folder."""
+    done: set[str] = set()
+    merged = output_dir / ANSWERS_FILE
+    if merged.exists():
+        done.update(answer_key(r["question_id"]) for r in read_complete_lines(merged))
+    for part in sorted(output_dir.glob(PART_GLOB)):
+        records = recover_answer_file(part) if part == own_part else read_complete_lines(part)
+        done.update(answer_key(r["question_id"]) for r in records)
+    return done
+
+
+def _batches(items: Sequence[EvalQuestion], size: int) -> list[list[EvalQuestion]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _load_images(batch: Sequence[EvalQuestion]) -> list[Any]:
+    from ..data.images import ImageLoadError
+
+    images = []
+    for q in batch:
+        try:
+            images.append(q.load_image())
+        except ImageLoadError as err:
+            raise ImageLoadError(err.path, f"{err.reason} (image of question {q.question_id})") from None
+    return images
+
+
+def generate_shard(
+    task: EvalTask,
+    questions: Sequence[EvalQuestion],
+    generate: GenerateFn,
+    writer: AnswerWriter,
+    options: RunOptions,
+    position: int = 0,
+) -> int:
+    """Answer `questions` batch by batch, appending each finished batch to `writer`. Images of the
+    next batch load in a background thread while the current one generates."""
+    from tqdm import tqdm
+
+    ordered = sorted(questions, key=lambda q: len(q.text), reverse=True)
+    batches = _batches(ordered, options.batch_size)
+    bar = tqdm(
+        total=len(ordered),
+        desc=f"{task.benchmark} rank {position}",
+        position=position,
+        disable=not options.progress,
+        unit="q",
+        dynamic_ncols=True,
+    )
+    done = 0
+    with ThreadPoolExecutor(max_workers=1) as loader:
+        pending = loader.submit(_load_images, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            images = pending.result()
+            pending = loader.submit(_load_images, batches[i + 1]) if i + 1 < len(batches) else None
+            prompts = [model_prompt(q.text, task.template) for q in batch]
+            texts = generate(images, prompts)
+            if len(texts) != len(batch):
+                raise RuntimeError(f"the model returned {len(texts)} answers for a batch of {len(batch)}")
+            writer.write(
+                [
+                    make_answer(
+                        q.question_id, q.record_prompt or q.text, t, options.model_id, extra=q.answer_fields
+                    )
+                    for q, t in zip(batch, texts)
+                ]
+            )
+            done += len(batch)
+            bar.update(len(batch))
+    bar.close()
+    return done
+
+
+def merge_parts(output_dir: Path, questions: Sequence[EvalQuestion]) -> Path:
+    """Merge `answers.jsonl` (if any) and all part files into `answers.jsonl`, in question order;
+    remove the parts afterwards."""
+    merged_path = output_dir / ANSWERS_FILE
+    sources, names = [], []
+    if merged_path.exists():
+        sources.append(read_answers(merged_path))
+        names.append(str(merged_path))
+    parts = sorted(output_dir.glob(PART_GLOB))
+    for part in parts:
+        sources.append(read_complete_lines(part))
+        names.append(str(part))
+    ordered = merge_answers(sources, [q.question_id for q in questions], names)
+    write_answers_atomic(merged_path, ordered)
+    for part in parts:
+        part.unlink()
+    return merged_path
+
+
+def run_task(
+    task: EvalTask,
+    load_generator: Callable[[], GenerateFn],
+    options: RunOptions,
+    dist: Distributed | None = None,
+) -> dict[str, Any] | None:
+    """Generate the task's answers (or those still missing), merge and score. `load_generator` is
+    called only when this process has questions left, so a finished run never loads the model.
+    Returns the metrics on rank 0 and None on the other ranks."""
+    dist = dist or Distributed.from_env()
+    dist.init()
+    try:
+        return _run(task, load_generator, options, dist)
+    finally:
+        dist.close()
+
+
+def _run(task: EvalTask, load_generator, options: RunOptions, dist: Distributed) -> dict[str, Any] | None:
+    output_dir = Path(options.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    questions = task.questions[: options.limit] if options.limit else task.questions
+    if dist.is_main:
+        _check_or_record_run(output_dir, run_signature(task, options))
+    dist.barrier()
+
+    started = time.time()
+    own_part = part_path(output_dir, dist.rank, dist.world_size)
+    done = answered_ids(output_dir, own_part)
+    todo = [q for q in shard(questions, dist.rank, dist.world_size) if answer_key(q.question_id) not in done]
+    if dist.is_main:
+        logger.info(
+            "%s: %d questions, %d already answered, %d to generate on this process",
+            task.benchmark,
+            len(questions),
+            len(done),
+            len(todo),
+        )
+    generated = 0
+    if todo:
+        generate = load_generator()
+        with AnswerWriter(own_part) as writer:
+            generated = generate_shard(task, todo, generate, writer, options, position=dist.rank)
+    elapsed = time.time() - started
+    dist.barrier()
+    if not dist.is_main:
+        return None
+    answers_path = merge_parts(output_dir, questions)
+    for name, export in task.exports.items():
+        export(answers_path, output_dir / name)
+    metrics = task.score(answers_path)
+    metrics["run"] = {
+        "model": str(Path(options.model).resolve()),
+        "model_id": options.model_id,
+        **options.model_info,
+        "template": task.template,
+        "max_new_tokens": task.max_new_tokens,
+        "decoding": "greedy",
+        "batch_size": options.batch_size,
+        "settings": task.settings,
+        "data_files": describe_files(task.data_files),
+        "code_version": code_version(),
+        "world_size": dist.world_size,
+        "questions": len(questions),
+        "limit": options.limit,
+        "generated_by_rank0_this_run": generated,
+        "rank0_seconds": round(elapsed, 3),
+        "answers": str(answers_path),
+        "command": sys.argv,
+    }
+    write_json_atomic(output_dir / METRICS_FILE, metrics, indent=1)
+    return metrics
