@@ -117,8 +117,8 @@ def test_other_causal_lms(family, tiny_parts, tmp_path):
     """Any transformers causal LM works as the language model, tied embeddings included (Qwen2)."""
     from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from mof_llava.model.builder import mof_recipe
     from mof_llava import build_model
+    from mof_llava.model.builder import mof_recipe
     from mof_llava.testing.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()

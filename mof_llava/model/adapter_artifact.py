@@ -1,0 +1,87 @@
+"""The adapters-only artifact: what stage 1 produces and stage 2 starts from.
+
+    adapters.safetensors     the mixer's parameters, keys relative to `mixer.` (e.g. `adapters.clip.0.weight`)
+    adapters_config.json     the mixer spec, the towers (name, width, grid) and the LLM width they were trained for
+
+Loading matches keys exactly (never by substring): every key of the artifact must exist in the model's
+mixer and every mixer parameter must be in the artifact, otherwise the load fails naming the keys. An
+artifact trained for another mixer (mode, adapter type, alpha, towers, widths) is refused with the
+differences spelled out. Load into the model before DeepSpeed ZeRO-3 partitions it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .modeling import MofLlavaForConditionalGeneration
+
+WEIGHTS_NAME = "adapters.safetensors"
+CONFIG_NAME = "adapters_config.json"
+FORMAT = "mof-llava-adapters"
+PREFIX = "mixer."
+
+
+def adapter_signature(model: MofLlavaForConditionalGeneration) -> dict[str, Any]:
+    """What the adapters depend on: two models with the same signature can exchange adapters."""
+    config = model.config
+    return {
+        "mixer": config.mixer,
+        "towers": [
+            {"name": t.name, "hidden_size": t.hidden_size, "grid": list(config.tower_grid(t))} for t in config.towers
+        ],
+        "text_hidden_size": config.text_config.hidden_size,
+    }
+
+
+def save_adapters(model: MofLlavaForConditionalGeneration, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        key[len(PREFIX) :]: value.detach().to("cpu").contiguous()
+        for key, value in model.state_dict().items()
+        if key.startswith(PREFIX)
+    }
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
+    meta = {"format": FORMAT, "version": 1, **adapter_signature(model)}
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    return directory
+
+
+def load_adapters(model: MofLlavaForConditionalGeneration, directory: str | Path) -> None:
+    directory = Path(directory)
+    weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+    for path in (weights, config_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; expected an adapters artifact ({WEIGHTS_NAME} + {CONFIG_NAME})")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not a {FORMAT} artifact (format={meta.get('format')!r})")
+    expected = adapter_signature(model)
+    differences = [
+        f"{key}: artifact {meta.get(key)!r} vs model {value!r}" for key, value in expected.items() if meta.get(key) != value
+    ]
+    if differences:
+        raise ValueError(f"{directory}: adapters were trained for a different model:\n  " + "\n  ".join(differences))
+
+    state = load_file(str(weights))
+    own = model.mixer.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{weights}: keys do not match the model's mixer; missing {missing}, unexpected {unexpected}")
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"{weights}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    with torch.no_grad():
+        model.mixer.load_state_dict(state, strict=True)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
