@@ -130,15 +130,9 @@ class LlavaDataset(torch.utils.data.Dataset):
         """The records left out with nothing to train on, and why."""
         chosen = self.excluded_indices[:limit]
         return [
-            ExcludedRecord(
-                str(self.records.location(int(i), self._record_id(int(i)))), PROBLEMS[int(self._problems[i])]
-            )
+            ExcludedRecord(str(self.records.location_with_id(int(i))), PROBLEMS[int(self._problems[i])])
             for i in chosen
         ]
-
-    def _record_id(self, i: int) -> str | None:
-        raw = self.records.raw(i)
-        return str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
 
     def summary(self) -> str:
         n_image = int(self.has_image.sum())

@@ -97,6 +97,12 @@ class RecordFile:
     def location(self, i: int, record_id: str | None = None) -> RecordLocation:
         return RecordLocation(str(self.path), int(i), int(self.index["line"][i]), record_id)
 
+    def location_with_id(self, i: int) -> RecordLocation:
+        """`location(i)` plus the record's id (reads the record)."""
+        raw = self.raw(i)
+        record_id = raw.get("id") if isinstance(raw, dict) else None
+        return self.location(i, None if record_id is None else str(record_id))
+
     def raw(self, i: int) -> Any:
         """The decoded JSON value of record `i`, exactly as stored."""
         row = self.index[i]

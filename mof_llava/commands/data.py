@@ -1,0 +1,109 @@
+"""`mof-llava data check`: validate a LLaVA-format dataset against an image folder and a model's
+tokenizer and visual token count, before training."""
+
+from __future__ import annotations
+
+import argparse
+
+MIXERS = ("none", "additive", "interleave", "concat")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="inspect training data")
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    check = commands.add_parser(
+        "check",
+        help="validate a dataset and report what training would see",
+        description=(
+            "Validates every record, checks every image, and reports samples per modality, the token-length "
+            "distribution (with the model's visual tokens), the share shortened by --max-length and the samples "
+            "with nothing to train on. Exit status 1 if records or images are broken."
+        ),
+    )
+    check.add_argument("data", help="LLaVA JSON array or JSONL file")
+    check.add_argument("--image-folder", help="root of the records' relative image paths")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a saved MoF-LLaVA model directory (its processor is used)")
+    source.add_argument("--tokenizer", help="an LLM tokenizer directory or hub id (needs --mixer)")
+    check.add_argument(
+        "--mixer",
+        choices=MIXERS,
+        help="with --tokenizer: the mixer of the paper's towers (CLIP ViT-L/14 + DINOv2 ViT-L/14), which decides "
+        "the visual tokens per image (none/additive/concat: 576, interleave: 1152 at 336 px)",
+    )
+    check.add_argument("--image-size", type=int, default=336, help="with --tokenizer: image side in pixels")
+    check.add_argument("--template", default="vicuna_v1", help="conversation template (plain for stage 1)")
+    check.add_argument(
+        "--max-length", type=int, default=2048, help="token budget per sample (model_max_length)"
+    )
+    check.add_argument("--no-images", action="store_true", help="skip opening the images")
+    check.add_argument("--workers", type=int, default=None, help="processes for tokenising and image checks")
+    check.add_argument("--cache-dir", help="where the record index and token lengths are cached")
+    check.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    check.set_defaults(func=run_check)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..data.check import check_dataset, format_report
+    from ..data.record_file import MalformedRecordsError
+
+    if args.tokenizer and not args.mixer:
+        raise SystemExit("error: --tokenizer needs --mixer (or pass --model)")
+    processor = load_processor(args)
+    try:
+        report = check_dataset(
+            args.data,
+            processor,
+            image_folder=args.image_folder,
+            template=args.template,
+            max_length=args.max_length,
+            check_images=not args.no_images,
+            num_workers=args.workers,
+            cache_dir=args.cache_dir,
+        )
+    except (MalformedRecordsError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+    return 0 if report.ok else 1
+
+
+def load_processor(args: argparse.Namespace):
+    from .. import MofLlavaProcessor
+
+    if args.model:
+        return MofLlavaProcessor.from_pretrained(args.model)
+    return processor_for_mixer(args.tokenizer, args.mixer, args.image_size)
+
+
+def processor_for_mixer(tokenizer: str, mixer: str, image_size: int = 336):
+    """A text-only processor whose visual token count is that of the paper's towers under `mixer`."""
+    from transformers import AutoTokenizer, Dinov2Config
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    from .. import MofLlavaConfig, MofLlavaProcessor
+    from ..model.builder import default_image_token_id
+
+    dinov2 = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
+    towers = [{"name": "clip", "vision_config": MofLlavaConfig().vision_towers[0]["vision_config"]}]
+    if mixer != "none":
+        towers.append({"name": "dinov2", "vision_config": dinov2.to_dict(), "feature_layer": -1})
+    config = MofLlavaConfig(vision_towers=towers, mixer={"mode": mixer}, image_size=image_size)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    image_processor = LlavaImageProcessorPil(  # LLaVA-1.5's: CLIP statistics, bicubic (not used by the check)
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=config.image_mean,
+        image_std=config.image_std,
+        resample=3,
+    )
+    return MofLlavaProcessor(
+        image_processor,
+        tok,
+        num_image_tokens=config.num_image_tokens,
+        image_token_id=default_image_token_id(tok),
+    )

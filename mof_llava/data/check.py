@@ -1,0 +1,203 @@
+"""`mof-llava data check`: everything to know about a dataset before paying for GPUs.
+
+Malformed records, samples per modality, missing or undecodable images, the token-length
+distribution with the model's visual token count, how many samples `max_length` shortens, and which
+would have nothing to train on. Uses the same index, tokenisation and image loader as training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..conversation import get_template
+from .images import ImageLoadError, load_rgb_image
+from .lengths import PROBLEMS, token_stats
+from .record_file import RecordFile
+from .samples import TextEncoder
+
+_EXAMPLES = 20
+_PERCENTILES = (0, 10, 50, 90, 95, 99, 100)
+
+
+@dataclass
+class LengthSummary:
+    count: int
+    mean: float
+    percentiles: dict[str, int]  # "p50" -> tokens
+
+    @classmethod
+    def of(cls, lengths: np.ndarray) -> LengthSummary:
+        if len(lengths) == 0:
+            return cls(0, 0.0, {})
+        values = np.percentile(lengths, _PERCENTILES, method="nearest")
+        return cls(
+            len(lengths), float(np.mean(lengths)), {f"p{p}": int(v) for p, v in zip(_PERCENTILES, values)}
+        )
+
+
+@dataclass
+class DataReport:
+    data_path: str
+    template: str
+    max_length: int
+    num_image_tokens: int
+    records: int = 0
+    malformed: list[str] = field(default_factory=list)
+    with_image: int = 0
+    text_only: int = 0
+    images_checked: bool = False
+    unique_images: int = 0
+    bad_images: list[str] = field(default_factory=list)  # "path: reason (first record using it)"
+    num_bad_images: int = 0
+    samples_with_bad_images: int = 0
+    lengths_image: LengthSummary | None = None  # full conversation, before fitting into max_length
+    lengths_text: LengthSummary | None = None
+    truncated: int = 0
+    rounds_dropped: int = 0  # samples shortened by dropping whole trailing rounds
+    nothing_supervised: dict[str, int] = field(default_factory=dict)  # reason -> count
+    nothing_supervised_examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.malformed and not self.num_bad_images
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def check_dataset(
+    data_path: str | Path,
+    processor: TextEncoder,
+    *,
+    image_folder: str | Path | None = None,
+    template: str = "vicuna_v1",
+    max_length: int = 2048,
+    check_images: bool = True,
+    num_workers: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> DataReport:
+    records = RecordFile(data_path, cache_dir, strict=False)
+    report = DataReport(
+        str(records.path), template, max_length, int(processor.num_image_tokens), records=len(records)
+    )
+    stats, template_errors = token_stats(
+        records, get_template(template), processor, max_length, cache_dir, num_workers, strict=False
+    )
+    report.malformed = [str(e) for e in records.errors + template_errors]
+    usable = stats["problem"] != 3  # neither malformed nor rejected by the template
+    has_image = np.asarray(records.has_image, dtype=bool)
+    report.with_image = int(np.count_nonzero(usable & has_image))
+    report.text_only = int(np.count_nonzero(usable & ~has_image))
+    full = np.asarray(stats["full_length"])
+    report.lengths_image = LengthSummary.of(full[usable & has_image])
+    report.lengths_text = LengthSummary.of(full[usable & ~has_image])
+    shortened = usable & ((full > max_length) | (stats["rounds_kept"] < stats["rounds_total"]))
+    report.truncated = int(np.count_nonzero(shortened))
+    report.rounds_dropped = int(np.count_nonzero(usable & (stats["rounds_kept"] < stats["rounds_total"])))
+    empty = np.flatnonzero(usable & (stats["num_supervised"] == 0))
+    for i in empty:
+        reason = PROBLEMS[int(stats["problem"][i])] or "nothing supervised"
+        report.nothing_supervised[reason] = report.nothing_supervised.get(reason, 0) + 1
+    report.nothing_supervised_examples = [
+        f"{records.location_with_id(int(i))}: {PROBLEMS[int(stats['problem'][i])]}" for i in empty[:_EXAMPLES]
+    ]
+    if check_images and report.with_image:
+        if image_folder is None:
+            raise ValueError(
+                "the data has images: pass --image-folder (or --no-images to skip the image check)"
+            )
+        _check_images(report, records, np.flatnonzero(usable & has_image), Path(image_folder), num_workers)
+    return report
+
+
+def _check_images(
+    report: DataReport, records: RecordFile, indices: np.ndarray, folder: Path, num_workers
+) -> None:
+    first_user: dict[str, int] = {}  # image -> first record using it
+    uses: dict[str, int] = {}
+    for i in indices:
+        image = records.raw(int(i))["image"]
+        first_user.setdefault(image, int(i))
+        uses[image] = uses.get(image, 0) + 1
+    images = list(first_user)
+    paths = [str(folder / image) for image in images]
+    workers = max(1, num_workers if num_workers is not None else (os.cpu_count() or 1))
+    if workers == 1:
+        problems = list(map(_image_problem, paths))
+    else:
+        chunk = max(1, min(256, len(paths) // (workers * 4)))
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            problems = list(pool.map(_image_problem, paths, chunksize=chunk))
+    bad = [
+        (image, path, problem) for image, path, problem in zip(images, paths, problems) if problem is not None
+    ]
+    report.images_checked = True
+    report.unique_images = len(paths)
+    report.num_bad_images = len(bad)
+    report.samples_with_bad_images = sum(uses[image] for image, _, _ in bad)
+    report.bad_images = [
+        f"{path}: {problem} (used by {records.location_with_id(first_user[image])})"
+        for image, path, problem in bad[:_EXAMPLES]
+    ]
+
+
+def _image_problem(path: str) -> str | None:
+    try:
+        load_rgb_image(path)
+    except ImageLoadError as err:
+        return err.reason
+    return None
+
+
+def format_report(report: DataReport) -> str:
+    pct = lambda n, d: f"{100.0 * n / d:.2f}%" if d else "n/a"  # noqa: E731
+    usable = report.with_image + report.text_only
+    lines = [
+        f"data      {report.data_path}",
+        f"template  {report.template}, max_length {report.max_length}, {report.num_image_tokens} visual tokens per image",
+        f"records   {report.records}: {report.with_image} with an image, {report.text_only} text-only, "
+        f"{len(report.malformed)} malformed",
+    ]
+    for error in report.malformed[:_EXAMPLES]:
+        lines.append(f"  MALFORMED {error}")
+    if len(report.malformed) > _EXAMPLES:
+        lines.append(f"  ... and {len(report.malformed) - _EXAMPLES} more malformed records")
+    if report.images_checked:
+        lines.append(
+            f"images    {report.unique_images} distinct files checked, {report.num_bad_images} missing or corrupt "
+            f"(used by {report.samples_with_bad_images} samples)"
+        )
+        lines += [f"  BAD IMAGE {line}" for line in report.bad_images]
+    else:
+        lines.append("images    not checked")
+    lines.append("tokens    (whole conversation incl. BOS and visual tokens, before fitting into max_length)")
+    for name, summary in (("with image", report.lengths_image), ("text-only", report.lengths_text)):
+        if summary and summary.count:
+            quantiles = "  ".join(f"{k} {v}" for k, v in summary.percentiles.items())
+            lines.append(f"  {name:<10} n={summary.count}  mean {summary.mean:.0f}  {quantiles}")
+    lines.append(
+        f"truncated {report.truncated} ({pct(report.truncated, usable)}) exceed max_length; "
+        f"{report.rounds_dropped} lose whole trailing rounds"
+    )
+    n_empty = sum(report.nothing_supervised.values())
+    if n_empty:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in report.nothing_supervised.items())
+        lines.append(
+            f"nothing supervised  {n_empty} ({pct(n_empty, usable)}): {reasons} -- left out of training"
+        )
+    else:
+        lines.append("nothing supervised  none")
+    lines += [f"  {line}" for line in report.nothing_supervised_examples]
+    lines.append(
+        "OK"
+        if report.ok
+        else "PROBLEMS FOUND: fix the malformed records / images (or train with on_bad_image=skip)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""`mof-llava data check` reports what training would see, from the same code training uses."""
+
+import json
+
+import pytest
+from data_helpers import image_record, text_record, turn, write_image, write_json, write_jsonl
+
+from mof_llava.cli import main
+from mof_llava.commands.data import processor_for_mixer
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "images"
+    for i in range(6):
+        write_image(folder / f"{i}.jpg", size=(30 + i, 20))
+    (folder / "4.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    (folder / "5.jpg").unlink()
+    records = [image_record(f"i{i}", f"{i}.jpg", ("What colour is the shape?", "red")) for i in range(6)]
+    records.append(image_record("again", "5.jpg", ("Second question on a missing image?", "yes")))
+    records.append(text_record("t0", ("Hello", "Hi.")))
+    records.append(
+        text_record("long", *[("Tell me more about it please.", "Left or right, up or down " * 3)] * 8)
+    )
+    records.append(
+        {"id": "bad", "image": "0.jpg", "conversations": [turn("human", "no marker"), turn("gpt", "x")]}
+    )
+    return write_json(tmp_path / "mix.json", records), folder
+
+
+def run(capsys, *argv):
+    code = main(["data", "check", *map(str, argv)])
+    return code, capsys.readouterr().out
+
+
+def test_report_with_a_saved_model(tmp_path, dataset, tiny_model_dirs, capsys):
+    path, folder = dataset
+    model = tiny_model_dirs("interleave")
+    report_path = tmp_path / "report.json"
+    code, out = run(
+        capsys,
+        path,
+        "--image-folder",
+        folder,
+        "--model",
+        model,
+        "--max-length",
+        200,
+        "--workers",
+        2,
+        "--cache-dir",
+        tmp_path / "c",
+        "--json",
+        report_path,
+    )
+    assert code == 1  # malformed record and bad images
+    assert "32 visual tokens per image" in out
+    assert "records   10: 7 with an image, 2 text-only, 1 malformed" in out
+    assert "(record 9, id 'bad'): the record has one 'image' but its first human turn has no <image>" in out
+    assert "images    6 distinct files checked, 2 missing or corrupt (used by 3 samples)" in out
+    assert f"{folder}/5.jpg: file not found" in out and f"{folder}/4.jpg: cannot decode image" in out
+    report = json.loads(report_path.read_text())
+    assert report["truncated"] == 1 and report["rounds_dropped"] == 1  # the 8-round text record
+    assert report["lengths_text"]["count"] == 2 and report["lengths_image"]["count"] == 7
+    assert report["lengths_text"]["percentiles"]["p100"] > 200
+    assert report["nothing_supervised"] == {} and "nothing supervised  none" in out
+
+
+def test_tokenizer_and_mixer_give_the_paper_token_counts(tmp_path, tiny_parts, capsys):
+    assert processor_for_mixer(str(tiny_parts.llm), "none").num_image_tokens == 576
+    assert processor_for_mixer(str(tiny_parts.llm), "additive").num_image_tokens == 576
+    assert processor_for_mixer(str(tiny_parts.llm), "interleave").num_image_tokens == 1152
+    path = write_jsonl(tmp_path / "d.jsonl", [image_record("a", "x.jpg", ("Q?", "A."))] * 3)
+    code, out = run(
+        capsys,
+        path,
+        "--tokenizer",
+        tiny_parts.llm,
+        "--mixer",
+        "interleave",
+        "--no-images",
+        "--max-length",
+        1000,
+        "--cache-dir",
+        tmp_path / "c",
+    )
+    assert code == 0 and "images    not checked" in out
+    assert "nothing supervised  3 (100.00%): 3 the image does not fit in max_length" in out
+    assert "id 'a'" in out
+
+
+def test_plain_template_and_errors(tmp_path, tiny_parts, capsys):
+    path = write_json(tmp_path / "d.json", [text_record("t", ("Q", "A"))])
+    code, out = run(
+        capsys,
+        path,
+        "--tokenizer",
+        tiny_parts.llm,
+        "--mixer",
+        "none",
+        "--template",
+        "plain",
+        "--no-images",
+        "--cache-dir",
+        tmp_path / "c",
+    )
+    assert code == 1 and "the 'plain' template takes one image and one caption" in out
+    with pytest.raises(SystemExit, match="--tokenizer needs --mixer"):
+        main(["data", "check", str(path), "--tokenizer", str(tiny_parts.llm)])
+    with pytest.raises(SystemExit, match="pass --image-folder"):
+        main(
+            [
+                "data",
+                "check",
+                str(write_json(tmp_path / "i.json", [image_record("a", "x.jpg", ("Q", "A"))])),
+                "--tokenizer",
+                str(tiny_parts.llm),
+                "--mixer",
+                "none",
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ]
+        )
