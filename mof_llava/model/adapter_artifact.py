@@ -39,14 +39,22 @@ def adapter_signature(model: MofLlavaForConditionalGeneration) -> dict[str, Any]
     }
 
 
-def save_adapters(model: MofLlavaForConditionalGeneration, directory: str | Path) -> Path:
+def save_adapters(
+    model: MofLlavaForConditionalGeneration, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write the adapters artifact. `state_dict` (keys as in `model.state_dict()`) overrides the model's
+    own weights: pass the gathered one when DeepSpeed ZeRO-3 has partitioned the model."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    source = model.state_dict() if state_dict is None else state_dict
     state = {
         key[len(PREFIX) :]: value.detach().to("cpu").contiguous()
-        for key, value in model.state_dict().items()
+        for key, value in source.items()
         if key.startswith(PREFIX)
     }
+    expected = {key[len(PREFIX) :] for key in model.state_dict() if key.startswith(PREFIX)}
+    if set(state) != expected:
+        raise ValueError(f"adapter weights to save do not match the mixer: missing {sorted(expected - set(state))[:5]}")
     _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
     meta = {"format": FORMAT, "version": 1, **adapter_signature(model)}
     _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))

@@ -1,0 +1,41 @@
+"""`mof-llava train CONFIG [key=value ...]`: run one training stage from a YAML run config."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one stage (pretrain or finetune) from a YAML run config",
+        description=(
+            "Run one training stage. Overrides use dotted keys, e.g. train.learning_rate=2e-5 "
+            "data.max_length=4096. Launch under torchrun or deepspeed for several GPUs or nodes "
+            "(see docs/training.md)."
+        ),
+    )
+    parser.add_argument("config", help="run config YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ..training.config import load_run_config
+
+    config = load_run_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
+    from ..training.run import finish_distributed, train
+
+    try:
+        result = train(config)
+    finally:
+        finish_distributed()
+    if result.trainer.args.process_index == 0:
+        print(f"artifact: {result.artifact}")
+    return 0

@@ -1,0 +1,262 @@
+"""The run config: one YAML file per run, typed, with inheritance and command-line overrides.
+
+    # configs/train/imof_7b_stage2.yaml
+    inherit: [../base/vicuna7b.yaml, ../base/stage2.yaml]   # deep-merged in order, then this file
+    name: imof-7b-stage2
+    model:
+      mixer: {mode: interleave}
+      adapters_from: runs/imof-7b-stage1/adapters
+    train:
+      output_dir: runs/imof-7b-stage2
+
+    mof-llava train configs/train/imof_7b_stage2.yaml train.learning_rate=1e-5 data.max_length=4096
+
+Every key is checked against the dataclasses below: a typo fails with the file and the key named.
+The fully resolved config is written to `<output_dir>/run_config.yaml` before training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from ..data.config import STAGE_DEFAULTS, DataConfig
+from ..model.builder import ModelRecipe, TowerRecipe
+from ..model.configuration import MixerSpec
+
+Stage = Literal["pretrain", "finetune"]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TowerConfig:
+    name: str
+    path: str
+    feature_layer: int = -2
+    drop_prefix_tokens: bool = True
+    normalization: Literal["shared", "own"] = "shared"
+
+
+@dataclass
+class MixerConfig:
+    mode: Literal["none", "additive", "interleave", "concat"] = "none"
+    alpha: float = 0.0
+    adapter: str = "mlp2x_gelu"
+    grid: list[int] | None = None
+    additive_projection: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """What the run trains. Either build from components (`llm` + `towers` + `mixer`) or start from a
+    saved MoF-LLaVA model (`init_from`). `adapters_from` loads a stage-1 adapters artifact on top."""
+
+    llm: str | None = None
+    towers: list[TowerConfig] = field(default_factory=list)
+    mixer: MixerConfig = field(default_factory=MixerConfig)
+    init_from: str | None = None
+    adapters_from: str | None = None
+    image_token_id: int | None = None
+    # "auto": flash_attention_2 when installed on a GPU, else sdpa
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+
+    def recipe(self) -> ModelRecipe:
+        if not self.llm or not self.towers:
+            raise ConfigError("model: set llm and towers (or init_from) to say what to train")
+        mixer = MixerSpec(**{**dataclasses.asdict(self.mixer), "grid": tuple(self.mixer.grid) if self.mixer.grid else None})
+        towers = [TowerRecipe(**dataclasses.asdict(t)) for t in self.towers]
+        return ModelRecipe(self.llm, towers, mixer, self.image_token_id)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the LLM's linear layers (stage 2); the adapters stay fully trained. LLaVA-1.5's LoRA
+    recipe: r=128, alpha=256, lr 2e-4 with the adapters at 2e-5."""
+
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    stage: Stage = "finetune"
+    output_dir: str = "runs/unnamed"
+    global_batch_size: int = 128
+    per_device_batch_size: int = 16
+    learning_rate: float = 2e-5
+    adapter_learning_rate: float | None = None  # LLaVA's --mm_projector_lr; None = learning_rate
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPUs that have it, fp32 on CPU
+    tf32: bool = True
+    gradient_checkpointing: bool = True
+    deepspeed: str | None = None
+    lora: LoraConfig | None = None
+    logging_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    resume: str | None = "auto"  # auto: the newest complete checkpoint in output_dir, if any
+    report_to: Literal["wandb", "none"] = "wandb"  # wandb runs offline without an API key
+    wandb_project: str = "mof-llava"
+    dataloader_num_workers: int = 4
+    peak_tflops: float | None = None  # per device, for the MFU estimate; None: known GPUs only
+    ddp_timeout: int = 1800
+
+
+@dataclass
+class RunConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+        return path
+
+
+# -- loading -----------------------------------------------------------------------------------------
+def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a run YAML (following `inherit`), apply `key=value` overrides, and type-check everything."""
+    raw = _read_with_inheritance(Path(path), seen=())
+    for override in overrides:
+        _apply_override(raw, override)
+    return run_config_from_dict(raw, source=str(path))
+
+
+def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    raw = dict(raw)
+    unknown = set(raw) - {"name", "model", "data", "train"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; expected name, model, data, train")
+    train = _build(TrainConfig, raw.get("train") or {}, f"{source}: train")
+    model = _build(ModelConfig, raw.get("model") or {}, f"{source}: model")
+    data_raw = dict(raw.get("data") or {})
+    if "data_path" not in data_raw:
+        raise ConfigError(f"{source}: data.data_path is required")
+    # Settings not given in the file take LLaVA-1.5's defaults for the stage.
+    data_raw = {**STAGE_DEFAULTS[train.stage], **data_raw}
+    data = _build(DataConfig, data_raw, f"{source}: data")
+    name = raw.get("name") or Path(train.output_dir).name
+    return RunConfig(name=str(name), model=model, data=data, train=train)
+
+
+def _read_with_inheritance(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: inheritance cycle through {[str(p) for p in seen]}")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping, got {type(raw).__name__}")
+    parents = raw.pop("inherit", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = _deep_merge(merged, _read_with_inheritance(path.parent / parent, seen + (path,)))
+    return _deep_merge(merged, raw)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. train.learning_rate=2e-5")
+    key, value = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _build(cls, raw: Any, where: str):
+    """Instantiate dataclass `cls` from `raw`, converting nested dataclasses and checking types."""
+    if dataclasses.is_dataclass(raw):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    values = {}
+    for name, value in raw.items():
+        values[name] = _coerce(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _coerce(hint, value, where: str):
+    origin, args = get_origin(hint), get_args(hint)
+    if value is None:
+        if hint is type(None) or type(None) in args:
+            return None
+        raise ConfigError(f"{where}: may not be empty")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (Union, UnionType):
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {list(args)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool):
+        if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    if hint is float:
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return value

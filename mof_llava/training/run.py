@@ -1,0 +1,336 @@
+"""One training run, from a RunConfig to its artifacts. Launch it with `mof-llava train`, `python
+train/train.py`, `torchrun`, `deepspeed` or `accelerate launch`: the Trainer finds the distributed
+setting from the launcher's environment.
+
+Artifacts in `train.output_dir`:
+    run_config.yaml       the fully resolved config (written before training starts)
+    metrics.jsonl         every log line: loss, lr, grad norm, tokens/s, samples/s, step time, MFU
+    checkpoint-<step>/    resumable checkpoints (trainable weights, optimizer, scheduler, RNG, data position)
+    adapters/             stage 1: the adapters artifact stage 2 starts from (also written by LoRA runs)
+    model/                stage 2 (full fine-tuning): the complete model + processor, ready for evaluation
+    lora/                 stage 2 with LoRA: the peft adapter; `mof-llava merge-lora` makes a standalone model
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.collator import LlavaCollator
+from ..data.dataset import LlavaDataset
+from ..model.adapter_artifact import load_adapters, save_adapters
+from ..model.builder import build_model
+from ..model.modeling import MofLlavaForConditionalGeneration
+from ..model.processing import MofLlavaProcessor
+from . import checkpoints
+from .config import ConfigError, ModelConfig, RunConfig
+from .stages import apply_stage, trainable_by_module
+from .throughput import FlopsModel, device_peak_flops
+
+logger = logging.getLogger("mof_llava.train")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    artifact: Path  # adapters/ (stage 1), model/ (stage 2) or lora/ (LoRA)
+    global_step: int
+    skipped_samples: int
+    trainer: object  # the MofLlavaTrainer, for callers that inspect the trained model
+
+
+def gradient_accumulation_steps(global_batch: int, per_device_batch: int, world_size: int) -> int:
+    """The accumulation that makes `global_batch` from `per_device_batch` on `world_size` devices."""
+    per_step = per_device_batch * world_size
+    if global_batch % per_step:
+        raise ConfigError(
+            f"train.global_batch_size={global_batch} is not a multiple of per_device_batch_size={per_device_batch} "
+            f"x {world_size} device(s) = {per_step}; change one of them (LLaVA-1.5 keeps the global batch fixed: "
+            "256 in stage 1, 128 in stage 2)"
+        )
+    return global_batch // per_step
+
+
+def train(config: RunConfig) -> TrainResult:
+    from transformers import TrainingArguments, set_seed
+
+    from .trainer import MetricsFileCallback, MofLlavaTrainer
+
+    output_dir = Path(config.train.output_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    _setup_logging(rank)
+    tcfg = config.train
+    accumulation = gradient_accumulation_steps(tcfg.global_batch_size, tcfg.per_device_batch_size, world_size)
+    on_gpu = torch.cuda.is_available()
+    precision = _resolve_precision(tcfg.precision, on_gpu)
+    _setup_wandb(tcfg, output_dir)
+    set_seed(tcfg.seed)
+
+    _check_deepspeed_config(tcfg)
+    model, processor = load_model(config.model, deepspeed_bf16=bool(tcfg.deepspeed) and precision == "bf16", on_gpu=on_gpu)
+    if precision in ("bf16", "fp16"):  # frozen towers need no fp32 master weights
+        model.vision_towers.to(torch.bfloat16 if precision == "bf16" else torch.float16)
+    if tcfg.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.language_model.config.use_cache = False
+    logger.info("stage %s: %s", tcfg.stage, config.name)
+    model = apply_stage(model, tcfg.stage, tcfg.lora)
+
+    dataset = LlavaDataset.from_config(config.data, processor)
+    logger.info(dataset.summary())
+
+    if rank == 0:
+        _check_resumable_config(config, output_dir)
+        config.save(output_dir / "run_config.yaml")
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        run_name=config.name,
+        per_device_train_batch_size=tcfg.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=tcfg.learning_rate,
+        weight_decay=tcfg.weight_decay,
+        warmup_steps=tcfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=tcfg.lr_scheduler,
+        num_train_epochs=tcfg.num_epochs,
+        max_steps=tcfg.max_steps,
+        max_grad_norm=tcfg.max_grad_norm,
+        seed=tcfg.seed,
+        data_seed=tcfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        tf32=tcfg.tf32 if on_gpu else None,
+        use_cpu=not on_gpu,  # on CPU, without it each torchrun process silently trains alone
+        deepspeed=tcfg.deepspeed,
+        logging_steps=tcfg.logging_steps,
+        save_strategy="steps",
+        save_steps=tcfg.save_steps,
+        save_total_limit=None,  # rotation happens after the COMPLETE marker (see checkpoints.py)
+        report_to=[] if tcfg.report_to == "none" else [tcfg.report_to],
+        dataloader_num_workers=tcfg.dataloader_num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        ddp_timeout=tcfg.ddp_timeout,
+        disable_tqdm=rank != 0,
+    )
+    trainer = MofLlavaTrainer(
+        model=model,
+        args=args,
+        train_dataset=_WithRecordNames(dataset),
+        data_collator=_CollateWithRecordNames(LlavaCollator.for_tokenizer(processor.tokenizer)),
+        processing_class=processor,
+        callbacks=[MetricsFileCallback(output_dir / "metrics.jsonl")],
+        adapter_learning_rate=tcfg.adapter_learning_rate,
+        group_by_modality_length=config.data.group_by_modality_length,
+        save_total_limit=tcfg.save_total_limit,
+        flops_model=FlopsModel.for_model(model),
+        peak_flops=device_peak_flops(tcfg.peak_tflops),
+    )
+    resume = _resume_point(tcfg.resume, output_dir)
+    if resume is not None:
+        logger.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    artifact = _save_final(trainer, model, processor, config, output_dir)
+    skipped = _report_skips(trainer, rank)
+    if rank == 0:
+        logger.info("training done: %s", artifact)
+    return TrainResult(output_dir, artifact, trainer.state.global_step, skipped, trainer)
+
+
+# -- model ---------------------------------------------------------------------------------------------
+def load_model(
+    model_config: ModelConfig, deepspeed_bf16: bool = False, on_gpu: bool | None = None
+) -> tuple[MofLlavaForConditionalGeneration, MofLlavaProcessor]:
+    """Build (or load) the model a run starts from, with the stage-1 adapters when given."""
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    attn = model_config.attn_implementation
+    if attn == "auto":
+        attn = "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+    # DeepSpeed keeps fp32 master weights itself, so the model can live in bf16; plain DDP/CPU runs
+    # keep fp32 weights and autocast.
+    dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
+    if model_config.init_from:
+        model = MofLlavaForConditionalGeneration.from_pretrained(
+            model_config.init_from, dtype=dtype, attn_implementation=attn
+        )
+        processor = MofLlavaProcessor.from_pretrained(model_config.init_from)
+    else:
+        model, processor = build_model(model_config.recipe(), dtype=dtype, attn_implementation=attn)
+    if model_config.adapters_from:
+        load_adapters(model, model_config.adapters_from)  # before DeepSpeed partitions anything
+        logger.info("loaded adapters from %s", model_config.adapters_from)
+    return model, processor
+
+
+# -- data glue -----------------------------------------------------------------------------------------
+class _WithRecordNames(torch.utils.data.Dataset):
+    """Adds where each sample comes from, so a NaN loss can name its batch."""
+
+    def __init__(self, dataset: LlavaDataset):
+        self.dataset = dataset
+        self.lengths, self.has_image = dataset.lengths, dataset.has_image
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        if isinstance(item, dict):
+            record = int(self.dataset.record_indices[index])
+            item["record"] = str(self.dataset.records.location(record))
+        return item
+
+
+@dataclass(frozen=True)
+class _CollateWithRecordNames:
+    collator: LlavaCollator
+
+    def __call__(self, items):
+        batch = self.collator(items)
+        batch["sample_records"] = [item["record"] for item in items if isinstance(item, dict)]
+        return batch
+
+
+# -- final artifacts -------------------------------------------------------------------------------------
+def _save_final(trainer, model, processor: MofLlavaProcessor, config: RunConfig, output_dir: Path) -> Path:
+    tcfg = config.train
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if tcfg.stage == "finetune" and tcfg.lora is None:
+        target = output_dir / "model"
+        trainer.save_model(str(target))  # gathers ZeRO-3 shards
+        if trainer.args.should_save:
+            processor.save_pretrained(target)
+        return target
+
+    # Stage 1 and LoRA runs: the adapters artifact, from a gathered state dict under ZeRO-3.
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else model)
+    prefix = "base_model.model." if base is not model else ""
+    mixer_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix + "mixer.")}
+    if trainer.args.should_save:
+        save_adapters(base, output_dir / "adapters", state_dict=mixer_state)
+    if tcfg.lora is None:
+        return output_dir / "adapters"
+    target = output_dir / "lora"
+    trainer.save_model(str(target))  # peft writes the LoRA weights only
+    return target
+
+
+def _report_skips(trainer, rank: int) -> int:
+    import torch.distributed as dist
+
+    tallies = [trainer.skips]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        tallies = [None] * dist.get_world_size()
+        dist.all_gather_object(tallies, trainer.skips)
+    total = sum(t.total for t in tallies)
+    if rank == 0 and total:
+        for tally in tallies:
+            if tally.total:
+                logger.warning(tally.summary())
+    if rank == 0:
+        logger.info("%d sample(s) skipped in total", total)
+    return total
+
+
+# -- environment ---------------------------------------------------------------------------------------
+def _resolve_precision(precision: str, on_gpu: bool) -> str:
+    if precision == "auto":
+        return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("bf16", "fp16") and not on_gpu:
+        raise ConfigError(f"train.precision={precision} needs a GPU; use fp32 (or auto) on CPU")
+    return precision
+
+
+def _check_deepspeed_config(tcfg) -> None:
+    if not tcfg.deepspeed:
+        return
+    import json
+
+    path = Path(tcfg.deepspeed)
+    if not path.is_file():
+        raise ConfigError(f"train.deepspeed: {path} not found (the project's configs are in configs/deepspeed/)")
+    ds = json.loads(path.read_text())
+    if "optimizer" in ds and tcfg.adapter_learning_rate is not None:
+        raise ConfigError(
+            f"{path} defines its own optimizer, so train.adapter_learning_rate cannot give the adapters their own "
+            "learning rate; remove one of the two"
+        )
+    if "scheduler" in ds:
+        raise ConfigError(f"{path} defines a scheduler, which would replace train.lr_scheduler; remove it from the file")
+
+
+def _setup_wandb(tcfg, output_dir: Path) -> None:
+    if tcfg.report_to != "wandb":
+        return
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("train.report_to=wandb but wandb is not installed: pip install 'mof-llava[wandb]' or report_to=none")
+    os.environ.setdefault("WANDB_PROJECT", tcfg.wandb_project)
+    os.environ.setdefault("WANDB_DIR", str(output_dir))
+    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"  # logs locally; `wandb sync` uploads later
+
+
+def _setup_logging(rank: int) -> None:
+    import transformers
+
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", force=True)
+    logging.getLogger("mof_llava").setLevel(level)
+    transformers.logging.set_verbosity_warning()
+
+
+def _resume_point(resume: str | None, output_dir: Path) -> Path | None:
+    if resume in (None, "none", "never"):
+        return None
+    if resume == "auto":
+        for partial in checkpoints.incomplete_checkpoints(output_dir):
+            logger.warning("ignoring %s: it was not completely written (the run stopped while saving it)", partial)
+        return checkpoints.latest_complete_checkpoint(output_dir)
+    path = Path(resume)
+    if not (path / checkpoints.COMPLETE).is_file():
+        raise ConfigError(f"train.resume={resume}: not a complete checkpoint (no {checkpoints.COMPLETE} marker)")
+    return path
+
+
+def _check_resumable_config(config: RunConfig, output_dir: Path) -> None:
+    """Refuse to continue a run in `output_dir` with a different model, data or optimisation."""
+    import yaml
+
+    previous = output_dir / "run_config.yaml"
+    if not previous.is_file() or checkpoints.latest_complete_checkpoint(output_dir) is None:
+        return
+    old = yaml.safe_load(previous.read_text())
+    new = config.to_dict()
+    keys = [("model",), ("data",), ("train", "stage"), ("train", "seed"), ("train", "global_batch_size"),
+            ("train", "learning_rate"), ("train", "lora")]
+    changed = [".".join(k) for k in keys if _dig(old, k) != _dig(new, k)]
+    if changed and config.train.resume == "auto":
+        raise ConfigError(
+            f"{output_dir} holds checkpoints of a run with different {changed}; use another train.output_dir "
+            "or train.resume=none to start over"
+        )
+
+
+def _dig(tree, keys):
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def finish_distributed() -> None:
+    """Tear the process group down at the end of a launched run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()  # without it, CPU/gloo runs sometimes abort at exit
+
+
+__all__ = ["TrainResult", "finish_distributed", "gradient_accumulation_steps", "load_model", "train", "trainable_by_module"]

@@ -1,0 +1,93 @@
+"""What each stage trains. The one place that decides freezing, and it says what it decided.
+
+    pretrain  (stage 1, feature alignment)  towers frozen, LLM frozen, adapters trained
+              (I-MoF: both adapters, jointly; A-MoF: its single shared adapter)
+    finetune  (stage 2, instruction tuning)  towers frozen; adapters and the LLM trained,
+              fully or through LoRA on the LLM's linear layers (the adapters are then still trained in full)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from torch import nn
+
+from .config import LoraConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModuleCount:
+    module: str
+    trainable: int
+    total: int
+
+
+def apply_stage(model: nn.Module, stage: str, lora: LoraConfig | None = None) -> nn.Module:
+    """Freeze/unfreeze `model` (a MofLlavaForConditionalGeneration) for `stage`; with `lora`, wrap the
+    LLM with peft LoRA adapters. Returns the model to train (the peft wrapper when LoRA is on)."""
+    if stage not in ("pretrain", "finetune"):
+        raise ValueError(f"unknown stage {stage!r}; choose 'pretrain' or 'finetune'")
+    if lora is not None and stage != "finetune":
+        raise ValueError("LoRA applies to the LLM, which stage 1 (pretrain) keeps frozen")
+    model.requires_grad_(False)
+    model.mixer.requires_grad_(True)
+    if stage == "finetune":
+        if lora is None:
+            model.language_model.requires_grad_(True)
+        else:
+            model = _wrap_lora(model, lora)
+    for name, count in trainable_by_module(model).items():
+        state = "trained" if count.trainable else "frozen"
+        logger.info("%-8s %-28s %14s / %14s parameters", state, name, f"{count.trainable:,}", f"{count.total:,}")
+    return model
+
+
+def trainable_by_module(model: nn.Module) -> dict[str, ModuleCount]:
+    """Trainable and total parameter counts per top-level part (towers one by one, mixer, LLM)."""
+    base = _unwrap(model)
+    parts: dict[str, nn.Module] = {f"vision_towers.{n}": t for n, t in base.vision_towers.items()}
+    parts["mixer"] = base.mixer
+    parts["language_model"] = base.language_model
+    counts = {}
+    for name, module in parts.items():
+        params = list(module.parameters())
+        counts[name] = ModuleCount(
+            name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        )
+    return counts
+
+
+def _wrap_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    # Only the LLM's linear layers get LoRA: never the frozen towers, never the fully trained adapters.
+    llm_linear = sorted(
+        {
+            name.split(".")[-1]
+            for name, module in model.language_model.named_modules()
+            if isinstance(module, nn.Linear) and module is not model.language_model.get_output_embeddings()
+        }
+    )
+    targets = llm_linear if lora.target_modules == "all-linear" else list(lora.target_modules)
+    pattern = r"language_model\..*\.(" + "|".join(targets) + r")"
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=pattern,
+        task_type=None,
+    )
+    wrapped = get_peft_model(model, config)
+    # peft freezes everything it did not add; the adapters are trained in full (saved separately as
+    # an adapters artifact, not as peft "modules_to_save" copies).
+    model.mixer.requires_grad_(True)
+    return wrapped
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if get_base is not None else model
