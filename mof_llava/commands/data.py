@@ -74,36 +74,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def load_processor(args: argparse.Namespace):
     from .. import MofLlavaProcessor
+    from ..data.check import paper_processor
 
     if args.model:
         return MofLlavaProcessor.from_pretrained(args.model)
-    return processor_for_mixer(args.tokenizer, args.mixer, args.image_size)
-
-
-def processor_for_mixer(tokenizer: str, mixer: str, image_size: int = 336):
-    """A text-only processor whose visual token count is that of the paper's towers under `mixer`."""
-    from transformers import AutoTokenizer, Dinov2Config
-    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
-
-    from .. import MofLlavaConfig, MofLlavaProcessor
-    from ..model.builder import default_image_token_id
-
-    dinov2 = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
-    towers = [{"name": "clip", "vision_config": MofLlavaConfig().vision_towers[0]["vision_config"]}]
-    if mixer != "none":
-        towers.append({"name": "dinov2", "vision_config": dinov2.to_dict(), "feature_layer": -1})
-    config = MofLlavaConfig(vision_towers=towers, mixer={"mode": mixer}, image_size=image_size)
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    image_processor = LlavaImageProcessorPil(  # LLaVA-1.5's: CLIP statistics, bicubic (not used by the check)
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        image_mean=config.image_mean,
-        image_std=config.image_std,
-        resample=3,
-    )
-    return MofLlavaProcessor(
-        image_processor,
-        tok,
-        num_image_tokens=config.num_image_tokens,
-        image_token_id=default_image_token_id(tok),
-    )
+    return paper_processor(args.tokenizer, args.mixer, args.image_size)

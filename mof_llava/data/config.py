@@ -9,6 +9,7 @@ from ..conversation import TEMPLATES
 
 AspectRatio = Literal["pad", "crop"]
 BadImagePolicy = Literal["fail", "skip"]
+BatchArrangement = Literal["sorted", "balanced"]
 Stage = Literal["pretrain", "finetune"]
 
 # LLaVA-1.5's recipes (scripts/v1_5/pretrain.sh, finetune.sh): stage 1 uses the `plain` template and
@@ -32,6 +33,9 @@ class DataConfig:
     on_bad_image: a missing or undecodable image either stops training naming the file (`fail`) or
         the sample is skipped, counted and reported (`skip`). Never replaced by another sample.
     group_by_modality_length: LLaVA's grouped sampler (see sampler.py) instead of a plain shuffle.
+    batch_arrangement: how the grouped sampler arranges an optimizer step's samples into per-device
+        batches: `sorted` (neighbouring lengths, least padding) or `balanced` (LLaVA's: equal token
+        totals per batch). Same samples per step either way.
     cache_dir: where the record index and token lengths are cached (default: see cache.py).
     num_proc: processes for the one-time tokenisation pass (default: all cores).
     """
@@ -43,6 +47,7 @@ class DataConfig:
     max_length: int = 2048
     on_bad_image: BadImagePolicy = "fail"
     group_by_modality_length: bool = True
+    batch_arrangement: BatchArrangement = "sorted"
     cache_dir: str | None = None
     num_proc: int | None = None
 
@@ -62,6 +67,10 @@ class DataConfig:
             )
         if self.on_bad_image not in ("fail", "skip"):
             raise ValueError(f"data.on_bad_image must be 'fail' or 'skip', got {self.on_bad_image!r}")
+        if self.batch_arrangement not in ("sorted", "balanced"):
+            raise ValueError(
+                f"data.batch_arrangement must be 'sorted' or 'balanced', got {self.batch_arrangement!r}"
+            )
         if self.max_length < 1:
             raise ValueError(f"data.max_length must be positive, got {self.max_length}")
 

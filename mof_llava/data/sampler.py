@@ -9,9 +9,14 @@ Grouped order, per epoch (seeded by `(seed, epoch)`, so a resumed run sees the s
 1. samples with and without an image are shuffled separately and cut into megabatches, so every
    optimizer step sees one modality only (a text-only step never waits on a long image step, and
    towers are either used by all ranks or by none);
-2. each megabatch is sorted by length and dealt into `world_size * grad_accum` per-device batches of
-   equal size and nearly equal token totals (longest first into the lightest batch), so ranks finish
-   their micro-steps at about the same time;
+2. within a megabatch the samples are arranged into its `world_size * grad_accum` per-device batches:
+   - `"sorted"` (default): longest first, cut into consecutive batches. The ranks of a micro-step
+     get batches of neighbouring lengths, so there is little padding and little waiting for the
+     slowest rank;
+   - `"balanced"` (LLaVA's arrangement): longest first, each sample into the batch with the fewest
+     tokens so far, so every per-device batch carries nearly the same number of real tokens (but
+     spans the whole length range of the megabatch, hence more padding);
+   either way the *contents* of each optimizer step are the same, so the updates are the same;
 3. megabatches are shuffled; the leftovers of each modality (fewer than a megabatch each) come last,
    image samples then text-only ones, each sorted by length: only the one per-device batch that
    straddles the two can mix modalities.
@@ -20,24 +25,36 @@ Megabatches span the gradient accumulation steps, as LLaVA's `LLaVATrainer` does
 `world_size * gradient_accumulation_steps` to its sampler), so the *global* batch of an optimizer
 step is single-modality. LLaVA's lengths are word counts plus a constant; here they are the number
 of tokens the LLM reads (text tokens plus the mixer's visual tokens), from `LlavaDataset.lengths`.
+docs/perf-notes/data.md compares the arrangements (padding, time lost to waiting ranks).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
 
+Arrangement = Literal["sorted", "balanced"]
+
 
 def modality_grouped_order(
-    lengths: np.ndarray, has_image: np.ndarray, megabatch_size: int, num_batches: int, seed: int, epoch: int
+    lengths: np.ndarray,
+    has_image: np.ndarray,
+    megabatch_size: int,
+    num_batches: int,
+    seed: int,
+    epoch: int,
+    arrange: Arrangement = "sorted",
 ) -> np.ndarray:
     """A permutation of `range(len(lengths))` grouped as described in the module docstring.
 
-    `megabatch_size` indices form one optimizer step, dealt into `num_batches` per-device batches.
+    `megabatch_size` indices form one optimizer step, arranged into `num_batches` per-device batches.
     """
+    if arrange not in ("sorted", "balanced"):
+        raise ValueError(f"arrange must be 'sorted' or 'balanced', got {arrange!r}")
     lengths, has_image = np.asarray(lengths), np.asarray(has_image, dtype=bool)
     if megabatch_size % num_batches:
         raise ValueError(f"megabatch of {megabatch_size} cannot be dealt into {num_batches} equal batches")
@@ -48,11 +65,17 @@ def modality_grouped_order(
         shuffled = rng.permutation(members)
         n_full = len(shuffled) - len(shuffled) % megabatch_size
         for megabatch in shuffled[:n_full].reshape(-1, megabatch_size):
-            megabatches.append(_deal_balanced(megabatch, lengths, num_batches))
-        rest = shuffled[n_full:]
-        leftovers.append(rest[np.argsort(-lengths[rest], kind="stable")])
+            if arrange == "balanced":
+                megabatches.append(_deal_balanced(megabatch, lengths, num_batches))
+            else:
+                megabatches.append(_longest_first(megabatch, lengths))
+        leftovers.append(_longest_first(shuffled[n_full:], lengths))
     ordered = [megabatches[i] for i in rng.permutation(len(megabatches))]
     return np.concatenate(ordered + leftovers).astype(np.int64)
+
+
+def _longest_first(indices: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    return indices[np.argsort(-lengths[indices], kind="stable")]
 
 
 def _deal_balanced(megabatch: np.ndarray, lengths: np.ndarray, num_batches: int) -> np.ndarray:
@@ -60,7 +83,7 @@ def _deal_balanced(megabatch: np.ndarray, lengths: np.ndarray, num_batches: int)
     size = len(megabatch) // num_batches
     batches: list[list[int]] = [[] for _ in range(num_batches)]
     open_batches = [(0, b) for b in range(num_batches)]  # (tokens so far, batch number)
-    for i in megabatch[np.argsort(-lengths[megabatch], kind="stable")]:
+    for i in _longest_first(megabatch, lengths):
         tokens, b = heapq.heappop(open_batches)
         batches[b].append(int(i))
         if len(batches[b]) < size:
@@ -79,16 +102,20 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
         world_size: int = 1,
         grad_accum: int = 1,
         seed: int = 0,
+        arrange: Arrangement = "sorted",
     ):
         if len(lengths) != len(has_image):
             raise ValueError(f"{len(lengths)} lengths but {len(has_image)} modality flags")
         if min(per_device_batch_size, world_size, grad_accum) < 1:
             raise ValueError("batch size, world size and gradient accumulation must be positive")
+        if arrange not in ("sorted", "balanced"):
+            raise ValueError(f"arrange must be 'sorted' or 'balanced', got {arrange!r}")
         self.lengths = np.asarray(lengths)
         self.has_image = np.asarray(has_image, dtype=bool)
         self.num_batches = world_size * grad_accum
         self.megabatch_size = per_device_batch_size * self.num_batches
         self.seed = seed
+        self.arrange = arrange
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -99,7 +126,13 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = modality_grouped_order(
-            self.lengths, self.has_image, self.megabatch_size, self.num_batches, self.seed, self.epoch
+            self.lengths,
+            self.has_image,
+            self.megabatch_size,
+            self.num_batches,
+            self.seed,
+            self.epoch,
+            self.arrange,
         )
         return iter(order.tolist())
 

@@ -6,7 +6,7 @@ import pytest
 from data_helpers import image_record, text_record, turn, write_image, write_json, write_jsonl
 
 from mof_llava.cli import main
-from mof_llava.commands.data import processor_for_mixer
+from mof_llava.data.check import paper_processor
 
 
 @pytest.fixture
@@ -67,9 +67,9 @@ def test_report_with_a_saved_model(tmp_path, dataset, tiny_model_dirs, capsys):
 
 
 def test_tokenizer_and_mixer_give_the_paper_token_counts(tmp_path, tiny_parts, capsys):
-    assert processor_for_mixer(str(tiny_parts.llm), "none").num_image_tokens == 576
-    assert processor_for_mixer(str(tiny_parts.llm), "additive").num_image_tokens == 576
-    assert processor_for_mixer(str(tiny_parts.llm), "interleave").num_image_tokens == 1152
+    assert paper_processor(str(tiny_parts.llm), "none").num_image_tokens == 576
+    assert paper_processor(str(tiny_parts.llm), "additive").num_image_tokens == 576
+    assert paper_processor(str(tiny_parts.llm), "interleave").num_image_tokens == 1152
     path = write_jsonl(tmp_path / "d.jsonl", [image_record("a", "x.jpg", ("Q?", "A."))] * 3)
     code, out = run(
         capsys,
@@ -121,3 +121,15 @@ def test_plain_template_and_errors(tmp_path, tiny_parts, capsys):
                 str(tmp_path / "c"),
             ]
         )
+
+
+def test_paper_processor_preprocesses_like_the_model_builder(tiny_parts, processors, tmp_path):
+    from PIL import Image
+
+    built = processors("none")  # tiny model made by build_model, 56 px, CLIP statistics
+    made = paper_processor(str(tiny_parts.llm), "none", image_size=56)
+    image = Image.linear_gradient("L").convert("RGB").resize((90, 50))
+    for aspect in ("pad", "crop"):
+        assert (made.preprocess_images([image], aspect) == built.preprocess_images([image], aspect)).all()
+    assert made.image_token_id == built.image_token_id
+    assert made.encode("USER: <image>\nHi").ids[:3] == built.encode("USER: <image>\nHi").ids[:3]

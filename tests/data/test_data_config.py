@@ -29,6 +29,7 @@ def test_stage_defaults_follow_llava_1_5():
         ({"image_aspect_ratio": "square"}, "LLaVA's 'square', resize and centre-crop, is 'crop' here"),
         ({"on_bad_image": "substitute"}, "must be 'fail' or 'skip'"),
         ({"max_length": 0}, "must be positive"),
+        ({"batch_arrangement": "llava"}, "must be 'sorted' or 'balanced'"),
     ],
 )
 def test_invalid_settings(kwargs, message):

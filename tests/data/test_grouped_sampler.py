@@ -37,23 +37,28 @@ def cases():
         yield batch, world, accum, lengths, has_image
 
 
-def order_of(lengths, has_image, batch, world, accum, seed=0, epoch=0):
-    sampler = ModalityLengthGroupedSampler(lengths, has_image, batch, world, accum, seed)
+def order_of(lengths, has_image, batch, world, accum, seed=0, epoch=0, arrange="sorted"):
+    sampler = ModalityLengthGroupedSampler(lengths, has_image, batch, world, accum, seed, arrange)
     sampler.set_epoch(epoch)
     return np.array(list(sampler))
 
 
-def test_every_index_exactly_once_per_epoch():
+ARRANGEMENTS = ["sorted", "balanced"]
+
+
+@pytest.mark.parametrize("arrange", ARRANGEMENTS)
+def test_every_index_exactly_once_per_epoch(arrange):
     for batch, world, accum, lengths, has_image in cases():
         for seed, epoch in [(0, 0), (1, 0), (0, 3)]:
-            order = order_of(lengths, has_image, batch, world, accum, seed, epoch)
+            order = order_of(lengths, has_image, batch, world, accum, seed, epoch, arrange)
             assert sorted(order.tolist()) == list(range(len(lengths)))
 
 
-def test_every_full_global_batch_is_single_modality_and_leftovers_come_last():
+@pytest.mark.parametrize("arrange", ARRANGEMENTS)
+def test_every_full_global_batch_is_single_modality_and_leftovers_come_last(arrange):
     for batch, world, accum, lengths, has_image in cases():
         megabatch = batch * world * accum
-        order = order_of(lengths, has_image, batch, world, accum, seed=7)
+        order = order_of(lengths, has_image, batch, world, accum, seed=7, arrange=arrange)
         n_image, n_text = int(has_image.sum()), int((~has_image).sum())
         n_full = (n_image // megabatch + n_text // megabatch) * megabatch
         for start in range(0, n_full, megabatch):
@@ -67,28 +72,50 @@ def test_every_full_global_batch_is_single_modality_and_leftovers_come_last():
         assert sum(mixed) <= 1
 
 
-def test_deterministic_given_seed_and_epoch_and_different_otherwise():
+@pytest.mark.parametrize("arrange", ARRANGEMENTS)
+def test_deterministic_given_seed_and_epoch_and_different_otherwise(arrange):
     rng = np.random.default_rng(5)
     lengths, has_image = random_dataset(rng, 500, 0.06)
-    first = order_of(lengths, has_image, 4, 2, 2, seed=3, epoch=1)
-    assert np.array_equal(first, order_of(lengths, has_image, 4, 2, 2, seed=3, epoch=1))
-    assert not np.array_equal(first, order_of(lengths, has_image, 4, 2, 2, seed=3, epoch=2))
-    assert not np.array_equal(first, order_of(lengths, has_image, 4, 2, 2, seed=4, epoch=1))
+    first = order_of(lengths, has_image, 4, 2, 2, seed=3, epoch=1, arrange=arrange)
+    assert np.array_equal(first, order_of(lengths, has_image, 4, 2, 2, seed=3, epoch=1, arrange=arrange))
+    assert not np.array_equal(first, order_of(lengths, has_image, 4, 2, 2, seed=3, epoch=2, arrange=arrange))
+    assert not np.array_equal(first, order_of(lengths, has_image, 4, 2, 2, seed=4, epoch=1, arrange=arrange))
 
 
-def test_per_device_batches_of_a_step_carry_nearly_equal_tokens():
-    # Longest-first into the lightest batch: the token totals of the per-device batches of one
-    # optimizer step differ by at most the longest sample of that step.
+def test_arrangements_put_the_same_samples_in_each_optimizer_step():
+    for batch, world, accum, lengths, has_image in cases():
+        megabatch = batch * world * accum
+        a, b = (order_of(lengths, has_image, batch, world, accum, seed=2, arrange=x) for x in ARRANGEMENTS)
+        for start in range(0, len(a), megabatch):
+            assert set(a[start : start + megabatch]) == set(b[start : start + megabatch])
+
+
+def steps_of_random_lengths(arrange):
     rng = np.random.default_rng(11)
     for batch, world, accum in SHAPES:
         num_batches = world * accum
         megabatch = batch * num_batches
         for _ in range(20):
             lengths = rng.integers(1, 3000, megabatch * 3)
-            order = modality_grouped_order(lengths, np.ones(len(lengths), bool), megabatch, num_batches, 0, 0)
+            order = modality_grouped_order(
+                lengths, np.ones(len(lengths), bool), megabatch, num_batches, 0, 0, arrange
+            )
             for step in order.reshape(-1, megabatch):
-                totals = lengths[step.reshape(num_batches, batch)].sum(axis=1)
-                assert totals.max() - totals.min() <= lengths[step].max()
+                yield lengths[step.reshape(num_batches, batch)]
+
+
+def test_balanced_per_device_batches_of_a_step_carry_nearly_equal_tokens():
+    # Longest first into the lightest batch: the token totals of the per-device batches of one
+    # optimizer step differ by at most the longest sample of that step.
+    for step_lengths in steps_of_random_lengths("balanced"):
+        totals = step_lengths.sum(axis=1)
+        assert totals.max() - totals.min() <= step_lengths.max()
+
+
+def test_sorted_per_device_batches_hold_neighbouring_lengths():
+    # Longest first, cut into consecutive batches: batch j+1 holds nothing longer than batch j.
+    for step_lengths in steps_of_random_lengths("sorted"):
+        assert np.all(step_lengths[:-1].min(axis=1) >= step_lengths[1:].max(axis=1))
 
 
 def test_ranks_get_their_share_through_round_robin_sharding():
@@ -128,3 +155,5 @@ def test_bad_arguments():
         ModalityLengthGroupedSampler(np.ones(3), np.ones(2, bool), 1)
     with pytest.raises(ValueError, match="positive"):
         ModalityLengthGroupedSampler(np.ones(3), np.ones(3, bool), 0)
+    with pytest.raises(ValueError, match="arrange must be"):
+        ModalityLengthGroupedSampler(np.ones(3), np.ones(3, bool), 1, arrange="llava")
