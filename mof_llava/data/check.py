@@ -215,7 +215,8 @@ def paper_processor(tokenizer: str, mixer: str, image_size: int = 336):
     from ..model.builder import default_image_token_id
 
     dinov2 = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
-    towers = [{"name": "clip", "vision_config": MofLlavaConfig().vision_towers[0]["vision_config"]}]
+    clip = {**MofLlavaConfig().vision_towers[0]["vision_config"], "image_size": image_size}  # CLIP ViT-L/14
+    towers = [{"name": "clip", "vision_config": clip}]
     if mixer != "none":
         towers.append({"name": "dinov2", "vision_config": dinov2.to_dict(), "feature_layer": -1})
     config = MofLlavaConfig(vision_towers=towers, mixer={"mode": mixer}, image_size=image_size)
