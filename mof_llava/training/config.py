@@ -158,7 +158,7 @@ def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConf
         raise ConfigError(f"{source}: data.data_path is required")
     # Settings not given in the file take LLaVA-1.5's defaults for the stage.
     data_raw = {**STAGE_DEFAULTS[train.stage], **data_raw}
-    data = _build(DataConfig, data_raw, f"{source}: data")
+    data = _build(DataConfig, data_raw, f"{source}: data", check_choices=False)  # DataConfig explains its own
     name = raw.get("name") or Path(train.output_dir).name
     return RunConfig(name=str(name), model=model, data=data, train=train)
 
@@ -207,7 +207,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
 
 
-def _build(cls, raw: Any, where: str):
+def _build(cls, raw: Any, where: str, check_choices: bool = True):
     """Instantiate dataclass `cls` from `raw`, converting nested dataclasses and checking types."""
     if dataclasses.is_dataclass(raw):
         return raw
@@ -220,7 +220,11 @@ def _build(cls, raw: Any, where: str):
         raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
     values = {}
     for name, value in raw.items():
-        values[name] = _coerce(hints[name], value, f"{where}.{name}")
+        hint = hints[name]
+        if not check_choices and get_origin(hint) is Literal:
+            values[name] = value
+            continue
+        values[name] = _coerce(hint, value, f"{where}.{name}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:
@@ -253,6 +257,12 @@ def _coerce(hint, value, where: str):
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads 2e-5 (no dot) as a string; take it as the number it obviously is.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, str, bool):
         if hint is int and isinstance(value, bool) or not isinstance(value, hint):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")

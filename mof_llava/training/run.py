@@ -56,7 +56,8 @@ def gradient_accumulation_steps(global_batch: int, per_device_batch: int, world_
     return global_batch // per_step
 
 
-def train(config: RunConfig) -> TrainResult:
+def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
+    """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...)."""
     from transformers import TrainingArguments, set_seed
 
     from .trainer import MetricsFileCallback, MofLlavaTrainer
@@ -125,7 +126,7 @@ def train(config: RunConfig) -> TrainResult:
         train_dataset=_WithRecordNames(dataset),
         data_collator=_CollateWithRecordNames(LlavaCollator.for_tokenizer(processor.tokenizer)),
         processing_class=processor,
-        callbacks=[MetricsFileCallback(output_dir / "metrics.jsonl")],
+        callbacks=[MetricsFileCallback(output_dir / "metrics.jsonl"), *(callbacks or [])],
         adapter_learning_rate=tcfg.adapter_learning_rate,
         group_by_modality_length=config.data.group_by_modality_length,
         save_total_limit=tcfg.save_total_limit,

@@ -1,0 +1,80 @@
+"""Run configs: inheritance, overrides, strict keys, stage defaults, and the global-batch rule."""
+
+import pytest
+import yaml
+
+from mof_llava.training.config import ConfigError, load_run_config
+from mof_llava.training.run import gradient_accumulation_steps
+
+
+def _write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_inheritance_and_overrides(tmp_path):
+    _write(tmp_path / "base.yaml", {
+        "model": {"llm": "vicuna", "towers": [{"name": "clip", "path": "clip-336"}], "mixer": {"mode": "none"}},
+        "data": {"data_path": "mix665k.json"},
+        "train": {"stage": "finetune", "learning_rate": 2e-5, "global_batch_size": 128},
+    })
+    _write(tmp_path / "child.yaml", {
+        "inherit": "base.yaml",
+        "model": {"towers": [{"name": "clip", "path": "clip-336"}, {"name": "dinov2", "path": "dino", "feature_layer": -1}],
+                  "mixer": {"mode": "additive", "alpha": 0.75}},
+        "train": {"output_dir": "runs/amof-075"},
+    })
+    config = load_run_config(tmp_path / "child.yaml", ["train.learning_rate=1e-5", "model.mixer.alpha=0.875"])
+    assert config.model.llm == "vicuna"  # inherited
+    assert [t.name for t in config.model.towers] == ["clip", "dinov2"]  # lists are replaced, not merged
+    assert config.model.mixer.mode == "additive" and config.model.mixer.alpha == 0.875
+    assert config.train.learning_rate == 1e-5 and config.train.global_batch_size == 128
+    assert config.name == "amof-075"
+    # stage-2 defaults of LLaVA-1.5 fill what the files leave out
+    assert (config.data.template, config.data.image_aspect_ratio, config.data.group_by_modality_length) == (
+        "vicuna_v1", "pad", True)
+
+
+def test_stage1_defaults_are_llava_pretraining():
+    from mof_llava.training.config import run_config_from_dict
+
+    config = run_config_from_dict({"data": {"data_path": "558k.json"}, "train": {"stage": "pretrain"}})
+    assert (config.data.template, config.data.image_aspect_ratio) == ("plain", "crop")
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "message"),
+    [
+        ({"train": {"learnin_rate": 1}}, [], r"child.yaml: train: unknown keys \['learnin_rate'\]"),
+        ({}, ["train.stage=stage2"], r"train.stage: must be one of \['pretrain', 'finetune'\], got 'stage2'"),
+        ({}, ["train.per_device_batch_size=two"], r"train.per_device_batch_size: expected int, got 'two'"),
+        ({}, ["learning_rate"], "expected key=value"),
+        ({"model": {"mixer": {"mode": "interleave", "alfa": 1}}}, [], r"model.mixer: unknown keys \['alfa'\]"),
+        ({"data": {"image_aspect_ratio": "square"}}, [], "LLaVA's 'square', resize and centre-crop, is 'crop' here"),
+        ({"extra": 1}, [], r"unknown top-level keys \['extra'\]"),
+    ],
+)
+def test_mistakes_fail_naming_the_key(tmp_path, content, overrides, message):
+    base = {"data": {"data_path": "d.json"}}
+    for section, values in content.items():
+        base[section] = {**base.get(section, {}), **values} if isinstance(values, dict) else values
+    _write(tmp_path / "child.yaml", base)
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(tmp_path / "child.yaml", overrides)
+
+
+def test_missing_file_and_cycles(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_run_config(tmp_path / "nope.yaml")
+    _write(tmp_path / "a.yaml", {"inherit": "b.yaml"})
+    _write(tmp_path / "b.yaml", {"inherit": "a.yaml"})
+    with pytest.raises(ConfigError, match="inheritance cycle"):
+        load_run_config(tmp_path / "a.yaml")
+
+
+def test_gradient_accumulation_is_derived_or_refused():
+    assert gradient_accumulation_steps(256, 32, 8) == 1
+    assert gradient_accumulation_steps(128, 4, 8) == 4
+    assert gradient_accumulation_steps(128, 16, 2) == 4
+    with pytest.raises(ConfigError, match="global_batch_size=128 is not a multiple of per_device_batch_size=12 x 8 device"):
+        gradient_accumulation_steps(128, 12, 8)

@@ -1,0 +1,161 @@
+"""Training runs end to end on the tiny model: the stage artifacts, exact resume after an abrupt
+death, a crash while saving a checkpoint, the NaN guard, bad images, LoRA merging."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from toydata import losses, run_config, write_dataset
+from transformers import TrainerCallback
+
+from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
+from mof_llava.data.images import ImageLoadError
+from mof_llava.model.adapter_artifact import load_adapters
+from mof_llava.training import checkpoints
+from mof_llava.training.run import load_model, train
+from mof_llava.training.trainer import MofLlavaTrainer, NonFiniteLossError
+
+HERE = Path(__file__).parent
+
+
+def test_stage1_then_stage2(tiny_parts, toy_data, tmp_path):
+    stage1 = train(run_config(tiny_parts, toy_data, tmp_path / "s1", stage="pretrain", max_steps=3, save_steps=2))
+    assert stage1.artifact == tmp_path / "s1" / "adapters" and stage1.global_step == 3
+    assert (tmp_path / "s1" / "run_config.yaml").is_file()
+    # a stage-1 checkpoint holds the adapters (and optimizer/scheduler/RNG/trainer state), not the frozen parts
+    ckpt = tmp_path / "s1" / "checkpoint-2"
+    assert {p.name for p in ckpt.iterdir()} >= {"COMPLETE", "model.safetensors", "optimizer.pt", "rng_state.pth",
+                                                "scheduler.pt", "trainer_state.json"}
+    assert all(k.startswith("mixer.") for k in load_file(str(ckpt / "model.safetensors")))
+    log = [json.loads(line) for line in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "learning_rate", "grad_norm"} <= set(log[0])
+    assert {"tokens_per_s", "samples_per_s", "step_time_s"} <= set(log[1])
+
+    config2 = run_config(tiny_parts, toy_data, tmp_path / "s2", stage="finetune", max_steps=3)
+    config2.model.adapters_from = str(stage1.artifact)
+    model, _ = load_model(config2.model)
+    trained = stage1.trainer.model.mixer.state_dict()
+    assert all(torch.equal(model.mixer.state_dict()[k], v) for k, v in trained.items())  # stage 2 starts from stage 1
+    stage2 = train(config2)
+    assert stage2.artifact == tmp_path / "s2" / "model"
+    reloaded = MofLlavaForConditionalGeneration.from_pretrained(stage2.artifact)
+    processor = MofLlavaProcessor.from_pretrained(stage2.artifact)
+    assert processor.num_image_tokens == 32 and processor.image_aspect_ratio == "pad"
+    assert reloaded.config.mixer_spec.mode == "interleave"
+
+
+def _launch(config_path, *extra, die_after=None):
+    cmd = [sys.executable, str(HERE / "run_until.py"), str(config_path), *extra]
+    if die_after is not None:
+        cmd += ["--die-after-step", str(die_after)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_killed_run_resumes_with_identical_losses(tiny_parts, toy_data, tmp_path, stage):
+    for name in ("straight", "killed"):
+        run_config(tiny_parts, toy_data, tmp_path / name, stage=stage, max_steps=6, save_steps=2).save(tmp_path / f"{name}.yaml")
+    straight = _launch(tmp_path / "straight.yaml")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    died = _launch(tmp_path / "killed.yaml", die_after=5)  # after checkpoint-4, mid-way to the next one
+    assert died.returncode == 137
+    assert checkpoints.latest_complete_checkpoint(tmp_path / "killed") == tmp_path / "killed" / "checkpoint-4"
+    resumed = _launch(tmp_path / "killed.yaml")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "checkpoint-4" in resumed.stderr
+
+    expected, got = losses(tmp_path / "straight"), losses(tmp_path / "killed")
+    assert sorted(expected) == sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
+
+
+def test_crash_while_saving_leaves_the_previous_checkpoint(tiny_parts, toy_data, tmp_path, monkeypatch):
+    config = run_config(tiny_parts, toy_data, tmp_path / "run", save_steps=2, max_steps=6, save_total_limit=1)
+    original = MofLlavaTrainer._save_optimizer_and_scheduler
+
+    def crash_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise OSError("disk full (simulated) while writing the optimizer state")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(MofLlavaTrainer, "_save_optimizer_and_scheduler", crash_at_step_4)
+    with pytest.raises(OSError, match="disk full"):
+        train(config)
+    monkeypatch.undo()
+    run = tmp_path / "run"
+    assert checkpoints.latest_complete_checkpoint(run) == run / "checkpoint-2"  # not rotated away
+    assert checkpoints.incomplete_checkpoints(run) == [run / "checkpoint-4"]
+
+    result = train(config)  # resume: auto
+    assert result.global_step == 6
+    straight = train(run_config(tiny_parts, toy_data, tmp_path / "straight", save_steps=2, max_steps=6))
+    expected, got = losses(tmp_path / "straight"), losses(run)
+    for step in (3, 4, 5, 6):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7)
+    assert straight.global_step == 6
+    assert [p.name for p in run.iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-6"]
+
+
+def test_nan_loss_stops_the_run_naming_step_and_samples(tiny_parts, toy_data, tmp_path):
+    class PoisonAdapters(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1:
+                with torch.no_grad():
+                    next(model.mixer.parameters()).fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 .*pretrain\.json:\d+"):
+        train(run_config(tiny_parts, toy_data, tmp_path / "nan", max_steps=3), callbacks=[PoisonAdapters()])
+
+
+def test_bad_images_fail_or_are_skipped_and_counted(tiny_parts, tmp_path):
+    data = write_dataset(tmp_path / "data", n_images=7, n_text=0, missing_image=True)
+    base = dict(stage="finetune", max_steps=2, global_batch_size=4, per_device_batch_size=4)
+    with pytest.raises(ImageLoadError, match=r"does_not_exist\.jpg: file not found \(image of .*finetune\.json"):
+        train(run_config(tiny_parts, data, tmp_path / "fail", **base))
+
+    config = run_config(tiny_parts, data, tmp_path / "skip", **base)
+    config = type(config)(config.name, config.model, type(config.data)(**{**config.data.__dict__, "on_bad_image": "skip"}),
+                          config.train)
+    result = train(config)
+    assert result.skipped_samples == 1
+    assert json.loads((tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()[-2])["skipped_samples"] == 1
+
+
+def test_adapter_learning_rate_gets_its_own_group(tiny_parts, toy_data, tmp_path):
+    result = train(run_config(tiny_parts, toy_data, tmp_path / "lr", stage="finetune", max_steps=1,
+                              learning_rate=2e-4, adapter_learning_rate=2e-5, warmup_ratio=0.0, lr_scheduler="constant"))
+    optimizer = result.trainer.optimizer
+    by_lr = {}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], 0)
+        by_lr[group["lr"]] += sum(p.numel() for p in group["params"])
+    mixer = sum(p.numel() for p in result.trainer.model.mixer.parameters())
+    assert by_lr[2e-5] == mixer and by_lr[2e-4] == sum(p.numel() for p in result.trainer.model.language_model.parameters())
+
+
+def test_lora_run_and_merge(tiny_parts, toy_data, tmp_path):
+    from peft import PeftModel
+
+    from mof_llava.training.lora_merge import merge_lora
+
+    config = run_config(tiny_parts, toy_data, tmp_path / "lora", stage="finetune", max_steps=2,
+                        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    result = train(config)
+    assert result.artifact == tmp_path / "lora" / "lora"
+    merged_dir = merge_lora(tmp_path / "lora", tmp_path / "merged")
+    merged = MofLlavaForConditionalGeneration.from_pretrained(merged_dir).eval()
+    base, _ = load_model(config.model)
+    load_adapters(base, tmp_path / "lora" / "adapters")
+    peft_model = PeftModel.from_pretrained(base, tmp_path / "lora" / "lora").eval()
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits, rtol=0, atol=1e-5)
+    lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # training moved the LoRA weights, so merging mattered
