@@ -8,6 +8,8 @@
                     absent when no row has an image
     skipped         list[SkippedSample]: items the dataset could not produce (always present; the
                     training loop must pop it before calling the model, and count it)
+    sample_records  list[str | None]: where each row's record is (file:line, number, id), for
+                    error messages (always present; pop it before calling the model too)
 
 Skipped items are left out, never replaced; if every item of a batch was skipped the batch has zero
 rows (`input_ids` of shape [0, 0]) and the training loop must not run the model on it as-is.
@@ -53,4 +55,5 @@ class LlavaCollator:
         if images:
             batch["pixel_values"] = torch.stack(images)
         batch["skipped"] = skipped
+        batch["sample_records"] = [row.get("record") for row in rows]
         return batch

@@ -6,8 +6,9 @@ Samples with nothing to train on (the image does not fit in `max_length`, or no 
 are left out here, once, and listed in `excluded`; `summary()` says how many and why. A sample is
 read, tokenised and its image decoded only in `__getitem__`.
 
-Each item is a dict `{"input_ids", "labels", "pixel_values"}` (`pixel_values` [3, H, W], or None for
-a text-only sample), or a `SkippedSample` when its image cannot be read and `on_bad_image="skip"`.
+Each item is a dict `{"input_ids", "labels", "pixel_values", "record"}` (`pixel_values` [3, H, W], or
+None for a text-only sample; `record` says where the sample comes from: file:line, record number,
+id), or a `SkippedSample` when its image cannot be read and `on_bad_image="skip"`.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class LlavaDataset(torch.utils.data.Dataset):
             "input_ids": torch.from_numpy(sample.input_ids),
             "labels": torch.from_numpy(sample.labels),
             "pixel_values": pixel_values,
+            "record": str(location),  # so a failing batch can name its samples
         }
 
     def excluded(self, limit: int | None = None) -> list[ExcludedRecord]:

@@ -11,17 +11,22 @@ from mof_llava.testing.tiny import build_tiny_tokenizer
 PAD = 7
 
 
-def item(ids, labels, image=None):
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": image}
+def item(ids, labels, image=None, record=None):
+    return {
+        "input_ids": torch.tensor(ids),
+        "labels": torch.tensor(labels),
+        "pixel_values": image,
+        "record": record,
+    }
 
 
 def test_right_padding_labels_mask_and_images_in_row_order():
     red, blue = torch.full((3, 4, 4), 1.0), torch.full((3, 4, 4), -1.0)
     batch = LlavaCollator(PAD)(
         [
-            item([1, 5, 6], [-100, 5, 6], red),
-            item([1, 9], [-100, 9]),
-            item([1, 2, 3, 4], [-100, -100, 3, 4], blue),
+            item([1, 5, 6], [-100, 5, 6], red, record="d.json:1 (record 0)"),
+            item([1, 9], [-100, 9], record="d.json:2 (record 1)"),
+            item([1, 2, 3, 4], [-100, -100, 3, 4], blue, record="d.json:3 (record 2)"),
         ]
     )
     assert batch["input_ids"].tolist() == [[1, 5, 6, PAD], [1, 9, PAD, PAD], [1, 2, 3, 4]]
@@ -35,6 +40,7 @@ def test_right_padding_labels_mask_and_images_in_row_order():
     assert batch["pixel_values"].shape == (2, 3, 4, 4)
     assert torch.equal(batch["pixel_values"][0], red) and torch.equal(batch["pixel_values"][1], blue)
     assert batch["skipped"] == []
+    assert batch["sample_records"] == ["d.json:1 (record 0)", "d.json:2 (record 1)", "d.json:3 (record 2)"]
 
 
 def test_text_only_batch_has_no_pixel_values():
@@ -45,7 +51,11 @@ def test_text_only_batch_has_no_pixel_values():
 def test_skipped_samples_are_left_out_and_listed():
     gone = SkippedSample(3, "d.json:4 (record 3, id 'x')", "image /img/x.jpg: file not found")
     batch = LlavaCollator(PAD)([item([1, 2], [-100, 2]), gone])
-    assert batch["input_ids"].tolist() == [[1, 2]] and batch["skipped"] == [gone]
+    assert (
+        batch["input_ids"].tolist() == [[1, 2]]
+        and batch["skipped"] == [gone]
+        and len(batch["sample_records"]) == 1
+    )
     tally = SkipTally()
     tally.add(batch["skipped"])
     assert tally.total == 1 and "image /img/x.jpg: file not found" in tally.summary()

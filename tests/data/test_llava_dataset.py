@@ -88,6 +88,7 @@ def test_sample_contents(tmp_path, processors, folder):
     assert item["input_ids"].dtype == torch.long and item["labels"].shape == item["input_ids"].shape
     assert processor.tokenizer.decode(item["labels"][item["labels"] != IGNORE_INDEX]) == "red</s>"
     assert item["pixel_values"].shape == (3, 56, 56) and item["pixel_values"].dtype == torch.float32
+    assert item["record"].endswith("data.jsonl:1 (record 0, id 'a')")
 
 
 @pytest.mark.parametrize("aspect", ["pad", "crop"])
