@@ -269,12 +269,12 @@ def read_choice(response: str, options: Sequence[str]) -> int | None:
     stated = _stated_letter(text, n)
     if stated is not None:
         return stated
+    bracketed = {p for m in _BRACKETED.finditer(text) if (p := _letter_position(m.group(1), n)) is not None}
     leading = _LEADING_MARKED.match(text)
     if leading:
         position = _letter_position(leading.group(1) or leading.group(2), n)
-        if position is not None:
+        if position is not None and bracketed <= {position}:  # not an echo of all the options
             return position
-    bracketed = {p for m in _BRACKETED.finditer(text) if (p := _letter_position(m.group(1), n)) is not None}
     if len(bracketed) == 1:
         return bracketed.pop()
     mentioned = _option_mentions(text, options)

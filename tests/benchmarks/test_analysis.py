@@ -1,0 +1,103 @@
+"""Pattern analysis: mapping files, per-pattern pair accuracy, Pearson's r, and the figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mof_llava.benchmarks import analysis
+from mof_llava.cli import main
+
+
+def test_mapping_files_in_csv_and_json(tmp_path):
+    csv_path = tmp_path / "map.csv"
+    csv_path.write_text("Index,Pattern\n1,Color\n2,color and appearance\n3,My own pattern\n")
+    assert analysis.read_pattern_map(csv_path) == {
+        1: "Color and Appearance",
+        2: "Color and Appearance",
+        3: "My own pattern",
+    }
+    by_pattern = tmp_path / "map.json"
+    by_pattern.write_text(json.dumps({"Camera Perspective": [1, 2], "Text": [3, 4]}))
+    assert analysis.read_pattern_map(by_pattern) == {1: "Viewpoint and Perspective", 2: "Viewpoint and Perspective",
+                                                      3: "Texts", 4: "Texts"}  # fmt: skip
+    by_index = tmp_path / "map2.json"
+    by_index.write_text(json.dumps({"1": "Spatial"}))
+    assert analysis.read_pattern_map(by_index) == {1: "Positional and Relational Context"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Question,Kind\n1,Color\n")
+    with pytest.raises(analysis.PatternMapError, match="needs an Index column"):
+        analysis.read_pattern_map(bad)
+
+
+def test_per_pattern_pair_accuracy():
+    correct = {1: True, 2: True, 3: True, 4: False, 5: True, 6: True, 7: False, 8: False}
+    patterns = {
+        1: "Texts",
+        2: "Texts",
+        3: "Texts",
+        4: "Texts",
+        5: "Color and Appearance",
+        6: "Color and Appearance",
+    }
+    result = analysis.per_pattern_pair_accuracy(correct, patterns)
+    assert result["per_pattern"] == {
+        "Color and Appearance": {"accuracy": 100.0, "pairs": 1},
+        "Texts": {"accuracy": 50.0, "pairs": 2},
+    }
+    assert result["unmapped_pairs"] == 1
+    with pytest.raises(analysis.PatternMapError, match=r"questions \[1, 2\] form a pair but map to patterns"):
+        analysis.per_pattern_pair_accuracy({1: True, 2: True}, {1: "Texts", 2: "Color and Appearance"})
+
+
+def test_pearson_matches_numpy():
+    x, y = (
+        [13.3, 13.3, 20.0, 20.0, 13.3, 53.3, 20.0, 6.7, 13.3],
+        [40.0, 20.0, 60.0, 20.0, 0.0, 80.0, 20.0, 0.0, 40.0],
+    )
+    assert analysis.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert analysis.pearson([1.0, 1.0], [2.0, 3.0]) is None
+    assert analysis.pearson([1.0], [2.0]) is None
+
+
+def _mmvp_metrics(correct):
+    return {"benchmark": "mmvp", "per_question": {str(k): {"correct": v} for k, v in correct.items()}}
+
+
+def test_analyze_command_writes_tables_and_figures(tmp_path, capsys):
+    patterns = ["Color", "Text", "Spatial"]
+    (tmp_path / "map.csv").write_text(
+        "Index,Pattern\n" + "".join(f"{i},{patterns[(i - 1) // 4]}\n" for i in range(1, 13))
+    )
+    # MLLM: Color 2/2 pairs, Text 1/2, Spatial 0/2
+    correct = {i: True for i in range(1, 7)} | {7: False, 8: True} | {i: False for i in range(9, 13)}
+    (tmp_path / "mllm.json").write_text(json.dumps(_mmvp_metrics(correct)))
+    clip = {"benchmark": "mmvp-vlm", "per_pattern": {"Color and Appearance": {"accuracy": 53.3},
+            "Texts": {"accuracy": 20.0}, "Positional and Relational Context": {"accuracy": 6.7}}}  # fmt: skip
+    (tmp_path / "clip.json").write_text(json.dumps(clip))
+    out = tmp_path / "out"
+    assert main(["eval", "analyze", "--patterns", str(tmp_path / "map.csv"), "--mllm", f"mof={tmp_path / 'mllm.json'}",
+                 "--clip", f"vit-l={tmp_path / 'clip.json'}", "--output-dir", str(out)]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    (corr,) = printed["correlations"]
+    assert corr["mllm"] == "mof" and corr["clip"] == "vit-l"
+    assert corr["pearson_r"] == pytest.approx(np.corrcoef([100.0, 50.0, 0.0], [53.3, 20.0, 6.7])[0, 1])
+    result = json.loads((out / "patterns.json").read_text())
+    assert result["mllm"]["mof"]["per_pattern"]["Texts"] == {"accuracy": 50.0, "pairs": 2}
+    for name in (
+        "mmvp_patterns_radar.png",
+        "mmvp_patterns_bar.png",
+        "mmvp_vlm_patterns_radar.png",
+        "correlation_scatter.png",
+    ):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_analyze_refuses_the_wrong_metrics(tmp_path):
+    with pytest.raises(analysis.PatternMapError, match="not an MMVP metrics file"):
+        analysis.analyze({"x": {"benchmark": "pope", "score": 1}}, {}, {1: "Texts"})

@@ -1,0 +1,194 @@
+"""MMVP: the CSV as released (header typo, parentheses in options, label errata), the prompt
+variants, pair accuracy, and answer reading: lmms-eval's reader reproduced, ours without its
+false positives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mof_llava.benchmarks import mmvp
+from mof_llava.benchmarks.answers import index_answers
+from mof_llava.benchmarks.judge import ChatJudge, JudgeConfig
+from mof_llava.benchmarks.prompts import model_prompt
+
+# The two rows quoted in tsb0601/MMVP issue #14 (benchmarks.md §1.1).
+ROWS = (
+    "279,Is the elderly person standing or sitting in the picture?,(a) Standing (b) Sitting,(a)\n"
+    "280,Is the elderly person standing or sitting in the picture?,(a) Standing (b) Sitting,(b)\n"
+)
+
+
+def _csv(tmp_path, header="Index,Question,Options,Correct Answer", rows=ROWS, encoding="utf-8"):
+    path = tmp_path / "Questions.csv"
+    path.write_text(f"{header}\n{rows}", encoding=encoding)
+    return path
+
+
+@pytest.mark.parametrize("header", ["Index", "lndex", "\ufeffIndex"])
+def test_reads_the_released_csv_and_its_header_typo(tmp_path, header):
+    # quirk 5: some copies spell the first header "lndex"
+    questions = mmvp.read_questions(_csv(tmp_path, header=f"{header},Question,Options,Correct Answer"))
+    assert [(q.index, q.options, q.answer, q.pair) for q in questions] == [
+        (279, ("Standing", "Sitting"), "a", 139),
+        (280, ("Standing", "Sitting"), "b", 139),
+    ]
+
+
+def test_options_with_parentheses_stay_whole():
+    # quirk 4: lmms-eval's option parser returns only the first option here
+    assert mmvp.parse_options("(a) The one on the left (b) The one (right)") == (
+        "The one on the left",
+        "The one (right)",
+    )
+    with pytest.raises(mmvp.MMVPDataError):
+        mmvp.parse_options("Standing or sitting")
+
+
+def test_bad_rows_and_lonely_pair_members_are_named(tmp_path):
+    with pytest.raises(mmvp.MMVPDataError, match=r"Questions.csv:3: correct answer '\(c\)'"):
+        mmvp.read_questions(_csv(tmp_path, rows=ROWS.replace(",(b)\n", ",(c)\n")))
+    with pytest.raises(mmvp.MMVPDataError, match=r"without their pair partner .*\[279\]"):
+        mmvp.read_questions(_csv(tmp_path, rows=ROWS.splitlines()[0] + "\n"))
+    with pytest.raises(mmvp.MMVPDataError, match="first header must be 'Index'"):
+        mmvp.read_questions(_csv(tmp_path, header="Id,Question,Options,Correct Answer"))
+
+
+def test_label_errata_is_an_explicit_choice(tmp_path):
+    # quirk 1: pairs (99,100) and (279,280) have swapped answers in the released file
+    questions = mmvp.read_questions(_csv(tmp_path))
+    answers = index_answers([{"question_id": 279, "text": "(a)"}, {"question_id": 280, "text": "(b)"}])
+    original = mmvp.score_mmvp(answers, questions)
+    corrected = mmvp.score_mmvp(answers, questions, labels="corrected")
+    assert original["labels"] == "original" and original["score"] == 100.0
+    assert corrected["score"] == 0.0 and corrected["question_accuracy"] == 0.0
+    assert [q.answer for q in mmvp.with_labels(questions, "corrected")] == ["b", "a"]
+    assert mmvp.CORRECTED_ANSWERS == {99: "b", 100: "a", 279: "b", 280: "a"}
+
+
+def test_llava_letter_prompt_matches_lmms_evals_worked_example():
+    q = mmvp.MMVPQuestion(
+        1,
+        "Are the butterfly's wings closer to being open or closed?",
+        ("Open", "Closed"),
+        "(a) Open (b) Closed",
+        "a",
+    )
+    assert mmvp.question_text(q, "llava") == (
+        "Are the butterfly's wings closer to being open or closed?\nA. Open\nB. Closed\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert mmvp.question_text(q, "cambrian") == (
+        "Are the butterfly's wings closer to being open or closed? Options:\nA. Open\nB. Closed\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+
+
+def test_official_prompt_uses_llava_v1_and_question_plus_options(tmp_path):
+    # quirk 2: the official script's question + " " + options, llava_v1 template
+    q = mmvp.read_questions(_csv(tmp_path))[0]
+    text = mmvp.question_text(q, "official")
+    assert text == "Is the elderly person standing or sitting in the picture? (a) Standing (b) Sitting"
+    assert mmvp.PROMPTS["official"].template == "llava_v1" and mmvp.PROMPTS["llava"].template == "vicuna_v1"
+    assert model_prompt(text, "llava_v1") == (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the human's questions. USER: <image>\n" + text + " ASSISTANT:"
+    )
+
+
+def test_images_follow_the_index_column_not_the_row_position(tmp_path):
+    path = _csv(tmp_path, rows="".join(reversed(ROWS.splitlines(keepends=True))))
+    task = mmvp.build_task(path)
+    assert [(q.question_id, q.image_path.name) for q in task.questions] == [
+        (280, "280.jpg"),
+        (279, "279.jpg"),
+    ]
+    assert task.questions[0].image_path.parent.name == "MMVP Images"
+
+
+# lmms-eval's reader on the responses run through it (benchmarks.md §1.4 table)
+@pytest.mark.parametrize(
+    "response, letter",
+    [("A", "A"), ("(b)", "B"), ("b.", "B"), ("a)", "A"), ("(a)", "A"), ("A.", "A"), ("A)", "A"),
+     ("B) Closed", "B"), ("The answer is B", "B"), ("Option A", "A"), ("There is a cat", "A"),
+     ("Both wings are open", "B"), ("I think it's (B).", ""), ("Closed", ""), ("", "")],
+)  # fmt: skip
+def test_lmms_eval_reader_reproduced(response, letter):
+    assert mmvp.lmms_eval_letter(response) == letter
+
+
+OPEN_CLOSED = ("Open", "Closed")
+
+
+@pytest.mark.parametrize(
+    "response, position",
+    [
+        ("A", 0), ("(b)", 1), ("b.", 1), ("a)", 0), ("(a)", 0), ("A.", 0), ("A)", 0), ("(B).", 1), ("b)", 1),
+        ("B) Closed", 1), ("A. Open", 0), ("The answer is B", 1), ("The correct answer is (b).", 1),
+        ("Option A", 0), ("Option B", 1), ("answer: a", 0), ("I think it's (B).", 1), ("Closed", 1),
+        ("The wings are open.", 0),
+        # lmms-eval's false positives and misses, read correctly or left unread
+        ("There is a cat", None), ("Both wings are open", 0), ("Both wings are closed", 1),
+        ("The answer is a cat", None), ("", None), ("(c)", None),
+        # ambiguous or negated: no guess
+        ("Open or closed, hard to say", None), ("The wings are not open", None), ("(a) Open (b) Closed", None),
+    ],
+)  # fmt: skip
+def test_our_reader(response, position):
+    assert mmvp.read_choice(response, OPEN_CLOSED) == position
+
+
+def test_our_reader_prefers_the_longer_overlapping_option():
+    assert mmvp.read_choice("It is red and white.", ("Red", "Red and white")) == 1
+    assert mmvp.read_choice("It is red.", ("Red", "Red and white")) == 0
+    assert mmvp.read_choice("The one (right)", ("The one on the left", "The one (right)")) == 1
+
+
+def test_pair_accuracy_needs_both_questions(tmp_path):
+    rows = ROWS + "1,Q1?,(a) Yes (b) No,(a)\n2,Q1?,(a) Yes (b) No,(b)\n"
+    questions = mmvp.read_questions(_csv(tmp_path, rows=rows))
+    answers = index_answers(
+        [{"question_id": 279, "text": "A"}, {"question_id": 280, "text": "B"},
+         {"question_id": 1, "text": "Yes"}, {"question_id": 2, "text": "Yes"}]
+    )  # fmt: skip
+    m = mmvp.score_mmvp(answers, questions)
+    assert (m["score"], m["pairs_correct"], m["pairs"], m["question_accuracy"]) == (50.0, 1, 2, 75.0)
+    assert m["per_question"]["2"] == {"correct": False, "read": "a", "answer": "b"}
+
+
+def test_official_script_output_format_is_accepted(tmp_path):
+    # MMVP's evaluate_mllm.py writes `response` instead of `text`
+    questions = mmvp.read_questions(_csv(tmp_path))
+    answers_path = tmp_path / "answers.jsonl"
+    answers_path.write_text(
+        json.dumps({"question_id": 279, "prompt": "p", "answer": "(a)", "response": "The person is standing."}) + "\n"
+        + json.dumps({"question_id": 280, "prompt": "p", "answer": "(b)", "response": "Sitting."}) + "\n"
+    )  # fmt: skip
+    assert mmvp.score_answer_file(answers_path, questions)["score"] == 100.0
+
+
+def test_official_gpt_grader_protocol(tmp_path, judge_server):
+    # quirk 3: the verdict must be exactly "yes"/"no"; "Yes." is not a yes
+    questions = mmvp.read_questions(_csv(tmp_path))
+    replies = {"standing": "yes", "sitting": "Yes."}
+    server = judge_server(
+        lambda body: next(
+            v for k, v in replies.items() if k in body["messages"][-1]["content"].split("answer:")[-1]
+        )
+    )
+    judge = ChatJudge(JudgeConfig(server.url, "gpt-4-0314", temperature=0.2))
+    answers = index_answers(
+        [{"question_id": 279, "text": "standing"}, {"question_id": 280, "text": "sitting"}]
+    )
+    m = mmvp.score_mmvp(answers, questions, grader="judge", judge=judge)
+    assert [m["per_question"][k]["correct"] for k in ("279", "280")] == [True, False]
+    assert m["score"] == 0.0
+    system, user = server.requests[0]["messages"]
+    assert system == {"role": "system", "content": mmvp.OFFICIAL_JUDGE_SYSTEM}
+    assert user["content"] == (
+        "Given the following question Is the elderly person standing or sitting in the picture? (a) Standing "
+        "(b) Sitting, the correct answer is (a). Does the following answer correctly answers the question, "
+        "answer:standing?"
+    )
+    assert server.requests[0]["temperature"] == 0.2

@@ -1,0 +1,184 @@
+"""MMVP-VLM: the reference's pairing, parity and tie rules, and CLIP-family models from local folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mof_llava.benchmarks import mmvp_vlm
+from mof_llava.benchmarks.answers import index_answers
+from mof_llava.benchmarks.synthetic import write_mmvp_vlm
+from mof_llava.cli import main
+from mof_llava.data.images import ImageLoadError, load_rgb_image
+
+
+def _csv(tmp_path, rows):
+    (tmp_path / "Questions.csv").write_text("Question ID,Type,Statement\n" + "".join(f"{r}\n" for r in rows))
+    return tmp_path
+
+
+def test_pairs_parity_and_folders(tmp_path):
+    # quirk 6: root "MLLM_VLM Images", folder = Type, right image from the id's parity
+    pairs = mmvp_vlm.read_pairs(
+        _csv(tmp_path, ["1,Orientation,the dog faces left", "2,Orientation,the dog faces right"])
+    )
+    (pair,) = pairs
+    assert pair.first.text == "a photo of the dog faces left"
+    assert (pair.first.target, pair.second.target) == (0, 1)
+    assert pair.image_paths == (
+        tmp_path / "MLLM_VLM Images" / "Orientation" / "1.jpg",
+        tmp_path / "MLLM_VLM Images" / "Orientation" / "2.jpg",
+    )
+    assert pair.pattern == "Orientation and Direction"
+
+
+def test_pattern_comes_from_type_and_the_average_is_over_patterns(tmp_path):
+    rows = [
+        "1,Color,a",
+        "2,Color,b",
+        "3,Color,c",
+        "4,Color,d",
+        "241,Camera Perspective,e",
+        "242,Camera Perspective,f",
+    ]
+    pairs = mmvp_vlm.read_pairs(_csv(tmp_path, rows))
+    choices = {1: "img1", 2: "img2", 3: "img1", 4: "img1", 241: "img1", 242: "img2"}
+    m = mmvp_vlm.score_pairs(choices, pairs)
+    assert m["per_pattern"] == {
+        "Color and Appearance": {"accuracy": 50.0, "pairs": 2},
+        "Viewpoint and Perspective": {"accuracy": 100.0, "pairs": 1},
+    }
+    assert m["score"] == m["average"] == 75.0
+    assert m["per_pair"][1] == {"qid1": 3, "qid2": 4, "pred1": "img1", "pred2": "img1", "gt1": "img1", "gt2": "img2",
+                                "correct": False}  # fmt: skip
+
+
+def test_tie_picks_the_second_image():
+    assert mmvp_vlm.picks_first_image([3.0, 3.0]) == (False, 0.5)
+    assert mmvp_vlm.picks_first_image([3.0, 2.0])[0] is True
+    first, p = mmvp_vlm.picks_first_image([0.0, 2.0])
+    assert not first and p == pytest.approx(1 / (1 + torch.e**2))
+
+
+def test_broken_files_are_refused(tmp_path):
+    with pytest.raises(mmvp_vlm.MMVPVLMDataError, match="3 statements; rows must come in pairs"):
+        mmvp_vlm.read_pairs(_csv(tmp_path, ["1,Color,a", "2,Color,b", "3,Color,c"]))
+    with pytest.raises(mmvp_vlm.MMVPVLMDataError, match="types 'Color' and 'Text'"):
+        mmvp_vlm.read_pairs(_csv(tmp_path, ["1,Color,a", "2,Text,b"]))
+    with pytest.raises(mmvp_vlm.MMVPVLMDataError, match="one odd and one even id"):
+        mmvp_vlm.read_pairs(_csv(tmp_path, ["1,Color,a", "3,Color,b"]))
+
+
+def test_answer_files_must_name_an_image(tmp_path):
+    pairs = mmvp_vlm.read_pairs(_csv(tmp_path, ["1,Color,a", "2,Color,b"]))
+    with pytest.raises(mmvp_vlm.MMVPVLMDataError, match="answer to statement 2 is 'left'"):
+        mmvp_vlm.score_answers(
+            index_answers([{"question_id": 1, "text": "img1"}, {"question_id": 2, "text": "left"}]), pairs
+        )
+
+
+def _tiny_clip(directory):
+    """A tiny random CLIPModel + CLIPProcessor (letter-level BPE vocabulary) saved to `directory`."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {c: i for i, c in enumerate(letters)} | {c + "</w>": 26 + i for i, c in enumerate(letters)}
+    vocab |= {"<|startoftext|>": 52, "<|endoftext|>": 53}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=54, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=77, bos_token_id=52, eos_token_id=53, pad_token_id=53),
+        vision_config=dict(image_size=56, patch_size=14, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4),
+        projection_dim=16,
+    )  # fmt: skip
+    model = CLIPModel(config)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    model.save_pretrained(directory)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return _tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="module")
+def vlm_data(tmp_path_factory):
+    return write_mmvp_vlm(tmp_path_factory.mktemp("mmvp_vlm"), pairs_per_pattern=1)
+
+
+def test_batched_logits_equal_the_reference_per_pair_forward(tiny_clip, vlm_data):
+    model, processor, model_type = mmvp_vlm.load_contrastive_model(tiny_clip)
+    pairs = mmvp_vlm.read_pairs(vlm_data)
+    batched = mmvp_vlm.pair_logits(model, processor, pairs, model_type)
+    for pair, block in zip(pairs, batched):
+        # the reference: model([img1, img2], [text1, text2]) -> logits_per_text
+        images = [load_rgb_image(p) for p in pair.image_paths]
+        inputs = processor(
+            text=[pair.first.text, pair.second.text], images=images, return_tensors="pt", padding=True
+        )
+        with torch.no_grad():
+            expected = model(**inputs).logits_per_text
+        assert torch.tensor(block) == pytest.approx(expected, abs=1e-4)
+
+
+def test_run_and_rescore_from_the_command_line(tiny_clip, vlm_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["eval", "run", "mmvp-vlm", "--model", str(tiny_clip), "--data", str(vlm_data),
+                 "--output-dir", str(out), "--batch-size", "4", "--device", "cpu"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed["score"] == metrics["score"] and metrics["pairs"] == 9 and len(metrics["per_pattern"]) == 9
+    assert metrics["run"]["model_type"] == "clip"
+    lines = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(lines) == 18 and {x["text"] for x in lines} <= {"img1", "img2"}
+    assert all((x["text"] == "img1") == (x["metadata"]["p_img1"] > 0.5) for x in lines)
+    assert (out / "pairs.csv").read_text().splitlines()[0] == "qid1,qid2,pred1,pred2,gt1,gt2,correct"
+    assert (
+        main(["eval", "score", "mmvp-vlm", "--answers", str(out / "answers.jsonl"), "--data", str(vlm_data)])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["score"] == metrics["score"]
+
+
+def test_siglip_pads_text_to_its_training_length(tiny_clip, vlm_data):
+    from transformers import AutoProcessor, SiglipConfig, SiglipModel
+
+    torch.manual_seed(0)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=54, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=64),
+        vision_config=dict(image_size=56, patch_size=14, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4),
+    )  # fmt: skip
+    model = SiglipModel(config).eval()
+    processor = AutoProcessor.from_pretrained(tiny_clip)
+    pairs = mmvp_vlm.read_pairs(vlm_data)[:2]
+    batched = mmvp_vlm.pair_logits(model, processor, pairs, "siglip")
+    inputs = processor(text=[pairs[0].first.text, pairs[0].second.text], images=[load_rgb_image(p) for p in pairs[0].image_paths],
+                       return_tensors="pt", padding="max_length", max_length=64)  # fmt: skip
+    assert inputs["input_ids"].shape[1] == 64
+    with torch.no_grad():
+        expected = model(**inputs).logits_per_text
+    assert torch.tensor(batched[0]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_non_contrastive_checkpoints_and_missing_images_get_clear_errors(
+    tiny_model_dirs, tiny_clip, tmp_path
+):
+    with pytest.raises(mmvp_vlm.MMVPVLMDataError, match="MMVP-VLM scores image-text models"):
+        mmvp_vlm.load_contrastive_model(tiny_model_dirs("interleave"))
+    # the README's folder names (underscores) are not the real ones
+    data = _csv(tmp_path, ["241,Camera Perspective,a", "242,Camera Perspective,b"])
+    (data / "MMVP_VLM_Images" / "Camera_Perspective").mkdir(parents=True)
+    model, processor, model_type = mmvp_vlm.load_contrastive_model(tiny_clip)
+    with pytest.raises(ImageLoadError, match="MLLM_VLM Images/Camera Perspective/241.jpg: file not found"):
+        mmvp_vlm.pair_logits(model, processor, mmvp_vlm.read_pairs(data), model_type)
