@@ -4,6 +4,7 @@ death, a crash while saving a checkpoint, the NaN guard, bad images, LoRA mergin
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,8 +122,7 @@ def test_bad_images_fail_or_are_skipped_and_counted(tiny_parts, tmp_path):
         train(run_config(tiny_parts, data, tmp_path / "fail", **base))
 
     config = run_config(tiny_parts, data, tmp_path / "skip", **base)
-    config = type(config)(config.name, config.model, type(config.data)(**{**config.data.__dict__, "on_bad_image": "skip"}),
-                          config.train)
+    config.data = replace(config.data, on_bad_image="skip")
     result = train(config)
     assert result.skipped_samples == 1
     assert json.loads((tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()[-2])["skipped_samples"] == 1
