@@ -9,6 +9,7 @@ crash or a second process writing the same entry never leaves a half-written fil
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 CACHE_ENV = "MOF_LLAVA_CACHE"
+logger = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -50,9 +52,15 @@ def load_cached(path: Path) -> np.ndarray | None:
         return None  # unreadable entry (e.g. from a different numpy): recompute and overwrite
 
 
-def save_cached(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def save_cached(path: Path, array: np.ndarray) -> bool:
+    """Write `array` to `path` atomically. False (with a warning) when the cache cannot be written, e.g.
+    a read-only home directory: the caller keeps its in-memory copy and the run goes on."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        logger.warning("cannot write the data cache %s (%s); set data.cache_dir or %s", path, err, CACHE_ENV)
+        return False
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
@@ -60,3 +68,4 @@ def save_cached(path: Path, array: np.ndarray) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return True

@@ -11,6 +11,7 @@ fingerprint of the tokenizer and image-token expansion.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conversation import ConversationTemplate
+from . import samples as samples_module
 from .cache import cache_file, load_cached, save_cached
 from .record_file import MalformedRecordsError, RecordFile
 from .records import RecordError
@@ -42,7 +44,9 @@ _CHUNK = 2048
 
 
 def processor_fingerprint(processor: TextEncoder) -> str:
-    """Changes whenever the processor would tokenise a record differently."""
+    """Changes whenever the processor would tokenise a record differently: its tokenizer, its
+    visual token count, and the code of `encode`, the templates and the sample builder (so edited code
+    never reads lengths computed by the old one)."""
     tokenizer = processor.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocab = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
@@ -53,7 +57,15 @@ def processor_fingerprint(processor: TextEncoder) -> str:
         str(processor.num_image_tokens),
     ]
     parts += [repr(tokenizer.bos_token_id), repr(sorted(tokenizer.added_tokens_encoder.items()))]
+    parts += [_source(type(processor).encode), _source(samples_module), _source(ConversationTemplate)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _source(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):  # no source shipped: the cache version still separates releases
+        return STATS_VERSION
 
 
 def token_stats(
@@ -75,8 +87,7 @@ def token_stats(
     stats, errors = _compute(records, template, processor, max_length, num_proc)
     if strict and errors:
         raise MalformedRecordsError(records.path, errors)
-    if not errors and not records.errors:
-        save_cached(cached_at, stats)
+    if not errors and not records.errors and save_cached(cached_at, stats):
         stats = load_cached(cached_at)
     return stats, errors
 

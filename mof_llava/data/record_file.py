@@ -47,8 +47,7 @@ class MalformedRecordsError(ValueError):
             f"\n  ... and {len(errors) - _MAX_ERRORS_SHOWN} more" if len(errors) > _MAX_ERRORS_SHOWN else ""
         )
         super().__init__(
-            f"{path}: {len(errors)} malformed record(s) "
-            f"(run `mof-llava data check {path}` for the full list):\n{shown}{more}"
+            f"{path}: {len(errors)} malformed record(s) (`mof-llava data check` lists them all):\n{shown}{more}"
         )
 
 
@@ -75,8 +74,8 @@ class RecordFile:
         if index is None or index.dtype != INDEX_DTYPE:
             result = index_records(self.path)
             index, self.errors = result.index, result.errors
-            if not self.errors:  # a file with errors is re-validated (and re-reported) every time
-                save_cached(cached_at, index)
+            # A file with errors is re-validated (and re-reported) every time.
+            if not self.errors and save_cached(cached_at, index):
                 index = load_cached(cached_at)
         if strict and self.errors:
             raise MalformedRecordsError(self.path, self.errors)

@@ -192,3 +192,12 @@ def test_template_errors_and_missing_image_folder(tmp_path, processors, folder):
         make(tmp_path, processors("none"), mixed_records(), folder, template="plain")
     with pytest.raises(ValueError, match="has records with images: pass image_folder"):
         make(tmp_path, processors("none"), mixed_records(), None)
+
+
+def test_an_unwritable_cache_warns_and_training_goes_on(tmp_path, processors, folder, caplog):
+    path = write_json(tmp_path / "data.json", mixed_records())
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache directory should be")
+    dataset = LlavaDataset(path, processors("none"), image_folder=folder, cache_dir=blocked / "cache")
+    assert len(dataset) == 24 and dataset[0]["input_ids"].numel() > 0
+    assert "cannot write the data cache" in caplog.text
