@@ -23,6 +23,7 @@ _EXPORTS = {
     "LlavaCollator": "collator",
     "build_train_sampler": "sampler",
     "ModalityLengthGroupedSampler": "sampler",
+    "order_hash": "sampler",
     "SkippedSample": "skips",
     "SkipTally": "skips",
     "RecordError": "records",

@@ -30,6 +30,7 @@ docs/perf-notes/data.md compares the arrangements (padding, time lost to waiting
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Iterator
 from typing import Literal
@@ -89,6 +90,13 @@ def _deal_balanced(megabatch: np.ndarray, lengths: np.ndarray, num_batches: int)
         if len(batches[b]) < size:
             heapq.heappush(open_batches, (tokens + int(lengths[i]), b))
     return np.concatenate(batches)
+
+
+def order_hash(sampler: torch.utils.data.Sampler[int]) -> str:
+    """A short digest of the sampler's order for its current epoch, to log next to the seed: two runs
+    with the same digest read the data in the same order."""
+    order = np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
+    return hashlib.sha256(order.tobytes()).hexdigest()[:16]
 
 
 class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):

@@ -11,6 +11,7 @@ from mof_llava.data.sampler import (
     ShuffledSampler,
     build_train_sampler,
     modality_grouped_order,
+    order_hash,
 )
 
 SHAPES = [  # (per-device batch, world size, grad accum)
@@ -157,3 +158,13 @@ def test_bad_arguments():
         ModalityLengthGroupedSampler(np.ones(3), np.ones(3, bool), 0)
     with pytest.raises(ValueError, match="arrange must be"):
         ModalityLengthGroupedSampler(np.ones(3), np.ones(3, bool), 1, arrange="llava")
+
+
+def test_order_hash_identifies_the_epoch_order():
+    lengths, has_image = random_dataset(np.random.default_rng(3), 300, 0.06)
+    a = ModalityLengthGroupedSampler(lengths, has_image, 4, 2, seed=1)
+    b = ModalityLengthGroupedSampler(lengths, has_image, 4, 2, seed=1)
+    assert order_hash(a) == order_hash(b)
+    b.set_epoch(1)
+    assert order_hash(a) != order_hash(b)
+    assert order_hash(ShuffledSampler(300, seed=1)) != order_hash(ShuffledSampler(300, seed=2))
