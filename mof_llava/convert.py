@@ -40,7 +40,7 @@ from transformers.initialization import no_init_weights
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
 from .constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
-from .model.builder import _preprocessing_stats, _vision_config
+from .model.builder import _load_complete, _preprocessing_stats, _vision_config
 from .model.configuration import MixerSpec, MofLlavaConfig, TowerSpec
 from .model.modeling import MofLlavaForConditionalGeneration
 from .model.processing import MofLlavaProcessor
@@ -350,7 +350,7 @@ def _read_weights(src: Path) -> dict[str, torch.Tensor]:
 
 def _encoder_state(path: str) -> dict[str, torch.Tensor]:
     encoder_class = AutoModel._model_mapping[type(_vision_config(path))]
-    return encoder_class.from_pretrained(path).state_dict()
+    return _load_complete(encoder_class, path).state_dict()
 
 
 def _stats_or_clip_default(path, vision_config) -> dict[str, Any]:

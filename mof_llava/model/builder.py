@@ -131,10 +131,10 @@ def build_model(
     load_kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     if attn_implementation is not None:
         load_kwargs["attn_implementation"] = attn_implementation
-    model.language_model = AutoModelForCausalLM.from_pretrained(recipe.llm, **load_kwargs)
+    model.language_model = _load_complete(AutoModelForCausalLM, recipe.llm, **load_kwargs)
     for tower in recipe.towers:
         encoder_class = AutoModel._model_mapping[type(_vision_config(tower.path))]
-        encoder = encoder_class.from_pretrained(tower.path, **({"dtype": dtype} if dtype is not None else {}))
+        encoder = _load_complete(encoder_class, tower.path, **({"dtype": dtype} if dtype is not None else {}))
         encoder.requires_grad_(False).eval()
         model.vision_towers[tower.name].encoder = encoder
     model.mixer.to_empty(device="cpu")
@@ -165,6 +165,20 @@ def build_model(
         [t.name for t in tower_specs], config.mixer, config.num_image_tokens,
     )
     return model, processor
+
+
+def _load_complete(model_class, path: str, **kwargs):
+    """`from_pretrained`, refusing checkpoints that lack weights: transformers would initialise them
+    randomly and only print a report, and a frozen tower with random weights ruins a run silently.
+    Extra weights (a full CLIP checkpoint's text half, for a vision tower) are fine."""
+    model, info = model_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise MofLlavaConfigError(
+            f"{path}: the checkpoint has no weights for {len(missing)} parameter(s) of {model_class.__name__} "
+            f"(e.g. {missing[:3]}); is it the right checkpoint for this part?"
+        )
+    return model
 
 
 def default_image_token_id(tokenizer) -> int:
