@@ -4,9 +4,24 @@ import json
 
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTextConfig, Dinov2Config, Dinov2Model
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPTextConfig,
+    Dinov2Config,
+    Dinov2Model,
+)
 
-from mof_llava import MixerSpec, ModelRecipe, MofLlavaConfigError, TowerRecipe, build_model, llava15_recipe, mof_recipe
+from mof_llava import (
+    MixerSpec,
+    ModelRecipe,
+    MofLlavaConfigError,
+    TowerRecipe,
+    build_model,
+    llava15_recipe,
+    mof_recipe,
+)
 from mof_llava.testing.tiny import tiny_clip_vision_config
 
 
