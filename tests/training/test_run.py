@@ -159,3 +159,14 @@ def test_lora_run_and_merge(tiny_parts, toy_data, tmp_path):
         torch.testing.assert_close(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits, rtol=0, atol=1e-5)
     lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # training moved the LoRA weights, so merging mattered
+
+
+def test_wandb_runs_offline_without_a_key(tiny_parts, toy_data, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")  # an optional extra; CI installs it
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = run_config(tiny_parts, toy_data, tmp_path / "wb", max_steps=1, report_to="wandb")
+    train(config)
+    assert list((tmp_path / "wb" / "wandb").glob("offline-run-*")), "expected an offline wandb run"
