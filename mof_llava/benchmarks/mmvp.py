@@ -317,7 +317,8 @@ def official_judge_message(question: MMVPQuestion, response: str) -> str:
 def judge_correct(judge: ChatJudge, question: MMVPQuestion, response: str) -> bool:
     """The official grader's verdict: correct only if the judge replies exactly "yes"."""
     reply = judge.ask(official_judge_message(question, response), system=OFFICIAL_JUDGE_SYSTEM)
-    return reply.strip().lower() == "yes" if re.fullmatch(r"\s*(yes|no)\s*", reply, re.IGNORECASE) else False
+    verdict = re.match(r"^(yes|no)$", reply, re.IGNORECASE)  # the official check, anchors and all
+    return verdict is not None and verdict.group(1).lower() == "yes"
 
 
 GRADERS = ("ours", "lmms-eval", "judge")

@@ -51,6 +51,7 @@ ANSWERS_FILE = "answers.jsonl"
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 PART_GLOB = "answers.part-*-of-*.jsonl"
+BARRIER_TIMEOUT = timedelta(hours=2)
 
 # (images, prompts) -> answers, one per prompt
 GenerateFn = Callable[[list[Any], list[str]], list[str]]
@@ -85,8 +86,9 @@ class Distributed:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                # gloo on every device: the processes only ever meet at barriers.
-                dist.init_process_group("gloo", timeout=timedelta(hours=24))
+                # gloo on every device: the processes only ever meet at barriers. The timeout bounds
+                # how long a finished rank waits for the slowest one (strided shards keep that short).
+                dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = ("mmvp", "mmvp-vlm", "pope", "mmbench", "gqa")
-# Per-item tables kept out of the printed summary (they are in the --output / metrics.json file).
-_BULKY_KEYS = ("groups", "per_question", "per_pair")
+# Per-item tables and run provenance kept out of the printed summary (they are in the --output /
+# metrics.json file).
+_BULKY_KEYS = ("groups", "per_question", "per_pair", "run")
 
 
 # ---------------------------------------------------------------------------------------------

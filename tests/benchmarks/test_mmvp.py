@@ -192,3 +192,13 @@ def test_official_gpt_grader_protocol(tmp_path, judge_server):
         "answer:standing?"
     )
     assert server.requests[0]["temperature"] == 0.2
+
+
+@pytest.mark.parametrize(
+    "reply, correct",
+    [("yes", True), ("YES", True), ("yes\n", True), ("Yes.", False), (" yes", False), ("no", False)],
+)
+def test_official_verdict_rule(tmp_path, judge_server, reply, correct):
+    question = mmvp.read_questions(_csv(tmp_path))[0]
+    server = judge_server(lambda body: reply)
+    assert mmvp.judge_correct(ChatJudge(JudgeConfig(server.url, "m")), question, "standing") is correct

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -209,8 +210,16 @@ def test_torchrun_shards_and_merges(pope_dir, model_dir, generator, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(REPO / "eval" / "run.py"), "pope", "--model", str(model_dir), "--data", str(pope_dir),
                "--output-dir", str(out), "--batch-size", "4", "--max-new-tokens", "6", "--no-progress"]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # own process group, so a hung launch can be killed with its workers
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, stderr[-3000:]
     assert _texts(out / "answers.jsonl") == _texts(tmp_path / "single" / "answers.jsonl")
     assert json.loads((out / "metrics.json").read_text())["run"]["world_size"] == 2
     assert not list(out.glob("answers.part-*"))

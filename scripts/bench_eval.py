@@ -1,0 +1,157 @@
+"""Evaluation throughput: answers per second of `mof-llava eval run`, batched vs one at a time,
+and the time the scorers take on full-size answer files.
+
+    .venv/bin/python scripts/bench_eval.py [--questions 96] [--batch-sizes 1,4,8,16] [--max-new-tokens 16]
+
+Generation runs the real runner (sorting, batching, image prefetch, durable writes, merge,
+scoring) on a synthetic POPE folder in the real format, with a tiny random MoF-LLaVA model
+(I-MoF) on the CPU, or on CUDA when one is present. The model is loaded once; each timing is one
+whole `run_task` into a fresh output folder, after one warm-up run. Answers are identical across
+batch sizes (greedy decoding, left padding), so every configuration does the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+
+def _machine() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine()}  # fmt: skip
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    # other work on a shared machine slows every configuration alike; the load shows how much
+    info["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+def bench_generation(
+    root: Path, questions: int, batch_sizes: list[int], max_new_tokens: int, device: str
+) -> list[dict]:
+    from mof_llava.benchmarks import pope, synthetic
+    from mof_llava.benchmarks.answers import read_answers
+    from mof_llava.benchmarks.generation import load_model, make_generate_fn
+    from mof_llava.benchmarks.runner import Distributed, RunOptions, run_task
+    from mof_llava.testing.tiny import save_tiny_mof_llava
+
+    model_dir = save_tiny_mof_llava(root / "model", mixer="interleave")
+    data = synthetic.write_pope(root / "pope", per_split=max(1, questions // 3))
+    task = pope.build_task(pope.resolve_paths(data), max_new_tokens=max_new_tokens)
+    model, processor = load_model(model_dir, device, "float32")
+    generate = make_generate_fn(model, processor, max_new_tokens)
+
+    def one_run(batch_size: int, name: str) -> tuple[float, list]:
+        out = root / name
+        options = RunOptions(
+            output_dir=out, model=str(model_dir), model_id="tiny", batch_size=batch_size, progress=False
+        )
+        start = time.perf_counter()
+        run_task(task, lambda: generate, options, Distributed())
+        elapsed = time.perf_counter() - start
+        return elapsed, [a["text"] for a in read_answers(out / "answers.jsonl")]
+
+    one_run(max(batch_sizes), "warmup")
+    results, reference = [], None
+    for batch_size in batch_sizes:
+        elapsed, texts = one_run(batch_size, f"bs{batch_size}")
+        reference = reference or texts
+        results.append({"batch_size": batch_size, "questions": len(texts), "seconds": round(elapsed, 3),
+                        "answers_per_s": round(len(texts) / elapsed, 2),
+                        "same_answers_as_first": texts == reference})  # fmt: skip
+    return results
+
+
+def bench_scoring(root: Path) -> list[dict]:
+    """Scorer time on answer files the size of the released benchmarks (random answers)."""
+    from mof_llava.benchmarks import mmbench, pope, synthetic
+
+    rng = random.Random(0)
+    rows = []
+    # POPE: 3 x 3000 questions, LLaVA-style question file and answers
+    coco = root / "score_pope"
+    synthetic.write_pope(coco, per_split=1)
+    for split in pope.SPLITS:
+        lines = [{"question_id": i, "image": f"COCO_val2014_{i:012d}.jpg", "text": "Is there a dog in the image?",
+                  "label": "yes" if i % 2 else "no"} for i in range(1, 3001)]  # fmt: skip
+        (coco / "coco" / f"coco_pope_{split}.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (coco / pope.LLAVA_QUESTION_FILE).unlink()
+    answers = coco / "answers.jsonl"
+    with open(answers, "w") as handle:
+        for split in pope.SPLITS:
+            for i in range(1, 3001):
+                qid = i + pope.LLAVA_ID_OFFSETS[split]
+                handle.write(
+                    json.dumps({"question_id": qid, "prompt": "", "text": rng.choice(["Yes", "No"])}) + "\n"
+                )
+    start = time.perf_counter()
+    pope.score_answer_file(answers, pope.load_pope(coco / "coco"))
+    rows.append({"benchmark": "pope", "answers": 9000, "seconds": round(time.perf_counter() - start, 3)})
+
+    # MMBench: 1176 questions with 4 circular rows each (images left out: scoring does not read them)
+    tsv = synthetic.write_mmbench(root / "score_mmbench" / "small.tsv", questions=3)
+    import pandas as pd
+
+    base = pd.read_csv(tsv, sep="\t")
+    template = base[base["index"] % 1_000_000 == 3]  # a 4-option group
+    frames = []
+    for q in range(1, 1177):
+        group = template.copy()
+        group["index"] = group["index"] - 3 + q
+        frames.append(group.drop(columns=["image"]))
+    big = root / "score_mmbench" / "dev.tsv"
+    pd.concat(frames).to_csv(big, sep="\t", index=False)
+    answers = root / "score_mmbench" / "answers.jsonl"
+    with open(answers, "w") as handle:
+        for index in pd.concat(frames)["index"]:
+            handle.write(
+                json.dumps({"question_id": int(index), "prompt": "", "text": rng.choice("ABCD")}) + "\n"
+            )
+    start = time.perf_counter()
+    rows_tsv = mmbench.read_tsv(big)
+    mmbench.score_answer_file(answers, rows_tsv)
+    rows.append(
+        {"benchmark": "mmbench", "answers": len(rows_tsv), "seconds": round(time.perf_counter() - start, 3)}
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=96)
+    parser.add_argument("--batch-sizes", default="1,4,8,16")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    from mof_llava.benchmarks.generation import pick_device
+
+    device = pick_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        report = {
+            "machine": _machine(),
+            "device": device,
+            "generation": bench_generation(
+                root,
+                args.questions,
+                [int(b) for b in args.batch_sizes.split(",")],
+                args.max_new_tokens,
+                device,
+            ),  # fmt: skip
+            "scoring": bench_scoring(root),
+        }
+        report["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
