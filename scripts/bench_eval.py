@@ -25,8 +25,12 @@ from pathlib import Path
 def _machine() -> dict:
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}  # fmt: skip
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     # other work on a shared machine slows every configuration alike; the load shows how much
@@ -64,9 +68,15 @@ def bench_generation(
     for batch_size in batch_sizes:
         elapsed, texts = one_run(batch_size, f"bs{batch_size}")
         reference = reference or texts
-        results.append({"batch_size": batch_size, "questions": len(texts), "seconds": round(elapsed, 3),
-                        "answers_per_s": round(len(texts) / elapsed, 2),
-                        "same_answers_as_first": texts == reference})  # fmt: skip
+        results.append(
+            {
+                "batch_size": batch_size,
+                "questions": len(texts),
+                "seconds": round(elapsed, 3),
+                "answers_per_s": round(len(texts) / elapsed, 2),
+                "same_answers_as_first": texts == reference,
+            }
+        )
     return results
 
 
@@ -80,8 +90,15 @@ def bench_scoring(root: Path) -> list[dict]:
     coco = root / "score_pope"
     synthetic.write_pope(coco, per_split=1)
     for split in pope.SPLITS:
-        lines = [{"question_id": i, "image": f"COCO_val2014_{i:012d}.jpg", "text": "Is there a dog in the image?",
-                  "label": "yes" if i % 2 else "no"} for i in range(1, 3001)]  # fmt: skip
+        lines = [
+            {
+                "question_id": i,
+                "image": f"COCO_val2014_{i:012d}.jpg",
+                "text": "Is there a dog in the image?",
+                "label": "yes" if i % 2 else "no",
+            }
+            for i in range(1, 3001)
+        ]
         (coco / "coco" / f"coco_pope_{split}.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (coco / pope.LLAVA_QUESTION_FILE).unlink()
     answers = coco / "answers.jsonl"
@@ -146,7 +163,7 @@ def main() -> None:
                 [int(b) for b in args.batch_sizes.split(",")],
                 args.max_new_tokens,
                 device,
-            ),  # fmt: skip
+            ),
             "scoring": bench_scoring(root),
         }
         report["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)

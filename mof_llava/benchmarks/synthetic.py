@@ -16,8 +16,14 @@ from pathlib import Path
 from . import gqa, mmvp, mmvp_vlm, pope
 
 _COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
-_RGB = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 230, 20),
-        "white": (250, 250, 250), "black": (5, 5, 5)}  # fmt: skip
+_RGB = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 30),
+    "blue": (30, 30, 220),
+    "yellow": (230, 230, 20),
+    "white": (250, 250, 250),
+    "black": (5, 5, 5),
+}
 
 
 def picture(seed: int, size: tuple[int, int] = (72, 56)):
@@ -83,8 +89,14 @@ def write_pope(root: str | Path, per_split: int = 4, llava_question_file: bool =
             image = f"COCO_val2014_{(i + 1) // 2:012d}.jpg"
             obj = objects[(i + s) % len(objects)]
             article = "an" if obj[0] in "aeiou" else "a"
-            lines.append({"question_id": i, "image": image, "text": f"Is there {article} {obj} in the image?",
-                          "label": "yes" if i % 2 else "no"})  # fmt: skip
+            lines.append(
+                {
+                    "question_id": i,
+                    "image": image,
+                    "text": f"Is there {article} {obj} in the image?",
+                    "label": "yes" if i % 2 else "no",
+                }
+            )
             _save_jpeg(root / "val2014" / image, (i + 1) // 2)
         annotations[split] = lines
         (root / "coco" / f"coco_pope_{split}.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -119,16 +131,39 @@ def write_mmbench(path: str | Path, questions: int = 3) -> Path:
         answer = q % n_options
         for k in range(n_options):  # rotation k: option j moves to position (j + k) % n
             rotated = [options[(j - k) % n_options] for j in range(n_options)]
-            row = {"index": q + 1 + k * 1_000_000, "question": "Which picture is shown?",
-                   "hint": "Look at the square." if q % 2 else float("nan")}  # fmt: skip
+            row = {
+                "index": q + 1 + k * 1_000_000,
+                "question": "Which picture is shown?",
+                "hint": "Look at the square." if q % 2 else float("nan"),
+            }
             for j, letter in enumerate("ABCD"):
                 row[letter] = rotated[j] if j < n_options else float("nan")
-            row.update(answer="ABCD"[(answer + k) % n_options], category="image_topic",
-                       image=_jpeg_base64(q), source="synthetic", **{"l2-category": "coarse_perception"},
-                       comment=float("nan"), split="dev")  # fmt: skip
+            row.update(
+                answer="ABCD"[(answer + k) % n_options],
+                category="image_topic",
+                image=_jpeg_base64(q),
+                source="synthetic",
+                **{"l2-category": "coarse_perception"},
+                comment=float("nan"),
+                split="dev",
+            )
             records.append(row)
-    columns = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
-               "l2-category", "comment", "split"]  # fmt: skip
+    columns = [
+        "index",
+        "question",
+        "hint",
+        "A",
+        "B",
+        "C",
+        "D",
+        "answer",
+        "category",
+        "image",
+        "source",
+        "l2-category",
+        "comment",
+        "split",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(records, columns=columns).to_csv(path, sep="\t", index=False)
     return path
@@ -154,7 +189,7 @@ def write_gqa(root: str | Path, questions: int = 4) -> Path:
                 "structural": "verify" if binary else "query",
                 "semantic": "attr",
                 "detailed": "verifyAttr" if binary else "queryAttr",
-            },  # fmt: skip
+            },
             "semantic": [
                 {"operation": "select", "argument": "square (1)", "dependencies": []},
                 {
@@ -162,7 +197,7 @@ def write_gqa(root: str | Path, questions: int = 4) -> Path:
                     "argument": "red" if binary else "color",
                     "dependencies": [0],
                 },
-            ],  # fmt: skip
+            ],
             "semanticStr": "",
             "entailed": [],
             "equivalent": [qid],
@@ -173,6 +208,10 @@ def write_gqa(root: str | Path, questions: int = 4) -> Path:
     (root / "data" / gqa.OFFICIAL_QUESTIONS).write_text(json.dumps(official))
     with open(root / gqa.LLAVA_QUESTIONS, "w") as handle:
         for q in gqa.questions_from_official(official):
-            handle.write(json.dumps({"question_id": q.question_id, "image": q.image, "text": q.text,
-                                     "category": "default"}) + "\n")  # fmt: skip
+            handle.write(
+                json.dumps(
+                    {"question_id": q.question_id, "image": q.image, "text": q.text, "category": "default"}
+                )
+                + "\n"
+            )
     return root

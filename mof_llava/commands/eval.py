@@ -337,7 +337,10 @@ def _run_mmvp_vlm(args: argparse.Namespace) -> int:
     from mof_llava.benchmarks.answers import write_answers_atomic, write_json_atomic
     from mof_llava.benchmarks.generation import pick_device
     from mof_llava.benchmarks.provenance import code_version, describe_files
+    from mof_llava.benchmarks.runner import Distributed
 
+    if Distributed.from_env().rank != 0:  # 270 images: one process does it; the others stand by
+        return 0
     output_dir = _default_output_dir(args)
     device = pick_device(args.device)
     pairs = mmvp_vlm.read_pairs(args.data)

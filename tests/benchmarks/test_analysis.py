@@ -22,8 +22,12 @@ def test_mapping_files_in_csv_and_json(tmp_path):
     }
     by_pattern = tmp_path / "map.json"
     by_pattern.write_text(json.dumps({"Camera Perspective": [1, 2], "Text": [3, 4]}))
-    assert analysis.read_pattern_map(by_pattern) == {1: "Viewpoint and Perspective", 2: "Viewpoint and Perspective",
-                                                      3: "Texts", 4: "Texts"}  # fmt: skip
+    assert analysis.read_pattern_map(by_pattern) == {
+        1: "Viewpoint and Perspective",
+        2: "Viewpoint and Perspective",
+        3: "Texts",
+        4: "Texts",
+    }
     by_index = tmp_path / "map2.json"
     by_index.write_text(json.dumps({"1": "Spatial"}))
     assert analysis.read_pattern_map(by_index) == {1: "Positional and Relational Context"}
@@ -75,12 +79,33 @@ def test_analyze_command_writes_tables_and_figures(tmp_path, capsys):
     # MLLM: Color 2/2 pairs, Text 1/2, Spatial 0/2
     correct = {i: True for i in range(1, 7)} | {7: False, 8: True} | {i: False for i in range(9, 13)}
     (tmp_path / "mllm.json").write_text(json.dumps(_mmvp_metrics(correct)))
-    clip = {"benchmark": "mmvp-vlm", "per_pattern": {"Color and Appearance": {"accuracy": 53.3},
-            "Texts": {"accuracy": 20.0}, "Positional and Relational Context": {"accuracy": 6.7}}}  # fmt: skip
+    clip = {
+        "benchmark": "mmvp-vlm",
+        "per_pattern": {
+            "Color and Appearance": {"accuracy": 53.3},
+            "Texts": {"accuracy": 20.0},
+            "Positional and Relational Context": {"accuracy": 6.7},
+        },
+    }
     (tmp_path / "clip.json").write_text(json.dumps(clip))
     out = tmp_path / "out"
-    assert main(["eval", "analyze", "--patterns", str(tmp_path / "map.csv"), "--mllm", f"mof={tmp_path / 'mllm.json'}",
-                 "--clip", f"vit-l={tmp_path / 'clip.json'}", "--output-dir", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "analyze",
+                "--patterns",
+                str(tmp_path / "map.csv"),
+                "--mllm",
+                f"mof={tmp_path / 'mllm.json'}",
+                "--clip",
+                f"vit-l={tmp_path / 'clip.json'}",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     (corr,) = printed["correlations"]
     assert corr["mllm"] == "mof" and corr["clip"] == "vit-l"

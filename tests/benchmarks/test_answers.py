@@ -25,8 +25,16 @@ def test_answer_line_has_llava_fields_in_llava_order():
         7, "Q?", "Yes", "m", extra={"options": ["x", "y"], "option_char": ["A", "B"], "round_id": 0}
     )
     assert list(line) == [
-        "question_id", "round_id", "prompt", "text", "options", "option_char", "answer_id", "model_id", "metadata"
-    ]  # fmt: skip
+        "question_id",
+        "round_id",
+        "prompt",
+        "text",
+        "options",
+        "option_char",
+        "answer_id",
+        "model_id",
+        "metadata",
+    ]
     plain = make_answer("q1", "Q?", "No", "m")
     assert list(plain) == ["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]
     assert plain["metadata"] == {} and plain["answer_id"] != make_answer("q1", "Q?", "No", "m")["answer_id"]

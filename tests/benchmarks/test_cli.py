@@ -19,11 +19,22 @@ def _score(argv, capsys):
 def test_score_pope_with_llavas_files(fixtures_dir, capsys, tmp_path):
     out = tmp_path / "pope_metrics.json"
     printed, err = _score(
-        ["eval", "score", "pope", "--answers", str(fixtures_dir / "pope/answers/llava-v1.5-13b.jsonl"),
-         "--questions", str(fixtures_dir / "pope/llava_pope_test.jsonl"), "--annotations", str(fixtures_dir / "pope/coco"),
-         "--output", str(out), "--llava-report"],
+        [
+            "eval",
+            "score",
+            "pope",
+            "--answers",
+            str(fixtures_dir / "pope/answers/llava-v1.5-13b.jsonl"),
+            "--questions",
+            str(fixtures_dir / "pope/llava_pope_test.jsonl"),
+            "--annotations",
+            str(fixtures_dir / "pope/coco"),
+            "--output",
+            str(out),
+            "--llava-report",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert printed["score"] == pytest.approx(80.0) and printed["splits"]["popular"]["f1"] == pytest.approx(
         80.0
     )
@@ -38,10 +49,19 @@ def test_score_mmbench_with_llavas_answers(fixtures_dir, capsys, tmp_path):
     ).to_csv(tsv, sep="\t", index=False)
     out = tmp_path / "m.json"
     printed, _ = _score(
-        ["eval", "score", "mmbench", "--answers", str(fixtures_dir / "mmbench/llava-v1.5-13b.answers.jsonl"),
-         "--data", str(tsv), "--output", str(out)],
+        [
+            "eval",
+            "score",
+            "mmbench",
+            "--answers",
+            str(fixtures_dir / "mmbench/llava-v1.5-13b.answers.jsonl"),
+            "--data",
+            str(tsv),
+            "--output",
+            str(out),
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert printed["score"] == pytest.approx(80.0) and "groups" not in printed
     assert (
         json.loads(out.read_text())["groups"]

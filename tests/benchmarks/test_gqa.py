@@ -19,9 +19,17 @@ def test_predictions_file_matches_llavas_converter_byte_for_byte(fixtures_dir, t
 
 @pytest.mark.parametrize(
     "text, normalised",
-    [("Yes", "yes"), ("Woman", "woman"), ("Yes.", "yes"), ("yes..", "yes"), ("Yes!", "yes!"),
-     ("the man", "the man"), ("t-shirt", "t-shirt"), (" yes", " yes")],
-)  # fmt: skip
+    [
+        ("Yes", "yes"),
+        ("Woman", "woman"),
+        ("Yes.", "yes"),
+        ("yes..", "yes"),
+        ("Yes!", "yes!"),
+        ("the man", "the man"),
+        ("t-shirt", "t-shirt"),
+        (" yes", " yes"),
+    ],
+)
 def test_llava_normalisation_only_strips_periods_and_lowercases(text, normalised):
     # quirk 16: no article, punctuation or whitespace removal (unlike lmms-eval / VLMEvalKit)
     assert gqa.llava_normalize(text) == normalised
@@ -29,26 +37,56 @@ def test_llava_normalisation_only_strips_periods_and_lowercases(text, normalised
 
 def _question(text, answer, structural, semantic, group, ops, balanced=True):
     return {
-        "question": text, "answer": answer, "fullAnswer": "", "imageId": "n1", "isBalanced": balanced,
+        "question": text,
+        "answer": answer,
+        "fullAnswer": "",
+        "imageId": "n1",
+        "isBalanced": balanced,
         "groups": {"global": group, "local": "x"},
         "types": {"structural": structural, "semantic": semantic, "detailed": "d"},
         "semantic": [{"operation": op, "argument": arg, "dependencies": []} for op, arg in ops],
-        "semanticStr": "", "entailed": [], "equivalent": [], "annotations": {"question": {}, "answer": {}, "fullAnswer": {}},
-    }  # fmt: skip
+        "semanticStr": "",
+        "entailed": [],
+        "equivalent": [],
+        "annotations": {"question": {}, "answer": {}, "fullAnswer": {}},
+    }
 
 
 @pytest.fixture
 def official():
     return {
-        "1": _question("Is it overcast?", "no", "verify", "global", None, [("select", "sky"), ("verify weather", "overcast")]),
-        "2": _question("Who is wearing the dress?", "woman", "query", "rel", "person",
-                       [("select", "dress"), ("relate", "person,wearing,s"), ("query", "name")]),
-        "3": _question("What color is the car?", "red", "query", "attr", "color", [("select", "car"), ("query", "color")]),
-        "4": _question("What color is the bus?", "red", "query", "attr", "color", [("select", "bus"), ("query", "color")]),
-        "5": _question("Are there both cars and trees?", "yes", "logical", "obj", None,
-                       [("select", "car"), ("exist", "?"), ("select", "tree"), ("exist", "?"), ("and", "")]),
+        "1": _question(
+            "Is it overcast?",
+            "no",
+            "verify",
+            "global",
+            None,
+            [("select", "sky"), ("verify weather", "overcast")],
+        ),
+        "2": _question(
+            "Who is wearing the dress?",
+            "woman",
+            "query",
+            "rel",
+            "person",
+            [("select", "dress"), ("relate", "person,wearing,s"), ("query", "name")],
+        ),
+        "3": _question(
+            "What color is the car?", "red", "query", "attr", "color", [("select", "car"), ("query", "color")]
+        ),
+        "4": _question(
+            "What color is the bus?", "red", "query", "attr", "color", [("select", "bus"), ("query", "color")]
+        ),
+        "5": _question(
+            "Are there both cars and trees?",
+            "yes",
+            "logical",
+            "obj",
+            None,
+            [("select", "car"), ("exist", "?"), ("select", "tree"), ("exist", "?"), ("and", "")],
+        ),
         "6": _question("Not balanced?", "yes", "verify", "attr", None, [("select", "x")], balanced=False),
-    }  # fmt: skip
+    }
 
 
 def test_metrics_follow_the_official_script(official):
@@ -67,9 +105,10 @@ def test_metrics_follow_the_official_script(official):
     assert m["binary"] == pytest.approx(50.0)  # verify + logical: 1 of 2
     assert m["open"] == pytest.approx(200 / 3)  # query: 2 of 3
     assert m["per_structural_type"] == {
-        "logical": {"accuracy": 0.0, "n": 1}, "query": {"accuracy": pytest.approx(200 / 3), "n": 3},
+        "logical": {"accuracy": 0.0, "n": 1},
+        "query": {"accuracy": pytest.approx(200 / 3), "n": 3},
         "verify": {"accuracy": 100.0, "n": 1},
-    }  # fmt: skip
+    }
     assert m["per_semantic_type"]["attr"] == {"accuracy": 50.0, "n": 2}
     # steps: exist / "query: name" / "choose name" operations do not count
     assert m["per_steps"] == {"2": {"accuracy": 75.0, "n": 4}, "3": {"accuracy": 0.0, "n": 1}}

@@ -66,14 +66,30 @@ LONG = (
 @pytest.mark.parametrize(
     "answer, old, new",
     [
-        ("A", "A", "A"), ("B.", "B", "B"), ("(C)", "C", "C"), ("C)", "C", "C"), ("D: dog", "D", "D"),
-        ("Answer: D", "D", "D"), ("A. teddy bear", "A", "A"), ("cat", "C", "C"), ("a cute teddy bear", "A", "A"),
-        ("A cat", "A", "A"), ("a", None, None), ("a)", None, None), ("(a)", None, None),
-        ("The answer is (B)", "B", "B"), ("B) rabbit", "B", "B"), ("B C", None, None), ("dog and cat", None, None),
-        ("", None, None), (LONG, "B", None), ("The correct answer is **C**. Here's why", "C", "C"),
-        ("Sorry, I can't help with images of people yet.", "Z", "Z"), ("Z", "Z", "Z"),
+        ("A", "A", "A"),
+        ("B.", "B", "B"),
+        ("(C)", "C", "C"),
+        ("C)", "C", "C"),
+        ("D: dog", "D", "D"),
+        ("Answer: D", "D", "D"),
+        ("A. teddy bear", "A", "A"),
+        ("cat", "C", "C"),
+        ("a cute teddy bear", "A", "A"),
+        ("A cat", "A", "A"),
+        ("a", None, None),
+        ("a)", None, None),
+        ("(a)", None, None),
+        ("The answer is (B)", "B", "B"),
+        ("B) rabbit", "B", "B"),
+        ("B C", None, None),
+        ("dog and cat", None, None),
+        ("", None, None),
+        (LONG, "B", None),
+        ("The correct answer is **C**. Here's why", "C", "C"),
+        ("Sorry, I can't help with images of people yet.", "Z", "Z"),
+        ("Z", "Z", "Z"),
     ],
-)  # fmt: skip
+)
 def test_exact_matching_as_vlmevalkit(answer, old, new):
     # quirk 12: the 2024 and 2025 rule sets differ on long answers only
     assert mmbench.infer_letter(answer, CHOICES, mmbench.MATCHING_RULES["2024"]) == old
@@ -87,8 +103,15 @@ def _tsv(tmp_path, rows, name="t.tsv"):
 
 
 def _row(index, answer, options, hint=""):
-    base = {"index": index, "question": "Which animal is it?", "hint": hint, "answer": answer, "split": "dev",
-            "category": "image_topic", "l2-category": "coarse_perception"}  # fmt: skip
+    base = {
+        "index": index,
+        "question": "Which animal is it?",
+        "hint": hint,
+        "answer": answer,
+        "split": "dev",
+        "category": "image_topic",
+        "l2-category": "coarse_perception",
+    }
     return base | {letter: (options[i] if i < len(options) else "") for i, letter in enumerate("ABCD")}
 
 

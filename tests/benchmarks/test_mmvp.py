@@ -110,10 +110,24 @@ def test_images_follow_the_index_column_not_the_row_position(tmp_path):
 # lmms-eval's reader on the responses run through it (benchmarks.md §1.4 table)
 @pytest.mark.parametrize(
     "response, letter",
-    [("A", "A"), ("(b)", "B"), ("b.", "B"), ("a)", "A"), ("(a)", "A"), ("A.", "A"), ("A)", "A"),
-     ("B) Closed", "B"), ("The answer is B", "B"), ("Option A", "A"), ("There is a cat", "A"),
-     ("Both wings are open", "B"), ("I think it's (B).", ""), ("Closed", ""), ("", "")],
-)  # fmt: skip
+    [
+        ("A", "A"),
+        ("(b)", "B"),
+        ("b.", "B"),
+        ("a)", "A"),
+        ("(a)", "A"),
+        ("A.", "A"),
+        ("A)", "A"),
+        ("B) Closed", "B"),
+        ("The answer is B", "B"),
+        ("Option A", "A"),
+        ("There is a cat", "A"),
+        ("Both wings are open", "B"),
+        ("I think it's (B).", ""),
+        ("Closed", ""),
+        ("", ""),
+    ],
+)
 def test_lmms_eval_reader_reproduced(response, letter):
     assert mmvp.lmms_eval_letter(response) == letter
 
@@ -124,17 +138,38 @@ OPEN_CLOSED = ("Open", "Closed")
 @pytest.mark.parametrize(
     "response, position",
     [
-        ("A", 0), ("(b)", 1), ("b.", 1), ("a)", 0), ("(a)", 0), ("A.", 0), ("A)", 0), ("(B).", 1), ("b)", 1),
-        ("B) Closed", 1), ("A. Open", 0), ("The answer is B", 1), ("The correct answer is (b).", 1),
-        ("Option A", 0), ("Option B", 1), ("answer: a", 0), ("I think it's (B).", 1), ("Closed", 1),
+        ("A", 0),
+        ("(b)", 1),
+        ("b.", 1),
+        ("a)", 0),
+        ("(a)", 0),
+        ("A.", 0),
+        ("A)", 0),
+        ("(B).", 1),
+        ("b)", 1),
+        ("B) Closed", 1),
+        ("A. Open", 0),
+        ("The answer is B", 1),
+        ("The correct answer is (b).", 1),
+        ("Option A", 0),
+        ("Option B", 1),
+        ("answer: a", 0),
+        ("I think it's (B).", 1),
+        ("Closed", 1),
         ("The wings are open.", 0),
         # lmms-eval's false positives and misses, read correctly or left unread
-        ("There is a cat", None), ("Both wings are open", 0), ("Both wings are closed", 1),
-        ("The answer is a cat", None), ("", None), ("(c)", None),
+        ("There is a cat", None),
+        ("Both wings are open", 0),
+        ("Both wings are closed", 1),
+        ("The answer is a cat", None),
+        ("", None),
+        ("(c)", None),
         # ambiguous or negated: no guess
-        ("Open or closed, hard to say", None), ("The wings are not open", None), ("(a) Open (b) Closed", None),
+        ("Open or closed, hard to say", None),
+        ("The wings are not open", None),
+        ("(a) Open (b) Closed", None),
     ],
-)  # fmt: skip
+)
 def test_our_reader(response, position):
     assert mmvp.read_choice(response, OPEN_CLOSED) == position
 
@@ -149,9 +184,13 @@ def test_pair_accuracy_needs_both_questions(tmp_path):
     rows = ROWS + "1,Q1?,(a) Yes (b) No,(a)\n2,Q1?,(a) Yes (b) No,(b)\n"
     questions = mmvp.read_questions(_csv(tmp_path, rows=rows))
     answers = index_answers(
-        [{"question_id": 279, "text": "A"}, {"question_id": 280, "text": "B"},
-         {"question_id": 1, "text": "Yes"}, {"question_id": 2, "text": "Yes"}]
-    )  # fmt: skip
+        [
+            {"question_id": 279, "text": "A"},
+            {"question_id": 280, "text": "B"},
+            {"question_id": 1, "text": "Yes"},
+            {"question_id": 2, "text": "Yes"},
+        ]
+    )
     m = mmvp.score_mmvp(answers, questions)
     assert (m["score"], m["pairs_correct"], m["pairs"], m["question_accuracy"]) == (50.0, 1, 2, 75.0)
     assert m["per_question"]["2"] == {"correct": False, "read": "a", "answer": "b"}
@@ -162,9 +201,13 @@ def test_official_script_output_format_is_accepted(tmp_path):
     questions = mmvp.read_questions(_csv(tmp_path))
     answers_path = tmp_path / "answers.jsonl"
     answers_path.write_text(
-        json.dumps({"question_id": 279, "prompt": "p", "answer": "(a)", "response": "The person is standing."}) + "\n"
-        + json.dumps({"question_id": 280, "prompt": "p", "answer": "(b)", "response": "Sitting."}) + "\n"
-    )  # fmt: skip
+        json.dumps(
+            {"question_id": 279, "prompt": "p", "answer": "(a)", "response": "The person is standing."}
+        )
+        + "\n"
+        + json.dumps({"question_id": 280, "prompt": "p", "answer": "(b)", "response": "Sitting."})
+        + "\n"
+    )
     assert mmvp.score_answer_file(answers_path, questions)["score"] == 100.0
 
 

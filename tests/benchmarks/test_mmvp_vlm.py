@@ -51,8 +51,15 @@ def test_pattern_comes_from_type_and_the_average_is_over_patterns(tmp_path):
         "Viewpoint and Perspective": {"accuracy": 100.0, "pairs": 1},
     }
     assert m["score"] == m["average"] == 75.0
-    assert m["per_pair"][1] == {"qid1": 3, "qid2": 4, "pred1": "img1", "pred2": "img1", "gt1": "img1", "gt2": "img2",
-                                "correct": False}  # fmt: skip
+    assert m["per_pair"][1] == {
+        "qid1": 3,
+        "qid2": 4,
+        "pred1": "img1",
+        "pred2": "img1",
+        "gt1": "img1",
+        "gt2": "img2",
+        "correct": False,
+    }
 
 
 def test_tie_picks_the_second_image():
@@ -92,12 +99,27 @@ def _tiny_clip(directory):
     tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=54, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=77, bos_token_id=52, eos_token_id=53, pad_token_id=53),
-        vision_config=dict(image_size=56, patch_size=14, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4),
+        text_config=dict(
+            vocab_size=54,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=52,
+            eos_token_id=53,
+            pad_token_id=53,
+        ),
+        vision_config=dict(
+            image_size=56,
+            patch_size=14,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
         projection_dim=16,
-    )  # fmt: skip
+    )
     model = CLIPModel(config)
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
     model.save_pretrained(directory)
@@ -132,8 +154,26 @@ def test_batched_logits_equal_the_reference_per_pair_forward(tiny_clip, vlm_data
 
 def test_run_and_rescore_from_the_command_line(tiny_clip, vlm_data, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["eval", "run", "mmvp-vlm", "--model", str(tiny_clip), "--data", str(vlm_data),
-                 "--output-dir", str(out), "--batch-size", "4", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "run",
+                "mmvp-vlm",
+                "--model",
+                str(tiny_clip),
+                "--data",
+                str(vlm_data),
+                "--output-dir",
+                str(out),
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert printed["score"] == metrics["score"] and metrics["pairs"] == 9 and len(metrics["per_pattern"]) == 9
@@ -154,17 +194,34 @@ def test_siglip_pads_text_to_its_training_length(tiny_clip, vlm_data):
 
     torch.manual_seed(0)
     config = SiglipConfig(
-        text_config=dict(vocab_size=54, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=64),
-        vision_config=dict(image_size=56, patch_size=14, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4),
-    )  # fmt: skip
+        text_config=dict(
+            vocab_size=54,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+        ),
+        vision_config=dict(
+            image_size=56,
+            patch_size=14,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+    )
     model = SiglipModel(config).eval()
     processor = AutoProcessor.from_pretrained(tiny_clip)
     pairs = mmvp_vlm.read_pairs(vlm_data)[:2]
     batched = mmvp_vlm.pair_logits(model, processor, pairs, "siglip")
-    inputs = processor(text=[pairs[0].first.text, pairs[0].second.text], images=[load_rgb_image(p) for p in pairs[0].image_paths],
-                       return_tensors="pt", padding="max_length", max_length=64)  # fmt: skip
+    inputs = processor(
+        text=[pairs[0].first.text, pairs[0].second.text],
+        images=[load_rgb_image(p) for p in pairs[0].image_paths],
+        return_tensors="pt",
+        padding="max_length",
+        max_length=64,
+    )
     assert inputs["input_ids"].shape[1] == 64
     with torch.no_grad():
         expected = model(**inputs).logits_per_text

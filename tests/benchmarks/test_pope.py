@@ -133,8 +133,15 @@ def _synthetic(tmp_path, preds_by_split):
     coco = tmp_path / "coco"
     answers = []
     for split, preds in preds_by_split.items():
-        lines = [{"question_id": i + 1, "image": f"{i}.jpg", "text": "Is there a cat in the image?",
-                  "label": "yes" if i % 2 == 0 else "no"} for i in range(len(preds))]  # fmt: skip
+        lines = [
+            {
+                "question_id": i + 1,
+                "image": f"{i}.jpg",
+                "text": "Is there a cat in the image?",
+                "label": "yes" if i % 2 == 0 else "no",
+            }
+            for i in range(len(preds))
+        ]
         _write_split(coco, split, lines)
         answers += [
             {"question_id": i + 1 + pope.LLAVA_ID_OFFSETS[split], "text": p} for i, p in enumerate(preds)

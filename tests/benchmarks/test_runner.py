@@ -165,8 +165,25 @@ def test_each_benchmark_runs_and_rescores_from_the_command_line(bench, model_dir
         "gqa": lambda: synthetic.write_gqa(tmp_path / "gqa", questions=4),
     }[bench]()
     out = tmp_path / "out"
-    summary = _run_cli(["eval", "run", bench, "--model", str(model_dir), "--data", str(data), "--output-dir", str(out),
-                        "--batch-size", "3", "--max-new-tokens", "5", "--no-progress"], capsys)  # fmt: skip
+    summary = _run_cli(
+        [
+            "eval",
+            "run",
+            bench,
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--batch-size",
+            "3",
+            "--max-new-tokens",
+            "5",
+            "--no-progress",
+        ],
+        capsys,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert summary["score"] == metrics["score"] is not None and 0.0 <= metrics["score"] <= 100.0
     run = metrics["run"]
@@ -196,8 +213,20 @@ def test_missing_image_names_the_question(model_dir, tmp_path, capsys):
     from mof_llava.data.images import ImageLoadError
 
     with pytest.raises(ImageLoadError, match=r"3.jpg: file not found \(image of question 3\)"):
-        main(["eval", "run", "mmvp", "--model", str(model_dir), "--data", str(data), "--output-dir",
-              str(tmp_path / "out"), "--no-progress"])  # fmt: skip
+        main(
+            [
+                "eval",
+                "run",
+                "mmvp",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--no-progress",
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -207,12 +236,37 @@ def test_torchrun_shards_and_merges(pope_dir, model_dir, generator, tmp_path):
     run_task(task, lambda: generator, _options(tmp_path / "single", model_dir), Distributed())
     out = tmp_path / "sharded"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "eval" / "run.py"), "pope", "--model", str(model_dir), "--data", str(pope_dir),
-               "--output-dir", str(out), "--batch-size", "4", "--max-new-tokens", "6", "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "eval" / "run.py"),
+        "pope",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(pope_dir),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--no-progress",
+    ]
     # own process group, so a hung launch can be killed with its workers
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
