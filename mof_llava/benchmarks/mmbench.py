@@ -50,6 +50,7 @@ CIRCULAR_STRIDE = 1_000_000
 OPTION_COLUMNS = ("A", "B", "C", "D")
 MAX_NEW_TOKENS = 1024  # LLaVA model_vqa_mmbench.py
 LETTER_ANSWER_CN = "请直接回答选项字母。"
+INSTRUCTIONS = {"en": LETTER_ANSWER, "cn": LETTER_ANSWER_CN}  # --lang -> answer instruction
 
 # (rows, questions) of the released files, to name the version in the metrics
 KNOWN_VERSIONS = {
@@ -376,7 +377,7 @@ def build_task(
     judge: ChatJudge | None = None,
 ) -> EvalTask:
     rows = read_tsv(tsv)
-    suffix = {"en": LETTER_ANSWER, "cn": LETTER_ANSWER_CN}[lang]
+    suffix = INSTRUCTIONS[lang]
     questions = []
     for r in rows:
         if r.image_base64 is None:

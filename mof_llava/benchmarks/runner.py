@@ -18,6 +18,7 @@ refusing duplicates and gaps, writes `answers.jsonl` atomically, removes the par
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -123,15 +124,24 @@ def part_path(output_dir: Path, rank: int, world_size: int) -> Path:
     return output_dir / f"answers.part-{rank:03d}-of-{world_size:03d}.jsonl"
 
 
+def prompts_digest(questions: Sequence[EvalQuestion]) -> str:
+    """sha256 of every question's id and text: what the model is asked, independent of file paths."""
+    digest = hashlib.sha256()
+    for q in questions:
+        digest.update(json.dumps([answer_key(q.question_id), q.text], ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
 def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
-    """What must not change between an interrupted run and its resumption."""
+    """What must not change between an interrupted run and its resumption: whatever decides the
+    answers. Scoring settings (grader, matching rules, labels) may change."""
     return {
         "benchmark": task.benchmark,
         "model": str(Path(options.model).resolve()),
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
-        "settings": task.settings,
-        "data_files": {k: str(Path(v).resolve()) for k, v in task.data_files.items()},
+        "questions": len(task.questions),
+        "prompts_sha256": prompts_digest(task.questions),
     }
 
 
@@ -227,14 +237,20 @@ def merge_parts(output_dir: Path, questions: Sequence[EvalQuestion]) -> Path:
     """Merge `answers.jsonl` (if any) and all part files into `answers.jsonl`, in question order;
     remove the parts afterwards."""
     merged_path = output_dir / ANSWERS_FILE
-    sources, names = [], []
-    if merged_path.exists():
-        sources.append(read_answers(merged_path))
-        names.append(str(merged_path))
+    previous = read_answers(merged_path) if merged_path.exists() else []
+    # A crash between writing answers.jsonl and removing the parts leaves the same lines (same
+    # answer_id) in both places: one answer, not two.
+    copied = {(answer_key(r["question_id"]), r["answer_id"]) for r in previous if "answer_id" in r}
     parts = sorted(output_dir.glob(PART_GLOB))
-    for part in parts:
-        sources.append(read_complete_lines(part))
-        names.append(str(part))
+    sources = [previous] + [
+        [
+            r
+            for r in read_complete_lines(p)
+            if (answer_key(r["question_id"]), r.get("answer_id")) not in copied
+        ]
+        for p in parts
+    ]
+    names = [str(merged_path)] + [str(p) for p in parts]
     ordered = merge_answers(sources, [q.question_id for q in questions], names)
     write_answers_atomic(merged_path, ordered)
     for part in parts:

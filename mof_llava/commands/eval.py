@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("mmvp", "mmvp-vlm", "pope", "mmbench", "gqa")
+from mof_llava.benchmarks import BENCHMARKS
+
 # Per-item tables and run provenance kept out of the printed summary (they are in the --output /
 # metrics.json file).
 _BULKY_KEYS = ("groups", "per_question", "per_pair", "run")
@@ -85,6 +86,8 @@ def add_parser(subparsers) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser, bench: str, action: str) -> None:
+    from mof_llava.benchmarks import mmbench, mmvp  # light: the heavy imports sit inside their functions
+
     running = action in ("run", "merge")
     if bench == "mmvp":
         p.add_argument(
@@ -92,13 +95,13 @@ def _add_data_args(p: argparse.ArgumentParser, bench: str, action: str) -> None:
         )
         p.add_argument(
             "--labels",
-            choices=["original", "corrected"],
+            choices=mmvp.LABEL_SETS,
             default="original",
             help="answers of pairs (99,100), (279,280): as released (default, as in the paper) or corrected",
         )
         p.add_argument(
             "--grader",
-            choices=["ours", "lmms-eval", "judge"],
+            choices=mmvp.GRADERS,
             default="ours",
             help="how an answer is read (default: ours; lmms-eval: its letter regexes; judge: the official GPT protocol)",
         )
@@ -106,7 +109,7 @@ def _add_data_args(p: argparse.ArgumentParser, bench: str, action: str) -> None:
         if running:
             p.add_argument(
                 "--prompt",
-                choices=["llava", "official", "cambrian"],
+                choices=list(mmvp.PROMPTS),
                 default="llava",
                 help="llava: LLaVA-1.5 letter prompt, vicuna_v1 (default); official: MMVP script's "
                 "question + options, llava_v1; cambrian: Cambrian's letter prompt",
@@ -134,13 +137,15 @@ def _add_data_args(p: argparse.ArgumentParser, bench: str, action: str) -> None:
         p.add_argument("--data", type=Path, required=True, help="the MMBench TSV (dev or test)")
         p.add_argument(
             "--matching",
-            choices=["2024", "2025"],
-            default="2024",
+            choices=list(mmbench.MATCHING_RULES),
+            default=mmbench.DEFAULT_MATCHING,
             help="VLMEvalKit exact-matching rule set (default 2024; they agree on letter answers)",
         )
         _add_judge_args(p)
         if running:
-            p.add_argument("--lang", choices=["en", "cn"], default="en", help="answer instruction language")
+            p.add_argument(
+                "--lang", choices=list(mmbench.INSTRUCTIONS), default="en", help="answer instruction language"
+            )
     elif bench == "gqa":
         p.add_argument(
             "--data", type=Path, help="GQA folder in LLaVA's layout, or testdev_balanced_questions.json"

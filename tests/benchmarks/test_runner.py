@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mof_llava.benchmarks import pope, synthetic
+from mof_llava.benchmarks import mmvp, pope, synthetic
 from mof_llava.benchmarks.answers import AnswerFileError, read_answers
 from mof_llava.benchmarks.generation import load_model, make_generate_fn
 from mof_llava.benchmarks.runner import Distributed, RunMismatchError, RunOptions, run_task
@@ -137,8 +137,13 @@ def test_merge_refuses_duplicate_answers(pope_dir, model_dir, generator, tmp_pat
     task = _task(pope_dir)
     out = tmp_path / "run"
     run_task(task, lambda: generator, _options(out, model_dir), Distributed())
-    first = (out / "answers.jsonl").read_text().splitlines(keepends=True)[0]
-    (out / "answers.part-000-of-002.jsonl").write_text(first)
+    first = json.loads((out / "answers.jsonl").read_text().splitlines()[0])
+    # the same line left in a part (crash after the merge, before the parts were removed): one answer
+    (out / "answers.part-000-of-002.jsonl").write_text(json.dumps(first) + "\n")
+    run_task(task, lambda: generator, _options(out, model_dir), Distributed())
+    assert not list(out.glob("answers.part-*"))
+    # a second, different answer to the same question: refused
+    (out / "answers.part-000-of-002.jsonl").write_text(json.dumps(first | {"answer_id": "other"}) + "\n")
     with pytest.raises(AnswerFileError, match="question_id 1 is answered twice"):
         run_task(task, lambda: generator, _options(out, model_dir), Distributed())
 
@@ -149,6 +154,28 @@ def test_resuming_with_other_settings_is_refused(pope_dir, model_dir, generator,
     other = pope.build_task(pope.resolve_paths(pope_dir), max_new_tokens=9)
     with pytest.raises(RunMismatchError, match="different max_new_tokens"):
         run_task(other, lambda: generator, _options(out, model_dir), Distributed())
+
+
+def test_scoring_settings_may_change_on_resume_but_prompts_may_not(model_dir, generator, tmp_path):
+    data = synthetic.write_mmvp(tmp_path / "mmvp", pairs=2)
+    out = tmp_path / "run"
+    first = run_task(
+        mmvp.build_task(data, max_new_tokens=6), lambda: generator, _options(out, model_dir), Distributed()
+    )
+    rescored = run_task(
+        mmvp.build_task(data, grader="lmms-eval", labels="corrected", max_new_tokens=6),
+        lambda: pytest.fail("nothing to generate"),
+        _options(out, model_dir),
+        Distributed(),
+    )
+    assert (first["grader"], rescored["grader"], rescored["labels"]) == ("ours", "lmms-eval", "corrected")
+    with pytest.raises(RunMismatchError, match="different prompts_sha256"):
+        run_task(
+            mmvp.build_task(data, prompt="cambrian", max_new_tokens=6),
+            lambda: generator,
+            _options(out, model_dir),
+            Distributed(),
+        )
 
 
 def _run_cli(argv, capsys):
