@@ -2,7 +2,7 @@
 valid ones give the documented visual token counts."""
 
 import pytest
-from helpers import clip_tower, dino_tower, make_config
+from model_helpers import clip_tower, dino_tower, make_config
 
 from mof_llava.model.configuration import MofLlavaConfig, MofLlavaConfigError
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import clip_tower, dino_tower, make_config
+from model_helpers import clip_tower, dino_tower, make_config
 
 from mof_llava import MofLlavaForConditionalGeneration
 

@@ -2,7 +2,7 @@
 before the final LayerNorm, prefix tokens dropped), checked against block-by-block runs of the encoders."""
 
 import torch
-from helpers import IMAGE_SIZE, clip_tower, dino_tower
+from model_helpers import IMAGE_SIZE, clip_tower, dino_tower
 
 from mof_llava.model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, TowerSpec
 from mof_llava.model.towers import VisionTower
