@@ -1,0 +1,501 @@
+"""The demo pipeline: synthetic data -> tiny towers and LLM -> stage 1 -> stage 2 -> MMVP-format evaluation.
+
+Everything runs through the same code as a real experiment: the run configs are YAML files loaded
+with `load_run_config` (so `mof-llava train OUT/i-mof/stage2.yaml` repeats a stage by hand),
+training goes through `train()`, and the evaluation through the benchmark runner of
+`mof-llava eval run mmvp`. Only the sizes are small.
+
+    OUT/
+      demo.json              settings, the steps finished so far, losses, scores and timings
+      data/                  the synthetic dataset (see synthetic.py)
+      components/            tiny random LLM (+ tokenizer), CLIP-vision and DINOv2 checkpoints
+      cache/                 the data pipeline's record index and token-length cache
+      <variant>/             one folder per trained model, e.g. i-mof/
+        stage1.yaml            the stage-1 run config
+        stage2.yaml            the stage-2 run config (inherits stage1.yaml, loads stage1/adapters)
+        stage1/                run_config.yaml, metrics.jsonl, checkpoint-<step>/, adapters/
+        stage2/                run_config.yaml, metrics.jsonl, checkpoint-<step>/, model/
+        eval/mmvp/             answers.jsonl, metrics.json, run.json
+
+`run_demo` takes several variants (mixers) at once: they share the data and the components, so a
+sweep over mixers is one call. Running it again into the same folder with the same settings skips
+the finished steps and resumes the others (training from its checkpoints, evaluation from its
+answer file); other settings are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..training.config import MixerConfig
+from .synthetic import DatasetSizes, dataset_paths, write_dataset
+
+logger = logging.getLogger("mof_llava.demo")
+
+MANIFEST = "demo.json"
+
+
+class DemoFolderError(ValueError):
+    """The output folder holds something the demo must not overwrite or mix with."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model the demo trains: a folder name, its mixer and the towers it uses."""
+
+    name: str
+    mixer: MixerConfig
+    towers: tuple[str, ...] = ("clip", "dinov2")
+
+
+I_MOF = Variant("i-mof", MixerConfig(mode="interleave"))
+LLAVA_15 = Variant("llava-1.5", MixerConfig(mode="none"), towers=("clip",))
+
+
+def a_mof(alpha: float) -> Variant:
+    """Additive MoF with DINOv2 ratio `alpha`."""
+    return Variant(f"a-mof-{alpha:g}", MixerConfig(mode="additive", alpha=float(alpha)))
+
+
+def parse_variant(text: str) -> Variant:
+    """`i-mof`, `a-mof-<alpha>` (e.g. a-mof-0.5) or `llava-1.5`."""
+    if text == I_MOF.name:
+        return I_MOF
+    if text == LLAVA_15.name:
+        return LLAVA_15
+    if text.startswith("a-mof-"):
+        try:
+            alpha = float(text[len("a-mof-") :])
+        except ValueError:
+            alpha = -1.0
+        if 0.0 <= alpha <= 1.0:
+            return a_mof(alpha)
+    raise ValueError(
+        f"unknown demo model {text!r}: use i-mof, a-mof-<alpha in [0, 1]> (e.g. a-mof-0.5) or llava-1.5"
+    )
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and optimisation of the demo. The defaults finish in a few minutes on 2 CPU cores."""
+
+    seed: int = 0
+    samples: int = 512  # pictures per training stage
+    mmvp_pairs: int = 24
+    batch_size: int = 16
+    stage1_epochs: float = 1.0
+    stage2_epochs: float = 1.0
+    # Far above LLaVA's 1e-3 / 2e-5: the models are tiny, and the loss should fall visibly within a
+    # few dozen steps.
+    stage1_learning_rate: float = 1e-2
+    stage2_learning_rate: float = 1e-3
+    llm_hidden_size: int = 64
+    language_steps: int = 200  # the LLM's language pre-training (see language.py)
+    language_learning_rate: float = 3e-3
+    max_length: int = 512
+    dataloader_workers: int = 0
+    eval_batch_size: int = 8
+    max_new_tokens: int | None = None  # None: the MMVP prompt's reference setting
+    report_to: str = "none"
+    progress: bool = True
+    # Torch threads while the demo runs. The matrices are so small that splitting them over threads
+    # costs more than it saves, and on a busy machine extra threads make it many times slower.
+    threads: int | None = 1
+
+    def sizes(self) -> DatasetSizes:
+        return DatasetSizes(pretrain=self.samples, instruct=self.samples, mmvp_pairs=self.mmvp_pairs)
+
+
+@dataclass
+class StageResult:
+    config: Path  # the YAML run config
+    output_dir: Path
+    artifact: Path  # adapters/ or model/
+    losses: list[float]  # the training loss of every step
+
+    @property
+    def metrics(self) -> Path:
+        return self.output_dir / "metrics.jsonl"
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+
+    @property
+    def loss_window(self) -> int:
+        return max(1, min(5, len(self.losses) // 2))
+
+    def loss_ends(self) -> tuple[float, float]:
+        """Medians of the loss over the first and over the last `loss_window` steps: single steps are
+        noisy (a batch of text-only samples, say), the medians show the trend."""
+        window = self.loss_window
+        return statistics.median(self.losses[:window]), statistics.median(self.losses[-window:])
+
+
+@dataclass
+class VariantResult:
+    variant: Variant
+    stage1: StageResult
+    stage2: StageResult
+    eval_dir: Path | None = None
+    scores: dict[str, Any] = field(default_factory=dict)  # MMVP pair / question accuracy
+
+    @property
+    def answers(self) -> Path | None:
+        return None if self.eval_dir is None else self.eval_dir / "answers.jsonl"
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    data_dir: Path
+    components: Components
+    variants: list[VariantResult]
+    seconds: dict[str, float]  # wall time of each step
+
+
+@dataclass(frozen=True)
+class Components:
+    """The checkpoints every run starts from."""
+
+    root: Path
+    llm: Path  # the tiny LLM after its language pre-training
+    clip: Path
+    dinov2: Path
+    language_loss: tuple[float, float]  # first and last step of the language pre-training
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline
+
+
+def run_demo(
+    out_dir: str | Path,
+    settings: DemoSettings = DemoSettings(),
+    variants: Sequence[Variant] = (I_MOF,),
+    evaluate: bool = True,
+) -> DemoResult:
+    """Generate the data and tiny components once, then train and evaluate each variant."""
+    import torch
+
+    out = Path(out_dir).resolve()
+    manifest = _Manifest.open(out, settings)
+    seconds: dict[str, float] = {}
+    threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        with _timed(seconds, "data"):
+            data = dataset_paths(out / "data")
+            if not manifest.done("data"):
+                write_dataset(data.root, settings.seed, settings.sizes())
+                manifest.finish("data")
+        with _timed(seconds, "components"):
+            components = _components(out / "components", data, settings, manifest)
+        results = [_run_variant(out, v, settings, components, manifest, evaluate, seconds) for v in variants]
+    finally:
+        torch.set_num_threads(threads)
+    manifest.record_results(results, seconds)
+    return DemoResult(out, data.root, components, results, seconds)
+
+
+def _components(root: Path, data, settings: DemoSettings, manifest: _Manifest) -> Components:
+    """Tiny random CLIP-vision, DINOv2 and LLM checkpoints (`save_tiny_checkpoints`), and the LLM
+    after its language pre-training in `llm-text/`."""
+    from ..testing.tiny import save_tiny_checkpoints
+    from .language import pretrain_language_model, training_texts
+
+    parts = Components(root, root / "llm-text", root / "clip", root / "dinov2", (0.0, 0.0))
+    if manifest.done("components"):
+        return replace(parts, language_loss=tuple(manifest.content["language_loss"]))
+    tiny = save_tiny_checkpoints(root, llm_hidden_size=settings.llm_hidden_size, seed=settings.seed)
+    texts = training_texts(data.pretrain_file, data.instruct_file)
+    losses = pretrain_language_model(
+        tiny.llm,
+        parts.llm,
+        texts,
+        settings.language_steps,
+        settings.language_learning_rate,
+        seed=settings.seed,
+    )
+    manifest.content["language_loss"] = [losses[0], losses[-1]]
+    manifest.finish("components")
+    return replace(parts, language_loss=(losses[0], losses[-1]))
+
+
+def _run_variant(out: Path, variant: Variant, settings: DemoSettings, components: Components, manifest: _Manifest,
+                 evaluate: bool, seconds: dict[str, float]) -> VariantResult:  # fmt: skip
+    folder = out / variant.name
+    stage1_yaml, stage2_yaml = write_run_configs(
+        folder, variant, settings, out / "data", components, out / "cache"
+    )
+    with _timed(seconds, f"{variant.name} stage 1"):
+        stage1 = _train_stage(stage1_yaml, f"{variant.name}/stage1", manifest)
+    with _timed(seconds, f"{variant.name} stage 2"):
+        stage2 = _train_stage(stage2_yaml, f"{variant.name}/stage2", manifest)
+    result = VariantResult(variant, stage1, stage2)
+    if evaluate:
+        result.eval_dir = folder / "eval" / "mmvp"
+        with _timed(seconds, f"{variant.name} eval"):
+            result.scores = evaluate_mmvp(
+                stage2.artifact, out / "data" / "mmvp", result.eval_dir, variant.name, settings
+            )
+    return result
+
+
+def _train_stage(config_path: Path, step: str, manifest: _Manifest) -> StageResult:
+    from ..training.config import load_run_config
+
+    config = load_run_config(config_path)
+    output_dir = Path(config.train.output_dir)
+    artifact = output_dir / ("adapters" if config.train.stage == "pretrain" else "model")
+    if not manifest.done(step):
+        from ..training.run import finish_distributed, train
+
+        try:
+            trained = train(config)
+        finally:
+            finish_distributed()
+        artifact = trained.artifact
+        manifest.finish(step)
+    return StageResult(config_path, output_dir, artifact, read_losses(output_dir / "metrics.jsonl"))
+
+
+def read_losses(metrics_file: Path) -> list[float]:
+    """The training loss of every logged step, in order (a resumed run logs its steps again after
+    the checkpoint it resumed from; the later value of a step wins)."""
+    by_step: dict[int, float] = {}
+    for line in metrics_file.read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            by_step[int(row["step"])] = float(row["loss"])
+    if not by_step:
+        raise ValueError(f"{metrics_file}: no training loss logged")
+    return [by_step[s] for s in sorted(by_step)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Run configs
+
+
+def run_config_dicts(
+    variant: Variant, settings: DemoSettings, data_dir: Path, components, cache_dir: Path, folder: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stage-1 config, and the stage-2 settings that go on top of it."""
+    tower_paths = {"clip": components.clip, "dinov2": components.dinov2}
+    # CLIP: hidden states of layer -2; DINOv2: the last block before its final LayerNorm.
+    feature_layers = {"clip": -2, "dinov2": -1}
+    towers = [
+        {"name": t, "path": str(tower_paths[t]), "feature_layer": feature_layers[t]} for t in variant.towers
+    ]
+    data = dataset_paths(data_dir)
+    steps_per_epoch = -(-settings.samples // settings.batch_size)
+    common_train = {
+        "global_batch_size": settings.batch_size,
+        "per_device_batch_size": settings.batch_size,
+        "gradient_checkpointing": False,  # nothing to save at these sizes, and it costs time
+        "report_to": settings.report_to,
+        "dataloader_num_workers": settings.dataloader_workers,
+        "seed": settings.seed,
+        "save_total_limit": 1,
+    }
+    stage1 = {
+        "name": f"{variant.name}-stage1",
+        "model": {"llm": str(components.llm), "towers": towers, "mixer": asdict(variant.mixer)},
+        "data": {
+            "data_path": str(data.pretrain_file),
+            "image_folder": str(data.image_folder),
+            # The captions describe the whole picture, corners included, so stage 1 pads to a
+            # square too (LLaVA-1.5 centre-crops in stage 1).
+            "image_aspect_ratio": "pad",
+            "max_length": settings.max_length,
+            "cache_dir": str(cache_dir),
+            "num_proc": 1,
+        },
+        "train": {
+            **common_train,
+            "stage": "pretrain",
+            "output_dir": str(folder / "stage1"),
+            "learning_rate": settings.stage1_learning_rate,
+            "num_epochs": settings.stage1_epochs,
+            "save_steps": max(1, int(steps_per_epoch * settings.stage1_epochs) // 2),
+        },
+    }
+    stage2 = {
+        "name": f"{variant.name}-stage2",
+        "model": {"adapters_from": str(folder / "stage1" / "adapters")},
+        "data": {"data_path": str(data.instruct_file)},
+        "train": {
+            "stage": "finetune",
+            "output_dir": str(folder / "stage2"),
+            "learning_rate": settings.stage2_learning_rate,
+            "num_epochs": settings.stage2_epochs,
+            "save_steps": max(1, int(steps_per_epoch * settings.stage2_epochs) // 2),
+        },
+    }
+    return stage1, stage2
+
+
+def write_run_configs(
+    folder: Path, variant: Variant, settings: DemoSettings, data_dir: Path, components, cache_dir: Path
+) -> tuple[Path, Path]:
+    """Write `stage1.yaml` and `stage2.yaml` (which inherits it) into `folder`."""
+    import yaml
+
+    stage1, stage2 = run_config_dicts(variant, settings, data_dir, components, cache_dir, folder)
+    stage2 = {"inherit": "stage1.yaml", **stage2}
+    header = (
+        f"# {variant.name}, stage {{}} of the mof-llava demo (seed {settings.seed}).\n"
+        f"# Run it by hand with: mof-llava train {folder}/stage{{}}.yaml\n"
+    )
+    paths = []
+    for number, config in ((1, stage1), (2, stage2)):
+        path = folder / f"stage{number}.yaml"
+        _write_atomic(path, header.format(number, number) + yaml.safe_dump(config, sort_keys=False))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate_mmvp(
+    model_dir: Path, mmvp_dir: Path, output_dir: Path, model_id: str, settings: DemoSettings
+) -> dict:
+    """Answer the synthetic MMVP questions with the LLaVA-1.5 letter prompt and score them, through
+    the runner of `mof-llava eval run mmvp`."""
+    from ..benchmarks import mmvp
+    from ..benchmarks.generation import load_model, make_generate_fn, model_info
+    from ..benchmarks.runner import Distributed, RunOptions, run_task
+
+    task = mmvp.build_task(mmvp_dir, max_new_tokens=settings.max_new_tokens)
+    options = RunOptions(
+        output_dir=output_dir,
+        model=str(model_dir),
+        model_id=model_id,
+        batch_size=settings.eval_batch_size,
+        progress=settings.progress,
+        model_info=model_info(model_dir, "cpu", "float32"),
+    )
+
+    def load_generator():
+        model, processor = load_model(model_dir, "cpu", "float32")
+        return make_generate_fn(model, processor, task.max_new_tokens)
+
+    metrics = run_task(task, load_generator, options, Distributed())  # one process
+    keys = ("pair_accuracy", "pairs_correct", "pairs", "question_accuracy", "unread")
+    return {k: metrics[k] for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping
+
+
+class _Manifest:
+    """`OUT/demo.json`: the settings and the steps finished so far, rewritten atomically."""
+
+    def __init__(self, path: Path, content: dict[str, Any]):
+        self.path = path
+        self.content = content
+
+    @classmethod
+    def open(cls, out: Path, settings: DemoSettings) -> _Manifest:
+        path = out / MANIFEST
+        if path.is_file():
+            content = json.loads(path.read_text())
+            before, now = _comparable(content.get("settings", {})), _comparable(asdict(settings))
+            if before != now:
+                changed = sorted(k for k in now if before.get(k) != now[k])
+                raise DemoFolderError(
+                    f"{out} holds a demo made with other settings ({', '.join(changed)}: {[before.get(k) for k in changed]}); "
+                    "use another output folder, or delete this one to start over"
+                )
+        elif out.exists() and any(out.iterdir()):
+            raise DemoFolderError(
+                f"{out} is not empty and holds no {MANIFEST}; choose an empty or new output folder"
+            )
+        else:
+            content = {"finished": []}
+        content["settings"] = asdict(settings)
+        manifest = cls(path, content)
+        manifest._save()
+        return manifest
+
+    def done(self, step: str) -> bool:
+        return step in self.content["finished"]
+
+    def finish(self, step: str) -> None:
+        self.content["finished"].append(step)
+        self._save()
+
+    def record_results(self, results: list[VariantResult], seconds: dict[str, float]) -> None:
+        self.content["results"] = {
+            r.variant.name: {
+                "stage1": _stage_summary(r.stage1),
+                "stage2": _stage_summary(r.stage2),
+                "mmvp": r.scores or None,
+                "answers": None if r.answers is None else str(r.answers),
+            }
+            for r in results
+        }
+        self.content["seconds"] = {**self.content.get("seconds", {}), **seconds}
+        self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.path, json.dumps(self.content, indent=1) + "\n")
+
+
+# Settings that change nothing a finished step wrote.
+_COSMETIC = ("progress", "report_to", "dataloader_workers", "eval_batch_size")
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in _COSMETIC}
+
+
+def _stage_summary(stage: StageResult) -> dict[str, Any]:
+    start, end = stage.loss_ends()
+    return {
+        "config": str(stage.config),
+        "artifact": str(stage.artifact),
+        "metrics": str(stage.metrics),
+        "checkpoints": [str(c) for c in stage.checkpoints],
+        "steps": stage.steps,
+        "first_loss": stage.losses[0],
+        "last_loss": stage.losses[-1],
+        "loss_window": stage.loss_window,
+        "median_loss_first_steps": start,
+        "median_loss_last_steps": end,
+    }
+
+
+class _timed:
+    def __init__(self, seconds: dict[str, float], name: str):
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds[self.name] = round(time.perf_counter() - self.start, 1)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
