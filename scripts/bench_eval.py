@@ -170,6 +170,9 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs per batch size (min and median reported)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: stable timings on a shared machine)"
+    )
     args = parser.parse_args()
 
     import torch
