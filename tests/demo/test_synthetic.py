@@ -158,7 +158,9 @@ def test_captions_describe_the_pixels(small_dataset):
 def _asked(question: str, seen: Seen) -> str | None:
     """What the pixels say the answer to `question` (its first line) is, or None when the pixels
     cannot tell (shapes, backgrounds, yes/no)."""
-    if re.fullmatch(r"What is the colour of the \w+\?|What colour (is|are) the (?!background)\w+\?", question):
+    if re.fullmatch(
+        r"What is the colour of the \w+\?|What colour (is|are) the (?!background)\w+\?", question
+    ):
         return seen.colour
     if re.fullmatch(r"How many \w+ are (there|in the picture)\?", question):
         return str(seen.count)
