@@ -34,22 +34,29 @@ def load_model(model_dir: str | Path, device: str = "cpu", dtype: str = "auto"):
     from .. import MofLlavaForConditionalGeneration, MofLlavaProcessor
 
     processor = MofLlavaProcessor.from_pretrained(model_dir)
-    processor.tokenizer.padding_side = "left"  # generation appends on the right
     torch_dtype = pick_dtype(dtype, device)
     model = MofLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
     return model, processor
 
 
-def make_generate_fn(model, processor, max_new_tokens: int) -> GenerateFn:
-    """A function answering a batch of (image, prompt) pairs with greedy decoding; answers are the
-    decoded new tokens without special tokens, stripped (as LLaVA's scripts post-process them)."""
+def make_generate_fn(model, processor, max_new_tokens: int, image_aspect_ratio: str = "pad") -> GenerateFn:
+    """A function answering a batch of (image, prompt) pairs with greedy decoding; prompts are
+    left-padded (generation appends on the right); answers are the decoded new tokens without
+    special tokens, stripped (as LLaVA's scripts post-process them)."""
     import torch
 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
 
     def generate(images: list[Any], prompts: list[str]) -> list[str]:
-        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        inputs = processor(
+            text=prompts,
+            images=images,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            image_aspect_ratio=image_aspect_ratio,
+        )
         inputs = {
             k: (v.to(device=device, dtype=dtype) if torch.is_floating_point(v) else v.to(device))
             for k, v in inputs.items()

@@ -12,9 +12,9 @@ issues #14/#30). `labels="original"` (default) scores against the file as releas
 what the paper's numbers used; `labels="corrected"` uses the fixed answers.
 
 Prompts (`PROMPTS`): `llava` (default) is LLaVA-1.5's multiple-choice form with vicuna_v1,
-`official` is the MMVP repo's `question + " " + options` with llava_v1 (the official script
-samples at temperature 0.2 and grades with GPT-4; we decode greedily), `cambrian` is Cambrian's
-form.
+`official` is the MMVP repo's `question + " " + options` with llava_v1 and, like that script,
+pictures resized and centre-cropped instead of padded to a square (the script also samples at
+temperature 0.2 and grades with GPT-4; we decode greedily), `cambrian` is Cambrian's form.
 
 Graders:
 - `read_choice` (default): our reader of the option an answer picks; it accepts letters in their
@@ -176,12 +176,13 @@ def find_files(data: str | Path) -> tuple[Path, Path]:
 class PromptVariant:
     template: str
     max_new_tokens: int
+    image_aspect_ratio: str  # "pad" (LLaVA's evaluation) or "crop" (the official script: no padding)
 
 
 PROMPTS = {
-    "llava": PromptVariant("vicuna_v1", 128),
-    "official": PromptVariant("llava_v1", 1024),
-    "cambrian": PromptVariant("vicuna_v1", 512),
+    "llava": PromptVariant("vicuna_v1", 128, "pad"),
+    "official": PromptVariant("llava_v1", 1024, "crop"),
+    "cambrian": PromptVariant("vicuna_v1", 512, "pad"),
 }
 
 
@@ -423,4 +424,5 @@ def build_task(
         settings=settings,
         data_files={"questions": str(csv_path), "images": str(image_dir)},
         score=lambda path: score_answer_file(path, questions, grader=grader, labels=labels, judge=judge),
+        image_aspect_ratio=variant.image_aspect_ratio,
     )

@@ -140,6 +140,7 @@ def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
         "model": str(Path(options.model).resolve()),
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
+        "image_aspect_ratio": task.image_aspect_ratio,
         "questions": len(task.questions),
         "prompts_sha256": prompts_digest(task.questions),
     }
@@ -314,6 +315,7 @@ def _run(task: EvalTask, load_generator, options: RunOptions, dist: Distributed)
         **options.model_info,
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
+        "image_aspect_ratio": task.image_aspect_ratio,
         "decoding": "greedy",
         "batch_size": options.batch_size,
         "settings": task.settings,

@@ -57,5 +57,7 @@ class EvalTask:
     settings: dict[str, Any]  # prompt variant, label set, grader ...: recorded in the metrics
     data_files: dict[str, str]  # role -> path: recorded in the metrics
     score: Callable[[Path], dict[str, Any]]
+    # LLaVA-1.5 pads pictures to a square for evaluation; MMVP's official script resizes and crops
+    image_aspect_ratio: str = "pad"
     # files the scorer writes next to the answers (e.g. GQA's predictions JSON): name -> writer(answers, out_path)
     exports: dict[str, Callable[[Path, Path], None]] = field(default_factory=dict)

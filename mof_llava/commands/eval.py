@@ -328,7 +328,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     def load_generator():
         model, processor = load_model(args.model, device, args.dtype)
-        return make_generate_fn(model, processor, task.max_new_tokens)
+        return make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio)
 
     metrics = run_task(task, load_generator, options, dist)
     if metrics is not None:

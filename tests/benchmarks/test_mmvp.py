@@ -97,6 +97,15 @@ def test_official_prompt_uses_llava_v1_and_question_plus_options(tmp_path):
     )
 
 
+def test_official_variant_crops_pictures_like_the_official_script(tmp_path):
+    # quirk 2: the official script calls the CLIP preprocessor directly: no padding to a square
+    path = _csv(tmp_path)
+    assert mmvp.build_task(path, prompt="official").image_aspect_ratio == "crop"
+    assert mmvp.build_task(path, prompt="llava").image_aspect_ratio == "pad"
+    official = mmvp.build_task(path, prompt="official")
+    assert (official.template, official.max_new_tokens) == ("llava_v1", 1024)
+
+
 def test_images_follow_the_index_column_not_the_row_position(tmp_path):
     path = _csv(tmp_path, rows="".join(reversed(ROWS.splitlines(keepends=True))))
     task = mmvp.build_task(path)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mof_llava.benchmarks import mmvp, pope, synthetic
 from mof_llava.benchmarks.answers import AnswerFileError, read_answers
@@ -68,6 +69,28 @@ def test_batched_answers_equal_one_at_a_time(pope_dir, model_dir, generator, tmp
         q.question_id for q in task.questions
     ]
     assert one["score"] == many["score"]
+
+
+def test_generate_fn_pads_left_and_preprocesses_pictures_as_asked(model_dir):
+    model, processor = load_model(model_dir, "cpu", "float32")
+    seen = []
+    generate = model.generate
+
+    def spy(**inputs):
+        seen.append(inputs)
+        return generate(**inputs)
+
+    model.generate = spy
+    wide = synthetic.picture(0, size=(112, 40))
+    prompts = ["<image>\nHi", "<image>\nIs there a dog in the image? Answer the question."]
+    for aspect in ("pad", "crop"):
+        make_generate_fn(model, processor, 2, image_aspect_ratio=aspect)([wide, wide], prompts)
+    pad, crop = seen
+    assert torch.equal(pad["pixel_values"][0], processor.preprocess_images([wide], "pad")[0])
+    assert torch.equal(crop["pixel_values"][0], processor.preprocess_images([wide], "crop")[0])
+    assert not torch.equal(pad["pixel_values"], crop["pixel_values"])
+    mask = pad["attention_mask"]
+    assert mask[0, 0] == 0 and mask[0, -1] == 1 and mask[1].all()  # the shorter prompt is padded on the left
 
 
 def test_resume_after_a_crash_loses_and_duplicates_nothing(pope_dir, model_dir, generator, tmp_path, caplog):
