@@ -61,16 +61,19 @@ def run(args: argparse.Namespace) -> int:
         variants = [parse_variant(name) for name in (args.models or ["i-mof"])]
     except ValueError as err:
         raise SystemExit(str(err)) from None
-    settings = DemoSettings(
-        seed=args.seed,
-        samples=args.samples,
-        mmvp_pairs=args.mmvp_pairs,
-        batch_size=args.batch_size,
-        stage1_epochs=args.epochs,
-        stage2_epochs=args.epochs,
-        report_to=args.report_to,
-        progress=not args.no_progress,
-    )
+    try:
+        settings = DemoSettings(
+            seed=args.seed,
+            samples=args.samples,
+            mmvp_pairs=args.mmvp_pairs,
+            batch_size=args.batch_size,
+            stage1_epochs=args.epochs,
+            stage2_epochs=args.epochs,
+            report_to=args.report_to,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        raise SystemExit(f"mof-llava demo: {err}") from None
     try:
         result = run_demo(args.out, settings, variants, evaluate=not args.no_eval)
     except DemoFolderError as err:

@@ -36,6 +36,11 @@ def format_report(result: DemoResult) -> str:
             lines += [
                 f"    synthetic MMVP: pair accuracy {s['pair_accuracy']:.1f}% ({s['pairs_correct']}/{s['pairs']} pairs), "
                 f"question accuracy {s['question_accuracy']:.1f}%, {s['unread']} answers without a readable choice",
+                "      per pattern  "
+                + ", ".join(
+                    f"{name} {v['accuracy']:.0f}% ({v['pairs']} pairs)"
+                    for name, v in s["per_pattern"].items()
+                ),
                 f"      answers      {r.answers}",
                 f"      metrics      {r.eval_dir / 'metrics.json'}",
             ]

@@ -110,6 +110,21 @@ class DemoSettings:
     # costs more than it saves, and on a busy machine extra threads make it many times slower.
     threads: int | None = 1
 
+    def __post_init__(self) -> None:
+        for name in (
+            "samples",
+            "mmvp_pairs",
+            "batch_size",
+            "language_steps",
+            "eval_batch_size",
+            "llm_hidden_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"demo setting {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("stage1_epochs", "stage2_epochs", "stage1_learning_rate", "stage2_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"demo setting {name} must be positive, got {getattr(self, name)}")
+
     def sizes(self) -> DatasetSizes:
         return DatasetSizes(pretrain=self.samples, instruct=self.samples, mmvp_pairs=self.mmvp_pairs)
 
@@ -250,7 +265,7 @@ def _run_variant(out: Path, variant: Variant, settings: DemoSettings, components
         result.eval_dir = folder / "eval" / "mmvp"
         with _timed(seconds, f"{variant.name} eval"):
             result.scores = evaluate_mmvp(
-                stage2.artifact, out / "data" / "mmvp", result.eval_dir, variant.name, settings
+                stage2.artifact, out / "data", result.eval_dir, variant.name, settings
             )
     return result
 
@@ -373,15 +388,18 @@ def write_run_configs(
 
 
 def evaluate_mmvp(
-    model_dir: Path, mmvp_dir: Path, output_dir: Path, model_id: str, settings: DemoSettings
-) -> dict:
+    model_dir: Path, data_dir: Path, output_dir: Path, model_id: str, settings: DemoSettings
+) -> dict[str, Any]:
     """Answer the synthetic MMVP questions with the LLaVA-1.5 letter prompt and score them, through
-    the runner of `mof-llava eval run mmvp`."""
+    the runner of `mof-llava eval run mmvp`; plus pair accuracy per visual pattern (as
+    `mof-llava eval analyze` computes it)."""
     from ..benchmarks import mmvp
+    from ..benchmarks.analysis import mmvp_correctness, per_pattern_pair_accuracy, read_pattern_map
     from ..benchmarks.generation import load_model, make_generate_fn, model_info
     from ..benchmarks.runner import Distributed, RunOptions, run_task
 
-    task = mmvp.build_task(mmvp_dir, max_new_tokens=settings.max_new_tokens)
+    data = dataset_paths(data_dir)
+    task = mmvp.build_task(data.mmvp_dir, max_new_tokens=settings.max_new_tokens)
     options = RunOptions(
         output_dir=output_dir,
         model=str(model_dir),
@@ -396,8 +414,12 @@ def evaluate_mmvp(
         return make_generate_fn(model, processor, task.max_new_tokens)
 
     metrics = run_task(task, load_generator, options, Distributed())  # one process
-    keys = ("pair_accuracy", "pairs_correct", "pairs", "question_accuracy", "unread")
-    return {k: metrics[k] for k in keys}
+    scores = {
+        k: metrics[k] for k in ("pair_accuracy", "pairs_correct", "pairs", "question_accuracy", "unread")
+    }
+    patterns = per_pattern_pair_accuracy(mmvp_correctness(metrics), read_pattern_map(data.mmvp_patterns))
+    scores["per_pattern"] = patterns["per_pattern"]
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ drew the picture, every caption and answer is correct by construction.
     stage2_instruct.json              LLaVA-1.5 mix (665K) format: multi-turn Q&A, plus text-only records
     mmvp/Questions.csv                MMVP format: pairs (2k-1, 2k) of pictures that differ in one
     mmvp/MMVP Images/<Index>.jpg      attribute, same question and options, opposite answers
+    mmvp_patterns.csv                 Index,Pattern: the MMVP visual pattern each question tests
     scenes.jsonl                      every picture's scene (training pictures and MMVP pictures)
 
 Everything is a function of the seed: picture n of a split is drawn from its own generator seeded
@@ -23,6 +24,7 @@ by (seed, split, n), so the files are identical on every run and adding samples 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -456,6 +458,13 @@ def _record(record_id: str, rounds: list[tuple[str, str]], image: str | None = N
 # MMVP-style pairs
 
 PAIR_ATTRIBUTES = ("orientation", "count", "colour", "position")
+# The MMVP visual patterns (the paper's names, as `mof-llava eval analyze` reads them) the pairs test.
+PAIR_PATTERNS = {
+    "orientation": "Orientation and Direction",
+    "count": "Quantity and Count",
+    "colour": "Color and Appearance",
+    "position": "Positional and Relational Context",
+}
 
 
 @dataclass(frozen=True)
@@ -535,6 +544,7 @@ class SyntheticDataset:
     pretrain_file: Path
     instruct_file: Path
     mmvp_dir: Path
+    mmvp_patterns: Path  # Index,Pattern: which visual pattern each MMVP question tests
     scenes_file: Path
 
 
@@ -546,6 +556,7 @@ def dataset_paths(root: str | Path) -> SyntheticDataset:
         pretrain_file=root / "stage1_pretrain.json",
         instruct_file=root / "stage2_instruct.json",
         mmvp_dir=root / "mmvp",
+        mmvp_patterns=root / "mmvp_patterns.csv",
         scenes_file=root / "scenes.jsonl",
     )
 
@@ -592,7 +603,7 @@ def write_dataset(root: str | Path, seed: int = 0, sizes: DatasetSizes = Dataset
         instruct, [text_record(f"text-{t:06d}", _rng(seed, "text", t)) for t in range(sizes.text_only)]
     )
 
-    scenes += write_mmvp(paths.mmvp_dir, seed, sizes.mmvp_pairs)
+    scenes += write_mmvp(paths.mmvp_dir, paths.mmvp_patterns, seed, sizes.mmvp_pairs)
     _write_json(paths.pretrain_file, pretrain)
     _write_json(paths.instruct_file, instruct)
     _write_text(paths.scenes_file, "".join(json.dumps(s) + "\n" for s in scenes))
@@ -607,12 +618,13 @@ def _spread(records: list[dict], extra: list[dict]) -> list[dict]:
     return out
 
 
-def write_mmvp(folder: str | Path, seed: int, pairs: int) -> list[dict]:
+def write_mmvp(folder: str | Path, patterns_file: str | Path, seed: int, pairs: int) -> list[dict]:
     """`Questions.csv` (header `Index,Question,Options,Correct Answer`) and `MMVP Images/<Index>.jpg`;
     pair k (images 2k-1, 2k) differs in one attribute, cycling orientation, count, colour, position.
-    Returns the scenes, for `scenes.jsonl`."""
+    `patterns_file` maps each question to its MMVP visual pattern. Returns the scenes, for
+    `scenes.jsonl`."""
     folder = Path(folder)
-    rows, scenes = [], []
+    rows, patterns, scenes = [], [], []
     for k in range(pairs):
         rng = _rng(seed, "mmvp", k)
         pair = mmvp_pair(rng, PAIR_ATTRIBUTES[k % len(PAIR_ATTRIBUTES)])
@@ -623,15 +635,20 @@ def write_mmvp(folder: str | Path, seed: int, pairs: int) -> list[dict]:
             index = 2 * k + 1 + member
             _save_image(pair.scenes[shown].render(), folder / IMAGE_DIR / f"{index}.jpg")
             rows.append([index, pair.question, options, "(a)" if shown == 0 else "(b)"])
+            patterns.append([index, PAIR_PATTERNS[pair.attribute]])
             scenes.append({"file": f"mmvp/{IMAGE_DIR}/{index}.jpg", "differs_in": pair.attribute,
                            **pair.scenes[shown].to_json()})  # fmt: skip
-    tmp = folder / f".{QUESTIONS_CSV}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Index", "Question", "Options", "Correct Answer"])
-        writer.writerows(rows)
-    os.replace(tmp, folder / QUESTIONS_CSV)
+    _write_csv(folder / QUESTIONS_CSV, ["Index", "Question", "Options", "Correct Answer"], rows)
+    _write_csv(Path(patterns_file), ["Index", "Pattern"], patterns)
     return scenes
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    _write_text(path, buffer.getvalue())
 
 
 def _write_json(path: Path, value) -> None:

@@ -66,6 +66,10 @@ def test_every_artifact_is_written(demo):
         metrics = json.loads((variant.eval_dir / "metrics.json").read_text())
         assert metrics["pairs"] == PAIRS and metrics["run"]["model"] == str(variant.stage2.artifact)
         assert variant.scores["pairs"] == PAIRS
+        per_pattern = variant.scores["per_pattern"]
+        assert sum(p["pairs"] for p in per_pattern.values()) == PAIRS and len(per_pattern) == 4
+        both = sum(p["accuracy"] * p["pairs"] / 100 for p in per_pattern.values())
+        assert both == pytest.approx(metrics["pairs_correct"])
     summary = json.loads((out / "demo.json").read_text())
     assert set(summary["results"]) == {"i-mof", "a-mof-0.5"}
     assert summary["finished"] == [
@@ -186,3 +190,6 @@ def test_command_line(tmp_path, capsys):
         main(["demo", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown demo model"):
         main(["demo", "--out", str(tmp_path / "new"), "--model", "mof"])
+    with pytest.raises(SystemExit, match="samples must be at least 1"):
+        main(["demo", "--out", str(tmp_path / "new"), "--samples", "0"])
+    assert not (tmp_path / "new").exists()

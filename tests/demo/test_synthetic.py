@@ -279,6 +279,19 @@ def test_mmvp_pairs_differ_in_the_asked_attribute_only(small_dataset):
     assert kinds == {"colour", "count", "orientation", "position"}
 
 
+def test_pattern_map_names_the_attribute_each_pair_tests(small_dataset):
+    from mof_llava.benchmarks.analysis import read_pattern_map
+    from mof_llava.benchmarks.mmvp_vlm import PATTERNS
+
+    paths, sizes = small_dataset
+    patterns = read_pattern_map(paths.mmvp_patterns)
+    questions = mmvp.read_questions(paths.mmvp_dir / mmvp.QUESTIONS_CSV)
+    assert sorted(patterns) == [q.index for q in questions]
+    expected = {"orientation": "Orientation", "count": "Quantity", "colour": "Color", "position": "Spatial"}
+    for q in questions:
+        assert patterns[q.index] == PATTERNS[expected[_attribute(q.question)]], q
+
+
 def _attribute(question: str) -> str:
     if question.startswith("How many"):
         return "count"
