@@ -30,7 +30,8 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,15 @@ def _components(root: Path, data, settings: DemoSettings, manifest: _Manifest) -
     return replace(parts, language_loss=(losses[0], losses[-1]))
 
 
-def _run_variant(out: Path, variant: Variant, settings: DemoSettings, components: Components, manifest: _Manifest,
-                 evaluate: bool, seconds: dict[str, float]) -> VariantResult:  # fmt: skip
+def _run_variant(
+    out: Path,
+    variant: Variant,
+    settings: DemoSettings,
+    components: Components,
+    manifest: _Manifest,
+    evaluate: bool,
+    seconds: dict[str, float],
+) -> VariantResult:
     folder = out / variant.name
     stage1_yaml, stage2_yaml = write_run_configs(
         folder, variant, settings, out / "data", components, out / "cache"
@@ -306,7 +314,12 @@ def read_losses(metrics_file: Path) -> list[float]:
 
 
 def run_config_dicts(
-    variant: Variant, settings: DemoSettings, data_dir: Path, components, cache_dir: Path, folder: Path
+    variant: Variant,
+    settings: DemoSettings,
+    data_dir: Path,
+    components: Components,
+    cache_dir: Path,
+    folder: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stage-1 config, and the stage-2 settings that go on top of it."""
     tower_paths = {"clip": components.clip, "dinov2": components.dinov2}
@@ -364,7 +377,12 @@ def run_config_dicts(
 
 
 def write_run_configs(
-    folder: Path, variant: Variant, settings: DemoSettings, data_dir: Path, components, cache_dir: Path
+    folder: Path,
+    variant: Variant,
+    settings: DemoSettings,
+    data_dir: Path,
+    components: Components,
+    cache_dir: Path,
 ) -> tuple[Path, Path]:
     """Write `stage1.yaml` and `stage2.yaml` (which inherits it) into `folder`."""
     import yaml
@@ -464,7 +482,7 @@ class _Manifest:
         self._save()
 
     def record_results(self, results: list[VariantResult], seconds: dict[str, float]) -> None:
-        self.content["results"] = {
+        self.content["results"] = self.content.get("results", {}) | {
             r.variant.name: {
                 "stage1": _stage_summary(r.stage1),
                 "stage2": _stage_summary(r.stage2),
@@ -482,7 +500,7 @@ class _Manifest:
 
 
 # Settings that change nothing a finished step wrote.
-_COSMETIC = ("progress", "report_to", "dataloader_workers", "eval_batch_size")
+_COSMETIC = ("progress", "report_to", "dataloader_workers", "eval_batch_size", "threads")
 
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
@@ -505,15 +523,13 @@ def _stage_summary(stage: StageResult) -> dict[str, Any]:
     }
 
 
-class _timed:
-    def __init__(self, seconds: dict[str, float], name: str):
-        self.seconds, self.name = seconds, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.seconds[self.name] = round(time.perf_counter() - self.start, 1)
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = round(time.perf_counter() - start, 1)
 
 
 def _write_atomic(path: Path, text: str) -> None:
