@@ -123,8 +123,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     trainer = MofLlavaTrainer(
         model=model,
         args=args,
-        train_dataset=_WithRecordNames(dataset),
-        data_collator=_CollateWithRecordNames(LlavaCollator.for_tokenizer(processor.tokenizer)),
+        train_dataset=dataset,
+        data_collator=LlavaCollator.for_tokenizer(processor.tokenizer),
         processing_class=processor,
         callbacks=[MetricsFileCallback(output_dir / "metrics.jsonl"), *(callbacks or [])],
         adapter_learning_rate=tcfg.adapter_learning_rate,
@@ -168,35 +168,6 @@ def load_model(
         load_adapters(model, model_config.adapters_from)  # before DeepSpeed partitions anything
         logger.info("loaded adapters from %s", model_config.adapters_from)
     return model, processor
-
-
-# -- data glue -----------------------------------------------------------------------------------------
-class _WithRecordNames(torch.utils.data.Dataset):
-    """Adds where each sample comes from, so a NaN loss can name its batch."""
-
-    def __init__(self, dataset: LlavaDataset):
-        self.dataset = dataset
-        self.lengths, self.has_image = dataset.lengths, dataset.has_image
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        item = self.dataset[index]
-        if isinstance(item, dict):
-            record = int(self.dataset.record_indices[index])
-            item["record"] = str(self.dataset.records.location(record))
-        return item
-
-
-@dataclass(frozen=True)
-class _CollateWithRecordNames:
-    collator: LlavaCollator
-
-    def __call__(self, items):
-        batch = self.collator(items)
-        batch["sample_records"] = [item["record"] for item in items if isinstance(item, dict)]
-        return batch
 
 
 # -- final artifacts -------------------------------------------------------------------------------------
