@@ -279,7 +279,7 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
 PRETRAIN_INSTRUCTIONS = (
     "Describe the image briefly.",
     "Give a short caption of the picture.",
-    "Render a clear and concise summary of the photo.",
+    "Sum up the picture in a few words.",
     "What does the picture show?",
     "Summarize the visual content of the image.",
     "Write a terse description of the image.",
