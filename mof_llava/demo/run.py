@@ -86,7 +86,7 @@ def parse_variant(text: str) -> Variant:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and optimisation of the demo. The defaults finish in a few minutes on 2 CPU cores."""
+    """Sizes and optimisation of the demo. The defaults take about a minute on 2 CPU cores."""
 
     seed: int = 0
     samples: int = 512  # pictures per training stage
