@@ -35,7 +35,6 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
 )
-from transformers.image_utils import PILImageResampling
 from transformers.initialization import no_init_weights
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
@@ -90,7 +89,7 @@ def import_llava_hf(src: str | Path) -> tuple[MofLlavaForConditionalGeneration, 
     model = _materialise(config, state, llm_body=llava.model.language_model.state_dict(), lm_head=llava.lm_head.state_dict())
     model.generation_config = llava.generation_config
     tokenizer = AutoTokenizer.from_pretrained(src)
-    return model, _processor(config, tokenizer)
+    return model, MofLlavaProcessor.for_config(config, tokenizer)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,7 +176,7 @@ def import_llava_original(
         state.update(_prefixed("vision_towers.dinov2.encoder.", _encoder_state(dino_tower)))
     model = _materialise(config, state, llm_body=llm_body, lm_head=lm_head)
     tokenizer = AutoTokenizer.from_pretrained(src)
-    processor = _processor(config, tokenizer, "pad" if raw.get("image_aspect_ratio") == "pad" else "crop")
+    processor = MofLlavaProcessor.for_config(config, tokenizer, "pad" if raw.get("image_aspect_ratio") == "pad" else "crop")
     return model, processor
 
 
@@ -360,24 +359,6 @@ def _stats_or_clip_default(path, vision_config) -> dict[str, Any]:
         from .model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
         return {"image_size": vision_config.image_size, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD}
-
-
-def _processor(config: MofLlavaConfig, tokenizer, image_aspect_ratio: str = "pad") -> MofLlavaProcessor:
-    size = config.image_size
-    return MofLlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"shortest_edge": size},
-            crop_size={"height": size, "width": size},
-            image_mean=list(config.image_mean),
-            image_std=list(config.image_std),
-            resample=PILImageResampling.BICUBIC,
-            do_pad=True,
-        ),
-        tokenizer=tokenizer,
-        num_image_tokens=config.num_image_tokens,
-        image_token_id=config.image_token_id,
-        image_aspect_ratio=image_aspect_ratio,
-    )
 
 
 def _tokenizer_dir(processor: MofLlavaProcessor) -> str:

@@ -208,8 +208,6 @@ def paper_processor(tokenizer: str, mixer: str, image_size: int = 336):
     `image_size` under `mixer`, made without any checkpoint but the tokenizer: for data checks and
     benchmarks. Visual token count from `MofLlavaConfig`, image preprocessing as the model builder's."""
     from transformers import AutoTokenizer, Dinov2Config
-    from transformers.image_utils import PILImageResampling
-    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
     from ..model import MofLlavaConfig, MofLlavaProcessor
     from ..model.builder import default_image_token_id
@@ -219,19 +217,8 @@ def paper_processor(tokenizer: str, mixer: str, image_size: int = 336):
     towers = [{"name": "clip", "vision_config": clip}]
     if mixer != "none":
         towers.append({"name": "dinov2", "vision_config": dinov2.to_dict(), "feature_layer": -1})
-    config = MofLlavaConfig(vision_towers=towers, mixer={"mode": mixer}, image_size=image_size)
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    image_processor = LlavaImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        image_mean=config.image_mean,
-        image_std=config.image_std,
-        resample=PILImageResampling.BICUBIC,
-        do_pad=True,
+    config = MofLlavaConfig(
+        vision_towers=towers, mixer={"mode": mixer}, image_size=image_size, image_token_id=default_image_token_id(tok)
     )
-    return MofLlavaProcessor(
-        image_processor,
-        tok,
-        num_image_tokens=config.num_image_tokens,
-        image_token_id=default_image_token_id(tok),
-    )
+    return MofLlavaProcessor.for_config(config, tok)

@@ -171,10 +171,11 @@ def build_train_sampler(
     grad_accum: int = 1,
     seed: int = 0,
     group_by_modality_length: bool = True,
+    arrange: Arrangement = "sorted",
 ) -> torch.utils.data.Sampler[int]:
     """The training sampler for a dataset with these per-sample token `lengths` and modalities."""
     if group_by_modality_length:
         return ModalityLengthGroupedSampler(
-            lengths, has_image, per_device_batch_size, world_size, grad_accum, seed
+            lengths, has_image, per_device_batch_size, world_size, grad_accum, seed, arrange
         )
     return ShuffledSampler(len(lengths), seed)

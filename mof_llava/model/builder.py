@@ -24,8 +24,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-from transformers.image_utils import PILImageResampling
-from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 from transformers.utils import cached_file
 
 from ..constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
@@ -145,19 +143,7 @@ def build_model(
         model.mixer.to(dtype)
     model.generation_config = _generation_config(recipe.llm)
 
-    processor = MofLlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-            image_mean=list(pixel_mean),
-            image_std=list(pixel_std),
-            resample=PILImageResampling.BICUBIC,
-            do_pad=True,
-        ),
-        tokenizer=tokenizer,
-        num_image_tokens=config.num_image_tokens,
-        image_token_id=image_token_id,
-    )
+    processor = MofLlavaProcessor.for_config(config, tokenizer)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = processor.pad_token_id
     logger.info(

@@ -63,6 +63,30 @@ class MofLlavaProcessor(ProcessorMixin):
         self.image_token = IMAGE_TOKEN
         super().__init__(_pil_backend(image_processor), tokenizer, chat_template=chat_template)
 
+    @classmethod
+    def for_config(cls, config, tokenizer, image_aspect_ratio: AspectRatio = "pad") -> MofLlavaProcessor:
+        """The processor that matches a `MofLlavaConfig`: LLaVA-1.5's image preprocessing at the config's
+        image size and statistics, and its visual token count and placeholder id."""
+        from transformers.image_utils import PILImageResampling
+        from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+        size = config.image_size
+        image_processor = LlavaImageProcessorPil(
+            size={"shortest_edge": size},
+            crop_size={"height": size, "width": size},
+            image_mean=list(config.image_mean),
+            image_std=list(config.image_std),
+            resample=PILImageResampling.BICUBIC,
+            do_pad=True,
+        )
+        return cls(
+            image_processor,
+            tokenizer,
+            num_image_tokens=config.num_image_tokens,
+            image_token_id=config.image_token_id,
+            image_aspect_ratio=image_aspect_ratio,
+        )
+
     # -- text ------------------------------------------------------------------------------------
     def encode(self, text: str, add_bos: bool = True) -> EncodedText:
         """Token ids of `text` with every `<image>` expanded into placeholders, and their character spans."""
@@ -72,16 +96,23 @@ class MofLlavaProcessor(ProcessorMixin):
         if add_bos and bos is not None:
             ids.append(bos)
             offsets.append((0, 0))
+        chunks = text.split(IMAGE_TOKEN)
+        nonempty = [c for c in chunks if c]
+        # One batched tokenizer call for all chunks (each still tokenised on its own, as LLaVA does).
+        encodings = iter(())
+        if nonempty:
+            batch = self.tokenizer(nonempty, add_special_tokens=False, return_offsets_mapping=True)
+            encodings = zip(batch["input_ids"], batch["offset_mapping"])
         start = 0
-        for i, chunk in enumerate(text.split(IMAGE_TOKEN)):
+        for i, chunk in enumerate(chunks):
             if i > 0:
                 marker = (start - len(IMAGE_TOKEN), start)
                 ids.extend([self.image_token_id] * self.num_image_tokens)
                 offsets.extend([marker] * self.num_image_tokens)
             if chunk:
-                encoding = self.tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
-                ids.extend(encoding["input_ids"])
-                offsets.extend((start + a, start + b) for a, b in encoding["offset_mapping"])
+                chunk_ids, chunk_offsets = next(encodings)
+                ids.extend(chunk_ids)
+                offsets.extend((start + a, start + b) for a, b in chunk_offsets)
             start += len(chunk) + len(IMAGE_TOKEN)
         return EncodedText(ids, offsets)
 

@@ -83,9 +83,6 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     logger.info("stage %s: %s", tcfg.stage, config.name)
     model = apply_stage(model, tcfg.stage, tcfg.lora)
 
-    dataset = LlavaDataset.from_config(config.data, processor)
-    logger.info(dataset.summary())
-
     if rank == 0:
         _check_resumable_config(config, output_dir)
         config.save(output_dir / "run_config.yaml")
@@ -120,6 +117,10 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         ddp_timeout=tcfg.ddp_timeout,
         disable_tqdm=rank != 0,
     )
+    # Rank 0 builds the record index and token-length cache; the others then read it.
+    with args.main_process_first(desc="indexing the training data"):
+        dataset = LlavaDataset.from_config(config.data, processor)
+    logger.info(dataset.summary())
     trainer = MofLlavaTrainer(
         model=model,
         args=args,
@@ -129,6 +130,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         callbacks=[MetricsFileCallback(output_dir / "metrics.jsonl"), *(callbacks or [])],
         adapter_learning_rate=tcfg.adapter_learning_rate,
         group_by_modality_length=config.data.group_by_modality_length,
+        batch_arrangement=config.data.batch_arrangement,
         save_total_limit=tcfg.save_total_limit,
         flops_model=FlopsModel.for_model(model),
         peak_flops=device_peak_flops(tcfg.peak_tflops),

@@ -47,6 +47,7 @@ class MofLlavaTrainer(Trainer):
         *args,
         adapter_learning_rate: float | None = None,
         group_by_modality_length: bool = True,
+        batch_arrangement: str = "sorted",
         save_total_limit: int | None = None,
         flops_model: FlopsModel | None = None,
         peak_flops: float | None = None,
@@ -55,6 +56,7 @@ class MofLlavaTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.adapter_learning_rate = adapter_learning_rate
         self.group_by_modality_length = group_by_modality_length
+        self.batch_arrangement = batch_arrangement
         self.keep_checkpoints = save_total_limit
         self.flops_model = flops_model
         self.peak_flops = peak_flops
@@ -75,6 +77,7 @@ class MofLlavaTrainer(Trainer):
             grad_accum=self.args.gradient_accumulation_steps,
             seed=self.args.seed,
             group_by_modality_length=self.group_by_modality_length,
+            arrange=self.batch_arrangement,
         )
 
     # -- loss -------------------------------------------------------------------------------------

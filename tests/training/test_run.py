@@ -170,3 +170,13 @@ def test_wandb_runs_offline_without_a_key(tiny_parts, toy_data, tmp_path, monkey
     config = run_config(tiny_parts, toy_data, tmp_path / "wb", max_steps=1, report_to="wandb")
     train(config)
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*")), "expected an offline wandb run"
+
+
+@pytest.mark.parametrize("arrangement", ["sorted", "balanced"])
+def test_the_configured_batch_arrangement_reaches_the_sampler(tiny_parts, toy_data, tmp_path, arrangement):
+    from mof_llava.data.sampler import ModalityLengthGroupedSampler
+
+    config = run_config(tiny_parts, toy_data, tmp_path / arrangement, stage="finetune", max_steps=1)
+    config.data = replace(config.data, batch_arrangement=arrangement)
+    sampler = train(config).trainer._get_train_sampler()
+    assert isinstance(sampler, ModalityLengthGroupedSampler) and sampler.arrange == arrangement
