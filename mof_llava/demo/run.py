@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..training.config import MixerConfig
+from ..model.configuration import MixerSpec
 from .synthetic import DatasetSizes, dataset_paths, write_dataset
 
 logger = logging.getLogger("mof_llava.demo")
@@ -53,17 +53,17 @@ class Variant:
     """One model the demo trains: a folder name, its mixer and the towers it uses."""
 
     name: str
-    mixer: MixerConfig
+    mixer: MixerSpec
     towers: tuple[str, ...] = ("clip", "dinov2")
 
 
-I_MOF = Variant("i-mof", MixerConfig(mode="interleave"))
-LLAVA_15 = Variant("llava-1.5", MixerConfig(mode="none"), towers=("clip",))
+I_MOF = Variant("i-mof", MixerSpec(mode="interleave"))
+LLAVA_15 = Variant("llava-1.5", MixerSpec(mode="none"), towers=("clip",))
 
 
 def a_mof(alpha: float) -> Variant:
     """Additive MoF with DINOv2 ratio `alpha`."""
-    return Variant(f"a-mof-{alpha:g}", MixerConfig(mode="additive", alpha=float(alpha)))
+    return Variant(f"a-mof-{alpha:g}", MixerSpec(mode="additive", alpha=float(alpha)))
 
 
 def parse_variant(text: str) -> Variant:
@@ -341,7 +341,7 @@ def run_config_dicts(
     }
     stage1 = {
         "name": f"{variant.name}-stage1",
-        "model": {"llm": str(components.llm), "towers": towers, "mixer": asdict(variant.mixer)},
+        "model": {"llm": str(components.llm), "towers": towers, "mixer": variant.mixer.to_dict()},
         "data": {
             "data_path": str(data.pretrain_file),
             "image_folder": str(data.image_folder),

@@ -37,31 +37,13 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class TowerConfig:
-    name: str
-    path: str
-    feature_layer: int = -2
-    drop_prefix_tokens: bool = True
-    normalization: Literal["shared", "own"] = "shared"
-
-
-@dataclass
-class MixerConfig:
-    mode: Literal["none", "additive", "interleave", "concat"] = "none"
-    alpha: float = 0.0
-    adapter: str = "mlp2x_gelu"
-    grid: list[int] | None = None
-    additive_projection: bool = False
-
-
-@dataclass
 class ModelConfig:
     """What the run trains. Either build from components (`llm` + `towers` + `mixer`) or start from a
     saved MoF-LLaVA model (`init_from`). `adapters_from` loads a stage-1 adapters artifact on top."""
 
     llm: str | None = None
-    towers: list[TowerConfig] = field(default_factory=list)
-    mixer: MixerConfig = field(default_factory=MixerConfig)
+    towers: list[TowerRecipe] = field(default_factory=list)
+    mixer: MixerSpec = field(default_factory=MixerSpec)
     init_from: str | None = None
     adapters_from: str | None = None
     image_token_id: int | None = None
@@ -71,9 +53,7 @@ class ModelConfig:
     def recipe(self) -> ModelRecipe:
         if not self.llm or not self.towers:
             raise ConfigError("model: set llm and towers (or init_from) to say what to train")
-        mixer = MixerSpec(**{**dataclasses.asdict(self.mixer), "grid": tuple(self.mixer.grid) if self.mixer.grid else None})
-        towers = [TowerRecipe(**dataclasses.asdict(t)) for t in self.towers]
-        return ModelRecipe(self.llm, towers, mixer, self.image_token_id)
+        return ModelRecipe(self.llm, list(self.towers), self.mixer, self.image_token_id)
 
 
 @dataclass
@@ -126,7 +106,7 @@ class RunConfig:
     train: TrainConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -251,6 +231,13 @@ def _coerce(hint, value, where: str):
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {list(args)}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        kinds = args if not (len(args) == 2 and args[1] is Ellipsis) else (args[0],) * len(value)
+        if len(kinds) != len(value):
+            raise ConfigError(f"{where}: expected {len(kinds)} values, got {value!r}")
+        return tuple(_coerce(k, v, f"{where}[{i}]") for i, (k, v) in enumerate(zip(kinds, value)))
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -269,4 +256,13 @@ def _coerce(hint, value, where: str):
         return value
     if hint is float:
         raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return value
+
+
+def _plain(value):
+    """Tuples as lists, so the config dumps as plain YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value

@@ -78,3 +78,21 @@ def test_gradient_accumulation_is_derived_or_refused():
     assert gradient_accumulation_steps(128, 16, 2) == 4
     with pytest.raises(ConfigError, match="global_batch_size=128 is not a multiple of per_device_batch_size=12 x 8 device"):
         gradient_accumulation_steps(128, 12, 8)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    from mof_llava.model.builder import TowerRecipe
+    from mof_llava.model.configuration import MixerSpec
+
+    _write(tmp_path / "run.yaml", {
+        "model": {"llm": "vicuna", "towers": [{"name": "clip", "path": "c"}, {"name": "dinov2", "path": "d",
+                                                                              "feature_layer": -1}]},
+        "data": {"data_path": "d.json"},
+        "train": {"output_dir": "runs/x"},
+    })
+    config = load_run_config(tmp_path / "run.yaml", ["model.mixer={mode: interleave, grid: [3, 3]}"])
+    assert config.model.mixer == MixerSpec(mode="interleave", grid=(3, 3))
+    assert config.model.towers[1] == TowerRecipe("dinov2", "d", feature_layer=-1)
+    config.save(tmp_path / "resolved.yaml")
+    assert load_run_config(tmp_path / "resolved.yaml") == config
+    assert config.model.recipe().mixer.grid == (3, 3)
