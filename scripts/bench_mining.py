@@ -113,6 +113,46 @@ def planted_keys(folder: Path) -> set[tuple[str, str]]:
     return {(f"img{a:08d}.jpg", f"img{b:08d}.jpg") for a, b in blind}
 
 
+def faiss_ivf_baseline(folder: Path, nprobe: int, threshold: float = 0.95) -> dict:
+    """faiss' own route for comparison: IndexIVFFlat (inner product) + range_search of every row
+    against the index, CLIP side only. Returns time and the (a < b) pairs it finds."""
+    import faiss
+
+    x = np.load(folder / "clip.npy").astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    n, d = x.shape
+    lists = 2 ** round(np.log2(2 * np.sqrt(n)))
+    t0 = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, lists, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    index.train(x[rng.choice(n, min(n, 40 * lists), replace=False)])
+    index.add(x)
+    index.nprobe = nprobe
+    t_build = time.perf_counter() - t0
+    found = set()
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-1)))  # faiss keeps scores > radius
+    for start in range(0, n, 20000):
+        lims, _, labels = index.range_search(x[start : start + 20000], radius)
+        for q in range(len(lims) - 1):
+            a = start + q
+            for b in labels[lims[q] : lims[q + 1]]:
+                if a != b:
+                    found.add((min(a, int(b)), max(a, int(b))))
+    return {
+        "lists": lists,
+        "nprobe": nprobe,
+        "seconds_build": round(t_build, 1),
+        "seconds_total": round(time.perf_counter() - t0, 1),
+        "pairs": found,
+    }
+
+
+def clip_pairs_from_summary(folder: Path) -> int:
+    """Pairs with CLIP cos >= threshold that the exact run found (from its summary)."""
+    return json.loads((folder / "exact.summary.json").read_text())["stats"]["clip_pairs"]
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -134,6 +174,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/mof-llava-bench-mining"))
     ap.add_argument("--json", type=Path, help="append results (one JSON object per run) to this file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--faiss-nprobe",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time faiss IndexIVFFlat.range_search with these nprobe (CLIP side only)",
+    )
     args = ap.parse_args()
 
     print(
@@ -152,6 +199,28 @@ def main() -> None:
                     result = run_pairs(folder, folder / "exact.csv", ["--method", "exact"], args.threads)
                     exact = pair_keys(folder / "exact.csv")
                     report(args, layout, clip_dim, rows, "exact", None, result, planted, exact, load_before)
+                for nprobe in args.faiss_nprobe:
+                    load_before = load_average()
+                    base = faiss_ivf_baseline(folder, nprobe)
+                    clip_exact = clip_pairs_from_summary(folder) if exact is not None else None
+                    row = {
+                        "layout": layout,
+                        "rows": rows,
+                        "clip_dim": clip_dim,
+                        "method": "faiss-IndexIVFFlat",
+                        "lists": base["lists"],
+                        "nprobe": nprobe,
+                        "seconds_total": base["seconds_total"],
+                        "seconds_build": base["seconds_build"],
+                        "clip_pairs": len(base["pairs"]),
+                        "clip_pairs_exact": clip_exact,
+                        "load_before": load_before,
+                        "load_after": load_average(),
+                    }
+                    print(json.dumps(row), flush=True)
+                    if args.json:
+                        with open(args.json, "a") as f:
+                            f.write(json.dumps(row) + "\n")
                 for slack in args.slack:
                     extra = ["--method", "ivf"] + ([] if slack is None else ["--probe-slack", str(slack)])
                     load_before = load_average()

@@ -84,10 +84,7 @@ def train_centroids(source, lists: int, cfg: SearchConfig) -> np.ndarray:
     sample = np.sort(
         rng.choice(source.rows, size=min(source.rows, lists * cfg.train_rows_per_list), replace=False)
     )
-    try:
-        train = normalise_block(source.take(sample))
-    except BadEmbeddingError as err:
-        raise BadEmbeddingError(int(sample[err.row]), err.reason) from None
+    train = _read_rows(source, sample, cfg.block_rows)  # unit rows
     kmeans = faiss.Kmeans(
         source.dim,
         lists,
@@ -100,6 +97,21 @@ def train_centroids(source, lists: int, cfg: SearchConfig) -> np.ndarray:
     )
     kmeans.train(train)
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def _read_rows(source, rows: np.ndarray, block_rows: int) -> np.ndarray:
+    """The sorted `rows` of `source`, picked out of a sequential pass (file reads, not a memory map,
+    so the file's pages are not charged to this process)."""
+    out = np.empty((len(rows), source.dim), np.float32)
+    for start in range(0, source.rows, block_rows):
+        lo, hi = np.searchsorted(rows, [start, start + block_rows])
+        if hi > lo:
+            block = source.read(start, start + block_rows)
+            try:
+                out[lo:hi] = normalise_block(block[rows[lo:hi] - start], start)
+            except BadEmbeddingError as err:
+                raise BadEmbeddingError(int(rows[lo + err.row - start]), err.reason) from None
+    return out
 
 
 def probe_margins(centroids: np.ndarray, threshold: float, slack: float) -> np.ndarray:

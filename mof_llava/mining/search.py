@@ -43,7 +43,7 @@ class SearchConfig:
     max_probes: int = 64  # cap on the extra clusters one row probes
     train_rows_per_list: int = 40  # k-means training sample = lists x this many rows
     kmeans_iterations: int = 10
-    block_rows: int = 16384  # rows per block when streaming the matrix
+    block_rows: int = 8192  # rows per block when streaming the matrix
     tile_rows: int = 2048  # query rows per matrix product
     tile_cols: int = 8192  # database rows per matrix product
     workers: int = 0  # threads; 0 = one per available core
