@@ -3,6 +3,7 @@
 Generates a synthetic dataset (stage-1 captions, stage-2 multi-turn Q&A, an MMVP-format benchmark),
 builds tiny random CLIP / DINOv2 / LLM checkpoints, trains I-MoF through stage 1 and stage 2 with the
 normal training code and evaluates it on the synthetic MMVP pairs. Nothing is downloaded.
+`--sweep` rehearses the paper's whole sweep in miniature, up to its tables and figures.
 See docs/demo.md.
 """
 
@@ -44,6 +45,12 @@ def add_parser(subparsers) -> None:
         metavar="NAME",
         help="what to train: i-mof (default), a-mof-<alpha> (e.g. a-mof-0.5) or llava-1.5; repeat for several",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="rehearse the paper's sweep: llava-1.5, a-mof-0/0.5/1 and i-mof (2 seeds), evaluated on MMVP, "
+        "POPE, MMBench and GQA in miniature, then its tables and figures (OUT/tables/)",
+    )
     parser.add_argument("--report-to", choices=["none", "wandb"], default="none", help="training logger")
     parser.add_argument("--no-eval", action="store_true", help="train only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -57,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from ..demo.report import format_report
     from ..demo.run import DemoFolderError, DemoSettings, parse_variant, run_demo
 
+    if args.sweep and (args.models or args.no_eval):
+        raise SystemExit("mof-llava demo: --sweep trains and evaluates its own list of models; drop --model / --no-eval")
     try:
         variants = [parse_variant(name) for name in (args.models or ["i-mof"])]
     except ValueError as err:
@@ -75,8 +84,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"mof-llava demo: {err}") from None
     try:
-        result = run_demo(args.out, settings, variants, evaluate=not args.no_eval)
+        if args.sweep:
+            from ..demo.sweep import run_rehearsal
+
+            rehearsal = run_rehearsal(args.out, settings)
+            result = rehearsal.demo
+        else:
+            result = run_demo(args.out, settings, variants, evaluate=not args.no_eval)
     except DemoFolderError as err:
         raise SystemExit(f"mof-llava demo: {err}") from None
     print(format_report(result))
+    if args.sweep:
+        print()
+        print(rehearsal.report.text)
+        print(f"tables and figures in {rehearsal.tables_dir}/ (the same as `mof-llava tables {result.out_dir}`)")
+        print("At this size the scores are near chance: the rehearsal shows the pipeline runs, not the paper's findings.")
     return 0

@@ -10,7 +10,8 @@ training goes through `train()`, and the evaluation through the benchmark runner
       data/                  the synthetic dataset (see synthetic.py)
       components/            tiny random LLM (+ tokenizer), CLIP-vision and DINOv2 checkpoints
       cache/                 the data pipeline's record index and token-length cache
-      <variant>/             one folder per trained model, e.g. i-mof/
+      <variant>/             one folder per trained model, e.g. i-mof/ (a sweep run's layout)
+        experiment.json        what the run is (for `mof-llava sweep status` and `mof-llava tables`)
         stage1.yaml            the stage-1 run config
         stage2.yaml            the stage-2 run config (inherits stage1.yaml, loads stage1/adapters)
         stage1/                run_config.yaml, metrics.jsonl, checkpoint-<step>/, adapters/
@@ -50,11 +51,23 @@ class DemoFolderError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One model the demo trains: a folder name, its mixer and the towers it uses."""
+    """One model the demo trains: a folder name, its mixer and the towers it uses; `train_seed` trains
+    it with another seed than the demo's (the data and components stay those of the demo's seed)."""
 
     name: str
     mixer: MixerSpec
     towers: tuple[str, ...] = ("clip", "dinov2")
+    train_seed: int | None = None
+    group: str = ""  # the table row it belongs to; "" = its name
+
+    @property
+    def row(self) -> str:
+        return self.group or self.name
+
+    @property
+    def arm(self) -> str:
+        """A-MoF variants form one line over alpha in the figures."""
+        return "a-mof" if self.mixer.mode == "additive" else self.row
 
 
 I_MOF = Variant("i-mof", MixerSpec(mode="interleave"))
@@ -64,6 +77,11 @@ LLAVA_15 = Variant("llava-1.5", MixerSpec(mode="none"), towers=("clip",))
 def a_mof(alpha: float) -> Variant:
     """Additive MoF with DINOv2 ratio `alpha`."""
     return Variant(f"a-mof-{alpha:g}", MixerSpec(mode="additive", alpha=float(alpha)))
+
+
+def with_seed(variant: Variant, seed: int) -> Variant:
+    """The same model trained with seed `seed`, in its own folder, in the same table row."""
+    return replace(variant, name=f"{variant.row}-seed{seed}", train_seed=seed, group=variant.row)
 
 
 def parse_variant(text: str) -> Variant:
@@ -275,7 +293,26 @@ def _run_variant(
             result.scores = evaluate_mmvp(
                 stage2.artifact, out / "data", result.eval_dir, variant.name, settings
             )
+    write_run_record(folder, variant, settings, ["mmvp"] if evaluate else [])
     return result
+
+
+def write_run_record(folder: Path, variant: Variant, settings: DemoSettings, benchmarks: list[str]) -> None:
+    """`<variant>/experiment.json`: the variant folder has a sweep run's layout, so `mof-llava sweep
+    status` and `mof-llava tables` read the demo like a sweep."""
+    from ..experiments.layout import RunLayout, RunRecord
+
+    seed = settings.seed if variant.train_seed is None else variant.train_seed
+    RunRecord(
+        sweep="demo",
+        run=variant.name,
+        group=variant.row,
+        arm=variant.arm,
+        point={"model.mixer.alpha": variant.mixer.alpha} if variant.mixer.mode == "additive" else {},
+        seed=seed,
+        benchmarks=benchmarks,
+        steps=RunLayout(folder).steps(benchmarks),
+    ).save(folder)
 
 
 def _train_stage(config_path: Path, step: str, manifest: _Manifest) -> StageResult:
@@ -336,7 +373,7 @@ def run_config_dicts(
         "gradient_checkpointing": False,  # nothing to save at these sizes, and it costs time
         "report_to": settings.report_to,
         "dataloader_num_workers": settings.dataloader_workers,
-        "seed": settings.seed,
+        "seed": settings.seed if variant.train_seed is None else variant.train_seed,
         "save_total_limit": 1,
     }
     stage1 = {

@@ -1,0 +1,170 @@
+"""`mof-llava sweep`: expand a sweep file into runs, write or launch their job scripts, report status.
+
+    mof-llava sweep plan   SWEEP.yaml [--launcher L] [--grid KEY=[V1,V2]] [--set KEY=V] [--seeds 1,2] [--only GLOB]
+    mof-llava sweep launch SWEEP.yaml [same options] [--dry-run]
+    mof-llava sweep status SWEEP.yaml | RUNS_FOLDER [--json]
+
+Each run (arm x grid point x seed) gets a folder with its resolved stage-1 / stage-2 configs and a
+job script chaining stage 1 -> stage 2 -> evaluation; `launch` runs them (or submits them to SLURM).
+See docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+LAUNCHER_HELP = (
+    "deepspeed | torchrun (one node) | python (one process, CPU rehearsals) | deepspeed-hostfile | "
+    "torchrun-multinode | slurm (default: the sweep file's launch.launcher)"
+)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="expand a sweep into runs, write/launch their job scripts (local, multi-node, SLURM), show status",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="sweep_action", metavar="ACTION", required=True)
+    plan = actions.add_parser("plan", help="write every run's resolved configs and job scripts")
+    launch = actions.add_parser("launch", help="plan, then run the job scripts (or submit them to SLURM)")
+    for action in (plan, launch):
+        action.add_argument("sweep", type=Path, help="sweep file, e.g. configs/experiments/sweeps/paper.yaml")
+        action.add_argument("--launcher", help=LAUNCHER_HELP)
+        action.add_argument("--nodes", type=int, help="nodes per training job")
+        action.add_argument("--gpus-per-node", type=int, help="GPUs (processes) per node")
+        action.add_argument(
+            "--grid", action="append", default=[], metavar="KEY=[V1,V2]",
+            help="sweep a config key over values for every arm (YAML list), e.g. model.mixer.alpha=[0,0.5,1]",
+        )
+        action.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE",
+            help="set a config key in every run (prefix stage1. or stage2. for one stage), e.g. train.per_device_batch_size=8",
+        )
+        action.add_argument("--seeds", help="train every run once per seed, e.g. 1,2,3 (replaces the file's seeds)")
+        action.add_argument(
+            "--only", action="append", metavar="GLOB",
+            help="only these runs in the launch script (shell pattern on run or group name, repeatable)",
+        )
+        action.add_argument("--output-root", type=Path, help="folder of the run folders (default: the file's output_root)")
+        action.add_argument("--force", action="store_true", help="rewrite the configs of runs that have started")
+    launch.add_argument("--dry-run", action="store_true", help="plan and print the command, start nothing")
+    launch.add_argument(
+        "--skip-data-check", action="store_true", help="launch although data files named by the runs are missing"
+    )
+    plan.set_defaults(func=_cmd_plan)
+    launch.set_defaults(func=_cmd_launch)
+
+    status = actions.add_parser("status", help="done / running / failed / queued / pending per run and step")
+    status.add_argument("target", type=Path, help="the sweep file, or the folder holding its run folders")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=_cmd_status)
+
+
+def _spec(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from ..experiments.expand import modify
+    from ..experiments.spec import SweepError, load_sweep, parse_assignment, parse_seeds, with_launcher
+
+    try:
+        spec = load_sweep(args.sweep)
+        spec = modify(
+            spec,
+            grid=[parse_assignment(g, "--grid") for g in args.grid],
+            settings=[parse_assignment(s, "--set") for s in args.set],
+            seeds=parse_seeds(args.seeds) if args.seeds else None,
+            output_root=args.output_root,
+        )
+        launch = spec.launch
+        if args.launcher:
+            launch = with_launcher(launch, args.launcher, "--launcher")
+        for flag, value in (("nodes", args.nodes), ("gpus_per_node", args.gpus_per_node)):
+            if value is not None:
+                if value < 1:
+                    raise SweepError(f"--{flag.replace('_', '-')} must be at least 1")
+                launch = replace(launch, **{flag: value})
+        return replace(spec, launch=launch)
+    except SweepError as err:
+        raise SystemExit(f"mof-llava sweep: {err}") from None
+
+
+def _plan(args: argparse.Namespace):
+    from ..experiments.plan import plan_sweep
+    from ..experiments.spec import SweepError
+
+    spec = _spec(args)
+    try:
+        plan = plan_sweep(spec, only=args.only, force=args.force)
+    except SweepError as err:
+        raise SystemExit(f"mof-llava sweep: {err}") from None
+    selected = {r.name for r in plan.selected}
+    print(f"sweep {spec.name}: {len(plan.runs)} run(s) in {plan.root} (launcher {spec.launch.launcher})")
+    for run in plan.runs:
+        mark = "*" if run.name in selected else " "
+        print(f" {mark} {run.name}  ({', '.join(s.name for s in run.steps)})")
+    if len(selected) < len(plan.runs):
+        print("   (* = in the launch script)")
+    for item in plan.missing:
+        print(f"warning: not found: {item}", file=sys.stderr)
+    return plan
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    print(f"job scripts written; start with: {plan.scripts.start_command(plan.spec.launch)}")
+    print(f"progress: mof-llava sweep status {plan.root}")
+    return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    import subprocess
+
+    plan = _plan(args)
+    command = plan.scripts.start_command(plan.spec.launch)
+    if plan.missing and not args.skip_data_check:
+        raise SystemExit(
+            "mof-llava sweep: not launched, data not found (see the warnings above; docs/reproduce.md says where "
+            "it goes), or pass --skip-data-check"
+        )
+    if args.dry_run:
+        print(f"dry run; would start: {command}")
+        return 0
+    if plan.spec.launch.launcher == "torchrun-multinode":
+        print(f"a multi-node sweep starts on every node; run there: {command}")
+        return 0
+    print(f"starting: {command}", flush=True)
+    return subprocess.run(["bash", str(plan.scripts.entry)], check=False).returncode
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ..experiments.spec import SweepError, load_sweep
+    from ..experiments.status import format_status, sweep_status
+
+    target = args.target
+    if target.is_file():
+        try:
+            target = load_sweep(target).output_root
+        except SweepError as err:
+            raise SystemExit(f"mof-llava sweep: {err}") from None
+    try:
+        runs = sweep_status(target)
+    except FileNotFoundError as err:
+        raise SystemExit(f"mof-llava sweep: {err}") from None
+    if args.json:
+        print(json.dumps(
+            [
+                {"run": r.name, "group": r.record.group, "folder": str(r.folder), "state": r.state,
+                 "steps": [{"step": s.step, "state": s.state, "detail": s.detail, "log": str(s.log) if s.log else None}
+                           for s in r.steps]}
+                for r in runs
+            ],
+            indent=1,
+        ))
+    else:
+        print(format_status(runs))
+    return 0

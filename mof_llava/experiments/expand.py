@@ -1,0 +1,210 @@
+"""A sweep into runs: every arm x grid point x seed becomes one run folder with its own resolved
+stage-1 and stage-2 configs, whose outputs live inside that folder and whose stage 2 loads that
+folder's stage-1 adapters.
+
+The overrides of a run go through `load_run_config(path, ["key=value", ...])`, the same path as
+`mof-llava train CONFIG key=value`, so a sweep value means exactly what it means on the command line
+(it replaces the key's value). They are applied in this order: the sweep's `set`, the arm's `set`,
+the grid point, the seed, then the run's own name, output folder and (stage 2) adapters.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .layout import RunLayout, RunRecord, Step, repo_root
+from .spec import ArmSpec, EvaluationSpec, GridAxis, SweepError, SweepSpec, grid_axis
+
+TRAIN_SEED = "train.seed"
+
+
+@dataclass
+class PlannedRun:
+    record: RunRecord
+    layout: RunLayout
+    stage1: Any  # RunConfig
+    stage2: Any  # RunConfig
+    evaluation: EvaluationSpec
+
+    @property
+    def name(self) -> str:
+        return self.record.run
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.record.steps
+
+
+def modify(
+    spec: SweepSpec,
+    grid: list[tuple[str, Any]] = (),
+    settings: list[tuple[str, Any]] = (),
+    seeds: tuple[int, ...] | None = None,
+    output_root: str | Path | None = None,
+) -> SweepSpec:
+    """The sweep with command-line additions: more grid axes and settings for every arm, other seeds,
+    another output folder."""
+    axes = {a.key: a for a in spec.grid}
+    for key, values in grid:
+        axes[key] = grid_axis(key, values, f"--grid {key}")
+    return replace(
+        spec,
+        grid=tuple(axes.values()),
+        set={**spec.set, **dict(settings)},
+        seeds=seeds if seeds is not None else spec.seeds,
+        output_root=Path(output_root).resolve() if output_root is not None else spec.output_root,
+    )
+
+
+def expand(spec: SweepSpec) -> list[PlannedRun]:
+    """Every run of the sweep, configs resolved and checked (types, stages, batch divisibility)."""
+    runs = [run for arm in spec.arms for run in _expand_arm(spec, arm)]
+    names = [run.name for run in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SweepError(f"{spec.source}: several runs are named {repeated}; give the arms or grid values distinct labels")
+    return runs
+
+
+def select(runs: list[PlannedRun], patterns: list[str] | None) -> list[PlannedRun]:
+    """The runs whose name or group matches one of the shell patterns (all runs without patterns)."""
+    if not patterns:
+        return runs
+    chosen = [r for r in runs if any(fnmatch(r.name, p) or fnmatch(r.record.group, p) for p in patterns)]
+    if not chosen:
+        raise SweepError(f"--only {patterns}: no run matches; runs are {[r.name for r in runs]}")
+    return chosen
+
+
+def _expand_arm(spec: SweepSpec, arm: ArmSpec) -> list[PlannedRun]:
+    axes = {a.key: a for a in spec.grid} | {a.key: a for a in arm.grid}
+    if TRAIN_SEED in axes:
+        raise SweepError(f"{spec.source}: sweep seeds with `seeds: [...]` (or --seeds), not a grid over {TRAIN_SEED}")
+    seeds = arm.seeds if arm.seeds is not None else spec.seeds
+    evaluation = arm.evaluation if arm.evaluation is not None else spec.evaluation
+    runs = []
+    for point in itertools.product(*(axis.values for axis in axes.values())) if axes else [()]:
+        chosen = dict(zip(axes, point))  # key -> (label, value)
+        group = "_".join([arm.name] + [f"{_axis_label(k, axes)}-{label}" for k, (label, _) in chosen.items()])
+        for seed in seeds if seeds is not None else [None]:
+            name = group if seed is None else f"{group}_seed-{seed}"
+            layout = RunLayout(spec.output_root / name)
+            settings = {**spec.set, **arm.set, **{k: v for k, (_, v) in chosen.items()}}
+            if seed is not None:
+                settings[TRAIN_SEED] = seed
+            stage1, stage2 = _resolve_stages(arm, settings, layout, name)
+            record = RunRecord(
+                sweep=spec.name,
+                run=name,
+                group=group,
+                arm=arm.name,
+                point={k: v for k, (_, v) in chosen.items()},
+                seed=seed if seed is not None else stage2.train.seed,
+                benchmarks=evaluation.names,
+                steps=layout.steps(evaluation.names, lora=stage2.train.lora is not None),
+            )
+            runs.append(PlannedRun(record, layout, stage1, stage2, evaluation))
+    return runs
+
+
+def _axis_label(key: str, axes: dict[str, GridAxis]) -> str:
+    """The last part of the key (alpha for model.mixer.alpha), or the whole key when two axes share it."""
+    short = key.split(".")[-1]
+    clash = sum(k.split(".")[-1] == short for k in axes) > 1
+    return key.replace(".", "-") if clash else short
+
+
+def _resolve_stages(arm: ArmSpec, settings: dict[str, Any], layout: RunLayout, name: str):
+    from ..training.config import ConfigError, load_run_config
+
+    configs = []
+    for stage, path in ((1, arm.stage1), (2, arm.stage2)):
+        overrides = [_override(k, v) for k, v in _for_stage(settings, stage).items()]
+        overrides += [
+            _override("name", f"{name}-stage{stage}"),
+            _override("train.output_dir", str(layout.output_dir(stage))),
+        ]
+        if stage == 2:
+            overrides.append(_override("model.adapters_from", str(layout.adapters)))
+        try:
+            configs.append(load_run_config(path, overrides))
+        except ConfigError as err:
+            raise SweepError(f"run {name}, stage {stage}: {err}") from None
+    _check_stages(name, *configs)
+    return configs[0], configs[1]
+
+
+def _for_stage(settings: dict[str, Any], stage: int) -> dict[str, Any]:
+    """Unprefixed keys for both stages, `stageN.` keys for stage N only (these win)."""
+    mine, other = f"stage{stage}.", f"stage{3 - stage}."
+    both = {k: v for k, v in settings.items() if not k.startswith((mine, other))}
+    return both | {k[len(mine) :]: v for k, v in settings.items() if k.startswith(mine)}
+
+
+def _override(key: str, value: Any) -> str:
+    """`key=value` with the value written as one line of YAML that reads back as the same value."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")]
+    if "\n" in text or yaml.safe_load(text) != value:
+        raise SweepError(f"{key}: the value {value!r} cannot be passed as an override")
+    return f"{key}={text}"
+
+
+def _check_stages(name: str, stage1, stage2) -> None:
+    if stage1.train.stage != "pretrain" or stage2.train.stage != "finetune":
+        raise SweepError(
+            f"run {name}: stage1 must be a pretrain config and stage2 a finetune config, got "
+            f"{stage1.train.stage} and {stage2.train.stage}"
+        )
+    if stage2.model.init_from is None:
+        for part in ("llm", "towers", "mixer"):
+            if getattr(stage1.model, part) != getattr(stage2.model, part):
+                raise SweepError(
+                    f"run {name}: model.{part} differs between stage 1 and stage 2 "
+                    f"({getattr(stage1.model, part)!r} vs {getattr(stage2.model, part)!r}); stage 2 could not load "
+                    "the stage-1 adapters"
+                )
+
+
+def check_batches(runs: list[PlannedRun], world_size: int) -> None:
+    """Each stage's global batch must divide into per-device batches on `world_size` processes."""
+    from ..training.config import ConfigError
+    from ..training.run import gradient_accumulation_steps
+
+    for run in runs:
+        for stage, config in ((1, run.stage1), (2, run.stage2)):
+            try:
+                gradient_accumulation_steps(config.train.global_batch_size, config.train.per_device_batch_size, world_size)
+            except ConfigError as err:
+                raise SweepError(f"run {run.name}, stage {stage}: {err}") from None
+
+
+def config_text(config, run: PlannedRun, stage: int, source: Path) -> str:
+    header = (
+        f"# {run.name}, stage {stage}: resolved from {source} by `mof-llava sweep plan`.\n"
+        f"# Plan the sweep again rather than editing this file (a changed file is refused once the run started).\n"
+    )
+    return header + yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def missing_inputs(runs: list[PlannedRun]) -> list[str]:
+    """Local data files, folders and benchmark data the runs name that do not exist (hub ids such as
+    lmsys/vicuna-7b-v1.5 are not checked)."""
+    root = repo_root()
+    missing: dict[str, str] = {}
+    for run in runs:
+        for config in (run.stage1, run.stage2):
+            for role, path in (("data.data_path", config.data.data_path), ("data.image_folder", config.data.image_folder)):
+                if path and not (root / path).exists():  # an absolute path stays itself
+                    missing.setdefault(str(path), role)
+        for bench in run.evaluation.benchmarks:
+            if not (root / bench.data).exists():
+                missing.setdefault(bench.data, f"evaluation {bench.name}")
+    return [f"{path} ({role})" for path, role in missing.items()]

@@ -1,0 +1,109 @@
+"""`mof-llava tables`: metrics files in, the paper's tables and figures out.
+
+    OUT/
+      tables.md                 every table, its notes, the figures' names (what the command prints)
+      main.{md,tex,csv}         baseline vs I-MoF (every run group whose mixer is not additive)
+      amof_ratio.{md,tex,csv}   A-MoF by DINOv2 ratio alpha
+      mmvp_patterns.{md,tex,csv}  MMVP per visual pattern (with --patterns)
+      results.csv               one line per metrics file: run, group, seed, benchmark, score, file
+      mmvp_vs_alpha.png         MMVP and the instruction-following proxy against alpha
+      mmvp_patterns_radar*.png  per-pattern radar charts (with --patterns)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .figures import Measure, alpha_figure, pattern_stats, radar_figures
+from .layout import write_text_atomic
+from .render import csv_text, latex, markdown
+from .reported import load_reported
+from .results import Result, ResultsError, check_comparable, collect
+from .tables import Table, group_results, main_table, pattern_table, ratio_table
+
+DEFAULT_PROXY = "mmbench"
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    tables: list[Table]
+    files: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # files left out, and why
+    text: str = ""  # tables.md
+
+
+def write_report(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    reported: str | Path | None = None,
+    patterns: str | Path | None = None,
+    proxy: str | None = DEFAULT_PROXY,
+    decimals: int = 1,
+    allow_mixed: bool = False,
+) -> Report:
+    out_dir = Path(out_dir)
+    collection = collect(paths)
+    notes = list(collection.skipped)
+    results: list[Result] = []
+    for result in collection.results:
+        if result.benchmark == "mmvp-vlm":
+            notes.append(f"{result.path}: MMVP-VLM scores a CLIP model, not a trained run; see `mof-llava eval analyze`")
+        elif result.score is None:
+            notes.append(f"{result.path}: no score ({result.metrics.get('note', 'not scored')})")
+        else:
+            results.append(result)
+    if not results:
+        raise ResultsError(f"no scored evaluation metrics (metrics.json) under {', '.join(map(str, paths))}")
+    if not allow_mixed:
+        check_comparable(results)
+    groups = group_results(results)
+    reported_numbers = load_reported(reported) if reported else None
+
+    tables = [t for t in (main_table(groups, reported_numbers), ratio_table(groups, reported_numbers)) if t]
+    stats = None
+    if patterns is not None:
+        from ..benchmarks.analysis import read_pattern_map
+
+        stats = pattern_stats(groups, read_pattern_map(patterns))
+        table = pattern_table(groups, stats)
+        if table is not None:
+            tables.append(table)
+    report = Report(out_dir, tables, notes=notes)
+    for table in tables:
+        for suffix, text in (("md", markdown(table, decimals)), ("tex", latex(table, decimals)), ("csv", csv_text(table))):
+            report.files.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", text))
+    report.files.append(write_text_atomic(out_dir / "results.csv", results_csv(results)))
+
+    figure = alpha_figure(groups, out_dir / "mmvp_vs_alpha.png", Measure.parse(proxy) if proxy else None)
+    report.figures += [figure] if figure else []
+    if stats:
+        report.figures += radar_figures(groups, stats, out_dir)
+    report.text = _summary(report, decimals)
+    report.files.append(write_text_atomic(out_dir / "tables.md", report.text))
+    return report
+
+
+def results_csv(results: list[Result]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["run", "group", "arm", "seed", "mixer", "alpha", "towers", "benchmark", "score", "metrics_file"])
+    for r in sorted(results, key=lambda r: (r.group, r.run, r.benchmark)):
+        writer.writerow(
+            [r.run, r.group, r.arm or "", "" if r.seed is None else r.seed, r.mixer_mode or "",
+             "" if r.alpha is None else r.alpha, "+".join(r.towers), r.benchmark, repr(r.score), r.path]
+        )
+    return out.getvalue()
+
+
+def _summary(report: Report, decimals: int) -> str:
+    parts = [markdown(t, decimals) for t in report.tables]
+    if report.figures:
+        parts.append("Figures: " + ", ".join(f.name for f in report.figures) + "\n")
+    if report.notes:
+        parts.append("Left out:\n" + "".join(f"- {n}\n" for n in report.notes))
+    return "\n".join(parts)
