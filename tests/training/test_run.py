@@ -24,7 +24,9 @@ HERE = Path(__file__).parent
 
 
 def test_stage1_then_stage2(tiny_parts, toy_data, tmp_path):
-    stage1 = train(run_config(tiny_parts, toy_data, tmp_path / "s1", stage="pretrain", max_steps=3, save_steps=2))
+    # gradient checkpointing on, as in the shipped configs (stage 1: the LLM is frozen but backpropagated through)
+    stage1 = train(run_config(tiny_parts, toy_data, tmp_path / "s1", stage="pretrain", max_steps=3, save_steps=2,
+                              gradient_checkpointing=True))
     assert stage1.artifact == tmp_path / "s1" / "adapters" and stage1.global_step == 3
     assert (tmp_path / "s1" / "run_config.yaml").is_file()
     # a stage-1 checkpoint holds the adapters (and optimizer/scheduler/RNG/trainer state), not the frozen parts
@@ -36,7 +38,7 @@ def test_stage1_then_stage2(tiny_parts, toy_data, tmp_path):
     assert {"loss", "learning_rate", "grad_norm"} <= set(log[0])
     assert {"tokens_per_s", "samples_per_s", "step_time_s"} <= set(log[1])
 
-    config2 = run_config(tiny_parts, toy_data, tmp_path / "s2", stage="finetune", max_steps=3)
+    config2 = run_config(tiny_parts, toy_data, tmp_path / "s2", stage="finetune", max_steps=3, gradient_checkpointing=True)
     config2.model.adapters_from = str(stage1.artifact)
     model, _ = load_model(config2.model)
     trained = stage1.trainer.model.mixer.state_dict()
