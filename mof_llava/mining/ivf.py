@@ -34,6 +34,7 @@ from mof_llava.mining.kernel import (
     Candidates,
     UnitRows,
     in_parallel,
+    load_rows,
     matmul,
     normalise_block,
     pairs_between,
@@ -188,14 +189,7 @@ def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) 
     )
     del extra_rows, extra_clusters, by_cluster
 
-    matrix = np.empty((n, source.dim), np.float32)
-
-    def place(start: int) -> None:
-        block = normalise_block(source.read(start, start + cfg.block_rows), start)
-        matrix[position[start : start + len(block)]] = block
-
-    for _ in in_parallel(place, range(0, n, cfg.block_rows), workers):
-        pass
+    unit = load_rows(source, cfg.block_rows, workers, position, order)
     report.seconds["sort"] = time.perf_counter() - t0
 
     report.lists = lists
@@ -204,7 +198,7 @@ def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) 
     report.multiply_adds += (
         float(n) * lists * source.dim + float((sizes * (sizes + 1) / 2 + outside * sizes).sum()) * source.dim
     )
-    return plan, UnitRows(matrix, position, order)
+    return plan, unit
 
 
 def ivf_pairs(
@@ -216,14 +210,13 @@ def ivf_pairs(
     progress: Callable[[int], object] | None = None,
 ) -> Iterator[Candidates]:
     """Every pair the plan compares with cosine >= threshold, each pair once."""
-    x = unit.matrix
     cut = threshold - SCORE_SLACK
 
     def cluster(c: int) -> list[Candidates]:
         lo, hi = int(plan.offsets[c]), int(plan.offsets[c + 1])
         if hi == lo:
             return []
-        members = x[lo:hi]
+        members = unit.unit(slice(lo, hi))
         found = []
         # Members against members: the upper triangle of the cluster's own block.
         for start in range(0, hi - lo, cfg.tile_rows):
@@ -237,7 +230,7 @@ def ivf_pairs(
         outside = plan.outside_positions[plan.outside_offsets[c] : plan.outside_offsets[c + 1]]
         for start in range(0, len(outside), cfg.tile_rows):
             p = outside[start : start + cfg.tile_rows]
-            r, col = pairs_between(x[p], members, cut, cfg.tile_cols)
+            r, col = pairs_between(unit.unit(p), members, cut, cfg.tile_cols)
             row_p, row_q = unit.rows_at(p[r]), unit.rows_at(lo + col)
             # q also meets p from the other side when q probes p's cluster: keep the meeting in the
             # lower-numbered cluster, so every pair is reported once.

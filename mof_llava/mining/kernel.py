@@ -59,29 +59,53 @@ class Candidates:
         return Candidates(self.a[mask], self.b[mask], self.score[mask])
 
 
-def normalise_block(block: np.ndarray, first_row: int = 0) -> np.ndarray:
-    """float32 unit rows of `block`; a zero or non-finite row raises `BadEmbeddingError`."""
-    x = np.array(block, dtype=np.float32)
+def checked_norms(x: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """float64 Euclidean norms of the rows of `x`; a zero or non-finite row raises
+    `BadEmbeddingError` with its index (first_row + position in the block)."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     bad = ~np.isfinite(norms) | (norms == 0)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        reason = "embedding is all zeros" if norms[row] == 0 else "embedding holds NaN or infinity"
+        reason = "embedding holds NaN or infinity" if not np.isfinite(x[row]).all() else "embedding is all zeros"
         raise BadEmbeddingError(first_row + row, reason)
-    x *= (1.0 / norms).astype(np.float32)[:, None]
+    return norms
+
+
+def normalise_block(block: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """float32 unit rows of `block` (a copy); bad rows raise `BadEmbeddingError`."""
+    x = np.array(block, dtype=np.float32)
+    x *= (1.0 / checked_norms(block, first_row)).astype(np.float32)[:, None]
     return x
 
 
 class UnitRows:
-    """The float32 unit rows a search runs on. When they are stored in another order than the
-    original rows, matrix[position[row]] is original row `row` and order[p] the row at position p."""
+    """The rows a search runs on, kept as read (float16 stays float16: half the memory of float32)
+    with their inverse norms; `unit(index)` gives float32 unit rows for one block at a time.
 
-    def __init__(
-        self, matrix: np.ndarray, position: np.ndarray | None = None, order: np.ndarray | None = None
-    ):
-        self.matrix = matrix
+    The cosine a pair is reported with is defined once (`rescore`): the float64 dot product of the
+    stored rows times both inverse norms, so every method reports the same value for a pair.
+    When the rows are stored in another order than the original rows, stored[position[row]] is
+    original row `row` and order[p] the row at position p. `dense` optionally holds all unit rows
+    in float32 already (the exact search, which reuses every block many times)."""
+
+    def __init__(self, stored: np.ndarray, inverse: np.ndarray, position: np.ndarray | None = None,
+                 order: np.ndarray | None = None, dense: np.ndarray | None = None):
+        self.stored = stored
+        self.inverse = inverse
         self.position = position
         self.order = order
+        self.dense = dense
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def unit(self, index) -> np.ndarray:
+        """float32 unit rows at `index` (stored positions: a slice or an index array)."""
+        if self.dense is not None:
+            return self.dense[index]
+        x = self.stored[index].astype(np.float32)
+        x *= self.inverse[index].astype(np.float32)[:, None]
+        return x
 
     def rows_at(self, positions: np.ndarray) -> np.ndarray:
         return positions if self.order is None else self.order[positions]
@@ -90,14 +114,14 @@ class UnitRows:
         return rows if self.position is None else self.position[rows]
 
     def rescore(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """float64 cosine of original rows a[k], b[k]: the same value whichever search found them."""
+        """float64 cosine of original rows a[k], b[k]."""
         pa, pb = self.positions_of(a), self.positions_of(b)
         out = np.empty(len(a), np.float64)
         for s in range(0, len(a), 65536):
-            xa = self.matrix[pa[s : s + 65536]].astype(np.float64)
-            xb = self.matrix[pb[s : s + 65536]].astype(np.float64)
+            xa = self.stored[pa[s : s + 65536]].astype(np.float64)
+            xb = self.stored[pb[s : s + 65536]].astype(np.float64)
             out[s : s + 65536] = np.einsum("ij,ij->i", xa, xb)
-        return out
+        return out * self.inverse[pa] * self.inverse[pb]
 
     def candidates(self, a: np.ndarray, b: np.ndarray, threshold: float) -> Candidates:
         """Pairs of original rows (put in order a < b), re-scored, kept when >= threshold."""
@@ -105,6 +129,37 @@ class UnitRows:
         score = self.rescore(a, b)
         keep = score >= threshold
         return Candidates(a[keep], b[keep], score[keep])
+
+
+def storage_dtype(source) -> np.dtype:
+    """float16 rows stay float16; anything else is kept as float32."""
+    dtype = getattr(source, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(source.read(0, 1)).dtype
+    return np.dtype(np.float16) if np.dtype(dtype) == np.float16 else np.dtype(np.float32)
+
+
+def load_rows(source, block_rows: int, workers: int, position: np.ndarray | None = None,
+              order: np.ndarray | None = None, dense: bool = False) -> UnitRows:
+    """All rows of `source` (rows, dim, read(start, stop)), checked, with inverse norms; stored
+    at `position[row]` when a position is given. `dense` also keeps float32 unit rows."""
+    n = source.rows
+    stored = np.empty((n, source.dim), storage_dtype(source))
+    inverse = np.empty(n, np.float64)
+    unit = np.empty((n, source.dim), np.float32) if dense else None
+
+    def load(start: int) -> None:
+        block = source.read(start, start + block_rows)
+        stop = start + len(block)
+        at = slice(start, stop) if position is None else position[start:stop]
+        inverse[at] = 1.0 / checked_norms(block, start)
+        stored[at] = block
+        if unit is not None:
+            unit[at] = block.astype(np.float32) * inverse[at].astype(np.float32)[:, None]
+
+    for _ in in_parallel(load, range(0, n, block_rows), workers):
+        pass
+    return UnitRows(stored, inverse, position, order, unit)
 
 
 def pairs_between(

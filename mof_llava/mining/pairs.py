@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mof_llava.mining.ivf import ivf_pairs, plan_ivf
-from mof_llava.mining.kernel import BadEmbeddingError, Candidates
+from mof_llava.mining.kernel import BadEmbeddingError, Candidates, checked_norms
 from mof_llava.mining.search import (
     RecallEstimate,
     SearchConfig,
@@ -89,19 +89,15 @@ class MiningStats:
 class DinoRows:
     """The contrast tower's rows, validated once; cosines of any row pairs on demand."""
 
-    def __init__(self, source, block_rows: int = 16384):
+    def __init__(self, source, block_rows: int = 8192):
         self.source = source
-        inverse = np.empty(source.rows, np.float64)
+        self.inverse = np.empty(source.rows, np.float64)
         for start in range(0, source.rows, block_rows):
-            block = source.read(start, start + block_rows).astype(np.float64)
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-            bad = ~np.isfinite(norms) | (norms == 0)
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                reason = "embedding is all zeros" if norms[row] == 0 else "embedding holds NaN or infinity"
-                raise BadEmbeddingError(start + row, reason)
-            inverse[start : start + len(block)] = 1.0 / norms
-        self.inverse = inverse
+            block = source.read(start, start + block_rows)
+            try:
+                self.inverse[start : start + len(block)] = 1.0 / checked_norms(block, start)
+            except BadEmbeddingError as err:
+                raise BadEmbeddingError(err.row, err.reason, "dino") from None
 
     def cosine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = np.empty(len(a), np.float64)
@@ -184,10 +180,7 @@ def find_blind_pairs(
     stats = MiningStats(rows=rows)
     t_start = time.perf_counter()
     t0 = time.perf_counter()
-    try:
-        dino = DinoRows(dino_source, cfg.block_rows)
-    except BadEmbeddingError as err:
-        raise BadEmbeddingError(err.row, err.reason, "dino") from None
+    dino = DinoRows(dino_source, cfg.block_rows)
     judge = _Judge(dino, id_keys(ids), criteria, stats)
     stats.seconds["check_dino"] = time.perf_counter() - t0
 

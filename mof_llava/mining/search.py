@@ -29,7 +29,7 @@ from mof_llava.mining.kernel import (
     UnitRows,
     default_workers,
     in_parallel,
-    normalise_block,
+    load_rows,
     pairs_between,
 )
 
@@ -79,17 +79,8 @@ class SearchReport:
 
 
 def load_unit_rows(source, cfg: SearchConfig) -> UnitRows:
-    """All rows of `source` (rows, dim, read(start, stop)) as float32 unit rows, in order."""
-    matrix = np.empty((source.rows, source.dim), np.float32)
-
-    def load(start: int) -> None:
-        matrix[start : start + cfg.block_rows] = normalise_block(
-            source.read(start, start + cfg.block_rows), start
-        )
-
-    for _ in in_parallel(load, range(0, source.rows, cfg.block_rows), cfg.resolved_workers()):
-        pass
-    return UnitRows(matrix)
+    """All rows of `source`, in order, with float32 unit rows ready for the exact search."""
+    return load_rows(source, cfg.block_rows, cfg.resolved_workers(), dense=True)
 
 
 def exact_pairs(
@@ -100,7 +91,7 @@ def exact_pairs(
     progress: Callable[[int], object] | None = None,
 ) -> Iterator[Candidates]:
     """Every pair (a < b) with cosine >= threshold, by tiles of the upper triangle."""
-    x = unit.matrix
+    x = unit.dense
     n, dim = x.shape
 
     def tile(start: int) -> Candidates:
@@ -148,23 +139,24 @@ def sample_rows(rows: int, count: int, seed: int) -> np.ndarray:
 
 
 def sample_true_pairs(unit: UnitRows, threshold: float, sample: np.ndarray, cfg: SearchConfig) -> Candidates:
-    """Exact search of the sampled rows against all rows: every pair >= threshold touching them."""
-    x = unit.matrix
-    n = len(x)
+    """Exact search of the sampled rows against all rows: every pair >= threshold touching them.
+    The work is split over blocks of the whole matrix, so every worker has a share."""
+    n = len(unit)
+    queries = unit.unit(unit.positions_of(sample))
 
-    def tile(start: int) -> Candidates:
-        rows = sample[start : start + cfg.tile_rows]
-        r, c = pairs_between(x[unit.positions_of(rows)], x, threshold - SCORE_SLACK, cfg.tile_cols)
-        a, b = rows[r], unit.rows_at(c)
+    def block(start: int) -> Candidates:
+        db = unit.unit(slice(start, start + cfg.block_rows))
+        a_parts, b_parts = [], []
+        for q in range(0, len(sample), cfg.tile_rows):
+            r, c = pairs_between(queries[q : q + cfg.tile_rows], db, threshold - SCORE_SLACK, cfg.tile_cols)
+            a_parts.append(sample[r + q])
+            b_parts.append(unit.rows_at(c + start))
+        a, b = np.concatenate(a_parts), np.concatenate(b_parts)
         keep = a != b
         return unit.candidates(a[keep], b[keep], threshold)
 
-    parts = list(in_parallel(tile, range(0, len(sample), cfg.tile_rows), cfg.resolved_workers()))
-    found = (
-        Candidates(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("a", "b", "score")))
-        if parts
-        else Candidates.empty()
-    )
+    parts = list(in_parallel(block, range(0, n, cfg.block_rows), cfg.resolved_workers()))
+    found = Candidates(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("a", "b", "score")))
     # A pair between two sampled rows is found from both ends: keep it once.
     _, first = np.unique(found.a * n + found.b, return_index=True)
     return found.select(np.sort(first))

@@ -84,6 +84,7 @@ class ShardedRows:
             raise ValueError(f"embedding files disagree on the dimension: {listing}")
         self.parts = list(parts)
         self.dim = parts[0].dim
+        self.dtype = np.result_type(*[p.dtype for p in parts])
         self.starts = np.cumsum([0] + [p.rows for p in parts])
         self.rows = int(self.starts[-1])
 
