@@ -174,7 +174,7 @@ def _launch_vars(launch: LaunchSpec, run: PlannedRun) -> str:
         train = f"(deepspeed --hostfile {_q(launch.hostfile)} --master_port {port})"
     elif launch.launcher == "torchrun-multinode":
         lines += [
-            ': "${MASTER_ADDR:?set MASTER_ADDR to the first node\'s address, on every node}"',
+            ': "${MASTER_ADDR:?set MASTER_ADDR to the address of the first node, on every node}"',
             ': "${NODE_RANK:?set NODE_RANK: 0 on the first node, 1 .. ' + str(launch.nodes - 1) + ' on the others}"',
             '[[ "$NODE_RANK" == 0 ]] || export RECORD_STATUS=0  # the first node records the status',
         ]

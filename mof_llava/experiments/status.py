@@ -113,13 +113,12 @@ def format_status(runs: list[RunStatus]) -> str:
         return "no runs (no */experiment.json below this folder)"
     names = list(dict.fromkeys(s.step for r in runs for s in r.steps))
     width = max(len(r.name) for r in runs)
-    header = f"{'run':<{width}}  {'state':<8}  " + "  ".join(f"{n:<8}" for n in names)
+    header = (f"{'run':<{width}}  {'state':<8}  " + "  ".join(f"{n:<8}" for n in names)).rstrip()
     lines = [header, "-" * len(header)]
     for run in runs:
         by_step = {s.step: s.state for s in run.steps}
-        lines.append(
-            f"{run.name:<{width}}  {run.state:<8}  " + "  ".join(f"{by_step.get(n, '-'):<{max(8, len(n))}}" for n in names)
-        )
+        cells = "  ".join(f"{by_step.get(n, '-'):<{max(8, len(n))}}" for n in names)
+        lines.append(f"{run.name:<{width}}  {run.state:<8}  {cells}".rstrip())
     notes = [
         f"  {run.name} {s.step}: {s.state}, {s.detail}" + (f" (log {s.log})" if s.log else "")
         for run in runs

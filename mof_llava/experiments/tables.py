@@ -108,7 +108,7 @@ def main_table(groups: Sequence[Group], reported: Reported | None = None) -> Tab
         return None
     return _score_table(
         "main",
-        "Baseline vs Interleaved-MoF: MMVP, POPE, MMBench, GQA",
+        "Baseline vs Interleaved-MoF",
         rows,
         [Column("model", "model", "text"), Column("mixer", "mixer", "text")],
         lambda g: [g.name, g.mixer_mode or "?"],

@@ -1,0 +1,235 @@
+"""Job scripts: written for every launcher, valid bash, chaining stage 1 -> stage 2 -> evaluation with
+the status recorded on disk; SLURM submissions chained with afterok. The launchers and sbatch are
+replaced by small fakes on PATH that record their command lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from experiments_helpers import EXPERIMENTS, REPO, write_sweep
+
+from mof_llava.experiments.plan import plan_sweep
+from mof_llava.experiments.spec import LAUNCHERS, load_sweep
+from mof_llava.experiments.status import run_status
+
+STEPS_SH = REPO / "scripts" / "launch" / "steps.sh"
+
+FAKE_LAUNCHER = r"""#!/usr/bin/env bash
+# Records its command line; writes the artifact the real command would write; fails for $FAIL_RUN.
+echo "$(basename "$0") $*" >> "$CALLS"
+prev=""
+for arg in "$@"; do
+  if [[ -n "${FAIL_RUN:-}" && "$arg" == *"$FAIL_RUN"* ]]; then echo "failing on purpose" >&2; exit 3; fi
+  case "$arg" in
+    */stage1.yaml) mkdir -p "${arg%/*}/stage1/adapters"; echo {} > "${arg%/*}/stage1/adapters/adapters_config.json" ;;
+    */stage2.yaml) mkdir -p "${arg%/*}/stage2/model"; echo {} > "${arg%/*}/stage2/model/processor_config.json" ;;
+  esac
+  if [[ "$prev" == --output-dir ]]; then mkdir -p "$arg"; echo '{"benchmark": "x", "score": 1}' > "$arg/metrics.json"; fi
+  prev=$arg
+done
+"""
+
+FAKE_SBATCH = r"""#!/usr/bin/env bash
+# Records its command line and answers like `sbatch --parsable`: a new job id.
+n=$(( $(wc -l < "$CALLS" 2> /dev/null || echo 0) + 100 ))
+echo "sbatch $*" >> "$CALLS"
+echo "$n;cluster"
+"""
+
+
+def _fakes(tmp_path: Path, names: list[str], body: str) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in names:
+        path = bin_dir / name
+        path.write_text(body)
+        path.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls.txt")}
+
+
+def _calls(tmp_path: Path) -> list[str]:
+    path = tmp_path / "calls.txt"
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def _plan(tmp_path: Path, launcher: str, nodes: int = 1, **launch):
+    content = {
+        "name": "tiny",
+        "output_root": str(tmp_path / "runs"),
+        "evaluation": {"benchmarks": {"mmvp": {"data": "data/eval/MMVP"}, "pope": {"data": "data/eval/pope", "args": ["--batch-size", 4]}}},
+        "seeds": [7],
+        "launch": {"launcher": launcher, "nodes": nodes, "gpus_per_node": 8, **launch},
+        "set": {"train.per_device_batch_size": 8},
+        "arms": {
+            "a-mof": {
+                "stage1": str(EXPERIMENTS / "amof_7b" / "stage1.yaml"),
+                "stage2": str(EXPERIMENTS / "amof_7b" / "stage2.yaml"),
+                "grid": {"model.mixer.alpha": [0, 1]},
+            }
+        },
+    }
+    return plan_sweep(load_sweep(write_sweep(tmp_path / "sweep.yaml", content)))
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_every_launcher_writes_valid_bash(tmp_path, launcher):
+    plan = _plan(tmp_path, launcher, nodes=1 if launcher in ("deepspeed", "torchrun", "python") else 2)
+    scripts = [plan.scripts.entry] + [p for paths in plan.scripts.per_run.values() for p in paths]
+    for script in scripts:
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, (script, result.stderr)
+        assert os.access(script, os.X_OK) and "{{" not in script.read_text()
+    text = "\n".join(p.read_text() for paths in plan.scripts.per_run.values() for p in paths)
+    expected = {
+        "deepspeed": "TRAIN=(deepspeed --num_gpus 8 --master_port 29500)",
+        "torchrun": "TRAIN=(torchrun --standalone --nproc_per_node 8)",
+        "python": "TRAIN=(python)",
+        "deepspeed-hostfile": "TRAIN=(deepspeed --hostfile hostfile --master_port 29500)",
+        "torchrun-multinode": 'TRAIN=(torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:29500")',
+        "slurm": 'TRAIN=(srun --kill-on-bad-exit=1 torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8',
+    }[launcher]
+    assert expected in text
+    run = plan.runs[0]
+    assert '"$RUN/stage1.yaml"' in text and f"--model-id {run.name}" in text
+    assert "--batch-size 4" in text  # the benchmark's args
+    if launcher == "slurm":
+        assert plan.scripts.entry.name == "submit.sh"
+        assert "#SBATCH --nodes=2" in (run.layout.jobs / "stage2.sbatch").read_text()
+        assert "#SBATCH --nodes=1" in (run.layout.jobs / "eval.sbatch").read_text()
+    else:
+        assert plan.scripts.entry.name == "run_all.sh"
+
+
+def _local_env(tmp_path: Path, **extra) -> dict[str, str]:
+    return {**_fakes(tmp_path, ["deepspeed", "torchrun"], FAKE_LAUNCHER), **extra}
+
+
+def test_local_scripts_chain_the_steps_and_record_them(tmp_path):
+    plan = _plan(tmp_path, "deepspeed")
+    env = _local_env(tmp_path)
+    result = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    calls = _calls(tmp_path)
+    for run in plan.runs:
+        root = run.layout.root
+        assert [c for c in calls if str(root) in c] == [
+            f"deepspeed --num_gpus 8 --master_port 29500 train/train.py {root}/stage1.yaml",
+            f"deepspeed --num_gpus 8 --master_port 29500 train/train.py {root}/stage2.yaml",
+            f"torchrun --standalone --nproc_per_node 8 eval/run.py mmvp --model {root}/stage2/model --data data/eval/MMVP "
+            f"--output-dir {root}/eval/mmvp --model-id {run.name}",
+            f"torchrun --standalone --nproc_per_node 8 eval/run.py pope --model {root}/stage2/model --data data/eval/pope "
+            f"--output-dir {root}/eval/pope --model-id {run.name} --batch-size 4",
+        ]
+        assert {s.step: s.state for s in run_status(root).steps} == dict.fromkeys(
+            ["stage1", "stage2", "eval-mmvp", "eval-pope"], "done")
+        assert (root / "status" / "stage2.exit").read_text().strip() == "0"
+        assert "exit status 0" in (root / "status" / "stage2.log").read_text()
+    # started again: everything is skipped, nothing is launched
+    again = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and _calls(tmp_path) == calls
+    assert again.stdout.count("done before, skipped") == 8
+
+
+def test_a_failed_run_stops_its_chain_but_not_the_other_runs(tmp_path):
+    plan = _plan(tmp_path, "torchrun")
+    failing, other = plan.runs
+    env = _local_env(tmp_path, FAIL_RUN=f"{failing.name}/stage2.yaml")
+    result = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and f"failed: {failing.layout.jobs / 'run.sh'}" in result.stderr
+    states = {s.step: s.state for s in run_status(failing.layout.root).steps}
+    assert states == {"stage1": "done", "stage2": "failed", "eval-mmvp": "pending", "eval-pope": "pending"}
+    assert (failing.layout.status / "stage2.exit").read_text().strip() == "3"
+    assert "failing on purpose" in (failing.layout.status / "stage2.log").read_text()
+    assert run_status(other.layout.root).state == "done"
+    # fixed and started again: only the failed run's remaining steps run
+    before = len(_calls(tmp_path))
+    result = subprocess.run(["bash", str(plan.scripts.entry)], env=_local_env(tmp_path), capture_output=True, text=True)
+    assert result.returncode == 0
+    new = _calls(tmp_path)[before:]
+    assert len(new) == 3 and all(str(failing.layout.root) in c for c in new)
+    assert new[0].endswith(f"{failing.layout.root}/stage2.yaml") and " mmvp " in new[1] and " pope " in new[2]
+    assert run_status(failing.layout.root).state == "done"
+
+
+def test_slurm_submission_chains_the_jobs_with_afterok(tmp_path):
+    plan = _plan(tmp_path, "slurm", nodes=2, slurm={"partition": "gpu", "account": "lab", "extra": ["--qos=high"]})
+    env = _fakes(tmp_path, ["sbatch"], FAKE_SBATCH)
+    result = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    first, second = (run.layout.jobs for run in plan.runs)
+    assert _calls(tmp_path) == [
+        f"sbatch --parsable {first}/stage1.sbatch",
+        f"sbatch --parsable --dependency=afterok:100 --kill-on-invalid-dep=yes {first}/stage2.sbatch",
+        f"sbatch --parsable --dependency=afterok:101 --kill-on-invalid-dep=yes {first}/eval.sbatch",
+        f"sbatch --parsable {second}/stage1.sbatch",
+        f"sbatch --parsable --dependency=afterok:103 --kill-on-invalid-dep=yes {second}/stage2.sbatch",
+        f"sbatch --parsable --dependency=afterok:104 --kill-on-invalid-dep=yes {second}/eval.sbatch",
+    ]
+    stage1 = (first / "stage1.sbatch").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --qos=high", "#SBATCH --time=12:00:00"):
+        assert line in stage1
+    states = {s.step: (s.state, s.detail.split(" since")[0]) for s in run_status(plan.runs[0].layout.root).steps}
+    assert states == {
+        "stage1": ("queued", "SLURM job 100"),
+        "stage2": ("queued", "SLURM job 101"),
+        "eval-mmvp": ("queued", "SLURM job 102"),
+        "eval-pope": ("queued", "SLURM job 102"),
+    }
+
+
+def test_slurm_does_not_resubmit_what_is_done_or_still_queued(tmp_path):
+    plan = _plan(tmp_path, "slurm")
+    run = plan.runs[0].layout.root
+    (run / "stage1" / "adapters").mkdir(parents=True)
+    (run / "stage1" / "adapters" / "adapters_config.json").write_text("{}")  # stage 1 done
+    (run / "status").mkdir()
+    (run / "status" / "stage2.submitted").write_text("slurm_job=77\nsubmitted=earlier\n")
+    env = _fakes(tmp_path, ["sbatch"], FAKE_SBATCH)
+    squeue = Path(env["PATH"].split(":")[0]) / "squeue"
+    squeue.write_text('#!/usr/bin/env bash\n[[ "$*" == *"-j 77"* ]] && echo PENDING\n')  # job 77 is still queued
+    squeue.chmod(0o755)
+    result = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    calls = [c for c in _calls(tmp_path) if str(run) in c]
+    assert calls == [f"sbatch --parsable --dependency=afterok:77 --kill-on-invalid-dep=yes {run}/jobs/eval.sbatch"]
+
+
+def _step_script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "job.sh"
+    script.write_text(f"set -euo pipefail\nsource {STEPS_SH}\nexport RUN={tmp_path / 'run'}\n{body}\n")
+    return script
+
+
+def test_a_step_is_marked_running_while_it_runs(tmp_path):
+    script = _step_script(tmp_path, 'step "$RUN" work out.txt bash -c \'cat "$RUN/status/work.running" > "$RUN/out.txt"\'')
+    subprocess.run(["bash", str(script)], check=True, capture_output=True)
+    seen = (tmp_path / "run" / "out.txt").read_text()
+    assert "host=" in seen and "pid=" in seen and "started=" in seen
+    assert not (tmp_path / "run" / "status" / "work.running").exists()
+    assert (tmp_path / "run" / "status" / "work.exit").read_text() == "0\n"
+
+
+def test_exit_0_without_the_artifact_is_a_failure(tmp_path):
+    script = _step_script(tmp_path, 'step "$RUN" work never-written.txt true')
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 1 and "was not written" in result.stderr
+    assert (tmp_path / "run" / "status" / "work.exit").read_text() == "1\n"
+
+
+def test_sigterm_records_the_step_as_failed(tmp_path):
+    script = _step_script(tmp_path, 'step "$RUN" work out.txt sleep 60')
+    process = subprocess.Popen(["bash", str(script)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = tmp_path / "run" / "status" / "work.running"
+    deadline = time.time() + 20
+    while not running.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert running.exists()
+    os.killpg(process.pid, signal.SIGTERM)  # what SLURM does at the time limit
+    assert process.wait(timeout=20) == 143
+    assert (tmp_path / "run" / "status" / "work.exit").read_text() == "143\n"
+    assert not running.exists()

@@ -1,0 +1,185 @@
+"""A sweep file into runs: names, per-run output folders, stage 2 on its own stage 1, overrides, errors,
+and the run folders `plan` writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from experiments_helpers import EXPERIMENTS, write_sweep
+
+from mof_llava.experiments.expand import expand, modify, select
+from mof_llava.experiments.plan import plan_sweep
+from mof_llava.experiments.spec import SweepError, load_sweep, parse_assignment, parse_seeds
+from mof_llava.training.config import load_run_config
+
+PAPER = EXPERIMENTS / "sweeps" / "paper.yaml"
+ALPHAS = [0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0]
+
+
+@pytest.fixture(scope="module")
+def paper_runs():
+    return {run.name: run for run in expand(load_sweep(PAPER))}
+
+
+def test_the_paper_sweep_has_every_run_of_the_paper(paper_runs):
+    expected = {f"{arm}_seed-42" for arm in ("llava-1.5-7b", "i-mof-7b", "llava-1.5-13b", "i-mof-13b")}
+    expected |= {f"a-mof-7b_alpha-{a:g}_seed-42" for a in ALPHAS}
+    assert set(paper_runs) == expected
+    alphas = sorted(r.stage1.model.mixer.alpha for r in paper_runs.values() if r.stage1.model.mixer.mode == "additive")
+    assert alphas == [float(a) for a in ALPHAS]
+    for run in paper_runs.values():
+        assert run.evaluation.names == ["mmvp", "pope", "mmbench", "gqa"]
+        assert run.stage1.train.seed == run.stage2.train.seed == 42 == run.record.seed
+
+
+def test_every_run_has_its_own_folders_and_stage2_loads_its_own_stage1(paper_runs):
+    outputs = []
+    for run in paper_runs.values():
+        root = run.layout.root
+        assert root.name == run.name
+        assert run.stage1.train.output_dir == str(root / "stage1")
+        assert run.stage2.train.output_dir == str(root / "stage2")
+        assert run.stage2.model.adapters_from == str(root / "stage1" / "adapters")
+        assert run.stage1.model.mixer == run.stage2.model.mixer and run.stage1.model.towers == run.stage2.model.towers
+        outputs += [run.stage1.train.output_dir, run.stage2.train.output_dir]
+    assert len(set(outputs)) == len(outputs) == 2 * len(paper_runs)
+
+
+def test_arms_keep_the_recipe_of_their_configs(paper_runs):
+    imof = paper_runs["i-mof-13b_seed-42"]
+    assert imof.stage2.model.llm == "lmsys/vicuna-13b-v1.5" and imof.stage2.model.mixer.mode == "interleave"
+    assert (imof.stage1.train.global_batch_size, imof.stage1.train.learning_rate) == (256, 1e-3)
+    assert (imof.stage2.train.global_batch_size, imof.stage2.train.learning_rate) == (128, 2e-5)
+    amof = paper_runs["a-mof-7b_alpha-0.75_seed-42"]
+    assert [t.name for t in amof.stage1.model.towers] == ["clip", "dinov2"]
+    assert amof.record.group == "a-mof-7b_alpha-0.75" and amof.record.point == {"model.mixer.alpha": 0.75}
+
+
+def test_seeds_from_the_command_line_multiply_runs_and_share_groups():
+    spec = modify(load_sweep(PAPER), seeds=parse_seeds("1,2,3"))
+    runs = [r for r in expand(spec) if r.record.group == "i-mof-7b"]
+    assert [r.name for r in runs] == ["i-mof-7b_seed-1", "i-mof-7b_seed-2", "i-mof-7b_seed-3"]
+    assert [(r.stage1.train.seed, r.stage2.train.seed) for r in runs] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_grid_and_set_from_the_command_line():
+    spec = modify(
+        load_sweep(PAPER),
+        grid=[parse_assignment("train.learning_rate=[1.0e-5, 2.0e-5]", "--grid")],
+        settings=[parse_assignment("stage1.train.per_device_batch_size=8", "--set")],
+    )
+    runs = select(expand(spec), ["llava-1.5-7b*"])
+    assert [r.name for r in runs] == ["llava-1.5-7b_learning_rate-1e-05_seed-42", "llava-1.5-7b_learning_rate-2e-05_seed-42"]
+    for run, lr in zip(runs, (1e-5, 2e-5)):
+        assert run.stage1.train.learning_rate == run.stage2.train.learning_rate == lr
+        # a stage1. prefix reaches stage 1 only
+        assert (run.stage1.train.per_device_batch_size, run.stage2.train.per_device_batch_size) == (8, 16)
+
+
+def test_a_grid_over_towers_names_its_values(tmp_path):
+    spec = load_sweep(EXPERIMENTS / "sweeps" / "dinov2_normalization.yaml")
+    runs = {r.name: r for r in expand(spec)}
+    assert set(runs) == {"i-mof-7b_towers-shared_seed-42", "i-mof-7b_towers-own_seed-42"}
+    for label in ("shared", "own"):
+        run = runs[f"i-mof-7b_towers-{label}_seed-42"]
+        assert [t.normalization for t in run.stage2.model.towers] == ["shared", label]
+        assert run.stage1.model.towers == run.stage2.model.towers
+
+
+def _sweep(tmp_path: Path, **changes) -> Path:
+    content = {
+        "name": "tiny",
+        "output_root": str(tmp_path / "runs"),
+        "arms": {
+            "a-mof": {
+                "stage1": str(EXPERIMENTS / "amof_7b" / "stage1.yaml"),
+                "stage2": str(EXPERIMENTS / "amof_7b" / "stage2.yaml"),
+                "grid": {"model.mixer.alpha": [0, 1]},
+            }
+        },
+    }
+    content.update(changes)
+    return write_sweep(tmp_path / "sweep.yaml", content)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"evalution": {}}, "unknown keys \\['evalution'\\]"),
+        ({"arms": {"x": {"stage1": "a.yaml"}}}, "`stage2` must name a run config file"),
+        ({"set": {"optimizer.lr": 1}}, "'optimizer.lr' is not a run-config key"),
+        ({"grid": {"model.towers": [[{"name": "clip"}]]}}, "is not a scalar; name each value"),
+        ({"grid": {"model.mixer.alpha": [0.5, 0.5]}}, "repeated values"),
+        ({"seeds": [1, 1]}, "repeated seeds"),
+        ({"launch": {"launcher": "mpirun"}}, "launcher 'mpirun' is not one of"),
+        ({"evaluation": {"benchmarks": {"mmvp-vlm": {"data": "x"}}}}, "unknown benchmark"),
+        ({"name": "has space"}, "cannot name a run folder"),
+    ],
+)
+def test_bad_sweep_files_say_what_is_wrong(tmp_path, changes, message):
+    path = _sweep(tmp_path, **changes)
+    with pytest.raises(SweepError, match=message) as info:
+        expand(load_sweep(path))
+    assert str(path) in str(info.value)
+
+
+def test_stages_that_would_not_fit_are_refused(tmp_path):
+    spec = load_sweep(_sweep(tmp_path, set={"stage2.model.mixer.alpha": 0.3}))
+    with pytest.raises(SweepError, match="model.mixer differs between stage 1 and stage 2"):
+        expand(spec)
+    spec = load_sweep(_sweep(tmp_path, set={"train.learning_rate": "fast"}))
+    with pytest.raises(SweepError, match="run a-mof_alpha-0, stage 1: .*train.learning_rate"):
+        expand(spec)
+
+
+def test_global_batch_must_divide_over_the_launch(tmp_path):
+    spec = load_sweep(_sweep(tmp_path, launch={"nodes": 2, "gpus_per_node": 8}))
+    with pytest.raises(SweepError, match="per_device_batch_size=32 x 16 device"):
+        plan_sweep(spec)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_plan_writes_run_folders_that_read_back(tmp_path):
+    plan = plan_sweep(load_sweep(_sweep(tmp_path, seeds=[3])))
+    for run, alpha in zip(plan.runs, (0.0, 1.0)):
+        folder = tmp_path / "runs" / f"a-mof_alpha-{alpha:g}_seed-3"
+        assert run.layout.root == folder
+        stage1, stage2 = load_run_config(folder / "stage1.yaml"), load_run_config(folder / "stage2.yaml")
+        assert stage1.to_dict() == run.stage1.to_dict() and stage2.to_dict() == run.stage2.to_dict()
+        assert stage2.model.adapters_from == str(folder / "stage1" / "adapters")
+        assert (stage1.model.mixer.alpha, stage1.train.seed, stage1.name) == (alpha, 3, f"{folder.name}-stage1")
+        record = json.loads((folder / "experiment.json").read_text())
+        assert record["group"] == f"a-mof_alpha-{alpha:g}" and record["seed"] == 3
+        assert [s["name"] for s in record["steps"]] == ["stage1", "stage2"]
+    summary = json.loads((tmp_path / "runs" / "plan.json").read_text())
+    assert summary["runs"] == [r.name for r in plan.runs] and summary["launcher"] == "deepspeed"
+
+
+def test_a_started_run_keeps_its_config_unless_forced(tmp_path):
+    path = _sweep(tmp_path)
+    plan_sweep(load_sweep(path))
+    plan_sweep(load_sweep(path))  # unchanged: fine
+    folder = tmp_path / "runs" / "a-mof_alpha-0"
+    (folder / "stage1").mkdir()  # the run has started
+    changed = modify(load_sweep(path), settings=[("train.learning_rate", 5e-4)])
+    with pytest.raises(SweepError, match="run a-mof_alpha-0 has started.*train.learning_rate"):
+        plan_sweep(changed)
+    assert load_run_config(folder / "stage1.yaml").train.learning_rate == 1e-3
+    plan_sweep(changed, force=True)
+    assert load_run_config(folder / "stage1.yaml").train.learning_rate == 5e-4
+
+
+def test_the_resolved_config_says_where_it_came_from(tmp_path):
+    plan_sweep(load_sweep(_sweep(tmp_path)))
+    text = (tmp_path / "runs" / "a-mof_alpha-1" / "stage2.yaml").read_text()
+    assert text.startswith("# a-mof_alpha-1, stage 2: resolved from ")
+    assert yaml.safe_load(text)["model"]["mixer"]["alpha"] == 1.0
+
+
+def test_select_refuses_patterns_matching_nothing(paper_runs):
+    with pytest.raises(SweepError, match="no run matches"):
+        select(list(paper_runs.values()), ["z-mof*"])
+    assert len(select(list(paper_runs.values()), ["a-mof-7b_alpha-0.*"])) == 5
