@@ -38,23 +38,39 @@ def add_parser(subparsers) -> None:
         action.add_argument("--nodes", type=int, help="nodes per training job")
         action.add_argument("--gpus-per-node", type=int, help="GPUs (processes) per node")
         action.add_argument(
-            "--grid", action="append", default=[], metavar="KEY=[V1,V2]",
+            "--grid",
+            action="append",
+            default=[],
+            metavar="KEY=[V1,V2]",
             help="sweep a config key over values for every arm (YAML list), e.g. model.mixer.alpha=[0,0.5,1]",
         )
         action.add_argument(
-            "--set", action="append", default=[], metavar="KEY=VALUE",
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
             help="set a config key in every run (prefix stage1. or stage2. for one stage), e.g. train.per_device_batch_size=8",
         )
-        action.add_argument("--seeds", help="train every run once per seed, e.g. 1,2,3 (replaces the file's seeds)")
         action.add_argument(
-            "--only", action="append", metavar="GLOB",
+            "--seeds", help="train every run once per seed, e.g. 1,2,3 (replaces the file's seeds)"
+        )
+        action.add_argument(
+            "--only",
+            action="append",
+            metavar="GLOB",
             help="only these runs in the launch script (shell pattern on run or group name, repeatable)",
         )
-        action.add_argument("--output-root", type=Path, help="folder of the run folders (default: the file's output_root)")
-        action.add_argument("--force", action="store_true", help="rewrite the configs of runs that have started")
+        action.add_argument(
+            "--output-root", type=Path, help="folder of the run folders (default: the file's output_root)"
+        )
+        action.add_argument(
+            "--force", action="store_true", help="rewrite the configs of runs that have started"
+        )
     launch.add_argument("--dry-run", action="store_true", help="plan and print the command, start nothing")
     launch.add_argument(
-        "--skip-data-check", action="store_true", help="launch although data files named by the runs are missing"
+        "--skip-data-check",
+        action="store_true",
+        help="launch although data files named by the runs are missing",
     )
     plan.set_defaults(func=_cmd_plan)
     launch.set_defaults(func=_cmd_launch)
@@ -153,18 +169,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
             raise SystemExit(f"mof-llava sweep: {err}") from None
     try:
         runs = sweep_status(target)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # no folder; an experiment.json of another version
         raise SystemExit(f"mof-llava sweep: {err}") from None
     if args.json:
-        print(json.dumps(
-            [
-                {"run": r.name, "group": r.record.group, "folder": str(r.folder), "state": r.state,
-                 "steps": [{"step": s.step, "state": s.state, "detail": s.detail, "log": str(s.log) if s.log else None}
-                           for s in r.steps]}
-                for r in runs
-            ],
-            indent=1,
-        ))
+        print(
+            json.dumps(
+                [
+                    {
+                        "run": r.name,
+                        "group": r.record.group,
+                        "folder": str(r.folder),
+                        "state": r.state,
+                        "steps": [
+                            {
+                                "step": s.step,
+                                "state": s.state,
+                                "detail": s.detail,
+                                "log": str(s.log) if s.log else None,
+                            }
+                            for s in r.steps
+                        ],
+                    }
+                    for r in runs
+                ],
+                indent=1,
+            )
+        )
     else:
         print(format_status(runs))
     return 0

@@ -21,22 +21,33 @@ def add_parser(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("results", nargs="+", type=Path, help="folders with metrics.json files, or metrics files")
-    parser.add_argument("--out", type=Path, help="output folder (default: RESULTS/tables, for the first RESULTS folder)")
     parser.add_argument(
-        "--reported", type=Path,
+        "results", nargs="+", type=Path, help="folders with metrics.json files, or metrics files"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: RESULTS/tables, for the first RESULTS folder)"
+    )
+    parser.add_argument(
+        "--reported",
+        type=Path,
         help="numbers published by others, shown in their own columns (e.g. configs/experiments/reported.yaml)",
     )
     parser.add_argument(
-        "--patterns", type=Path, help="MMVP question -> pattern map (CSV Index,Pattern or JSON) for the per-pattern table and radar charts"
+        "--patterns",
+        type=Path,
+        help="MMVP question -> pattern map (CSV Index,Pattern or JSON) for the per-pattern table and radar charts",
     )
     parser.add_argument(
-        "--proxy", default="mmbench",
+        "--proxy",
+        default="mmbench",
         help="instruction-following proxy plotted against alpha: BENCH or BENCH:KEY (default: %(default)s; 'none' for none)",
     )
-    parser.add_argument("--decimals", type=int, default=1, help="decimals in Markdown and LaTeX (default: %(default)s)")
     parser.add_argument(
-        "--allow-mixed", action="store_true",
+        "--decimals", type=int, default=1, help="decimals in Markdown and LaTeX (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
         help="put scores made with different question files, prompts or graders in one column anyway",
     )
     parser.set_defaults(func=run)
@@ -62,5 +73,8 @@ def run(args: argparse.Namespace) -> int:
     except (ResultsError, ReportedError, ValueError) as err:
         raise SystemExit(f"mof-llava tables: {err}") from None
     print(report.text)
-    print(f"written to {report.out_dir}: " + ", ".join(p.name for p in report.files + report.figures), file=sys.stderr)
+    print(
+        f"written to {report.out_dir}: " + ", ".join(p.name for p in report.files + report.figures),
+        file=sys.stderr,
+    )
     return 0

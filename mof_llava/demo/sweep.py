@@ -72,5 +72,7 @@ def run_rehearsal(out_dir: str | Path, settings: DemoSettings | None = None) -> 
                 raise RuntimeError(f"mof-llava {' '.join(argv)} exited with {code}")
         write_run_record(folder, variant.variant, settings, benchmarks)
     tables_dir = demo.out_dir / "tables"
-    report = write_report([demo.out_dir], tables_dir, patterns=demo.data_dir / "mmvp_patterns.csv", proxy="mmbench")
+    report = write_report(
+        [demo.out_dir], tables_dir, patterns=demo.data_dir / "mmvp_patterns.csv", proxy="mmbench"
+    )
     return Rehearsal(demo, tables_dir, report)

@@ -14,12 +14,15 @@ import itertools
 from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .layout import RunLayout, RunRecord, Step, repo_root
 from .spec import ArmSpec, EvaluationSpec, GridAxis, SweepError, SweepSpec, grid_axis
+
+if TYPE_CHECKING:
+    from ..training.config import RunConfig
 
 TRAIN_SEED = "train.seed"
 
@@ -28,8 +31,8 @@ TRAIN_SEED = "train.seed"
 class PlannedRun:
     record: RunRecord
     layout: RunLayout
-    stage1: Any  # RunConfig
-    stage2: Any  # RunConfig
+    stage1: RunConfig
+    stage2: RunConfig
     evaluation: EvaluationSpec
 
     @property
@@ -68,7 +71,9 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
     names = [run.name for run in runs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise SweepError(f"{spec.source}: several runs are named {repeated}; give the arms or grid values distinct labels")
+        raise SweepError(
+            f"{spec.source}: several runs are named {repeated}; give the arms or grid values distinct labels"
+        )
     return runs
 
 
@@ -85,7 +90,9 @@ def select(runs: list[PlannedRun], patterns: list[str] | None) -> list[PlannedRu
 def _expand_arm(spec: SweepSpec, arm: ArmSpec) -> list[PlannedRun]:
     axes = {a.key: a for a in spec.grid} | {a.key: a for a in arm.grid}
     if TRAIN_SEED in axes:
-        raise SweepError(f"{spec.source}: sweep seeds with `seeds: [...]` (or --seeds), not a grid over {TRAIN_SEED}")
+        raise SweepError(
+            f"{spec.source}: sweep seeds with `seeds: [...]` (or --seeds), not a grid over {TRAIN_SEED}"
+        )
     seeds = arm.seeds if arm.seeds is not None else spec.seeds
     evaluation = arm.evaluation if arm.evaluation is not None else spec.evaluation
     runs = []
@@ -181,7 +188,9 @@ def check_batches(runs: list[PlannedRun], world_size: int) -> None:
     for run in runs:
         for stage, config in ((1, run.stage1), (2, run.stage2)):
             try:
-                gradient_accumulation_steps(config.train.global_batch_size, config.train.per_device_batch_size, world_size)
+                gradient_accumulation_steps(
+                    config.train.global_batch_size, config.train.per_device_batch_size, world_size
+                )
             except ConfigError as err:
                 raise SweepError(f"run {run.name}, stage {stage}: {err}") from None
 
@@ -201,7 +210,10 @@ def missing_inputs(runs: list[PlannedRun]) -> list[str]:
     missing: dict[str, str] = {}
     for run in runs:
         for config in (run.stage1, run.stage2):
-            for role, path in (("data.data_path", config.data.data_path), ("data.image_folder", config.data.image_folder)):
+            for role, path in (
+                ("data.data_path", config.data.data_path),
+                ("data.image_folder", config.data.image_folder),
+            ):
                 if path and not (root / path).exists():  # an absolute path stays itself
                     missing.setdefault(str(path), role)
         for bench in run.evaluation.benchmarks:

@@ -58,7 +58,9 @@ def alpha_figure(groups: Sequence[Group], path: Path, proxy: Measure | None) -> 
     for ax, measure in zip(axes[0], measures):
         for arm in dict.fromkeys(g.arm or "A-MoF" for g in additive):
             points = sorted(
-                (g.alpha, s) for g in additive if (g.arm or "A-MoF") == arm and (s := measure.stat(g)) is not None
+                (g.alpha, s)
+                for g in additive
+                if (g.arm or "A-MoF") == arm and (s := measure.stat(g)) is not None
             )
             if points:
                 ax.errorbar(
@@ -128,14 +130,24 @@ def pattern_stats(groups: Sequence[Group], patterns: Mapping[int, str]) -> dict[
     return stats
 
 
-def radar_figures(groups: Sequence[Group], stats: Mapping[str, Mapping[str, Stat]], out_dir: Path) -> list[Path]:
+def radar_figures(
+    groups: Sequence[Group], stats: Mapping[str, Mapping[str, Stat]], out_dir: Path
+) -> list[Path]:
     """One radar chart for the baseline / I-MoF rows and one for the A-MoF rows (means over seeds)."""
     from ..benchmarks.plots import radar_chart
 
     written = []
     for name, title_text, chosen in (
-        ("mmvp_patterns_radar.png", "MMVP pair accuracy per pattern", [g for g in groups if g.mixer_mode != "additive"]),
-        ("mmvp_patterns_radar_amof.png", "MMVP per pattern, A-MoF by alpha", [g for g in groups if g.mixer_mode == "additive"]),
+        (
+            "mmvp_patterns_radar.png",
+            "MMVP pair accuracy per pattern",
+            [g for g in groups if g.mixer_mode != "additive"],
+        ),
+        (
+            "mmvp_patterns_radar_amof.png",
+            "MMVP per pattern, A-MoF by alpha",
+            [g for g in groups if g.mixer_mode == "additive"],
+        ),
     ):
         series = {g.name: {p: s.mean for p, s in stats[g.name].items()} for g in chosen if g.name in stats}
         if series:

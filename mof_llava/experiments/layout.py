@@ -71,7 +71,10 @@ class RunLayout:
         # adapters_config.json is written after the weights, processor_config.json after the model.
         steps = [Step("stage1", "stage1/adapters/adapters_config.json")]
         if lora:
-            steps += [Step("stage2", "stage2/lora/adapter_config.json"), Step("merge-lora", "stage2/model/processor_config.json")]
+            steps += [
+                Step("stage2", "stage2/lora/adapter_config.json"),
+                Step("merge-lora", "stage2/model/processor_config.json"),
+            ]
         else:
             steps.append(Step("stage2", "stage2/model/processor_config.json"))
         steps += [Step(f"eval-{b}", f"eval/{b}/metrics.json") for b in benchmarks]

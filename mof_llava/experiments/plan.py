@@ -51,13 +51,14 @@ def write_run(spec: SweepSpec, run: PlannedRun, force: bool = False) -> None:
     from ..training.config import load_run_config
 
     layout = run.layout
-    texts = {stage: config_text(config, run, stage, source) for stage, config, source in (
-        (1, run.stage1, _arm_source(spec, run, 1)), (2, run.stage2, _arm_source(spec, run, 2)))}
+    arm = next(a for a in spec.arms if a.name == run.record.arm)
+    texts = {1: config_text(run.stage1, run, 1, arm.stage1), 2: config_text(run.stage2, run, 2, arm.stage2)}
     if not force and started(run):
         for stage, text in texts.items():
             path = layout.config(stage)
-            if path.is_file() and yaml.safe_load(path.read_text()) != yaml.safe_load(text):
-                changed = _changed_keys(yaml.safe_load(path.read_text()), yaml.safe_load(text))
+            old, new = (yaml.safe_load(path.read_text()) if path.is_file() else None), yaml.safe_load(text)
+            if old is not None and old != new:
+                changed = _changed_keys(old, new)
                 raise SweepError(
                     f"run {run.name} has started, and its stage-{stage} config would change ({', '.join(changed)}); "
                     f"give the change its own run (another arm, grid value or output_root), delete {layout.root} "
@@ -73,12 +74,9 @@ def write_run(spec: SweepSpec, run: PlannedRun, force: bool = False) -> None:
 
 def started(run: PlannedRun) -> bool:
     layout = run.layout
-    return any(p.exists() for p in (layout.status, layout.output_dir(1), layout.output_dir(2), layout.root / "eval"))
-
-
-def _arm_source(spec: SweepSpec, run: PlannedRun, stage: int) -> Path:
-    arm = next(a for a in spec.arms if a.name == run.record.arm)
-    return arm.stage1 if stage == 1 else arm.stage2
+    return any(
+        p.exists() for p in (layout.status, layout.output_dir(1), layout.output_dir(2), layout.root / "eval")
+    )
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[str]:

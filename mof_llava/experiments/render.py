@@ -38,7 +38,9 @@ def latex(table: Table, decimals: int = 1) -> str:
         "\\midrule",
     ]
     for row in table.rows:
-        lines.append(" & ".join(_text(c.kind, v, decimals, refs, "tex") for c, v in zip(table.columns, row)) + " \\\\")
+        lines.append(
+            " & ".join(_text(c.kind, v, decimals, refs, "tex") for c, v in zip(table.columns, row)) + " \\\\"
+        )
     lines += ["\\bottomrule", "\\end{tabular}"]
     lines += [f"% {note}" for note in table.notes]
     lines += [f"% ({n}) reported: {_source(*key)}" for key, n in refs.items()]
@@ -61,7 +63,11 @@ def csv_text(table: Table) -> str:
         values = []
         for column, cell in zip(table.columns, row):
             if column.kind == "stat":
-                values += ["", "", 0] if cell is None else [repr(cell.mean), "" if cell.std is None else repr(cell.std), cell.n]
+                values += (
+                    ["", "", 0]
+                    if cell is None
+                    else [repr(cell.mean), "" if cell.std is None else repr(cell.std), cell.n]
+                )
             elif column.kind == "reported":
                 values += ["", ""] if cell is None else [repr(cell.value), _source(cell.source, cell.note)]
             else:

@@ -1,13 +1,13 @@
 """`mof-llava tables`: metrics files in, the paper's tables and figures out.
 
-    OUT/
-      tables.md                 every table, its notes, the figures' names (what the command prints)
-      main.{md,tex,csv}         baseline vs I-MoF (every run group whose mixer is not additive)
-      amof_ratio.{md,tex,csv}   A-MoF by DINOv2 ratio alpha
-      mmvp_patterns.{md,tex,csv}  MMVP per visual pattern (with --patterns)
-      results.csv               one line per metrics file: run, group, seed, benchmark, score, file
-      mmvp_vs_alpha.png         MMVP and the instruction-following proxy against alpha
-      mmvp_patterns_radar*.png  per-pattern radar charts (with --patterns)
+OUT/
+  tables.md                 every table, its notes, the figures' names (what the command prints)
+  main.{md,tex,csv}         baseline vs I-MoF (every run group whose mixer is not additive)
+  amof_ratio.{md,tex,csv}   A-MoF by DINOv2 ratio alpha
+  mmvp_patterns.{md,tex,csv}  MMVP per visual pattern (with --patterns)
+  results.csv               one line per metrics file: run, group, seed, benchmark, score, file
+  mmvp_vs_alpha.png         MMVP and the instruction-following proxy against alpha
+  mmvp_patterns_radar*.png  per-pattern radar charts (with --patterns)
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def write_report(
     results: list[Result] = []
     for result in collection.results:
         if result.benchmark == "mmvp-vlm":
-            notes.append(f"{result.path}: MMVP-VLM scores a CLIP model, not a trained run; see `mof-llava eval analyze`")
+            notes.append(
+                f"{result.path}: MMVP-VLM scores a CLIP model, not a trained run; see `mof-llava eval analyze`"
+            )
         elif result.score is None:
             notes.append(f"{result.path}: no score ({result.metrics.get('note', 'not scored')})")
         else:
@@ -75,11 +77,21 @@ def write_report(
             tables.append(table)
     report = Report(out_dir, tables, notes=notes)
     for table in tables:
-        for suffix, text in (("md", markdown(table, decimals)), ("tex", latex(table, decimals)), ("csv", csv_text(table))):
+        for suffix, text in (
+            ("md", markdown(table, decimals)),
+            ("tex", latex(table, decimals)),
+            ("csv", csv_text(table)),
+        ):
             report.files.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", text))
     report.files.append(write_text_atomic(out_dir / "results.csv", results_csv(results)))
 
-    figure = alpha_figure(groups, out_dir / "mmvp_vs_alpha.png", Measure.parse(proxy) if proxy else None)
+    measure = Measure.parse(proxy) if proxy else None
+    amof = [g for g in groups if g.mixer_mode == "additive"]
+    if measure is not None and amof and not any(measure.stat(g) for g in amof):
+        report.notes.append(
+            f"instruction-following proxy {proxy}: no such scores for the A-MoF runs; the figure shows MMVP only"
+        )
+    figure = alpha_figure(groups, out_dir / "mmvp_vs_alpha.png", measure)
     report.figures += [figure] if figure else []
     if stats:
         report.figures += radar_figures(groups, stats, out_dir)
@@ -91,11 +103,23 @@ def write_report(
 def results_csv(results: list[Result]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["run", "group", "arm", "seed", "mixer", "alpha", "towers", "benchmark", "score", "metrics_file"])
+    writer.writerow(
+        ["run", "group", "arm", "seed", "mixer", "alpha", "towers", "benchmark", "score", "metrics_file"]
+    )
     for r in sorted(results, key=lambda r: (r.group, r.run, r.benchmark)):
         writer.writerow(
-            [r.run, r.group, r.arm or "", "" if r.seed is None else r.seed, r.mixer_mode or "",
-             "" if r.alpha is None else r.alpha, "+".join(r.towers), r.benchmark, repr(r.score), r.path]
+            [
+                r.run,
+                r.group,
+                r.arm or "",
+                "" if r.seed is None else r.seed,
+                r.mixer_mode or "",
+                "" if r.alpha is None else r.alpha,
+                "+".join(r.towers),
+                r.benchmark,
+                repr(r.score),
+                r.path,
+            ]
         )
     return out.getvalue()
 

@@ -53,7 +53,9 @@ def load_reported(path: str | Path) -> Reported:
             if bench == "source":
                 continue
             if bench not in SWEEP_BENCHMARKS:
-                raise ReportedError(f"{where}.{bench}: unknown benchmark; choose from {list(SWEEP_BENCHMARKS)}")
+                raise ReportedError(
+                    f"{where}.{bench}: unknown benchmark; choose from {list(SWEEP_BENCHMARKS)}"
+                )
             values[bench] = _value(entry, source, f"{where}.{bench}")
         reported[str(model)] = values
     return reported

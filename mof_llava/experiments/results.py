@@ -25,7 +25,13 @@ from .layout import find_record
 METRICS_FILE = "metrics.json"
 # The paper's column order; other benchmarks follow by name.
 BENCHMARK_ORDER = ("mmvp", "pope", "mmbench", "gqa")
-BENCHMARK_TITLES = {"mmvp": "MMVP", "pope": "POPE", "mmbench": "MMBench", "gqa": "GQA", "mmvp-vlm": "MMVP-VLM"}
+BENCHMARK_TITLES = {
+    "mmvp": "MMVP",
+    "pope": "POPE",
+    "mmbench": "MMBench",
+    "gqa": "GQA",
+    "mmvp-vlm": "MMVP-VLM",
+}
 
 
 class ResultsError(ValueError):
@@ -142,7 +148,10 @@ def check_comparable(results: list[Result]) -> None:
         if len(variants) > 1:
             first, *others = list(variants.values())
             differing = sorted(
-                k for other in others for k in first[0].signature if first[0].signature[k] != other[0].signature.get(k)
+                k
+                for other in others
+                for k in first[0].signature
+                if first[0].signature[k] != other[0].signature.get(k)
             )
             listing = "; ".join(f"{[r.run for r in members]}" for members in variants.values())
             raise ResultsError(

@@ -58,7 +58,9 @@ def fill(template: str, **values: str) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def write_scripts(spec: SweepSpec, runs: list[PlannedRun], selected: list[PlannedRun], root: Path) -> SweepScripts:
+def write_scripts(
+    spec: SweepSpec, runs: list[PlannedRun], selected: list[PlannedRun], root: Path
+) -> SweepScripts:
     """Write the job scripts of every run, and the sweep's entry script for the `selected` runs."""
     launch = spec.launch
     per_run = {run.name: _write_run_scripts(spec, run) for run in runs}
@@ -128,7 +130,9 @@ def _write_run_scripts(spec: SweepSpec, run: PlannedRun) -> list[Path]:
             sbatch_options="\n".join(options),
             title=f"Run {run.name} of sweep {spec.name}: {job} ({nodes} node(s) x {launch.gpus_per_node} GPUs).",
             submit_script=str(spec.output_root / "submit.sh"),
-            steps=_slurm_launch_vars(launch, job) + "\n" + "\n".join(_step_line(s, run, launch, job) for s in steps),
+            steps=_slurm_launch_vars(launch, job)
+            + "\n"
+            + "\n".join(_step_line(s, run, launch) for s in steps),
         )
         _write_executable(path, text)
         paths.append(path)
@@ -161,7 +165,9 @@ def _submissions(run: PlannedRun, launch: LaunchSpec) -> str:
 
 def _launch_vars(launch: LaunchSpec, run: PlannedRun) -> str:
     gpus, port = launch.gpus_per_node, launch.master_port
-    eval_launcher = "(python)" if launch.launcher == "python" else f"(torchrun --standalone --nproc_per_node {gpus})"
+    eval_launcher = (
+        "(python)" if launch.launcher == "python" else f"(torchrun --standalone --nproc_per_node {gpus})"
+    )
     lines = []
     if launch.launcher == "deepspeed":
         train = f"(deepspeed --num_gpus {gpus} --master_port {port})"
@@ -170,17 +176,21 @@ def _launch_vars(launch: LaunchSpec, run: PlannedRun) -> str:
     elif launch.launcher == "python":
         train = "(python)"
     elif launch.launcher == "deepspeed-hostfile":
-        lines.append(f"# {launch.hostfile}: one line per node, `<host> slots={gpus}`; passwordless ssh from this node to the others")
+        lines.append(
+            f"# {launch.hostfile}: one line per node, `<host> slots={gpus}`; passwordless ssh from this node to the others"
+        )
         train = f"(deepspeed --hostfile {_q(launch.hostfile)} --master_port {port})"
     elif launch.launcher == "torchrun-multinode":
         lines += [
             ': "${MASTER_ADDR:?set MASTER_ADDR to the address of the first node, on every node}"',
-            ': "${NODE_RANK:?set NODE_RANK: 0 on the first node, 1 .. ' + str(launch.nodes - 1) + ' on the others}"',
+            ': "${NODE_RANK:?set NODE_RANK: 0 on the first node, 1 .. '
+            + str(launch.nodes - 1)
+            + ' on the others}"',
             '[[ "$NODE_RANK" == 0 ]] || export RECORD_STATUS=0  # the first node records the status',
         ]
         # every node runs every step (the evaluation too, sharded over all GPUs), so the nodes stay in step
         train = eval_launcher = (
-            f'(torchrun --nnodes {launch.nodes} --nproc_per_node {gpus} --rdzv_backend c10d '
+            f"(torchrun --nnodes {launch.nodes} --nproc_per_node {gpus} --rdzv_backend c10d "
             f'--rdzv_endpoint "$MASTER_ADDR:{port}")'
         )
     else:
@@ -192,18 +202,20 @@ def _launch_vars(launch: LaunchSpec, run: PlannedRun) -> str:
 def _slurm_launch_vars(launch: LaunchSpec, job: str) -> str:
     if job == "eval":
         return f"EVAL=(torchrun --standalone --nproc_per_node {launch.gpus_per_node})"
-    return "\n".join([
-        "# one torchrun per node (srun), rendezvous on the first node of the allocation",
-        'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        f'TRAIN=(srun --kill-on-bad-exit=1 torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {launch.gpus_per_node} '
-        f'--rdzv_backend c10d --rdzv_endpoint "$HEAD_NODE:{launch.master_port}" --rdzv_id "$SLURM_JOB_ID")',
-    ])
+    return "\n".join(
+        [
+            "# one torchrun per node (srun), rendezvous on the first node of the allocation",
+            'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            f'TRAIN=(srun --kill-on-bad-exit=1 torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {launch.gpus_per_node} '
+            f'--rdzv_backend c10d --rdzv_endpoint "$HEAD_NODE:{launch.master_port}" --rdzv_id "$SLURM_JOB_ID")',
+        ]
+    )
 
 
 def _local_steps(launch: LaunchSpec, run: PlannedRun) -> str:
     lines = []
     for step in run.steps:
-        line = _step_line(step, run, launch, "local")
+        line = _step_line(step, run, launch)
         if step.name == "merge-lora" and launch.launcher == "torchrun-multinode":
             # one node merges (shared folder); the others wait at the evaluation's rendezvous
             line = 'if [[ "$NODE_RANK" == 0 ]]; then\n  ' + line.replace("\n", "\n  ") + "\nfi"
@@ -211,7 +223,7 @@ def _local_steps(launch: LaunchSpec, run: PlannedRun) -> str:
     return "\n".join(lines)
 
 
-def _step_line(step: Step, run: PlannedRun, launch: LaunchSpec, job: str) -> str:
+def _step_line(step: Step, run: PlannedRun, launch: LaunchSpec) -> str:
     head = f'step "$RUN" {step.name} {step.artifact} \\\n  '
     rdzv = f" --rdzv_id {run.name}-{step.name}" if launch.launcher == "torchrun-multinode" else ""
     if step.name in ("stage1", "stage2"):
@@ -236,7 +248,9 @@ def _where(launch: LaunchSpec) -> str:
 
 def _how(launch: LaunchSpec, path: Path) -> str:
     if launch.launcher == "torchrun-multinode":
-        return f"Start it on every node: NODE_RANK=<0..{launch.nodes - 1}> MASTER_ADDR=<first node> bash {path}"
+        return (
+            f"Start it on every node: NODE_RANK=<0..{launch.nodes - 1}> MASTER_ADDR=<first node> bash {path}"
+        )
     if launch.launcher == "deepspeed-hostfile":
         return f"Start it on the first node of the hostfile: bash {path}"
     return f"Start it with: bash {path}"

@@ -29,11 +29,12 @@ from typing import Any
 
 import yaml
 
+from ..benchmarks import BENCHMARKS
 from .layout import repo_root
 
 LAUNCHERS = ("deepspeed", "torchrun", "python", "deepspeed-hostfile", "torchrun-multinode", "slurm")
 # Benchmarks a sweep can evaluate (mmvp-vlm scores CLIP models, not trained runs).
-SWEEP_BENCHMARKS = ("mmvp", "pope", "mmbench", "gqa")
+SWEEP_BENCHMARKS = tuple(b for b in BENCHMARKS if b != "mmvp-vlm")
 STAGE_PREFIXES = ("stage1.", "stage2.")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+=-]*$")
 
@@ -177,7 +178,9 @@ def _evaluation(raw: Any, base: Path, where: str) -> EvaluationSpec:
     _check_keys(raw, {"benchmarks"}, where)
     benchmarks = raw.get("benchmarks") or {}
     if not isinstance(benchmarks, dict):
-        raise SweepError(f"{where}: `benchmarks` maps benchmark names ({', '.join(SWEEP_BENCHMARKS)}) to their data")
+        raise SweepError(
+            f"{where}: `benchmarks` maps benchmark names ({', '.join(SWEEP_BENCHMARKS)}) to their data"
+        )
     specs = []
     for name, value in benchmarks.items():
         here = f"{where}: benchmarks.{name}"
@@ -188,7 +191,9 @@ def _evaluation(raw: Any, base: Path, where: str) -> EvaluationSpec:
         _check_keys(value, {"data", "args"}, here)
         args = value.get("args") or []
         if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
-            raise SweepError(f"{here}.args: expected a list of command-line arguments, e.g. [--prompt, llava]")
+            raise SweepError(
+                f"{here}.args: expected a list of command-line arguments, e.g. [--prompt, llava]"
+            )
         specs.append(BenchmarkSpec(name, value["data"], tuple(str(a) for a in args)))
     return EvaluationSpec(tuple(specs))
 
@@ -198,7 +203,9 @@ def _launch(raw: Any, where: str) -> LaunchSpec:
         return LaunchSpec()
     if not isinstance(raw, dict):
         raise SweepError(f"{where}: expected a mapping")
-    _check_keys(raw, {"launcher", "nodes", "gpus_per_node", "hostfile", "master_port", "setup", "slurm"}, where)
+    _check_keys(
+        raw, {"launcher", "nodes", "gpus_per_node", "hostfile", "master_port", "setup", "slurm"}, where
+    )
     values: dict[str, Any] = {}
     for key in ("nodes", "gpus_per_node", "master_port"):
         if key in raw:
@@ -244,7 +251,9 @@ def _settings(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise SweepError(f"{where}: expected a mapping of dotted keys to values, e.g. {{train.learning_rate: 1e-5}}")
+        raise SweepError(
+            f"{where}: expected a mapping of dotted keys to values, e.g. {{train.learning_rate: 1e-5}}"
+        )
     for key in raw:
         check_dotted_key(str(key), where)
     return {str(k): v for k, v in raw.items()}
@@ -304,7 +313,11 @@ def _seeds(raw: Any, where: str) -> tuple[int, ...] | None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw)
+    ):
         raise SweepError(f"{where}: expected a list of integer seeds, got {raw!r}")
     if len(set(raw)) != len(raw):
         raise SweepError(f"{where}: repeated seeds {raw}")

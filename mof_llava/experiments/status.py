@@ -75,7 +75,10 @@ def step_status(run_dir: Path, step: Step) -> StepStatus:
         info = read_markers(running)
         if _gone(info):
             return StepStatus(
-                step.name, "failed", f"process {info['pid']} on {info['host']} ended without recording an exit status", log_path
+                step.name,
+                "failed",
+                f"process {info['pid']} on {info['host']} ended without recording an exit status",
+                log_path,
             )
         where = f"job {info['slurm_job']}" if info.get("slurm_job") else f"pid {info.get('pid', '?')}"
         detail = f"on {info.get('host', '?')} ({where}) since {info.get('started', '?')}"
@@ -91,7 +94,9 @@ def step_status(run_dir: Path, step: Step) -> StepStatus:
         return StepStatus(step.name, "failed", f"exit status 0 but no {step.artifact}", log_path)
     if submitted.is_file():
         info = read_markers(submitted)
-        return StepStatus(step.name, "queued", f"SLURM job {info.get('slurm_job', '?')} since {info.get('submitted', '?')}")
+        return StepStatus(
+            step.name, "queued", f"SLURM job {info.get('slurm_job', '?')} since {info.get('submitted', '?')}"
+        )
     return StepStatus(step.name, "pending", _progress(run_dir, step), log_path)
 
 

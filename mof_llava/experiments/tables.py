@@ -68,7 +68,11 @@ def group_results(results: Sequence[Result]) -> list[Group]:
             group = groups[result.group] = Group(
                 result.group, result.arm, result.mixer_mode, result.alpha, result.towers
             )
-        elif (group.mixer_mode, group.alpha, group.towers) != (result.mixer_mode, result.alpha, result.towers):
+        elif (group.mixer_mode, group.alpha, group.towers) != (
+            result.mixer_mode,
+            result.alpha,
+            result.towers,
+        ):
             raise ResultsError(
                 f"group {result.group} holds different models: {group.mixer_mode}/{group.alpha}/{list(group.towers)} "
                 f"and {result.mixer_mode}/{result.alpha}/{list(result.towers)} ({result.path})"
@@ -128,7 +132,10 @@ def ratio_table(groups: Sequence[Group], reported: Reported | None = None) -> Ta
         lambda g: [g.name, g.alpha],
         reported,
     )
-    table.notes.insert(0, "alpha: share of DINOv2 features, alpha * DINOv2 + (1 - alpha) * CLIP before one adapter; 0 is LLaVA-1.5.")
+    table.notes.insert(
+        0,
+        "alpha: share of DINOv2 features, alpha * DINOv2 + (1 - alpha) * CLIP before one adapter; 0 is LLaVA-1.5.",
+    )
     return table
 
 
@@ -153,9 +160,7 @@ def pattern_table(groups: Sequence[Group], per_pattern: Mapping[str, Mapping[str
 def _score_table(name, title_text, rows: Sequence[Group], lead: list[Column], lead_values, reported) -> Table:
     benchmarks = benchmark_order({b for g in rows for b in g.results if b != "mmvp-vlm"})
     columns = [*lead, Column("runs", "runs", "count")]
-    with_reported = {
-        b for b in benchmarks if reported and any(b in reported.get(g.name, {}) for g in rows)
-    }
+    with_reported = {b for b in benchmarks if reported and any(b in reported.get(g.name, {}) for g in rows)}
     for bench in benchmarks:
         columns.append(Column(bench, title(bench), "stat"))
         if bench in with_reported:
@@ -176,7 +181,11 @@ def _score_table(name, title_text, rows: Sequence[Group], lead: list[Column], le
         if (g.stat(b).n if g.stat(b) else 0) < len(g.runs)
     ]
     if missing:
-        table.notes.append("Not every run has every score (cells are over the runs that have it): " + "; ".join(missing) + ".")
+        table.notes.append(
+            "Not every run has every score (cells are over the runs that have it): "
+            + "; ".join(missing)
+            + "."
+        )
     if with_reported:
         table.notes.append(
             "Columns marked (reported) are numbers published by others, copied from the cited sources; they were "

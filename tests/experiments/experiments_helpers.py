@@ -20,7 +20,9 @@ QUESTIONS_SHA = {
 }
 
 
-def plant_run(root: Path, run: str, group: str, arm: str, seed: int | None = None, benchmarks=("mmvp",)) -> Path:
+def plant_run(
+    root: Path, run: str, group: str, arm: str, seed: int | None = None, benchmarks=("mmvp",)
+) -> Path:
     folder = root / run
     RunRecord(
         sweep="planted",
@@ -48,16 +50,28 @@ def metrics(
         "model": "/somewhere/stage2/model",
         "model_id": "planted",
         "model_config": {
-            "mixer": {"mode": mode, "alpha": alpha, "adapter": "mlp2x_gelu", "grid": None, "additive_projection": False},
+            "mixer": {
+                "mode": mode,
+                "alpha": alpha,
+                "adapter": "mlp2x_gelu",
+                "grid": None,
+                "additive_projection": False,
+            },
             "vision_towers": [{"name": t} for t in towers],
         },
         "template": "vicuna_v1",
         "max_new_tokens": 128,
         "image_aspect_ratio": "pad",
         "decoding": "greedy",
-        "settings": {"prompt": "llava", "labels": "original", "grader": "ours"} if benchmark == "mmvp" else {},
+        "settings": {"prompt": "llava", "labels": "original", "grader": "ours"}
+        if benchmark == "mmvp"
+        else {},
         "data_files": {
-            "questions": {"path": f"/data/{benchmark}/questions", "bytes": 10, "sha256": QUESTIONS_SHA[benchmark]},
+            "questions": {
+                "path": f"/data/{benchmark}/questions",
+                "bytes": 10,
+                "sha256": QUESTIONS_SHA[benchmark],
+            },
             "images": {"path": f"/data/{benchmark}/images", "kind": "folder"},
         },
         "questions": 300,

@@ -61,7 +61,12 @@ def _plan(tmp_path: Path, launcher: str, nodes: int = 1, **launch):
     content = {
         "name": "tiny",
         "output_root": str(tmp_path / "runs"),
-        "evaluation": {"benchmarks": {"mmvp": {"data": "data/eval/MMVP"}, "pope": {"data": "data/eval/pope", "args": ["--batch-size", 4]}}},
+        "evaluation": {
+            "benchmarks": {
+                "mmvp": {"data": "data/eval/MMVP"},
+                "pope": {"data": "data/eval/pope", "args": ["--batch-size", 4]},
+            }
+        },
         "seeds": [7],
         "launch": {"launcher": launcher, "nodes": nodes, "gpus_per_node": 8, **launch},
         "set": {"train.per_device_batch_size": 8},
@@ -126,7 +131,8 @@ def test_local_scripts_chain_the_steps_and_record_them(tmp_path):
             f"--output-dir {root}/eval/pope --model-id {run.name} --batch-size 4",
         ]
         assert {s.step: s.state for s in run_status(root).steps} == dict.fromkeys(
-            ["stage1", "stage2", "eval-mmvp", "eval-pope"], "done")
+            ["stage1", "stage2", "eval-mmvp", "eval-pope"], "done"
+        )
         assert (root / "status" / "stage2.exit").read_text().strip() == "0"
         assert "exit status 0" in (root / "status" / "stage2.log").read_text()
     # started again: everything is skipped, nothing is launched
@@ -148,7 +154,9 @@ def test_a_failed_run_stops_its_chain_but_not_the_other_runs(tmp_path):
     assert run_status(other.layout.root).state == "done"
     # fixed and started again: only the failed run's remaining steps run
     before = len(_calls(tmp_path))
-    result = subprocess.run(["bash", str(plan.scripts.entry)], env=_local_env(tmp_path), capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(plan.scripts.entry)], env=_local_env(tmp_path), capture_output=True, text=True
+    )
     assert result.returncode == 0
     new = _calls(tmp_path)[before:]
     assert len(new) == 3 and all(str(failing.layout.root) in c for c in new)
@@ -157,7 +165,9 @@ def test_a_failed_run_stops_its_chain_but_not_the_other_runs(tmp_path):
 
 
 def test_slurm_submission_chains_the_jobs_with_afterok(tmp_path):
-    plan = _plan(tmp_path, "slurm", nodes=2, slurm={"partition": "gpu", "account": "lab", "extra": ["--qos=high"]})
+    plan = _plan(
+        tmp_path, "slurm", nodes=2, slurm={"partition": "gpu", "account": "lab", "extra": ["--qos=high"]}
+    )
     env = _fakes(tmp_path, ["sbatch"], FAKE_SBATCH)
     result = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -171,9 +181,16 @@ def test_slurm_submission_chains_the_jobs_with_afterok(tmp_path):
         f"sbatch --parsable --dependency=afterok:104 --kill-on-invalid-dep=yes {second}/eval.sbatch",
     ]
     stage1 = (first / "stage1.sbatch").read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --qos=high", "#SBATCH --time=12:00:00"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --qos=high",
+        "#SBATCH --time=12:00:00",
+    ):
         assert line in stage1
-    states = {s.step: (s.state, s.detail.split(" since")[0]) for s in run_status(plan.runs[0].layout.root).steps}
+    states = {
+        s.step: (s.state, s.detail.split(" since")[0]) for s in run_status(plan.runs[0].layout.root).steps
+    }
     assert states == {
         "stage1": ("queued", "SLURM job 100"),
         "stage2": ("queued", "SLURM job 101"),
@@ -191,12 +208,16 @@ def test_slurm_does_not_resubmit_what_is_done_or_still_queued(tmp_path):
     (run / "status" / "stage2.submitted").write_text("slurm_job=77\nsubmitted=earlier\n")
     env = _fakes(tmp_path, ["sbatch"], FAKE_SBATCH)
     squeue = Path(env["PATH"].split(":")[0]) / "squeue"
-    squeue.write_text('#!/usr/bin/env bash\n[[ "$*" == *"-j 77"* ]] && echo PENDING\n')  # job 77 is still queued
+    squeue.write_text(
+        '#!/usr/bin/env bash\n[[ "$*" == *"-j 77"* ]] && echo PENDING\n'
+    )  # job 77 is still queued
     squeue.chmod(0o755)
     result = subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     calls = [c for c in _calls(tmp_path) if str(run) in c]
-    assert calls == [f"sbatch --parsable --dependency=afterok:77 --kill-on-invalid-dep=yes {run}/jobs/eval.sbatch"]
+    assert calls == [
+        f"sbatch --parsable --dependency=afterok:77 --kill-on-invalid-dep=yes {run}/jobs/eval.sbatch"
+    ]
 
 
 def _step_script(tmp_path: Path, body: str) -> Path:
@@ -206,7 +227,9 @@ def _step_script(tmp_path: Path, body: str) -> Path:
 
 
 def test_a_step_is_marked_running_while_it_runs(tmp_path):
-    script = _step_script(tmp_path, 'step "$RUN" work out.txt bash -c \'cat "$RUN/status/work.running" > "$RUN/out.txt"\'')
+    script = _step_script(
+        tmp_path, 'step "$RUN" work out.txt bash -c \'cat "$RUN/status/work.running" > "$RUN/out.txt"\''
+    )
     subprocess.run(["bash", str(script)], check=True, capture_output=True)
     seen = (tmp_path / "run" / "out.txt").read_text()
     assert "host=" in seen and "pid=" in seen and "started=" in seen
@@ -223,7 +246,9 @@ def test_exit_0_without_the_artifact_is_a_failure(tmp_path):
 
 def test_sigterm_records_the_step_as_failed(tmp_path):
     script = _step_script(tmp_path, 'step "$RUN" work out.txt sleep 60')
-    process = subprocess.Popen(["bash", str(script)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        ["bash", str(script)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     running = tmp_path / "run" / "status" / "work.running"
     deadline = time.time() + 20
     while not running.exists() and time.time() < deadline:

@@ -20,7 +20,9 @@ BENCHMARKS = ("mmvp", "pope", "mmbench", "gqa")
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    settings = DemoSettings(samples=48, mmvp_pairs=4, batch_size=8, language_steps=20, max_new_tokens=6, progress=False)
+    settings = DemoSettings(
+        samples=48, mmvp_pairs=4, batch_size=8, language_steps=20, max_new_tokens=6, progress=False
+    )
     return run_rehearsal(tmp_path_factory.mktemp("rehearsal") / "out", settings)
 
 
@@ -45,14 +47,21 @@ def test_every_model_went_through_every_step(rehearsal):
 def test_tables_hold_the_evaluation_scores(rehearsal):
     out, tables = rehearsal.demo.out_dir, rehearsal.tables_dir
     main = {r["model"]: r for r in csv.DictReader(io.StringIO((tables / "main.csv").read_text()))}
-    assert set(main) == {"llava-1.5", "i-mof"} and (main["llava-1.5"]["runs"], main["i-mof"]["runs"]) == ("1", "2")
+    assert set(main) == {"llava-1.5", "i-mof"} and (main["llava-1.5"]["runs"], main["i-mof"]["runs"]) == (
+        "1",
+        "2",
+    )
     for bench in BENCHMARKS:
         assert float(main["llava-1.5"][f"{bench}_mean"]) == _scores(out, "llava-1.5", bench)
         both = [_scores(out, "i-mof", bench), _scores(out, "i-mof-seed1", bench)]
         assert float(main["i-mof"][f"{bench}_mean"]) == pytest.approx(sum(both) / 2)
         assert float(main["i-mof"][f"{bench}_std"]) == pytest.approx(abs(both[0] - both[1]) / 2**0.5)
     ratio = list(csv.DictReader(io.StringIO((tables / "amof_ratio.csv").read_text())))
-    assert [(r["model"], float(r["alpha"])) for r in ratio] == [("a-mof-0", 0.0), ("a-mof-0.5", 0.5), ("a-mof-1", 1.0)]
+    assert [(r["model"], float(r["alpha"])) for r in ratio] == [
+        ("a-mof-0", 0.0),
+        ("a-mof-0.5", 0.5),
+        ("a-mof-1", 1.0),
+    ]
     for row in ratio:
         assert float(row["mmvp_mean"]) == _scores(out, row["model"], "mmvp")
     assert "### MMVP pair accuracy per visual pattern" in (tables / "mmvp_patterns.md").read_text()

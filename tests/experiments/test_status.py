@@ -32,21 +32,34 @@ def planted(tmp_path):
     host = socket.gethostname()
 
     done = plant_run(root, "done", "done", "arm")
-    for artifact in ("stage1/adapters/adapters_config.json", "stage2/model/processor_config.json", "eval/mmvp/metrics.json"):
+    for artifact in (
+        "stage1/adapters/adapters_config.json",
+        "stage2/model/processor_config.json",
+        "eval/mmvp/metrics.json",
+    ):
         _touch(done / artifact)
     for step in ("stage1", "stage2", "eval-mmvp"):
         _touch(done / "status" / f"{step}.exit", "0\n")
 
     running = plant_run(root, "running", "running", "arm")
     _touch(running / "stage1/adapters/adapters_config.json")
-    _touch(running / "status/stage2.running", f"host={host}\npid={os.getpid()}\nslurm_job=\nstarted=2026-01-01T00:00:00Z\n")
+    _touch(
+        running / "status/stage2.running",
+        f"host={host}\npid={os.getpid()}\nslurm_job=\nstarted=2026-01-01T00:00:00Z\n",
+    )
     _touch(running / "status/stage2.log", "step 10\n")
 
     remote = plant_run(root, "remote", "remote", "arm")
-    _touch(remote / "status/stage1.running", "host=another-node\npid=1\nslurm_job=4242\nstarted=2026-01-01T00:00:00Z\n")
+    _touch(
+        remote / "status/stage1.running",
+        "host=another-node\npid=1\nslurm_job=4242\nstarted=2026-01-01T00:00:00Z\n",
+    )
 
     crashed = plant_run(root, "crashed", "crashed", "arm")
-    _touch(crashed / "status/stage1.running", f"host={host}\npid={_dead_pid()}\nslurm_job=\nstarted=2026-01-01T00:00:00Z\n")
+    _touch(
+        crashed / "status/stage1.running",
+        f"host={host}\npid={_dead_pid()}\nslurm_job=\nstarted=2026-01-01T00:00:00Z\n",
+    )
 
     failed = plant_run(root, "failed", "failed", "arm")
     _touch(failed / "stage1/adapters/adapters_config.json")
@@ -83,8 +96,15 @@ def test_states_from_disk(planted):
     }
     overall = {r.name: r.state for r in sweep_status(planted)}
     assert overall == {
-        "by-hand": "pending", "crashed": "failed", "done": "done", "failed": "failed", "pending": "pending",
-        "queued": "queued", "remote": "running", "running": "running", "silent": "failed",
+        "by-hand": "pending",
+        "crashed": "failed",
+        "done": "done",
+        "failed": "failed",
+        "pending": "pending",
+        "queued": "queued",
+        "remote": "running",
+        "running": "running",
+        "silent": "failed",
     }
 
 
@@ -105,7 +125,10 @@ def test_the_table_and_the_command(planted, capsys):
 
     table = format_status(sweep_status(planted))
     assert "9 runs: 2 pending, 1 queued, 2 running, 1 done, 3 failed" in table
-    assert f"  failed stage2: failed, exit status 137 (log {planted / 'failed' / 'status' / 'stage2.log'})" in table
+    assert (
+        f"  failed stage2: failed, exit status 137 (log {planted / 'failed' / 'status' / 'stage2.log'})"
+        in table
+    )
     assert main(["sweep", "status", str(planted), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert {r["run"]: r["state"] for r in listing}["failed"] == "failed"

@@ -36,7 +36,10 @@ def launched(tmp_path_factory):
             "seeds": [5],
             "evaluation": {
                 "benchmarks": {
-                    "mmvp": {"data": str(data.mmvp_dir), "args": ["--device", "cpu", "--max-new-tokens", 4, "--no-progress"]}
+                    "mmvp": {
+                        "data": str(data.mmvp_dir),
+                        "args": ["--device", "cpu", "--max-new-tokens", 4, "--no-progress"],
+                    }
                 }
             },
             "launch": {
@@ -48,7 +51,12 @@ def launched(tmp_path_factory):
                 "model.llm": str(tiny.llm),
                 "model.towers": [
                     {"name": "clip", "path": str(tiny.clip), "feature_layer": -2},
-                    {"name": "dinov2", "path": str(tiny.dinov2), "feature_layer": -1, "normalization": "shared"},
+                    {
+                        "name": "dinov2",
+                        "path": str(tiny.dinov2),
+                        "feature_layer": -1,
+                        "normalization": "shared",
+                    },
                 ],
                 "stage1.data.data_path": str(data.pretrain_file),
                 "stage2.data.data_path": str(data.instruct_file),
@@ -82,7 +90,11 @@ def test_launch_runs_every_step_of_every_run(launched):
     runs = sweep_status(tmp / "runs")
     assert [r.name for r in runs] == ["a-mof_alpha-0_seed-5", "a-mof_alpha-1_seed-5"]
     for run in runs:
-        assert [(s.step, s.state) for s in run.steps] == [("stage1", "done"), ("stage2", "done"), ("eval-mmvp", "done")]
+        assert [(s.step, s.state) for s in run.steps] == [
+            ("stage1", "done"),
+            ("stage2", "done"),
+            ("eval-mmvp", "done"),
+        ]
 
 
 @pytest.mark.slow
@@ -94,10 +106,16 @@ def test_each_run_trained_its_own_alpha_and_loaded_its_own_adapters(launched):
         stage2 = yaml.safe_load((folder / "stage2" / "run_config.yaml").read_text())
         assert stage1["model"]["mixer"]["alpha"] == stage2["model"]["mixer"]["alpha"] == alpha
         assert stage2["model"]["adapters_from"] == str(folder / "stage1" / "adapters")
-        assert (stage1["train"]["seed"], stage1["train"]["learning_rate"], stage2["train"]["learning_rate"]) == (5, 1e-3, 2e-5)
+        assert (
+            stage1["train"]["seed"],
+            stage1["train"]["learning_rate"],
+            stage2["train"]["learning_rate"],
+        ) == (5, 1e-3, 2e-5)
         saved = json.loads((folder / "stage2" / "model" / "config.json").read_text())
         assert saved["mixer"]["mode"] == "additive" and saved["mixer"]["alpha"] == alpha
-        answers = [json.loads(line) for line in (folder / "eval" / "mmvp" / "answers.jsonl").read_text().splitlines()]
+        answers = [
+            json.loads(line) for line in (folder / "eval" / "mmvp" / "answers.jsonl").read_text().splitlines()
+        ]
         assert len(answers) == 6 and {a["model_id"] for a in answers} == {folder.name}
         assert "exit status 0" in (folder / "status" / "stage1.log").read_text()
 
@@ -111,7 +129,9 @@ def test_tables_from_the_launched_sweep(launched, tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "tables" / "amof_ratio.csv").read_text())))
     assert [float(r["alpha"]) for r in rows] == list(ALPHAS)
     for row, alpha in zip(rows, ALPHAS):
-        metrics = json.loads((tmp / "runs" / f"a-mof_alpha-{alpha:g}_seed-5" / "eval" / "mmvp" / "metrics.json").read_text())
+        metrics = json.loads(
+            (tmp / "runs" / f"a-mof_alpha-{alpha:g}_seed-5" / "eval" / "mmvp" / "metrics.json").read_text()
+        )
         assert float(row["mmvp_mean"]) == metrics["score"] and row["mmvp_n"] == "1"
     assert (tmp_path / "tables" / "mmvp_vs_alpha.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -28,7 +28,9 @@ def test_the_paper_sweep_has_every_run_of_the_paper(paper_runs):
     expected = {f"{arm}_seed-42" for arm in ("llava-1.5-7b", "i-mof-7b", "llava-1.5-13b", "i-mof-13b")}
     expected |= {f"a-mof-7b_alpha-{a:g}_seed-42" for a in ALPHAS}
     assert set(paper_runs) == expected
-    alphas = sorted(r.stage1.model.mixer.alpha for r in paper_runs.values() if r.stage1.model.mixer.mode == "additive")
+    alphas = sorted(
+        r.stage1.model.mixer.alpha for r in paper_runs.values() if r.stage1.model.mixer.mode == "additive"
+    )
     assert alphas == [float(a) for a in ALPHAS]
     for run in paper_runs.values():
         assert run.evaluation.names == ["mmvp", "pope", "mmbench", "gqa"]
@@ -43,7 +45,10 @@ def test_every_run_has_its_own_folders_and_stage2_loads_its_own_stage1(paper_run
         assert run.stage1.train.output_dir == str(root / "stage1")
         assert run.stage2.train.output_dir == str(root / "stage2")
         assert run.stage2.model.adapters_from == str(root / "stage1" / "adapters")
-        assert run.stage1.model.mixer == run.stage2.model.mixer and run.stage1.model.towers == run.stage2.model.towers
+        assert (
+            run.stage1.model.mixer == run.stage2.model.mixer
+            and run.stage1.model.towers == run.stage2.model.towers
+        )
         outputs += [run.stage1.train.output_dir, run.stage2.train.output_dir]
     assert len(set(outputs)) == len(outputs) == 2 * len(paper_runs)
 
@@ -72,7 +77,10 @@ def test_grid_and_set_from_the_command_line():
         settings=[parse_assignment("stage1.train.per_device_batch_size=8", "--set")],
     )
     runs = select(expand(spec), ["llava-1.5-7b*"])
-    assert [r.name for r in runs] == ["llava-1.5-7b_learning_rate-1e-05_seed-42", "llava-1.5-7b_learning_rate-2e-05_seed-42"]
+    assert [r.name for r in runs] == [
+        "llava-1.5-7b_learning_rate-1e-05_seed-42",
+        "llava-1.5-7b_learning_rate-2e-05_seed-42",
+    ]
     for run, lr in zip(runs, (1e-5, 2e-5)):
         assert run.stage1.train.learning_rate == run.stage2.train.learning_rate == lr
         # a stage1. prefix reaches stage 1 only
@@ -150,7 +158,11 @@ def test_plan_writes_run_folders_that_read_back(tmp_path):
         stage1, stage2 = load_run_config(folder / "stage1.yaml"), load_run_config(folder / "stage2.yaml")
         assert stage1.to_dict() == run.stage1.to_dict() and stage2.to_dict() == run.stage2.to_dict()
         assert stage2.model.adapters_from == str(folder / "stage1" / "adapters")
-        assert (stage1.model.mixer.alpha, stage1.train.seed, stage1.name) == (alpha, 3, f"{folder.name}-stage1")
+        assert (stage1.model.mixer.alpha, stage1.train.seed, stage1.name) == (
+            alpha,
+            3,
+            f"{folder.name}-stage1",
+        )
         record = json.loads((folder / "experiment.json").read_text())
         assert record["group"] == f"a-mof_alpha-{alpha:g}" and record["seed"] == 3
         assert [s["name"] for s in record["steps"]] == ["stage1", "stage2"]
@@ -183,3 +195,31 @@ def test_select_refuses_patterns_matching_nothing(paper_runs):
     with pytest.raises(SweepError, match="no run matches"):
         select(list(paper_runs.values()), ["z-mof*"])
     assert len(select(list(paper_runs.values()), ["a-mof-7b_alpha-0.*"])) == 5
+
+
+def test_the_commands_plan_and_refuse_to_launch_without_data(tmp_path, capsys):
+    from mof_llava.cli import main
+
+    root = tmp_path / "paper"
+    assert main(["sweep", "plan", str(PAPER), "--output-root", str(root), "--only", "i-mof-7b*"]) == 0
+    printed = capsys.readouterr()
+    assert (
+        " * i-mof-7b_seed-42  (stage1, stage2, eval-mmvp, eval-pope, eval-mmbench, eval-gqa)" in printed.out
+    )
+    assert (
+        "   llava-1.5-7b_seed-42" in printed.out and f"start with: bash {root / 'run_all.sh'}" in printed.out
+    )
+    assert "warning: not found: data/llava_v1_5_mix665k.json (data.data_path)" in printed.err
+    assert str(root / "i-mof-7b_seed-42" / "jobs" / "run.sh") in (root / "run_all.sh").read_text()
+    assert "llava-1.5-7b_seed-42/jobs" not in (root / "run_all.sh").read_text()
+    with pytest.raises(SystemExit, match="not launched, data not found"):
+        main(["sweep", "launch", str(PAPER), "--output-root", str(root)])
+    assert (
+        main(["sweep", "launch", str(PAPER), "--output-root", str(root), "--dry-run", "--skip-data-check"])
+        == 0
+    )
+    assert f"dry run; would start: bash {root / 'run_all.sh'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--launcher: launcher 'mpi' is not one of"):
+        main(["sweep", "plan", str(PAPER), "--output-root", str(root), "--launcher", "mpi"])
+    with pytest.raises(SystemExit, match="--grid 'model.mixer.alpha': expected KEY=VALUE"):
+        main(["sweep", "plan", str(PAPER), "--output-root", str(root), "--grid", "model.mixer.alpha"])

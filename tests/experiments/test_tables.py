@@ -44,19 +44,25 @@ def _per_question(correct):
 def results(tmp_path):
     root = tmp_path / "runs"
     for seed, mmvp, pope in zip((1, 2, 3), LLAVA_MMVP, LLAVA_POPE):
-        run = plant_run(root, f"llava-1.5-7b_seed-{seed}", "llava-1.5-7b", "llava-1.5-7b", seed, ("mmvp", "pope"))
+        run = plant_run(
+            root, f"llava-1.5-7b_seed-{seed}", "llava-1.5-7b", "llava-1.5-7b", seed, ("mmvp", "pope")
+        )
         write_metrics(run, metrics("mmvp", mmvp, per_question=_per_question([True] * 8)))
         write_metrics(run, metrics("pope", pope))
     towers = ("clip", "dinov2")
     for seed, mmvp, correct in zip((1, 2), IMOF_MMVP, IMOF_CORRECT):
         run = plant_run(root, f"i-mof-7b_seed-{seed}", "i-mof-7b", "i-mof-7b", seed, ("mmvp", "pope"))
-        write_metrics(run, metrics("mmvp", mmvp, "interleave", towers=towers, per_question=_per_question(correct)))
+        write_metrics(
+            run, metrics("mmvp", mmvp, "interleave", towers=towers, per_question=_per_question(correct))
+        )
         if seed == 1:
             write_metrics(run, metrics("pope", 86.0, "interleave", towers=towers))
     for alpha, (mmvp, mmbench) in AMOF.items():
         group = f"a-mof-7b_alpha-{alpha:g}"
         run = plant_run(root, f"{group}_seed-1", group, "a-mof-7b", 1, ("mmvp", "mmbench"))
-        write_metrics(run, metrics("mmvp", mmvp, "additive", alpha, towers, per_question=_per_question([False] * 8)))
+        write_metrics(
+            run, metrics("mmvp", mmvp, "additive", alpha, towers, per_question=_per_question([False] * 8))
+        )
         write_metrics(run, metrics("mmbench", mmbench, "additive", alpha, towers))
     reported = tmp_path / "reported.yaml"
     reported.write_text(
@@ -93,7 +99,14 @@ def test_main_table_markdown(report):
     header = _row(text, "model")
     assert header == ["model", "mixer", "runs", "MMVP", "MMVP (reported)", "POPE", "POPE (reported)"]
     assert _row(text, "llava-1.5-7b") == [
-        "llava-1.5-7b", "none", "3", _fmt(LLAVA_MMVP), "24.7 [1]", _fmt(LLAVA_POPE), "85.9 [2]"]
+        "llava-1.5-7b",
+        "none",
+        "3",
+        _fmt(LLAVA_MMVP),
+        "24.7 [1]",
+        _fmt(LLAVA_POPE),
+        "85.9 [2]",
+    ]
     assert _row(text, "i-mof-7b") == ["i-mof-7b", "interleave", "2", _fmt(IMOF_MMVP), "–", "86.0", "–"]
     # the golden strings, worked out by hand: mean 23, sqrt(7) = 2.65; mean 86.17, sqrt(19/12) = 1.26; 29, sqrt(2)
     assert (_fmt(LLAVA_MMVP), _fmt(LLAVA_POPE), _fmt(IMOF_MMVP)) == ("23.0 ± 2.6", "86.2 ± 1.3", "29.0 ± 1.4")
@@ -108,7 +121,9 @@ def test_ratio_table_orders_alpha(report):
     text = (report.out_dir / "amof_ratio.md").read_text()
     assert _row(text, "model") == ["model", "alpha", "runs", "MMVP", "MMBench"]
     rows = [_row(text, f"a-mof-7b_alpha-{a:g}") for a in AMOF]
-    assert rows == [[f"a-mof-7b_alpha-{a:g}", f"{a:g}", "1", f"{m:.1f}", f"{b:.1f}"] for a, (m, b) in AMOF.items()]
+    assert rows == [
+        [f"a-mof-7b_alpha-{a:g}", f"{a:g}", "1", f"{m:.1f}", f"{b:.1f}"] for a, (m, b) in AMOF.items()
+    ]
     lines = [line for line in text.splitlines() if line.startswith("| a-mof")]
     assert [line.split("|")[2].strip() for line in lines] == ["0", "0.5", "1"]
 
@@ -117,7 +132,10 @@ def test_latex_is_booktabs_with_escapes(report):
     tex = (report.out_dir / "main.tex").read_text()
     assert "\\begin{tabular}{llrrrrr}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
     mean, std = mean_std(LLAVA_MMVP)
-    assert f"llava-1.5-7b & none & 3 & {mean:.1f} $\\pm$ {std:.1f} & \\textit{{24.7}}\\textsuperscript{{1}}" in tex
+    assert (
+        f"llava-1.5-7b & none & 3 & {mean:.1f} $\\pm$ {std:.1f} & \\textit{{24.7}}\\textsuperscript{{1}}"
+        in tex
+    )
     ratio = (report.out_dir / "amof_ratio.tex").read_text()
     assert "a-mof-7b\\_alpha-0.5 & 0.5 & 1 & 26.0 & 58.0 \\\\" in ratio
 
@@ -146,7 +164,10 @@ def test_pattern_table_and_figures(report):
     assert _row(text, "llava-1.5-7b") == ["llava-1.5-7b", "3", "100.0 ± 0.0", "100.0 ± 0.0"]
     assert _row(text, "a-mof-7b_alpha-0.5") == ["a-mof-7b_alpha-0.5", "1", "0.0", "0.0"]
     assert {p.name for p in report.figures} == {
-        "mmvp_vs_alpha.png", "mmvp_patterns_radar.png", "mmvp_patterns_radar_amof.png"}
+        "mmvp_vs_alpha.png",
+        "mmvp_patterns_radar.png",
+        "mmvp_patterns_radar_amof.png",
+    }
     for figure in report.figures:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(figure) as image:
@@ -177,7 +198,9 @@ def test_scores_made_differently_are_not_put_in_one_column(results, tmp_path):
     other = plant_run(root, "other", "other", "other", 1, ("mmvp",))
     changed = metrics("mmvp", 50.0, data_files={"questions": {"path": "/x", "bytes": 3, "sha256": "e" * 64}})
     write_metrics(other, changed)
-    with pytest.raises(ResultsError, match="mmvp: the runs were evaluated differently \\(data_files differ\\)"):
+    with pytest.raises(
+        ResultsError, match="mmvp: the runs were evaluated differently \\(data_files differ\\)"
+    ):
         write_report([root], tmp_path / "out")
     limited = plant_run(root, "other", "other", "other", 1, ("mmvp",))
     write_metrics(limited, metrics("mmvp", 50.0, limit=20))
@@ -202,7 +225,10 @@ def test_files_that_are_not_scores_are_left_out_and_said(results, tmp_path):
     vlm = plant_run(root, "clip", "clip", "clip", None, ())
     write_metrics(vlm, {"benchmark": "mmvp-vlm", "score": 20.0, "per_pattern": {}})
     gqa = plant_run(root, "gqa-only", "gqa-only", "x", None, ())
-    write_metrics(gqa, {"benchmark": "gqa", "score": None, "note": "no testdev_balanced_questions.json given: not scored"})
+    write_metrics(
+        gqa,
+        {"benchmark": "gqa", "score": None, "note": "no testdev_balanced_questions.json given: not scored"},
+    )
     report = write_report([root], tmp_path / "out")
     assert any("not an evaluation metrics file" in n for n in report.notes)
     assert any("MMVP-VLM scores a CLIP model" in n for n in report.notes)
@@ -220,12 +246,33 @@ def test_the_command(results, tmp_path, capsys):
 
     root, reported, patterns = results
     out = tmp_path / "cli"
-    assert main(["tables", str(root), "--out", str(out), "--reported", str(reported), "--patterns", str(patterns),
-                 "--decimals", "2"]) == 0
+    assert (
+        main(
+            [
+                "tables",
+                str(root),
+                "--out",
+                str(out),
+                "--reported",
+                str(reported),
+                "--patterns",
+                str(patterns),
+                "--decimals",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     mean, std = mean_std(LLAVA_MMVP)
     assert f"{mean:.2f} ± {std:.2f}" in printed
-    assert {p.name for p in out.iterdir()} >= {"main.md", "main.tex", "main.csv", "amof_ratio.csv", "mmvp_vs_alpha.png"}
+    assert {p.name for p in out.iterdir()} >= {
+        "main.md",
+        "main.tex",
+        "main.csv",
+        "amof_ratio.csv",
+        "mmvp_vs_alpha.png",
+    }
     assert main(["tables", str(root)]) == 0 and (root / "tables" / "main.md").is_file()
     with pytest.raises(SystemExit, match="no scored evaluation metrics"):
         main(["tables", str(tmp_path / "cli")])
@@ -239,3 +286,10 @@ def test_the_shipped_reported_numbers_are_only_the_verified_ones():
     assert values["llava-1.5-7b"] == {"gqa": 62.0, "pope": 85.9, "mmbench": 64.3, "mmvp": 24.7}
     assert values["llava-1.5-13b"] == {"gqa": 63.3, "pope": 85.9, "mmbench": 67.7}
     assert "size" in reported["llava-1.5-7b"]["mmvp"].note
+
+
+def test_a_missing_proxy_is_said(results, tmp_path):
+    root, _, _ = results
+    report = write_report([root], tmp_path / "out", proxy="gqa")
+    assert any("proxy gqa: no such scores for the A-MoF runs" in n for n in report.notes)
+    assert report.figures[0].name == "mmvp_vs_alpha.png"
