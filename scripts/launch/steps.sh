@@ -33,15 +33,17 @@ _step_finish() {  # _step_finish RUN_DIR NAME CODE
 
 _STEP_RUN=""
 _STEP_NAME=""
-_step_interrupted() {  # on Ctrl-C or SIGTERM (a SLURM time limit): record the step as failed, then stop
+_step_interrupted() {  # Ctrl-C, or SIGTERM (a SLURM time limit): record the step as failed, then die of
+  # the same signal, so that a calling script (run_all.sh) stops too instead of going on
   if [[ -n "$_STEP_NAME" && "${RECORD_STATUS:-1}" == 1 ]]; then
-    _step_finish "$_STEP_RUN" "$_STEP_NAME" "$1"
-    echo "[$_STEP_NAME] interrupted (exit status $1 recorded)" >&2
+    _step_finish "$_STEP_RUN" "$_STEP_NAME" "$2"
+    echo "[$_STEP_NAME] interrupted (exit status $2 recorded)" >&2
   fi
-  exit "$1"
+  trap - "$1"
+  kill -s "$1" "$$"
 }
-trap '_step_interrupted 130' INT
-trap '_step_interrupted 143' TERM
+trap '_step_interrupted INT 130' INT
+trap '_step_interrupted TERM 143' TERM
 
 step() {
   local run=$1 name=$2 artifact=$3

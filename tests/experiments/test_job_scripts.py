@@ -255,6 +255,30 @@ def test_sigterm_records_the_step_as_failed(tmp_path):
         time.sleep(0.05)
     assert running.exists()
     os.killpg(process.pid, signal.SIGTERM)  # what SLURM does at the time limit
-    assert process.wait(timeout=20) == 143
+    assert process.wait(timeout=20) == -signal.SIGTERM  # dies of the signal, after recording it
     assert (tmp_path / "run" / "status" / "work.exit").read_text() == "143\n"
     assert not running.exists()
+
+
+def test_ctrl_c_stops_the_whole_sweep(tmp_path):
+    plan = _plan(tmp_path, "deepspeed")
+    env = _fakes(
+        tmp_path, ["deepspeed", "torchrun"], '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 60\n'
+    )
+    process = subprocess.Popen(
+        ["bash", str(plan.scripts.entry)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = plan.runs[0].layout.status / "stage1.running"
+    deadline = time.time() + 20
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists()
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+    process.wait(timeout=20)
+    assert (plan.runs[0].layout.status / "stage1.exit").read_text() == "130\n"
+    assert len(_calls(tmp_path)) == 1  # the second run never started
+    assert not plan.runs[1].layout.status.exists()
