@@ -6,7 +6,8 @@
 #       RUN_DIR/status/:  NAME.running (host, pid, SLURM job, start time) while it runs,
 #                         NAME.exit    (its exit status) when it ends, NAME.log (its output).
 #       ARTIFACT (relative to RUN_DIR) is the file the step writes last. A step is done when
-#       ARTIFACT exists, the step is not running and its last exit status was 0.
+#       ARTIFACT exists, the step is not running and its last exit status was 0. A step another
+#       live process is running (its .running marker names it) is refused, not started twice.
 #       Returns COMMAND's exit status, so a failed step stops a `set -e` script.
 #
 #   submit RUN_DIR "NAME:ARTIFACT ..." SBATCH_FILE [AFTER_JOB]
@@ -45,6 +46,20 @@ _step_interrupted() {  # Ctrl-C, or SIGTERM (a SLURM time limit): record the ste
 trap '_step_interrupted INT 130' INT
 trap '_step_interrupted TERM 143' TERM
 
+_marker() { sed -n "s/^$2=//p" "$1"; }  # _marker FILE KEY
+
+_step_held() {  # the .running marker belongs to a process that may still run it
+  local marker=$1 host pid job
+  [[ -e "$marker" ]] || return 1
+  host=$(_marker "$marker" host)
+  pid=$(_marker "$marker" pid)
+  job=$(_marker "$marker" slurm_job)
+  if [[ -n "$job" && "$job" == "${SLURM_JOB_ID:-}" ]]; then return 1; fi  # this job, requeued
+  if [[ "$host" == "$(hostname)" ]]; then kill -0 "$pid" 2> /dev/null; return; fi
+  if [[ -n "$job" ]] && command -v squeue > /dev/null; then _slurm_job_alive "$job"; return; fi
+  return 0  # another host: cannot tell from here
+}
+
 step() {
   local run=$1 name=$2 artifact=$3
   shift 3
@@ -56,6 +71,11 @@ step() {
   if [[ "${RECORD_STATUS:-1}" != 1 ]]; then
     "$@"
     return
+  fi
+  if _step_held "$status.running"; then
+    echo "[$name] is already running ($(tr '\n' ' ' < "$status.running")); not starting it twice." \
+      "If that process is gone (its node died), delete $status.running" >&2
+    return 1
   fi
   mkdir -p "$run/status"
   rm -f "$status.exit" "$status.submitted"
@@ -93,7 +113,7 @@ submit() {
   for name in "${todo[@]}"; do  # already in the queue: hand out that job for the dependencies
     for marker in "$run/status/$name.running" "$run/status/$name.submitted"; do
       [[ -e "$marker" ]] || continue
-      job=$(sed -n 's/^slurm_job=//p' "$marker")
+      job=$(_marker "$marker" slurm_job)
       if _slurm_job_alive "$job"; then
         echo "$run: ${todo[*]} already in SLURM job $job" >&2
         echo "$job"

@@ -282,3 +282,27 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path):
     assert (plan.runs[0].layout.status / "stage1.exit").read_text() == "130\n"
     assert len(_calls(tmp_path)) == 1  # the second run never started
     assert not plan.runs[1].layout.status.exists()
+
+
+def test_a_step_running_elsewhere_is_not_started_twice(tmp_path):
+    import socket
+    import sys
+
+    script = _step_script(tmp_path, 'step "$RUN" work out.txt bash -c \'echo ran > "$RUN/out.txt"\'')
+    marker = tmp_path / "run" / "status" / "work.running"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(f"host={socket.gethostname()}\npid={os.getpid()}\nslurm_job=\nstarted=now\n")  # alive
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 1 and "is already running" in result.stderr and str(marker) in result.stderr
+    assert not (tmp_path / "run" / "out.txt").exists() and marker.exists()
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    marker.write_text(f"host={socket.gethostname()}\npid={gone.pid}\nslurm_job=\nstarted=now\n")  # crashed
+    subprocess.run(["bash", str(script)], check=True, capture_output=True)
+    assert (tmp_path / "run" / "out.txt").read_text() == "ran\n" and not marker.exists()
+
+    marker.write_text("host=another-node\npid=1\nslurm_job=\nstarted=now\n")  # cannot be checked from here
+    (tmp_path / "run" / "out.txt").unlink()
+    assert subprocess.run(["bash", str(script)], capture_output=True).returncode == 1
+    assert not (tmp_path / "run" / "out.txt").exists()
