@@ -81,6 +81,7 @@ def write_scripts(
             "run_all.sh.in",
             **{**common, "how": _how(launch, entry)},
             title=f"Sweep {spec.name}: {len(selected)} run(s), {_where(launch)}.",
+            lock=_lock(launch, root),
             jobs=" \\\n".join(f"  {_q(run.layout.jobs / 'run.sh')}" for run in selected),
         )
     _write_executable(entry, text)
@@ -254,6 +255,20 @@ def _how(launch: LaunchSpec, path: Path) -> str:
     if launch.launcher == "deepspeed-hostfile":
         return f"Start it on the first node of the hostfile: bash {path}"
     return f"Start it with: bash {path}"
+
+
+def _lock(launch: LaunchSpec, root: Path) -> str:
+    """One run_all.sh per machine at a time: a second would start the next runs on the same GPUs."""
+    if launch.launcher == "torchrun-multinode":
+        return "# (every node runs this script; the steps' markers keep them from starting a step twice)"
+    return "\n".join(
+        [
+            "if command -v flock > /dev/null; then  # one at a time on this machine",
+            f"  exec 9> {_q(root / '.run_all.lock')}",
+            '  flock -n 9 || { echo "another run_all.sh of this sweep is running on this machine" >&2; exit 1; }',
+            "fi",
+        ]
+    )
 
 
 def _setup(launch: LaunchSpec) -> str:

@@ -306,3 +306,30 @@ def test_a_step_running_elsewhere_is_not_started_twice(tmp_path):
     (tmp_path / "run" / "out.txt").unlink()
     assert subprocess.run(["bash", str(script)], capture_output=True).returncode == 1
     assert not (tmp_path / "run" / "out.txt").exists()
+
+
+def test_one_run_all_at_a_time(tmp_path):
+    plan = _plan(tmp_path, "deepspeed")
+    env = _fakes(
+        tmp_path, ["deepspeed", "torchrun"], '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 60\n'
+    )
+    first = subprocess.Popen(
+        ["bash", str(plan.scripts.entry)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        running = plan.runs[0].layout.status / "stage1.running"
+        deadline = time.time() + 20
+        while not running.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(
+            ["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True, timeout=20
+        )
+        assert second.returncode == 1 and "another run_all.sh of this sweep is running" in second.stderr
+        assert len(_calls(tmp_path)) == 1
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(timeout=20)
