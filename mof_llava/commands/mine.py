@@ -76,6 +76,10 @@ def _add_embed(steps) -> None:
 
 
 def _add_pairs(steps) -> None:
+    from mof_llava.mining.pairs import PairCriteria
+    from mof_llava.mining.search import SearchConfig
+
+    crit, search = PairCriteria(), SearchConfig()
     p = steps.add_parser("pairs", help="find pairs with CLIP cos >= --clip-min and DINOv2 cos <= --dino-max")
     p.add_argument(
         "embeddings", nargs="?", help="output folder of `mine embed` (or give --clip-npy/--dino-npy/--ids)"
@@ -90,55 +94,70 @@ def _add_pairs(steps) -> None:
         "--image-root", help="folder relative image ids resolve against (recorded for sheet/export)"
     )
     p.add_argument(
-        "--clip-tower",
-        default="clip",
-        help="tower of the embed folder searched with --clip-min (default clip)",
+        "--clip-tower", default="clip", help="embed-folder tower searched with --clip-min (default clip)"
     )
     p.add_argument(
-        "--dino-tower",
-        default="dinov2",
-        help="tower of the embed folder tested with --dino-max (default dinov2)",
+        "--dino-tower", default="dinov2", help="embed-folder tower tested with --dino-max (default dinov2)"
     )
     p.add_argument(
-        "--clip-min", type=float, default=0.95, help="keep pairs with CLIP cosine >= this (default 0.95)"
+        "--clip-min",
+        type=float,
+        default=crit.clip_min,
+        help=f"keep pairs with CLIP cosine >= this (default {crit.clip_min})",
     )
     p.add_argument(
-        "--dino-max", type=float, default=0.6, help="keep pairs with DINOv2 cosine <= this (default 0.6)"
+        "--dino-max",
+        type=float,
+        default=crit.dino_max,
+        help=f"keep pairs with DINOv2 cosine <= this (default {crit.dino_max})",
     )
     p.add_argument(
         "--duplicate-tol",
         type=float,
-        default=1e-3,
-        help="pairs with both cosines >= 1 - this are exact duplicates: left out and counted (default 1e-3)",
+        default=crit.duplicate_tol,
+        help="pairs with both cosines >= 1 - this are exact duplicates: left out and counted "
+        f"(default {crit.duplicate_tol})",
     )
     p.add_argument(
         "--method",
-        default="auto",
+        default=search.method,
         choices=["auto", "exact", "ivf"],
-        help="exact: every pair (O(N^2)); ivf: clustered search; auto: exact up to --exact-max-rows",
+        help="exact: every pair, O(N^2); ivf: clustered search; auto: exact up to --exact-max-rows",
     )
     p.add_argument(
-        "--exact-max-rows", type=int, default=50_000, help="largest collection auto searches exactly"
+        "--exact-max-rows",
+        type=int,
+        default=search.exact_max_rows,
+        help=f"largest collection auto searches exactly (default {search.exact_max_rows})",
     )
     p.add_argument(
-        "--lists", type=int, default=0, help="IVF clusters (default: about 2 sqrt(N), a power of two)"
+        "--lists",
+        type=int,
+        default=search.lists,
+        help="IVF clusters (default: about 2 sqrt(N), a power of two)",
     )
     p.add_argument(
         "--probe-slack",
         type=float,
-        default=None,
-        help=f"IVF probe rule slack: 1 never misses a pair, smaller is faster (default {_default_slack()})",
+        default=search.probe_slack,
+        help="IVF probe rule slack: 1 misses no pair (with --max-probes 0), smaller is faster "
+        f"(default {search.probe_slack})",
     )
     p.add_argument(
-        "--max-probes", type=int, default=64, help="most extra clusters one image is compared with"
+        "--max-probes",
+        type=int,
+        default=search.max_probes,
+        help="IVF: the probe rule looks at this many most similar clusters besides an image's own "
+        f"(0 = all; default {search.max_probes})",
     )
     p.add_argument(
         "--recall-sample",
         type=int,
         default=2000,
-        help="IVF: measure recall against exact search on this many random images (0 = skip)",
+        help="IVF: measure recall against exact search on this many random images (0 = skip; default 2000)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=search.workers, help="threads (default: one per core)")
+    p.add_argument("--seed", type=int, default=search.seed)
     p.set_defaults(func=run_pairs)
 
 
@@ -167,12 +186,6 @@ def _add_export(steps) -> None:
     )
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
     p.set_defaults(func=run_export)
-
-
-def _default_slack() -> float:
-    from mof_llava.mining.search import SearchConfig
-
-    return SearchConfig.probe_slack
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -255,13 +268,13 @@ def run_pairs(args) -> int:
         raise SystemExit("give an embed folder, or all three of --clip-npy, --dino-npy and --ids")
 
     criteria = PairCriteria(args.clip_min, args.dino_max, args.duplicate_tol)
-    defaults = SearchConfig()
     cfg = SearchConfig(
         method=args.method,
         exact_max_rows=args.exact_max_rows,
         lists=args.lists,
-        probe_slack=defaults.probe_slack if args.probe_slack is None else args.probe_slack,
+        probe_slack=args.probe_slack,
         max_probes=args.max_probes,
+        workers=args.workers,
         seed=args.seed,
     )
     try:

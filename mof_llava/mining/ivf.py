@@ -124,24 +124,20 @@ def probe_margins(centroids: np.ndarray, threshold: float, slack: float) -> np.n
     return (slack * rho * dist + 1e-5).astype(np.float32)
 
 
-def choose_probes(scores: np.ndarray, margins: np.ndarray, widest: np.ndarray, cap: int):
-    """(own cluster per row, rows, clusters) of the extra clusters each row probes:
-    best - score[c] <= margins[own, c]. Clusters are screened with the widest margin of the row's
-    own cluster first, so the exact test runs on few entries. A row over `cap` keeps its `cap`
-    most similar clusters."""
-    own = scores.argmax(axis=1)
-    best = scores[np.arange(len(scores)), own]
-    r, c = np.nonzero(scores >= (best - widest[own])[:, None])
-    gap = best[r] - scores[r, c]
-    keep = (gap <= margins[own[r], c]) & (c != own[r])
-    r, c, gap = r[keep], c[keep], gap[keep]
-    counts = np.bincount(r, minlength=len(scores))
-    if counts.max(initial=0) > cap:
-        order = np.lexsort((gap, r))  # by row, then most similar first
-        r, c = r[order], c[order]
-        rank = np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts)
-        r, c = r[rank < cap], c[rank < cap]
-    return own, r, c
+def choose_probes(scores: np.ndarray, margins: np.ndarray, cap: int):
+    """(own cluster per row, rows, clusters) of the extra clusters each row probes: among the row's
+    `cap` most similar clusters after its own (all clusters when cap is 0), those with
+    best - score[c] <= margins[own, c]."""
+    import torch
+
+    s = torch.from_numpy(scores)
+    k = s.shape[1] if cap <= 0 else min(cap + 1, s.shape[1])
+    values, clusters = torch.topk(s, k=k, dim=1)  # most similar first: column 0 is the own cluster
+    own = clusters[:, 0]
+    keep = values[:, :1] - values <= torch.from_numpy(margins)[own[:, None], clusters]
+    keep[:, 0] = False
+    rows, slot = torch.nonzero(keep, as_tuple=True)
+    return own.numpy(), rows.numpy(), clusters[rows, slot].numpy()
 
 
 def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) -> tuple[IvfPlan, UnitRows]:
@@ -151,7 +147,6 @@ def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) 
     lists = cfg.resolved_lists(source.rows)
     centroids = train_centroids(source, lists, cfg)
     margins = probe_margins(centroids, threshold, cfg.probe_slack)
-    widest = margins.max(axis=1)
     report.seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -159,7 +154,7 @@ def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) 
 
     def assign(start: int):
         x = normalise_block(source.read(start, start + cfg.block_rows), start)
-        own, r, c = choose_probes(matmul(x, centroids), margins, widest, cfg.max_probes)
+        own, r, c = choose_probes(matmul(x, centroids), margins, cfg.max_probes)
         return own, r + start, c
 
     parts = list(in_parallel(assign, range(0, n, cfg.block_rows), workers))

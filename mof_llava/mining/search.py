@@ -40,7 +40,7 @@ class SearchConfig:
     exact_max_rows: int = 50_000
     lists: int = 0  # IVF clusters; 0 picks about 2 sqrt(N), a power of two
     probe_slack: float = 0.25  # the IVF probe rule's slack: 1 = exact, smaller = faster
-    max_probes: int = 64  # cap on the extra clusters one row probes
+    max_probes: int = 16  # the rule looks at this many most similar clusters besides a row's own (0 = all)
     train_rows_per_list: int = 40  # k-means training sample = lists x this many rows
     kmeans_iterations: int = 10
     block_rows: int = 8192  # rows per block when streaming the matrix

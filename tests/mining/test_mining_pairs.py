@@ -66,7 +66,7 @@ def collection():
 def test_planted_pairs_found_and_no_threshold_broken(collection, method):
     ids = [f"img{i}.jpg" for i in range(len(collection.clip))]
     criteria = PairCriteria()
-    cfg = SearchConfig(method=method, lists=32, probe_slack=1.0 if method == "ivf" else 0.25)
+    cfg = SearchConfig(method=method, lists=32, probe_slack=1.0, max_probes=0)  # ivf: exact settings
     table, stats = find_blind_pairs(
         ArrayRows(collection.clip),
         ArrayRows(collection.dino),
@@ -177,6 +177,8 @@ def test_pairs_command_on_npy_input(tmp_path, collection, capsys):
             "ivf",
             "--probe-slack",
             "1",
+            "--max-probes",
+            "0",
             "--recall-sample",
             "300",
         ]

@@ -99,9 +99,7 @@ def test_exact_search_equals_brute_force(collection, truth):
 
 def test_ivf_with_slack_one_is_exact(collection, truth):
     """The probe rule at slack 1 is a proof that no pair is missed, whatever the clustering."""
-    cfg = SearchConfig(
-        method="ivf", lists=32, probe_slack=1.0, max_probes=10_000, tile_rows=256, tile_cols=512
-    )
+    cfg = SearchConfig(method="ivf", lists=32, probe_slack=1.0, max_probes=0, tile_rows=256, tile_cols=512)
     pairs, _, _, _, report = run_ivf(collection.clip, cfg)
     assert len(pairs) == len(set(pairs))
     assert set(pairs) == truth
@@ -133,7 +131,8 @@ def test_ivf_default_slack_finds_the_planted_pairs(collection, truth):
 
 def test_larger_slack_probes_more_and_misses_less(collection, truth):
     results = [
-        run_ivf(collection.clip, SearchConfig(method="ivf", lists=64, probe_slack=s)) for s in (0.0, 0.3, 1.0)
+        run_ivf(collection.clip, SearchConfig(method="ivf", lists=64, probe_slack=s, max_probes=0))
+        for s in (0.0, 0.3, 1.0)
     ]
     probes = [r[4].probes_per_row for r in results]
     found = [len(set(r[0])) for r in results]
@@ -141,12 +140,18 @@ def test_larger_slack_probes_more_and_misses_less(collection, truth):
     assert found == sorted(found) and found[-1] == len(truth)
 
 
-def test_max_probes_caps_the_extra_clusters(collection):
+def test_max_probes_limits_the_rule_to_the_most_similar_clusters(collection):
     cfg = SearchConfig(method="ivf", lists=64, probe_slack=1.0, max_probes=3)
-    _, _, plan, _, report = run_ivf(collection.clip, cfg)
+    _, _, plan, unit, report = run_ivf(collection.clip, cfg)
     rows = plan.probe_keys // plan.lists
+    clusters = plan.probe_keys % plan.lists
     assert np.bincount(rows).max() <= 3
     assert report.probes_per_row <= 4.0
+    # Every extra probe is among the row's 3 most similar clusters after its own.
+    x = unit.unit(unit.positions_of(rows))
+    scores = x @ plan.centroids.T
+    rank = (scores > scores[np.arange(len(rows)), clusters][:, None]).sum(axis=1)  # 0 = most similar
+    assert rank.min() >= 1 and rank.max() <= 3
 
 
 def test_sampled_truth_is_exact_search_restricted_to_the_sample(collection, truth):
