@@ -181,6 +181,7 @@ def main() -> None:
         default=[],
         help="also time faiss IndexIVFFlat.range_search with these nprobe (CLIP side only)",
     )
+    ap.add_argument("--faiss-up-to", type=int, default=100_000, help="largest collection for the faiss baseline")
     args = ap.parse_args()
 
     print(
@@ -199,7 +200,7 @@ def main() -> None:
                     result = run_pairs(folder, folder / "exact.csv", ["--method", "exact"], args.threads)
                     exact = pair_keys(folder / "exact.csv")
                     report(args, layout, clip_dim, rows, "exact", None, result, planted, exact, load_before)
-                for nprobe in args.faiss_nprobe:
+                for nprobe in args.faiss_nprobe if rows <= args.faiss_up_to else []:
                     load_before = load_average()
                     base = faiss_ivf_baseline(folder, nprobe)
                     clip_exact = clip_pairs_from_summary(folder) if exact is not None else None

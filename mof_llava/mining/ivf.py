@@ -185,7 +185,7 @@ def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) 
     del extra_rows, extra_clusters, by_cluster
 
     unit = load_rows(source, cfg.block_rows, workers, position, order)
-    report.seconds["sort"] = time.perf_counter() - t0
+    report.seconds["load"] = time.perf_counter() - t0
 
     report.lists = lists
     report.probes_per_row = 1.0 + len(outside_positions) / n

@@ -190,7 +190,7 @@ def find_blind_pairs(
         raise BadEmbeddingError(err.row, err.reason, "clip") from None
     t0 = time.perf_counter()
     table = judge.table()
-    stats.seconds["sort"] = time.perf_counter() - t0
+    stats.seconds["sort_pairs"] = time.perf_counter() - t0
     stats.seconds["total"] = time.perf_counter() - t_start
     return table, stats
 
