@@ -190,10 +190,14 @@ def plan_ivf(source, threshold: float, cfg: SearchConfig, report: SearchReport) 
     report.lists = lists
     report.probes_per_row = 1.0 + len(outside_positions) / n
     report.largest_list = int(sizes.max(initial=0))
-    report.multiply_adds += (
-        float(n) * lists * source.dim + float((sizes * (sizes + 1) / 2 + outside * sizes).sum()) * source.dim
-    )
+    own_block = sum(_triangle_tiles(int(size), cfg.tile_rows) for size in sizes)
+    report.multiply_adds += (float(n) * lists + own_block + float((outside * sizes).sum())) * source.dim
     return plan, unit
+
+
+def _triangle_tiles(size: int, tile: int) -> float:
+    """Row pairs the members-against-members products of one cluster compute (tile by tile)."""
+    return float(sum(min(tile, size - start) * (size - start) for start in range(0, size, tile)))
 
 
 def ivf_pairs(

@@ -66,7 +66,9 @@ def checked_norms(x: np.ndarray, first_row: int = 0) -> np.ndarray:
     bad = ~np.isfinite(norms) | (norms == 0)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        reason = "embedding holds NaN or infinity" if not np.isfinite(x[row]).all() else "embedding is all zeros"
+        reason = (
+            "embedding holds NaN or infinity" if not np.isfinite(x[row]).all() else "embedding is all zeros"
+        )
         raise BadEmbeddingError(first_row + row, reason)
     return norms
 
@@ -88,8 +90,14 @@ class UnitRows:
     original row `row` and order[p] the row at position p. `dense` optionally holds all unit rows
     in float32 already (the exact search, which reuses every block many times)."""
 
-    def __init__(self, stored: np.ndarray, inverse: np.ndarray, position: np.ndarray | None = None,
-                 order: np.ndarray | None = None, dense: np.ndarray | None = None):
+    def __init__(
+        self,
+        stored: np.ndarray,
+        inverse: np.ndarray,
+        position: np.ndarray | None = None,
+        order: np.ndarray | None = None,
+        dense: np.ndarray | None = None,
+    ):
         self.stored = stored
         self.inverse = inverse
         self.position = position
@@ -139,8 +147,14 @@ def storage_dtype(source) -> np.dtype:
     return np.dtype(np.float16) if np.dtype(dtype) == np.float16 else np.dtype(np.float32)
 
 
-def load_rows(source, block_rows: int, workers: int, position: np.ndarray | None = None,
-              order: np.ndarray | None = None, dense: bool = False) -> UnitRows:
+def load_rows(
+    source,
+    block_rows: int,
+    workers: int,
+    position: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+    dense: bool = False,
+) -> UnitRows:
     """All rows of `source` (rows, dim, read(start, stop)), checked, with inverse norms; stored
     at `position[row]` when a position is given. `dense` also keeps float32 unit rows."""
     n = source.rows
