@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
 
 
 def _add_embed(steps) -> None:
+    from mof_llava.mining.embed import EmbedConfig
+
+    cfg = EmbedConfig()
     p = steps.add_parser("embed", help="embed images with each tower (float16 shards, resumable)")
     p.add_argument(
         "images", help="a folder (searched recursively) or a text file with one image path per line"
@@ -53,22 +56,30 @@ def _add_embed(steps) -> None:
         "CLIP), pooler (DINOv2's CLS after the final LayerNorm, default for DINOv2; SigLIP's "
         "pooled head), cls (first token of the last hidden state), mean (mean of the patch tokens)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=cfg.batch_size,
+        help=f"images per forward pass (default {cfg.batch_size})",
+    )
     p.add_argument(
         "--shard-size",
         type=int,
-        default=10_000,
-        help="images per shard, the unit of resumption (default 10000)",
+        default=cfg.shard_size,
+        help=f"images per shard, the unit of resumption (default {cfg.shard_size})",
     )
     p.add_argument(
-        "--workers", type=int, default=4, help="image decoding processes per rank (default 4; 0 = in-process)"
+        "--workers",
+        type=int,
+        default=cfg.workers,
+        help=f"image decoding processes per rank (default {cfg.workers}; 0 = in-process)",
     )
     p.add_argument(
-        "--device", default="auto", help="auto (cuda:LOCAL_RANK when available, else cpu), cpu, cuda, ..."
+        "--device", default=cfg.device, help="auto (cuda:LOCAL_RANK when available, else cpu), cpu, cuda, ..."
     )
     p.add_argument(
         "--dtype",
-        default="auto",
+        default=cfg.dtype,
         choices=["auto", "float32", "float16", "bfloat16"],
         help="model dtype (auto: float16 on CUDA, float32 on CPU); embeddings are stored as float16",
     )
