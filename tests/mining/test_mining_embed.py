@@ -209,6 +209,7 @@ def test_empty_or_missing_input(tmp_path):
         list_images(tmp_path / "list.txt")
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_towers, images):
     root, _ = images
