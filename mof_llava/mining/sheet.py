@@ -1,7 +1,7 @@
 """`mine sheet`: a contact sheet of the top pairs, for a person to review.
 
-Each cell shows the two images of a pair side by side, the pair's rank (its line in the CSV,
-counting from 1 after the header), its CLIP and DINOv2 cosines and both image ids. A reviewer
+Each cell shows the two images of a pair side by side, `#k` (the k-th pair of the CSV, on line
+k + 1 after the header), its CLIP and DINOv2 cosines and both image ids. A reviewer
 deletes the rejected lines from the CSV and exports the rest with `mine export-mmvp`.
 """
 
