@@ -78,8 +78,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     if precision in ("bf16", "fp16"):  # frozen towers need no fp32 master weights
         model.vision_towers.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     if tcfg.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.language_model.config.use_cache = False
+        enable_activation_checkpointing(model)
     logger.info("stage %s: %s", tcfg.stage, config.name)
     model = apply_stage(model, tcfg.stage, tcfg.lora)
 
@@ -145,6 +144,18 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     if rank == 0:
         logger.info("training done: %s", artifact)
     return TrainResult(output_dir, artifact, trainer.state.global_step, skipped, trainer)
+
+
+def enable_activation_checkpointing(model: MofLlavaForConditionalGeneration) -> None:
+    """Recompute the LLM's layer activations in the backward pass (the towers run without autograd,
+    the adapters are small). Non-reentrant, so it works with frozen inputs and under DeepSpeed."""
+    llm = model.language_model
+    kwargs = {"use_reentrant": False}
+    if hasattr(llm, "activation_checkpointing_enable"):  # transformers' name since the 5.x series
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    llm.config.use_cache = False
 
 
 # -- model ---------------------------------------------------------------------------------------------
