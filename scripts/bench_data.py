@@ -1,4 +1,4 @@
-"""Data pipeline benchmarks; results go to docs/perf-notes/data.md.
+"""Data pipeline benchmarks; results are recorded in docs/performance.md ("Data pipeline").
 
     .venv/bin/python scripts/bench_data.py                 # all parts, default sizes
     .venv/bin/python scripts/bench_data.py --part padding  # one part: throughput | padding | scale

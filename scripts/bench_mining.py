@@ -10,7 +10,7 @@ per stage and the process's peak RSS). Recall is measured three ways:
 - sampled: the command's own estimate against exact search on a random sample of rows.
 
     .venv/bin/python scripts/bench_mining.py --rows 100000 300000 1000000 --clip-dims 768 1024 \
-        --layouts clustered isotropic --exact-up-to 300000 --json docs/perf-notes/mining-results.json
+        --layouts clustered isotropic --exact-up-to 300000 --json mining-results.jsonl
 
 Generated collections are cached under --cache (about 4 GB per million 1024-d rows).
 """

@@ -25,7 +25,7 @@ Megabatches span the gradient accumulation steps, as LLaVA's `LLaVATrainer` does
 `world_size * gradient_accumulation_steps` to its sampler), so the *global* batch of an optimizer
 step is single-modality. LLaVA's lengths are word counts plus a constant; here they are the number
 of tokens the LLM reads (text tokens plus the mixer's visual tokens), from `LlavaDataset.lengths`.
-docs/perf-notes/data.md compares the arrangements (padding, time lost to waiting ranks).
+docs/performance.md ("Data pipeline") compares the arrangements (padding, time lost to waiting ranks).
 """
 
 from __future__ import annotations
