@@ -7,7 +7,7 @@ Arguments are those of `mof-llava eval run` (see `mof-llava eval run --help`).
 
 import sys
 
-from mof_llava.cli import main
+from mof_llava.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["eval", "run", *sys.argv[1:]]))
+    run(["eval", "run", *sys.argv[1:]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> module that defines it
@@ -55,5 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+def run(argv: list[str] | None = None) -> None:
+    """The console entry point: `main`, with the project's own errors (bad input, wrong files, a
+    config that cannot work) printed as one line instead of a traceback. Those errors name the file,
+    line or key at fault; set MOF_LLAVA_TRACEBACK=1 to see where they were raised."""
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as err:
+        if os.environ.get("MOF_LLAVA_TRACEBACK") or not _is_user_error(err):
+            raise
+        print(f"mof-llava: error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def _is_user_error(err: Exception) -> bool:
+    return type(err).__module__.startswith("mof_llava.") or isinstance(err, FileNotFoundError)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

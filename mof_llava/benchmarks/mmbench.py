@@ -364,6 +364,42 @@ def score_answer_file(
     return score_mmbench(load_answer_index(answers_path), rows, answers_path, matching, judge)
 
 
+def submission_frame(answers: Mapping[str, Mapping[str, Any]], rows: Sequence[MMBenchRow], answers_path: Path | str):
+    """The table the OpenCompass server grades: one line per TSV row with the model's raw answer in
+    `prediction` (the server reads the letter itself), beside the question and its options; the
+    `answer` and `split` columns are kept where the TSV has them. Every row must be answered."""
+    import pandas as pd
+
+    check_coverage(answers, [r.index for r in rows], answers_path, "the MMBench TSV")
+    table = []
+    for r in rows:
+        line: dict[str, Any] = {"index": r.index, "question": r.question}
+        line.update({letter: r.options.get(letter) for letter in OPTION_COLUMNS})
+        line["prediction"] = answer_text(answers[answer_key(r.index)], answers_path)
+        line["answer"], line["split"] = r.answer, r.split
+        table.append(line)
+    frame = pd.DataFrame(table)
+    return frame.drop(columns=[c for c in ("answer", "split") if frame[c].isna().all()])
+
+
+def write_submission(answers_path: str | Path, rows: Sequence[MMBenchRow], out_path: str | Path) -> None:
+    """Write the `.xlsx` to upload for MMBench test (or dev) from an answer file (written atomically)."""
+    import os
+    import tempfile
+
+    frame = submission_frame(load_answer_index(answers_path), rows, answers_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".xlsx")
+    os.close(fd)
+    try:
+        frame.to_excel(tmp, index=False, engine="openpyxl")
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 

@@ -57,10 +57,16 @@ def add_parser(subparsers) -> None:
                 )
             sub.set_defaults(func=func)
 
-    export = actions.add_parser("export", help="write GQA's testdev_balanced_predictions.json from answers")
-    export.add_argument("benchmark", choices=["gqa"])
+    export = actions.add_parser(
+        "export",
+        help="write what an official grader reads: GQA's testdev_balanced_predictions.json, MMBench's .xlsx",
+    )
+    export.add_argument("benchmark", choices=["gqa", "mmbench"])
     export.add_argument("--answers", type=Path, required=True)
-    export.add_argument("--output", type=Path, required=True, help="e.g. testdev_balanced_predictions.json")
+    export.add_argument("--data", type=Path, help="mmbench: the TSV the answers are for")
+    export.add_argument(
+        "--output", type=Path, required=True, help="e.g. testdev_balanced_predictions.json, or submission.xlsx"
+    )
     export.set_defaults(func=_cmd_export)
 
     analyze = actions.add_parser("analyze", help="per-pattern MMVP analysis, CLIP correlation and plots")
@@ -390,9 +396,16 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from mof_llava.benchmarks.gqa import write_predictions
+    if args.benchmark == "gqa":
+        from mof_llava.benchmarks.gqa import write_predictions
 
-    write_predictions(args.answers, args.output)
+        write_predictions(args.answers, args.output)
+    else:
+        from mof_llava.benchmarks import mmbench
+
+        if args.data is None:
+            raise SystemExit("mof-llava eval export mmbench: --data (the MMBench TSV) is required")
+        mmbench.write_submission(args.answers, mmbench.read_tsv(args.data), args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -88,6 +88,41 @@ def test_export_gqa_predictions(fixtures_dir, tmp_path, capsys):
     assert out.read_bytes() == (fixtures_dir / "gqa/expected_testdev_balanced_predictions.json").read_bytes()
 
 
+def _fixture_tsv(fixtures_dir, tmp_path):
+    tsv = tmp_path / "dev.tsv"
+    pd.DataFrame(
+        [json.loads(x) for x in (fixtures_dir / "mmbench/gt.jsonl").read_text().splitlines()]
+    ).to_csv(tsv, sep="\t", index=False)
+    return tsv
+
+
+def test_export_mmbench_submission(fixtures_dir, tmp_path):
+    """The .xlsx the OpenCompass server grades: every TSV row once, the raw answer in `prediction`
+    next to the question and its options."""
+    tsv, answers = _fixture_tsv(fixtures_dir, tmp_path), fixtures_dir / "mmbench/llava-v1.5-13b.answers.jsonl"
+    out = tmp_path / "upload" / "submission.xlsx"
+    assert main(["eval", "export", "mmbench", "--answers", str(answers), "--data", str(tsv), "--output", str(out)]) == 0
+    sheet = pd.read_excel(out, engine="openpyxl", keep_default_na=False)
+    assert list(sheet.columns) == ["index", "question", "A", "B", "C", "D", "prediction", "answer", "split"]
+    gt = pd.read_csv(tsv, sep="\t", keep_default_na=False)
+    assert sheet["index"].tolist() == gt["index"].tolist()
+    texts = {json.loads(x)["question_id"]: json.loads(x)["text"] for x in answers.read_text().splitlines()}
+    assert sheet["prediction"].tolist() == [texts[i] for i in gt["index"]]
+    assert sheet[["question", "A", "B", "C", "D", "answer"]].equals(gt[["question", "A", "B", "C", "D", "answer"]])
+
+
+def test_export_mmbench_refuses_missing_answers(fixtures_dir, tmp_path):
+    tsv = _fixture_tsv(fixtures_dir, tmp_path)
+    lines = (fixtures_dir / "mmbench/llava-v1.5-13b.answers.jsonl").read_text().splitlines()
+    dropped = json.loads(lines[3])["question_id"]
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    out = tmp_path / "submission.xlsx"
+    with pytest.raises(ValueError, match=f"1 of 16 questions have no answer \\(first: {dropped}\\)"):
+        main(["eval", "export", "mmbench", "--answers", str(partial), "--data", str(tsv), "--output", str(out)])
+    assert not out.exists()
+
+
 def test_judge_grader_needs_a_url(tmp_path, capsys):
     from mof_llava.benchmarks.synthetic import write_mmvp
 
