@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only backend."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; works without a display
@@ -25,7 +26,7 @@ def _pattern_order(series: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 def radar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
     """One closed polygon per model over the patterns (0-100)."""
-    plt = _pyplot()
+    plt = pyplot()
     patterns = _pattern_order(series)
     angles = [2 * math.pi * i / len(patterns) for i in range(len(patterns))]
     fig, ax = plt.subplots(figsize=(7, 7), subplot_kw={"projection": "polar"})
@@ -38,12 +39,12 @@ def radar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, tit
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def bar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
     """Grouped bars: patterns on the x axis, one bar per model."""
-    plt = _pyplot()
+    plt = pyplot()
     patterns = _pattern_order(series)
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(patterns)), 5))
@@ -56,7 +57,7 @@ def bar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def correlation_scatter(
@@ -66,7 +67,7 @@ def correlation_scatter(
 ) -> Path:
     """For each (label, clip scores, mllm scores, r): one point per shared pattern, CLIP score on x,
     MLLM score on y, with the least-squares line and r in the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     for label, clip, mllm, r in points:
         common = [p for p in mllm if p in clip]
@@ -81,7 +82,7 @@ def correlation_scatter(
     ax.set_ylabel("MLLM, MMVP pattern accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -90,12 +91,11 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_png(fig, path: str | Path) -> Path:
     """Write the figure as PNG through a temporary file, so a crash never leaves half an image."""
     import os
 
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

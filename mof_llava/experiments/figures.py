@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..benchmarks.plots import pyplot, radar_chart, save_png
 from .results import Result, title
 from .tables import Group, Stat
 
@@ -52,7 +53,7 @@ def alpha_figure(groups: Sequence[Group], path: Path, proxy: Measure | None) -> 
     measures = [m for m in measures if any(m.stat(g) for g in additive)]
     if not additive or not measures:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(measures), figsize=(5.5 * len(measures), 4.2), squeeze=False)
     others = [g for g in groups if g.mixer_mode != "additive"]
     for ax, measure in zip(axes[0], measures):
@@ -80,7 +81,7 @@ def alpha_figure(groups: Sequence[Group], path: Path, proxy: Measure | None) -> 
         ax.set_ylabel(f"{measure.label} (%)")
         ax.set_title(f"{measure.label} vs alpha")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _score_limits(ax) -> None:
@@ -89,29 +90,6 @@ def _score_limits(ax) -> None:
     middle, half = (low + high) / 2, max((high - low) / 2, 5.0)
     low, high = max(0.0, middle - half), min(100.0, middle + half)
     ax.set_ylim(low, max(high, low + 10.0))
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    """PNG through a temporary file: a crash never leaves half an image."""
-    import os
-
-    plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def pattern_stats(groups: Sequence[Group], patterns: Mapping[int, str]) -> dict[str, dict[str, Stat]]:
@@ -134,8 +112,6 @@ def radar_figures(
     groups: Sequence[Group], stats: Mapping[str, Mapping[str, Stat]], out_dir: Path
 ) -> list[Path]:
     """One radar chart for the baseline / I-MoF rows and one for the A-MoF rows (means over seeds)."""
-    from ..benchmarks.plots import radar_chart
-
     written = []
     for name, title_text, chosen in (
         (
