@@ -210,7 +210,9 @@ CONTRASTIVE_MODEL_TYPES = ("clip", "siglip", "siglip2")
 
 
 def load_contrastive_model(model_dir: str | Path, device: str = "cpu"):
-    """(model, processor, model_type) for a CLIP or SigLIP checkpoint folder."""
+    """(model, processor, model_type) for a CLIP or SigLIP checkpoint folder, in float32 whatever
+    dtype the checkpoint was saved in (transformers would otherwise keep the saved dtype)."""
+    import torch
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
     model_type = AutoConfig.from_pretrained(model_dir).model_type
@@ -219,7 +221,7 @@ def load_contrastive_model(model_dir: str | Path, device: str = "cpu"):
             f"{model_dir}: MMVP-VLM scores image-text models ({', '.join(CONTRASTIVE_MODEL_TYPES)}); this is a "
             f"{model_type!r} checkpoint. For a mof-llava checkpoint, pass the CLIP model its vision tower came from."
         )
-    model = AutoModel.from_pretrained(model_dir).to(device).eval()
+    model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     return model, AutoProcessor.from_pretrained(model_dir), model_type
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -239,3 +240,15 @@ def test_non_contrastive_checkpoints_and_missing_images_get_clear_errors(
     model, processor, model_type = mmvp_vlm.load_contrastive_model(tiny_clip)
     with pytest.raises(ImageLoadError, match="MLLM_VLM Images/Camera Perspective/241.jpg: file not found"):
         mmvp_vlm.pair_logits(model, processor, mmvp_vlm.read_pairs(data), model_type)
+
+
+def test_half_precision_checkpoints_run_in_float32(tiny_clip, vlm_data, tmp_path):
+    from transformers import AutoModel
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_clip, half)
+    AutoModel.from_pretrained(tiny_clip).half().save_pretrained(half)
+    model, processor, model_type = mmvp_vlm.load_contrastive_model(half)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    pairs = mmvp_vlm.read_pairs(vlm_data)[:1]
+    assert len(mmvp_vlm.pair_logits(model, processor, pairs, model_type)) == 1
