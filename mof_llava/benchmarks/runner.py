@@ -308,7 +308,14 @@ def _run(task: EvalTask, load_generator, options: RunOptions, dist: Distributed)
     answers_path = merge_parts(output_dir, questions)
     for name, export in task.exports.items():
         export(answers_path, output_dir / name)
-    metrics = task.score(answers_path)
+    if len(questions) < len(task.questions):  # the scorers refuse a partial answer file
+        metrics = {
+            "benchmark": task.benchmark,
+            "score": None,
+            "note": f"--limit {options.limit}: {len(questions)} of {len(task.questions)} questions answered; not scored",
+        }
+    else:
+        metrics = task.score(answers_path)
     metrics["run"] = {
         "model": str(Path(options.model).resolve()),
         "model_id": options.model_id,

@@ -190,7 +190,7 @@ def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
         return
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--max-new-tokens", type=int, help="default: the benchmark's reference setting")
-    p.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
+    p.add_argument("--limit", type=int, help="only the first N questions (smoke runs; not scored)")
     p.add_argument("--model-id", help="model_id written into answer lines (default: the model folder name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

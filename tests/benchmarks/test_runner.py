@@ -327,3 +327,15 @@ def test_torchrun_shards_and_merges(pope_dir, model_dir, generator, tmp_path):
     assert _texts(out / "answers.jsonl") == _texts(tmp_path / "single" / "answers.jsonl")
     assert json.loads((out / "metrics.json").read_text())["run"]["world_size"] == 2
     assert not list(out.glob("answers.part-*"))
+
+
+def test_limited_smoke_run_writes_its_answers_and_is_not_scored(pope_dir, tmp_path):
+    task = _task(pope_dir)
+    options = _options(tmp_path / "smoke", "tiny")
+    options.limit = 3
+    metrics = run_task(task, lambda: lambda images, prompts: ["No"] * len(prompts), options, Distributed())
+    assert metrics["score"] is None and "3 of 12 questions" in metrics["note"]
+    assert [q for q, _ in _texts(tmp_path / "smoke" / "answers.jsonl")] == [
+        q.question_id for q in task.questions[:3]
+    ]
+    assert json.loads((tmp_path / "smoke" / "metrics.json").read_text())["run"]["limit"] == 3
