@@ -205,6 +205,8 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise SystemExit(f"{flag} {item!r}: expected NAME=VALUE")
+        if name in out:  # a repeated name would silently replace the earlier value
+            raise SystemExit(f"{flag} {item!r}: {name} is already given as {name}={out[name]}")
         out[name] = value
     return out
 

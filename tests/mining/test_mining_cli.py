@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 from mining_helpers import picture, write_image_folder
 from PIL import Image
 
@@ -89,3 +90,14 @@ def test_folder_to_benchmark_skeleton(tmp_path, tiny_towers, capsys):
     assert np.abs(np.asarray(first, np.float32) - np.asarray(original, np.float32)).mean() < 12
     with open(bench / "Questions.csv", newline="") as f:
         assert next(csv.reader(f)) == ["Index", "Question", "Options", "Correct Answer"]
+
+
+def test_embed_refuses_a_tower_or_pooling_named_twice(tmp_path):
+    images = tmp_path / "images"
+    write_image_folder(images, 2)
+    out = str(tmp_path / "emb")
+    with pytest.raises(SystemExit, match=r"--tower 'clip=/b': clip is already given as clip=/a"):
+        cli(["mine", "embed", str(images), "-o", out, "--tower", "clip=/a", "--tower", "clip=/b"])
+    with pytest.raises(SystemExit, match=r"--pooling 'clip=cls': clip is already given"):
+        cli(["mine", "embed", str(images), "-o", out, "--pooling", "clip=mean", "--pooling", "clip=cls"])
+    assert not (tmp_path / "emb").exists()
