@@ -52,14 +52,31 @@ def modify(
     output_root: str | Path | None = None,
 ) -> SweepSpec:
     """The sweep with command-line additions: more grid axes and settings for every arm, other seeds,
-    another output folder."""
+    another output folder. The command line wins: a `--grid` key replaces that axis of every arm, a
+    `--set` key replaces the arm's `set` of it, and a `--set` of a swept key is refused."""
     axes = {a.key: a for a in spec.grid}
     for key, values in grid:
         axes[key] = grid_axis(key, values, f"--grid {key}")
+    cli_grid, cli_set = {key for key, _ in grid}, dict(settings)
+    arms = tuple(
+        replace(
+            arm,
+            grid=tuple(a for a in arm.grid if a.key not in cli_grid),
+            set={k: v for k, v in arm.set.items() if k not in cli_set},
+        )
+        for arm in spec.arms
+    )
+    for arm in arms:
+        swept = sorted(set(cli_set) & ({a.key for a in axes.values()} | {a.key for a in arm.grid}))
+        if swept:
+            raise SweepError(
+                f"--set {swept[0]}: arm {arm.name} sweeps this key; give its values with --grid {swept[0]}=[...]"
+            )
     return replace(
         spec,
+        arms=arms,
         grid=tuple(axes.values()),
-        set={**spec.set, **dict(settings)},
+        set={**spec.set, **cli_set},
         seeds=seeds if seeds is not None else spec.seeds,
         output_root=Path(output_root).resolve() if output_root is not None else spec.output_root,
     )

@@ -87,6 +87,25 @@ def test_grid_and_set_from_the_command_line():
         assert (run.stage1.train.per_device_batch_size, run.stage2.train.per_device_batch_size) == (8, 16)
 
 
+def test_the_command_line_wins_over_the_arms_grid_and_set(tmp_path):
+    # the arm sweeps alpha and sets the learning rate itself: --grid and --set must still reach it
+    arm_set = {"train.learning_rate": 1.0e-4}
+    path = _sweep(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["arms"]["a-mof"]["set"] = arm_set
+    path = write_sweep(path, raw)
+    spec = modify(
+        load_sweep(path),
+        grid=[parse_assignment("model.mixer.alpha=[0.5]", "--grid")],
+        settings=[parse_assignment("train.learning_rate=3e-5", "--set")],
+    )
+    runs = expand(spec)
+    assert [r.name for r in runs] == ["a-mof_alpha-0.5"]
+    assert runs[0].stage1.model.mixer.alpha == 0.5 and runs[0].stage1.train.learning_rate == 3e-5
+    with pytest.raises(SweepError, match="--set model.mixer.alpha: arm a-mof sweeps this key"):
+        modify(load_sweep(path), settings=[("model.mixer.alpha", 0.5)])
+
+
 def test_a_grid_over_towers_names_its_values(tmp_path):
     spec = load_sweep(EXPERIMENTS / "sweeps" / "dinov2_normalization.yaml")
     runs = {r.name: r for r in expand(spec)}
