@@ -13,6 +13,7 @@ Artifacts in `train.output_dir`:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -293,7 +294,9 @@ def _check_resumable_config(config: RunConfig, output_dir: Path) -> None:
         return
     old = yaml.safe_load(previous.read_text())
     new = config.to_dict()
-    keys = [("model",), ("data",), ("train", "stage"), ("train", "seed"), ("train", "global_batch_size"),
+    # Where the data cache lives and how many processes fill it change nothing the run learns.
+    data_keys = [("data", f.name) for f in dataclasses.fields(config.data) if f.name not in ("cache_dir", "num_proc")]
+    keys = [("model",), *data_keys, ("train", "stage"), ("train", "seed"), ("train", "global_batch_size"),
             ("train", "learning_rate"), ("train", "lora")]
     changed = [".".join(k) for k in keys if _dig(old, k) != _dig(new, k)]
     if changed and config.train.resume == "auto":

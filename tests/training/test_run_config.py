@@ -96,3 +96,23 @@ def test_resolved_config_round_trips(tmp_path):
     config.save(tmp_path / "resolved.yaml")
     assert load_run_config(tmp_path / "resolved.yaml") == config
     assert config.model.recipe().mixer.grid == (3, 3)
+
+
+def test_continuing_a_run_with_other_settings_is_refused_but_not_for_cache_settings(tmp_path):
+    from dataclasses import replace
+
+    from mof_llava.training.config import run_config_from_dict
+    from mof_llava.training.run import _check_resumable_config
+
+    out = tmp_path / "run"
+    config = run_config_from_dict({"data": {"data_path": "d.json"}, "train": {"output_dir": str(out)}})
+    config.save(out / "run_config.yaml")
+    (out / "checkpoint-2").mkdir()
+    (out / "checkpoint-2" / "COMPLETE").write_text("done\n")
+
+    with pytest.raises(ConfigError, match=r"different \['data.max_length', 'train.learning_rate'\]"):
+        _check_resumable_config(
+            replace(config, data=replace(config.data, max_length=4096),
+                    train=replace(config.train, learning_rate=1e-5)), out)
+    # the data cache's location and worker count do not change what is trained
+    _check_resumable_config(replace(config, data=replace(config.data, cache_dir="/scratch/cache", num_proc=4)), out)
