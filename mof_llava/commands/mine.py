@@ -257,7 +257,7 @@ def run_pairs(args) -> int:
     if args.embeddings:
         store = EmbeddingStore(args.embeddings)
         clip, dino, ids = store.tower(args.clip_tower), store.tower(args.dino_tower), store.ids()
-        image_root = args.image_root or store.image_root
+        image_root = str(Path(args.image_root).resolve()) if args.image_root else store.image_root
         inputs = {
             "embeddings": str(Path(args.embeddings).resolve()),
             "clip_tower": args.clip_tower,
@@ -270,7 +270,7 @@ def run_pairs(args) -> int:
     elif all(npy_args):
         clip, dino = ShardedRows([NpyRows(args.clip_npy)]), ShardedRows([NpyRows(args.dino_npy)])
         ids = read_ids(args.ids)
-        image_root = args.image_root or str(Path(args.ids).resolve().parent)
+        image_root = str(Path(args.image_root or Path(args.ids).parent).resolve())
         inputs = {
             "clip_npy": str(Path(args.clip_npy).resolve()),
             "dino_npy": str(Path(args.dino_npy).resolve()),

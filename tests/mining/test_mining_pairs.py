@@ -267,3 +267,18 @@ def test_bad_rows_raise_with_row(collection):
             ArrayRows(x), ArrayRows(collection.dino), [str(i) for i in range(len(x))], show_progress=False
         )
     assert err.value.row == 42 and err.value.tower == "clip"
+
+
+def test_pairs_summary_records_a_relative_image_root_as_absolute(tmp_path, monkeypatch):
+    # `sheet` and `export-mmvp` may run from another folder: the recorded root must not depend on
+    # the folder `pairs` ran in.
+    x = np.eye(3, dtype=np.float32)
+    np.save(tmp_path / "clip.npy", x)
+    np.save(tmp_path / "dino.npy", x)
+    (tmp_path / "ids.txt").write_text("a.jpg\nb.jpg\nc.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["mine", "pairs", "--clip-npy", "clip.npy", "--dino-npy", "dino.npy", "--ids", "ids.txt"]
+    assert cli([*args, "-o", "p.csv", "--image-root", "photos"]) == 0
+    assert json.loads((tmp_path / "p.summary.json").read_text())["image_root"] == str(tmp_path / "photos")
+    assert cli([*args, "-o", "q.csv"]) == 0
+    assert json.loads((tmp_path / "q.summary.json").read_text())["image_root"] == str(tmp_path)
