@@ -4,6 +4,7 @@
     mof-llava eval score BENCH --answers FILE <benchmark files>          score any LLaVA-format answer file
     mof-llava eval merge BENCH --output-dir DIR <benchmark files>        merge the shards of a sharded run
     mof-llava eval export gqa --answers FILE --output FILE                GQA predictions for the official eval.py
+    mof-llava eval export mmbench --answers FILE --data TSV --output F.xlsx  MMBench upload for OpenCompass
     mof-llava eval analyze --patterns MAP --mllm NAME=METRICS --clip NAME=METRICS --output-dir DIR
 
 BENCH is one of mmvp, mmvp-vlm, pope, mmbench, gqa. Under torchrun, `run` shards the questions
