@@ -119,14 +119,11 @@ def read_record(run_dir: Path) -> RunRecord:
     return RunRecord.from_dict(json.loads(path.read_text()), str(path))
 
 
-def find_record(path: Path, stop: Path | None = None) -> tuple[Path, RunRecord] | None:
+def find_record(path: Path) -> tuple[Path, RunRecord] | None:
     """The run folder holding `path` (the nearest parent with an experiment.json), and its record."""
-    stop = stop.resolve() if stop is not None else None
     for parent in path.resolve().parents:
         if (parent / RECORD).is_file():
             return parent, read_record(parent)
-        if parent == stop:
-            break
     return None
 
 

@@ -66,21 +66,21 @@ def collect(paths: Iterable[str | Path]) -> Collection:
     for given in paths:
         given = Path(given)
         if given.is_file():
-            files, root = [given], given.parent
+            files = [given]
         elif given.is_dir():
-            files, root = sorted(given.rglob(METRICS_FILE)), given
+            files = sorted(given.rglob(METRICS_FILE))
         else:
             raise ResultsError(f"{given}: no such file or folder")
         for path in files:
             try:
-                results.append(read_result(path, root))
+                results.append(read_result(path))
             except ResultsError as err:
                 skipped.append(str(err))
     _check_unique(results)
     return Collection(results, skipped)
 
 
-def read_result(path: Path, root: Path | None = None) -> Result:
+def read_result(path: Path) -> Result:
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -90,7 +90,7 @@ def read_result(path: Path, root: Path | None = None) -> Result:
     run_info = metrics.get("run") or {}
     model_config = run_info.get("model_config") or {}
     mixer = model_config.get("mixer") or {}
-    found = find_record(path, stop=root)
+    found = find_record(path)  # the run folder holding the file, however the file was given
     if found is not None:
         _, record = found
         run, group, arm, seed = record.run, record.group, record.arm, record.seed

@@ -193,6 +193,15 @@ def test_seeds_without_a_sweep_record_group_by_model_id(tmp_path):
     assert _row(text, "one")[3] == "10.0" and _row(text, "two")[3] == "20.0"
 
 
+def test_metrics_files_given_one_by_one_still_group_by_their_run_record(results, tmp_path):
+    root, _, _ = results
+    files = sorted(root.glob("llava-1.5-7b_seed-*/eval/mmvp/metrics.json"))
+    assert len(files) == 3
+    report = write_report(files, tmp_path / "out", proxy=None)
+    row = _row((report.out_dir / "main.md").read_text(), "llava-1.5-7b")
+    assert row[2] == "3" and row[3] == _fmt(LLAVA_MMVP)
+
+
 def test_scores_made_differently_are_not_put_in_one_column(results, tmp_path):
     root, _, _ = results
     other = plant_run(root, "other", "other", "other", 1, ("mmvp",))
