@@ -135,7 +135,7 @@ def _check_run(output: Path, run: dict) -> None:
         write_json_atomic(path, run)
         return
     previous = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("ids_sha256", "images", "towers", "shard_size"):
+    for key in ("ids_sha256", "images", "image_root", "towers", "shard_size"):
         if previous.get(key) != run.get(key):
             raise ValueError(
                 f"{output}: an earlier run there used a different {key} "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,11 @@ def test_resume_with_other_images_or_towers_is_refused(tmp_path, tiny_towers, im
     specs = [TowerSpec("clip", str(tiny_towers.clip))]
     with pytest.raises(ValueError, match="different towers"):
         embed_collection(root, out, config(tiny_towers, specs=specs))
+    # Same file names in another folder are other images: the shards would mix two collections.
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    with pytest.raises(ValueError, match="different image_root"):
+        embed_collection(copy, out, config(tiny_towers))
 
 
 def test_empty_or_missing_input(tmp_path):
