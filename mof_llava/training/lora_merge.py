@@ -3,6 +3,7 @@ weights merged into the LLM, saved like any full model (no peft needed to load i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..model.adapter_artifact import load_adapters
@@ -20,8 +21,10 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path) -> Path:
     config = load_run_config(run_dir / "run_config.yaml")
     if config.train.lora is None:
         raise ValueError(f"{run_dir}: not a LoRA run (train.lora is empty); its model/ is already standalone")
-    model, processor = load_model(config.model)  # the same base the run started from
-    load_adapters(model, run_dir / "adapters")  # the adapters it trained
+    # The same base the run started from, with the adapters it trained (which replace the stage-1
+    # ones it started from, so those need not exist any more).
+    model, processor = load_model(replace(config.model, adapters_from=None))
+    load_adapters(model, run_dir / "adapters")
     merged = PeftModel.from_pretrained(model, run_dir / "lora").merge_and_unload()
     merged.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

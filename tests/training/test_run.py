@@ -2,6 +2,7 @@
 death, a crash while saving a checkpoint, the NaN guard, bad images, LoRA merging."""
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +16,7 @@ from transformers import TrainerCallback
 
 from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
 from mof_llava.data.images import ImageLoadError
-from mof_llava.model.adapter_artifact import load_adapters
+from mof_llava.model.adapter_artifact import load_adapters, save_adapters
 from mof_llava.training import checkpoints
 from mof_llava.training.run import load_model, train
 from mof_llava.training.trainer import MofLlavaTrainer, NonFiniteLossError
@@ -149,11 +150,15 @@ def test_lora_run_and_merge(tiny_parts, toy_data, tmp_path):
 
     config = run_config(tiny_parts, toy_data, tmp_path / "lora", stage="finetune", max_steps=2,
                         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    stage1 = tmp_path / "stage1-adapters"  # stands in for a stage-1 artifact the run starts from
+    save_adapters(load_model(config.model)[0], stage1)
+    config.model.adapters_from = str(stage1)
     result = train(config)
     assert result.artifact == tmp_path / "lora" / "lora"
+    shutil.rmtree(stage1)  # merging needs only the run's own directory
     merged_dir = merge_lora(tmp_path / "lora", tmp_path / "merged")
     merged = MofLlavaForConditionalGeneration.from_pretrained(merged_dir).eval()
-    base, _ = load_model(config.model)
+    base, _ = load_model(replace(config.model, adapters_from=None))
     load_adapters(base, tmp_path / "lora" / "adapters")
     peft_model = PeftModel.from_pretrained(base, tmp_path / "lora" / "lora").eval()
     ids = torch.tensor([[1, 20, 30, 40, 50]])
