@@ -76,6 +76,7 @@ class LlavaQuestion:
 def read_llava_questions(path: str | Path) -> list[LlavaQuestion]:
     path = Path(path)
     out = []
+    first_line: dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -84,6 +85,13 @@ def read_llava_questions(path: str | Path) -> list[LlavaQuestion]:
             out.append(LlavaQuestion(str(row["question_id"]), row["image"], row["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise GqaDataError(f"{path}:{lineno}: not a LLaVA question line ({err})") from None
+        # caught here, not after hours of generation when the merge finds two answers to one id
+        qid = out[-1].question_id
+        if qid in first_line:
+            raise GqaDataError(
+                f"{path}:{lineno}: question_id {qid} already appears on line {first_line[qid]}"
+            )
+        first_line[qid] = lineno
     return out
 
 

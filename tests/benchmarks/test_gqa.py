@@ -149,3 +149,18 @@ def test_llava_question_list_rebuilt_from_official_file(fixtures_dir, official):
         (fixtures_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl").read_text().splitlines()[0]
     )
     assert first["text"] == built[0].text and first["image"] == "n161313.jpg"
+
+
+def test_duplicate_question_ids_in_llava_question_list_are_refused(fixtures_dir, tmp_path):
+    lines = (fixtures_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl").read_text().splitlines()
+    path = tmp_path / "questions.jsonl"
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")
+    qid = json.loads(lines[1])["question_id"]
+    with pytest.raises(
+        gqa.GqaDataError,
+        match=rf"questions.jsonl:{len(lines) + 1}: question_id {qid} already appears on line 2",
+    ):
+        gqa.read_llava_questions(path)
+    assert len(gqa.read_llava_questions(fixtures_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl")) == len(
+        lines
+    )
