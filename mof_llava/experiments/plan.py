@@ -36,6 +36,7 @@ class Plan:
 
 
 def plan_sweep(spec: SweepSpec, only: list[str] | None = None, force: bool = False) -> Plan:
+    spec.launch.check()
     runs = expand(spec)
     check_batches(runs, spec.launch.world_size)
     selected = select(runs, only)

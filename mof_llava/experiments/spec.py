@@ -33,6 +33,7 @@ from ..benchmarks import BENCHMARKS
 from .layout import repo_root
 
 LAUNCHERS = ("deepspeed", "torchrun", "python", "deepspeed-hostfile", "torchrun-multinode", "slurm")
+SINGLE_NODE_LAUNCHERS = ("deepspeed", "torchrun", "python")
 # Benchmarks a sweep can evaluate (mmvp-vlm scores CLIP models, not trained runs).
 SWEEP_BENCHMARKS = tuple(b for b in BENCHMARKS if b != "mmvp-vlm")
 STAGE_PREFIXES = ("stage1.", "stage2.")
@@ -87,6 +88,14 @@ class LaunchSpec:
     def world_size(self) -> int:
         """Training processes: the global batch must divide into them."""
         return 1 if self.launcher == "python" else self.nodes * self.gpus_per_node
+
+    def check(self) -> None:
+        """The job scripts of a one-node launcher start on one node only: more nodes would not be used."""
+        if self.nodes > 1 and self.launcher in SINGLE_NODE_LAUNCHERS:
+            raise SweepError(
+                f"launcher {self.launcher} runs on one node, not {self.nodes}; for several nodes use "
+                "deepspeed-hostfile, torchrun-multinode or slurm"
+            )
 
 
 @dataclass(frozen=True)

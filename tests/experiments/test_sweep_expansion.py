@@ -163,8 +163,17 @@ def test_stages_that_would_not_fit_are_refused(tmp_path):
 
 
 def test_global_batch_must_divide_over_the_launch(tmp_path):
-    spec = load_sweep(_sweep(tmp_path, launch={"nodes": 2, "gpus_per_node": 8}))
+    launch = {"launcher": "torchrun-multinode", "nodes": 2, "gpus_per_node": 8}
+    spec = load_sweep(_sweep(tmp_path, launch=launch))
     with pytest.raises(SweepError, match="per_device_batch_size=32 x 16 device"):
+        plan_sweep(spec)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("launcher", ["deepspeed", "torchrun", "python"])
+def test_one_node_launchers_refuse_several_nodes(tmp_path, launcher):
+    spec = load_sweep(_sweep(tmp_path, launch={"launcher": launcher, "nodes": 2, "gpus_per_node": 4}))
+    with pytest.raises(SweepError, match=f"launcher {launcher} runs on one node, not 2"):
         plan_sweep(spec)
     assert not (tmp_path / "runs").exists()
 
