@@ -6,6 +6,7 @@ pairs.py             CLIP cos >= clip_min and DINOv2 cos <= dino_max, counted ex
 sheet.py             contact sheet of the top pairs for review
 export.py            the first K pairs as an MMVP-format benchmark folder
 store.py             reading .npy matrices and the embed output folder
+errors.py            MiningError: bad input, reported in one line by the command line
 synthetic.py         synthetic collections with planted pairs (tests, benchmarks)
 
 User guide: docs/mining.md.

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mof_llava.mining.errors import MiningError
 from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS, write_json_atomic, write_text_atomic
 from mof_llava.mining.towers import TowerSpec
 
@@ -72,16 +73,16 @@ def list_images(source: str | Path) -> tuple[Path, list[str]]:
         ids = source.read_text(encoding="utf-8").splitlines()
         for line, value in enumerate(ids, start=1):
             if not value.strip():
-                raise ValueError(f"{source}:{line}: empty line in the image list")
+                raise MiningError(f"{source}:{line}: empty line in the image list")
     else:
         raise FileNotFoundError(f"{source}: no such folder or image list")
     for value in ids:
         if "\t" in value or "\n" in value or "\r" in value:
-            raise ValueError(
+            raise MiningError(
                 f"{source}: image id {value!r} contains a tab or line break, which ids.txt cannot hold"
             )
     if not ids:
-        raise ValueError(f"{source}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise MiningError(f"{source}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return root, ids
 
 
@@ -137,7 +138,7 @@ def _check_run(output: Path, run: dict) -> None:
     previous = json.loads(path.read_text(encoding="utf-8"))
     for key in ("ids_sha256", "images", "image_root", "towers", "shard_size"):
         if previous.get(key) != run.get(key):
-            raise ValueError(
+            raise MiningError(
                 f"{output}: an earlier run there used a different {key} "
                 f"({previous.get(key)!r} vs now {run.get(key)!r}); use a new output folder to start over"
             )
@@ -166,9 +167,9 @@ def embed_collection(images: str | Path, output: str | Path, cfg: EmbedConfig) -
     """Embed this rank's unfinished shards; the rank that completes the set merges it.
     Returns the merged result, or None when other ranks' shards are still unfinished."""
     if not cfg.towers:
-        raise ValueError("no towers configured")
+        raise MiningError("no towers configured")
     if len({t.name for t in cfg.towers}) != len(cfg.towers):
-        raise ValueError("tower names must be unique")
+        raise MiningError("tower names must be unique")
     output = Path(output)
     root, ids = list_images(images)
     rank, world, local_rank = _rank_and_world()

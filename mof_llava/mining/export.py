@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from mof_llava.mining.errors import MiningError
 from mof_llava.mining.pairs import read_pairs_csv
 
 IMAGES_DIR = "MMVP Images"
@@ -48,13 +49,13 @@ def export_mmvp(
     from mof_llava.data.images import ImageLoadError, load_rgb_image
 
     if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+        raise MiningError(f"top must be >= 1, got {top}")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
-        raise FileExistsError(f"{output}: already exists and is not empty; choose a new folder")
+        raise MiningError(f"{output}: already exists and is not empty; choose a new folder")
     frame = read_pairs_csv(pairs_csv).head(top)
     if frame.empty:
-        raise ValueError(f"{pairs_csv}: no pairs to export")
+        raise MiningError(f"{pairs_csv}: no pairs to export")
 
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

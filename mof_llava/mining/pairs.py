@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mof_llava.mining.errors import MiningError
 from mof_llava.mining.ivf import ivf_pairs, plan_ivf
 from mof_llava.mining.kernel import BadEmbeddingError, Candidates, checked_norms
 from mof_llava.mining.search import (
@@ -45,9 +46,9 @@ class PairCriteria:
         for name in ("clip_min", "dino_max"):
             value = getattr(self, name)
             if not -1.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a cosine between -1 and 1, got {value}")
+                raise MiningError(f"{name} must be a cosine between -1 and 1, got {value}")
         if not 0.0 <= self.duplicate_tol < 1.0:
-            raise ValueError(f"duplicate_tol must be in [0, 1), got {self.duplicate_tol}")
+            raise MiningError(f"duplicate_tol must be in [0, 1), got {self.duplicate_tol}")
 
 
 @dataclass
@@ -171,12 +172,12 @@ def find_blind_pairs(
     criteria = criteria or PairCriteria()
     cfg = cfg or SearchConfig()
     if clip_source.rows != dino_source.rows or clip_source.rows != len(ids):
-        raise ValueError(
+        raise MiningError(
             f"row counts differ: CLIP {clip_source.rows}, DINOv2 {dino_source.rows}, ids {len(ids)}"
         )
     rows = clip_source.rows
     if rows < 2:
-        raise ValueError(f"need at least 2 images to form pairs, got {rows}")
+        raise MiningError(f"need at least 2 images to form pairs, got {rows}")
     stats = MiningStats(rows=rows)
     t_start = time.perf_counter()
     t0 = time.perf_counter()
@@ -272,7 +273,7 @@ def read_pairs_csv(path: str | Path):
         raise FileNotFoundError(f"{path}: pairs file not found") from None
     missing = [c for c in CSV_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise MiningError(
             f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(CSV_COLUMNS)})"
         )
     for column in ("clip_cos", "dino_cos"):
@@ -280,11 +281,11 @@ def read_pairs_csv(path: str | Path):
         bad = values.isna() | ~np.isfinite(values)
         if bad.any():
             line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
-            raise ValueError(f"{path}:{line}: {column} is not a number ({frame[column].iloc[line - 2]!r})")
+            raise MiningError(f"{path}:{line}: {column} is not a number ({frame[column].iloc[line - 2]!r})")
         frame[column] = values
     for line, (a, b) in enumerate(zip(frame["image_a"], frame["image_b"]), start=2):
         if not a or not b:
-            raise ValueError(f"{path}:{line}: empty image id")
+            raise MiningError(f"{path}:{line}: empty image id")
     return frame
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mof_llava.mining.errors import MiningError
 from mof_llava.mining.kernel import (
     SCORE_SLACK,
     Candidates,
@@ -51,7 +52,7 @@ class SearchConfig:
 
     def resolved_method(self, rows: int) -> str:
         if self.method not in ("auto", "exact", "ivf"):
-            raise ValueError(f"unknown search method {self.method!r} (expected auto, exact or ivf)")
+            raise MiningError(f"unknown search method {self.method!r} (expected auto, exact or ivf)")
         if self.method == "auto":
             return "exact" if rows <= self.exact_max_rows else "ivf"
         return self.method

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mof_llava.mining.errors import MiningError
 from mof_llava.mining.pairs import read_pairs_csv, summary_path
 
 BACKGROUND = (255, 255, 255)
@@ -56,10 +57,10 @@ def draw_contact_sheet(
     from PIL import Image, ImageDraw, ImageFont
 
     if top < 1 or columns < 1 or thumb < 16:
-        raise ValueError("top and columns must be >= 1 and thumb >= 16")
+        raise MiningError("top and columns must be >= 1 and thumb >= 16")
     frame = read_pairs_csv(pairs_csv).head(top)
     if frame.empty:
-        raise ValueError(f"{pairs_csv}: no pairs to draw")
+        raise MiningError(f"{pairs_csv}: no pairs to draw")
     font = ImageFont.load_default(size=max(10, thumb // 16))
     line = font.size + 4
     pad = 8

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mof_llava.mining.errors import MiningError
+
 MANIFEST = "manifest.json"
 IDS = "ids.txt"
 CORRUPT = "corrupt.tsv"
@@ -40,17 +42,17 @@ class NpyRows:
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.path}: embedding file not found") from None
         except (ValueError, OSError) as err:
-            raise ValueError(f"{self.path}: not a readable .npy file ({err})") from None
+            raise MiningError(f"{self.path}: not a readable .npy file ({err})") from None
         shape, dtype = mapped.shape, mapped.dtype
         fortran_order = len(shape) == 2 and shape[0] > 1 and shape[1] > 1 and mapped.flags.f_contiguous
         if len(shape) != 2:
-            raise ValueError(f"{self.path}: expected a 2-D array (rows x dimensions), found shape {shape}")
+            raise MiningError(f"{self.path}: expected a 2-D array (rows x dimensions), found shape {shape}")
         if fortran_order:
-            raise ValueError(
+            raise MiningError(
                 f"{self.path}: Fortran-ordered arrays are not supported; save with np.save(np.ascontiguousarray(x))"
             )
         if dtype.kind != "f":
-            raise ValueError(f"{self.path}: expected float16/32/64 embeddings, found dtype {dtype}")
+            raise MiningError(f"{self.path}: expected float16/32/64 embeddings, found dtype {dtype}")
         self.rows, self.dim = int(shape[0]), int(shape[1])
         self.dtype = dtype
         self._data_offset = int(mapped.offset)
@@ -64,7 +66,7 @@ class NpyRows:
             f.seek(self._data_offset + start * self.dim * self.dtype.itemsize)
             block = np.fromfile(f, dtype=self.dtype, count=count)
         if block.size != count:
-            raise ValueError(f"{self.path}: file is truncated (rows {start}..{stop - 1} missing)")
+            raise MiningError(f"{self.path}: file is truncated (rows {start}..{stop - 1} missing)")
         return block.reshape(-1, self.dim)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
@@ -77,11 +79,11 @@ class ShardedRows:
 
     def __init__(self, parts: Sequence[NpyRows]):
         if not parts:
-            raise ValueError("no embedding files given")
+            raise MiningError("no embedding files given")
         dims = {p.dim for p in parts}
         if len(dims) != 1:
             listing = ", ".join(f"{p.path} ({p.dim})" for p in parts)
-            raise ValueError(f"embedding files disagree on the dimension: {listing}")
+            raise MiningError(f"embedding files disagree on the dimension: {listing}")
         self.parts = list(parts)
         self.dim = parts[0].dim
         self.dtype = np.result_type(*[p.dtype for p in parts])
@@ -135,7 +137,7 @@ def read_ids(path: str | Path) -> list[str]:
         ids.pop()
     for line, value in enumerate(ids, start=1):
         if not value.strip():
-            raise ValueError(f"{path}:{line}: empty image id")
+            raise MiningError(f"{path}:{line}: empty image id")
     return ids
 
 
@@ -185,22 +187,22 @@ class EmbeddingStore:
     def ids(self) -> list[str]:
         ids = read_ids(self.root / IDS)
         if len(ids) != self.rows:
-            raise ValueError(f"{self.root / IDS}: {len(ids)} ids but the manifest lists {self.rows} rows")
+            raise MiningError(f"{self.root / IDS}: {len(ids)} ids but the manifest lists {self.rows} rows")
         return ids
 
     def tower(self, name: str) -> ShardedRows:
         if name not in self.towers:
-            raise KeyError(f"{self.root}: no tower named {name!r} (towers: {', '.join(self.towers)})")
+            raise MiningError(f"{self.root}: no tower named {name!r} (towers: {', '.join(self.towers)})")
         parts = [
             NpyRows(self.root / SHARDS / shard["name"] / f"{name}.npy")
             for shard in self.manifest["shards"]
             if shard["rows"]
         ]
         if not parts:
-            raise ValueError(f"{self.root}: the collection holds no embedded images")
+            raise MiningError(f"{self.root}: the collection holds no embedded images")
         rows = ShardedRows(parts)
         if rows.rows != self.rows:
-            raise ValueError(
+            raise MiningError(
                 f"{self.root}: tower {name!r} has {rows.rows} rows but the manifest lists {self.rows}"
             )
         return rows

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mof_llava.mining.errors import MiningError
+
 POOLINGS = ("image_embeds", "pooler", "cls", "mean")
 _CLIP_TYPES = {"clip", "clip_vision_model"}
 
@@ -36,9 +38,9 @@ class TowerSpec:
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"tower name {self.name!r}: use letters, digits, '-' and '_' only")
+            raise MiningError(f"tower name {self.name!r}: use letters, digits, '-' and '_' only")
         if self.pooling != "auto" and self.pooling not in POOLINGS:
-            raise ValueError(
+            raise MiningError(
                 f"tower {self.name}: unknown pooling {self.pooling!r} (choose from {', '.join(POOLINGS)})"
             )
 
@@ -54,7 +56,7 @@ class Tower:
         try:
             config = AutoConfig.from_pretrained(spec.model)
         except OSError as err:
-            raise OSError(
+            raise MiningError(
                 f"tower {spec.name}: cannot load the model config from {spec.model!r} ({err})"
             ) from None
         model_type = config.model_type
@@ -70,14 +72,16 @@ class Tower:
                 hint = (
                     f" (a vision-only checkpoint without CLIP's projection: use --pooling {spec.name}=pooler)"
                 )
-            raise ValueError(f"tower {spec.name}: {spec.model} lacks weights {', '.join(missing[:5])}{hint}")
+            raise MiningError(f"tower {spec.name}: {spec.model} lacks weights {', '.join(missing[:5])}{hint}")
         self.model = model.to(device).eval()
         self.device = device
         self.patch_size = getattr(getattr(config, "vision_config", config), "patch_size", None)
         try:
             self.processor = AutoImageProcessor.from_pretrained(spec.model, backend="pil")
         except OSError as err:
-            raise OSError(f"tower {spec.name}: no image processor config in {spec.model!r} ({err})") from None
+            raise MiningError(
+                f"tower {spec.name}: no image processor config in {spec.model!r} ({err})"
+            ) from None
         self.dim = self._probe_dim()
 
     def preprocess(self, image):
@@ -99,7 +103,7 @@ class Tower:
             return output.image_embeds
         if self.pooling == "pooler":
             if getattr(output, "pooler_output", None) is None:
-                raise ValueError(
+                raise MiningError(
                     f"tower {self.spec.name}: {type(self.model).__name__} has no pooled output; choose cls or mean"
                 )
             return output.pooler_output
@@ -107,7 +111,7 @@ class Tower:
         prefix = self._prefix_tokens(hidden.shape[1], image_hw)
         if self.pooling == "cls":
             if prefix < 1:
-                raise ValueError(
+                raise MiningError(
                     f"tower {self.spec.name}: {type(self.model).__name__} has no CLS token; choose pooler or mean"
                 )
             return hidden[:, 0]
@@ -116,7 +120,7 @@ class Tower:
     def _prefix_tokens(self, tokens: int, image_hw) -> int:
         """Tokens before the patch grid (CLS, registers): sequence length minus the patch count."""
         if not self.patch_size:
-            raise ValueError(
+            raise MiningError(
                 f"tower {self.spec.name}: unknown patch size; cannot tell patch tokens from CLS tokens"
             )
         h, w = int(image_hw[0]), int(image_hw[1])
@@ -144,7 +148,9 @@ def _model_class(model_type: str, pooling: str):
             else transformers.CLIPVisionModel
         )
     if pooling == "image_embeds":
-        raise ValueError(f"pooling image_embeds is CLIP's projected embedding; a {model_type} model has none")
+        raise MiningError(
+            f"pooling image_embeds is CLIP's projected embedding; a {model_type} model has none"
+        )
     vision_only = {
         "siglip": "SiglipVisionModel",
         "siglip_vision_model": "SiglipVisionModel",

@@ -11,6 +11,7 @@ from mining_helpers import picture, write_image_folder
 from PIL import Image
 
 from mof_llava.cli import main as cli
+from mof_llava.cli import run
 from mof_llava.mining.store import EmbeddingStore
 
 
@@ -101,3 +102,19 @@ def test_embed_refuses_a_tower_or_pooling_named_twice(tmp_path):
     with pytest.raises(SystemExit, match=r"--pooling 'clip=cls': clip is already given"):
         cli(["mine", "embed", str(images), "-o", out, "--pooling", "clip=mean", "--pooling", "clip=cls"])
     assert not (tmp_path / "emb").exists()
+
+
+def test_bad_input_is_reported_in_one_line(tmp_path, capsys):
+    # The console entry point prints the project's own errors as one line, not a traceback.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    commands = [
+        (["mine", "embed", str(tmp_path / "empty"), "-o", str(tmp_path / "emb")], "no images found"),
+        (["mine", "sheet", str(tmp_path / "bad.csv"), "-o", str(tmp_path / "s.png")], "missing column"),
+    ]
+    for argv, message in commands:
+        with pytest.raises(SystemExit) as exit_:
+            run(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mof-llava: error: ") and message in err and "Traceback" not in err

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from mof_llava.benchmarks import mmvp
 from mof_llava.data.images import ImageLoadError
+from mof_llava.mining.errors import MiningError
 from mof_llava.mining.export import export_mmvp
 from mof_llava.mining.pairs import PairTable, write_pairs_csv
 from mof_llava.mining.sheet import draw_contact_sheet, image_root_for
@@ -101,7 +102,7 @@ def test_export_refuses_to_overwrite_and_leaves_nothing_behind_on_error(tmp_path
     path, root, _ = pairs_csv
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+    with pytest.raises(MiningError, match="already exists and is not empty"):
         export_mmvp(path, tmp_path / "bench", root)
     (root / "c.png").write_bytes(b"broken")
     with pytest.raises(ImageLoadError, match=r"c.png: .*\(line 3 of .*pairs.csv\)"):
