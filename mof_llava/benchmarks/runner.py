@@ -146,7 +146,30 @@ def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
     }
 
 
-def _check_or_record_run(output_dir: Path, signature: dict[str, Any]) -> None:
+def run_provenance(task: EvalTask, options: RunOptions, world_size: int, questions: int) -> dict[str, Any]:
+    """What metrics.json records under `run` about how the answers were made."""
+    return {
+        "model": str(Path(options.model).resolve()),
+        "model_id": options.model_id,
+        **options.model_info,
+        "template": task.template,
+        "max_new_tokens": task.max_new_tokens,
+        "image_aspect_ratio": task.image_aspect_ratio,
+        "decoding": "greedy",
+        "batch_size": options.batch_size,
+        "settings": task.settings,
+        "data_files": describe_files(task.data_files),
+        "code_version": code_version(),
+        "world_size": world_size,
+        "questions": questions,
+        "limit": options.limit,
+        "command": sys.argv,
+    }
+
+
+def _check_or_record_run(output_dir: Path, signature: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Refuse a folder whose answers were made differently; in a new folder record the signature,
+    and the provenance `eval merge` puts into metrics.json when it finishes the run by hand."""
     path = output_dir / RUN_FILE
     if path.exists():
         previous = json.loads(path.read_text())
@@ -157,7 +180,7 @@ def _check_or_record_run(output_dir: Path, signature: dict[str, Any]) -> None:
                 f"(see {path}); use another --output-dir, or delete the folder to start over"
             )
     else:
-        write_json_atomic(path, signature, indent=1)
+        write_json_atomic(path, {**signature, "provenance": provenance}, indent=1)
 
 
 def answered_ids(output_dir: Path, own_part: Path) -> set[str]:
@@ -281,7 +304,8 @@ def _run(task: EvalTask, load_generator, options: RunOptions, dist: Distributed)
     output_dir.mkdir(parents=True, exist_ok=True)
     questions = task.questions[: options.limit] if options.limit else task.questions
     if dist.is_main:
-        _check_or_record_run(output_dir, run_signature(task, options))
+        provenance = run_provenance(task, options, dist.world_size, len(questions))
+        _check_or_record_run(output_dir, run_signature(task, options), provenance)
     dist.barrier()
 
     started = time.time()
@@ -317,24 +341,10 @@ def _run(task: EvalTask, load_generator, options: RunOptions, dist: Distributed)
     else:
         metrics = task.score(answers_path)
     metrics["run"] = {
-        "model": str(Path(options.model).resolve()),
-        "model_id": options.model_id,
-        **options.model_info,
-        "template": task.template,
-        "max_new_tokens": task.max_new_tokens,
-        "image_aspect_ratio": task.image_aspect_ratio,
-        "decoding": "greedy",
-        "batch_size": options.batch_size,
-        "settings": task.settings,
-        "data_files": describe_files(task.data_files),
-        "code_version": code_version(),
-        "world_size": dist.world_size,
-        "questions": len(questions),
-        "limit": options.limit,
+        **provenance,
         "generated_by_rank0_this_run": generated,
         "rank0_seconds": round(elapsed, 3),
         "answers": str(answers_path),
-        "command": sys.argv,
     }
     write_json_atomic(output_dir / METRICS_FILE, metrics, indent=1)
     return metrics

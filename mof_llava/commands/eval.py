@@ -380,7 +380,7 @@ def _run_mmvp_vlm(args: argparse.Namespace) -> int:
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     from mof_llava.benchmarks.answers import write_json_atomic
-    from mof_llava.benchmarks.runner import METRICS_FILE, merge_parts
+    from mof_llava.benchmarks.runner import METRICS_FILE, RUN_FILE, merge_parts
 
     _setup_logging()
     if args.benchmark == "mmvp-vlm":
@@ -391,6 +391,10 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         export(answers_path, args.output_dir / name)
     metrics = task.score(answers_path)
     metrics["answers"] = str(answers_path)
+    run_file = args.output_dir / RUN_FILE
+    recorded = json.loads(run_file.read_text()).get("provenance") if run_file.is_file() else None
+    if recorded:  # how the answers were made, as the interrupted run recorded it
+        metrics["run"] = {**recorded, "merged_by": "mof-llava eval merge", "answers": str(answers_path)}
     write_json_atomic(args.output_dir / METRICS_FILE, metrics, indent=1)
     _print_summary(metrics)
     return 0

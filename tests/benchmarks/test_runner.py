@@ -339,3 +339,15 @@ def test_limited_smoke_run_writes_its_answers_and_is_not_scored(pope_dir, tmp_pa
         q.question_id for q in task.questions[:3]
     ]
     assert json.loads((tmp_path / "smoke" / "metrics.json").read_text())["run"]["limit"] == 3
+
+
+def test_merge_by_hand_keeps_the_runs_provenance(pope_dir, model_dir, generator, tmp_path):
+    out = tmp_path / "run"
+    finished = run_task(_task(pope_dir), lambda: generator, _options(out, model_dir), Distributed())
+    (out / "metrics.json").unlink()  # as if the run stopped before its own merge
+    assert main(["eval", "merge", "pope", "--output-dir", str(out), "--data", str(pope_dir)]) == 0
+    merged = json.loads((out / "metrics.json").read_text())
+    assert merged["score"] == finished["score"]
+    for key in ("model", "model_id", "template", "max_new_tokens", "settings", "data_files", "batch_size"):
+        assert merged["run"][key] == finished["run"][key], key
+    assert merged["run"]["merged_by"] == "mof-llava eval merge"
