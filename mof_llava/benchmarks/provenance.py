@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Files larger than this are described by size and time only (hashing an image folder's worth of
+# Files larger than this are described by path and size only (hashing an image folder's worth of
 # data would cost more than the evaluation bookkeeping is worth).
 _HASH_LIMIT_BYTES = 2 << 30
 
