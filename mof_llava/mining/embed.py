@@ -41,6 +41,11 @@ class EmbedConfig:
     device: str = "auto"
     dtype: str = "auto"
 
+    def __post_init__(self):
+        for name, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
+            if getattr(self, name) < low:
+                raise MiningError(f"{name} must be >= {low}, got {getattr(self, name)}")
+
 
 @dataclass
 class EmbedResult:

@@ -265,3 +265,12 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_towers, images):
         )
     # Each rank embedded its own shards: 4 shards of 3 images, 2 per rank.
     assert len(list((tmp_path / "ddp" / "shards").iterdir())) == 4
+
+
+def test_sizes_are_checked():
+    with pytest.raises(ValueError, match="shard_size must be >= 1, got 0"):
+        EmbedConfig(shard_size=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        EmbedConfig(batch_size=0)
+    with pytest.raises(ValueError, match="workers must be >= 0, got -1"):
+        EmbedConfig(workers=-1)
