@@ -13,6 +13,7 @@ frozen stage-1 LLM) are rebuilt from the run config, which every run writes next
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -42,6 +43,11 @@ def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
 
 def incomplete_checkpoints(output_dir: str | Path) -> list[Path]:
     return [path for _, path, ok in checkpoints(output_dir) if not ok]
+
+
+def step_of(checkpoint_dir: str | Path) -> int:
+    """The global step a checkpoint was written at (from the Trainer's state, whatever the folder's name)."""
+    return int(json.loads((Path(checkpoint_dir) / "trainer_state.json").read_text())["global_step"])
 
 
 def mark_complete(checkpoint_dir: str | Path) -> None:

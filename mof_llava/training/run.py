@@ -121,13 +121,14 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     with args.main_process_first(desc="indexing the training data"):
         dataset = LlavaDataset.from_config(config.data, processor)
     logger.info(dataset.summary())
+    metrics = MetricsFileCallback(output_dir / "metrics.jsonl")
     trainer = MofLlavaTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=LlavaCollator.for_tokenizer(processor.tokenizer),
         processing_class=processor,
-        callbacks=[MetricsFileCallback(output_dir / "metrics.jsonl"), *(callbacks or [])],
+        callbacks=[metrics, *(callbacks or [])],
         adapter_learning_rate=tcfg.adapter_learning_rate,
         group_by_modality_length=config.data.group_by_modality_length,
         batch_arrangement=config.data.batch_arrangement,
@@ -138,6 +139,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     resume = _resume_point(tcfg.resume, output_dir)
     if resume is not None:
         logger.info("resuming from %s", resume)
+        if rank == 0:
+            metrics.forget_after(checkpoints.step_of(resume))
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
     artifact = _save_final(trainer, model, processor, config, output_dir)

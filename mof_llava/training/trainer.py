@@ -231,9 +231,28 @@ class MetricsFileCallback(TrainerCallback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
+    def forget_after(self, step: int) -> None:
+        """Drop the lines logged after `step`: a run resumed from checkpoint `step` logs them again.
+        A torn last line (the process died while writing it) goes too."""
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= step]
+        if len(kept) < len(lines):
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         with open(self.path, "a") as handle:
             handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
             handle.flush()
+
+
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None

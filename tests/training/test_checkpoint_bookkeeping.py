@@ -1,5 +1,7 @@
 """Only checkpoints every rank finished writing count; old ones go only after a newer one is complete."""
 
+import json
+
 from mof_llava.training import checkpoints
 
 
@@ -30,3 +32,12 @@ def test_rotation_keeps_newest_complete_and_never_the_only_one(tmp_path):
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["checkpoint-6", "checkpoint-8"]  # the partial newer one stays until a newer complete one exists
     assert checkpoints.rotate(tmp_path, keep=1) == []
+
+
+def test_metrics_after_the_resumed_step_are_dropped_with_a_torn_last_line(tmp_path):
+    from mof_llava.training.trainer import MetricsFileCallback
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(f'{{"step": {s}, "loss": 1.0}}\n' for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    MetricsFileCallback(path).forget_after(2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]

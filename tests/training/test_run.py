@@ -103,6 +103,8 @@ def test_crash_while_saving_leaves_the_previous_checkpoint(tiny_parts, toy_data,
     expected, got = losses(tmp_path / "straight"), losses(run)
     for step in (3, 4, 5, 6):
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2, 3, 4, 5, 6]  # steps 3, 4 once, after resume
     assert straight.global_step == 6
     assert [p.name for p in run.iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-6"]
 
