@@ -52,6 +52,8 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.tokenizer and not args.mixer:
         raise SystemExit("error: --tokenizer needs --mixer (or pass --model)")
+    if args.model and args.mixer:
+        raise SystemExit("error: --mixer is for --tokenizer; a saved --model already has its mixer")
     processor = load_processor(args)
     try:
         report = check_dataset(

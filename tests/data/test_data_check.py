@@ -107,6 +107,8 @@ def test_plain_template_and_errors(tmp_path, tiny_parts, capsys):
     assert code == 1 and "the 'plain' template takes one image and one caption" in out
     with pytest.raises(SystemExit, match="--tokenizer needs --mixer"):
         main(["data", "check", str(path), "--tokenizer", str(tiny_parts.llm)])
+    with pytest.raises(SystemExit, match="--mixer is for --tokenizer"):  # not silently ignored
+        main(["data", "check", str(path), "--model", str(tmp_path), "--mixer", "interleave"])
     with pytest.raises(SystemExit, match="pass --image-folder"):
         main(
             [
