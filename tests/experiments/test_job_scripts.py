@@ -57,6 +57,14 @@ def _calls(tmp_path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
+def _wait_for_call(tmp_path: Path, timeout: float = 20.0) -> None:
+    """Until a fake launcher has recorded its call: the step is then surely running."""
+    deadline = time.time() + timeout
+    while not _calls(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _calls(tmp_path), "the fake launcher was never called"
+
+
 def _plan(tmp_path: Path, launcher: str, nodes: int = 1, **launch):
     content = {
         "name": "tiny",
@@ -273,9 +281,7 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     first = plan.runs[0].layout.status / "stage1.running"
-    deadline = time.time() + 20
-    while not first.exists() and time.time() < deadline:
-        time.sleep(0.05)
+    _wait_for_call(tmp_path)  # the step's command has started (its marker is written before it)
     assert first.exists()
     os.killpg(process.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
     process.wait(timeout=20)
@@ -321,10 +327,8 @@ def test_one_run_all_at_a_time(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        running = plan.runs[0].layout.status / "stage1.running"
-        deadline = time.time() + 20
-        while not running.exists() and time.time() < deadline:
-            time.sleep(0.05)
+        _wait_for_call(tmp_path)
+        assert (plan.runs[0].layout.status / "stage1.running").exists()
         second = subprocess.run(
             ["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True, timeout=20
         )
