@@ -43,16 +43,18 @@ def read_pattern_map(path: str | Path) -> dict[int, str]:
     if not path.is_file():
         raise PatternMapError(f"{path}: pattern mapping file not found")
     if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise PatternMapError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(data, dict):
             raise PatternMapError(f"{path}: expected a JSON object")
         mapping: dict[int, str] = {}
         for key, value in data.items():
-            if isinstance(value, list):
-                for index in value:
-                    mapping[int(index)] = canonical_pattern(key)
-            else:
-                mapping[int(key)] = canonical_pattern(str(value))
+            # {"pattern": [indices]} or {"index": "pattern"}
+            pairs = [(index, key) for index in value] if isinstance(value, list) else [(key, value)]
+            for index, pattern in pairs:
+                mapping[_question_index(index, f"{path}: entry {key!r}")] = canonical_pattern(str(pattern))
         return mapping
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
@@ -67,11 +69,18 @@ def read_pattern_map(path: str | Path) -> dict[int, str]:
         raise PatternMapError(f"{path}: needs an Index column and a Pattern column, got {list(rows[0])}")
     mapping = {}
     for line, row in enumerate(rows, start=2):
-        try:
-            mapping[int(row[index_col])] = canonical_pattern(row[pattern_col])
-        except (TypeError, ValueError):
-            raise PatternMapError(f"{path}:{line}: index {row[index_col]!r} is not an integer") from None
+        pattern = row[pattern_col]
+        if pattern is None or not pattern.strip():
+            raise PatternMapError(f"{path}:{line}: no pattern for index {row[index_col]!r}")
+        mapping[_question_index(row[index_col], f"{path}:{line}")] = canonical_pattern(pattern)
     return mapping
+
+
+def _question_index(value: Any, where: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PatternMapError(f"{where}: question index {value!r} is not an integer") from None
 
 
 def per_pattern_pair_accuracy(correct: Mapping[int, bool], patterns: Mapping[int, str]) -> dict[str, Any]:

@@ -190,10 +190,17 @@ def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
     if clip:
         return
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--max-new-tokens", type=int, help="default: the benchmark's reference setting")
+    p.add_argument("--max-new-tokens", type=_positive_int, help="default: the benchmark's reference setting")
     p.add_argument("--limit", type=int, help="only the first N questions (smoke runs; not scored)")
     p.add_argument("--model-id", help="model_id written into answer lines (default: the model folder name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_score_args(p: argparse.ArgumentParser, bench: str) -> None:

@@ -37,6 +37,29 @@ def test_mapping_files_in_csv_and_json(tmp_path):
         analysis.read_pattern_map(bad)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("gap.csv", "Index,Pattern\n1,Color\n2\n", r"gap.csv:3: no pattern for index '2'"),
+        ("word.csv", "Index,Pattern\n1,Color\none,Color\n", r"word.csv:3: question index 'one' is not an integer"),
+        ("key.json", json.dumps({"first": "Color"}), r"key.json: entry 'first': question index 'first' is not an integer"),
+        ("list.json", json.dumps({"Color": [1, "x"]}), r"list.json: entry 'Color': question index 'x' is not an integer"),
+        ("broken.json", '{"1": "Color"', r"broken.json: not valid JSON"),
+    ],
+)
+def test_bad_mapping_files_name_the_line_or_entry(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(analysis.PatternMapError, match=message):
+        analysis.read_pattern_map(path)
+
+
+def test_max_new_tokens_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "run", "pope", "--model", str(tmp_path), "--data", str(tmp_path), "--max-new-tokens", "0"])
+    assert "--max-new-tokens: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_per_pattern_pair_accuracy():
     correct = {1: True, 2: True, 3: True, 4: False, 5: True, 6: True, 7: False, 8: False}
     patterns = {
