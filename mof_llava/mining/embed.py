@@ -141,7 +141,7 @@ def _check_run(output: Path, run: dict) -> None:
         write_json_atomic(path, run)
         return
     previous = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("ids_sha256", "images", "image_root", "towers", "shard_size"):
+    for key in ("ids_sha256", "images", "image_root", "towers", "shard_size", "dtype"):
         if previous.get(key) != run.get(key):
             raise MiningError(
                 f"{output}: an earlier run there used a different {key} "
@@ -178,6 +178,8 @@ def embed_collection(images: str | Path, output: str | Path, cfg: EmbedConfig) -
     output = Path(output)
     root, ids = list_images(images)
     rank, world, local_rank = _rank_and_world()
+    device = _resolve_device(cfg.device, local_rank)
+    dtype = _resolve_dtype(cfg.dtype, device)
     (output / SHARDS).mkdir(parents=True, exist_ok=True)
     run = {
         "images": len(ids),
@@ -186,6 +188,7 @@ def embed_collection(images: str | Path, output: str | Path, cfg: EmbedConfig) -
         "source": str(Path(images).resolve()),
         "towers": [asdict(t) for t in cfg.towers],
         "shard_size": cfg.shard_size,
+        "dtype": dtype,  # the towers' compute precision: shards of one run must agree
     }
     _check_run(output, run)
 
@@ -195,7 +198,7 @@ def embed_collection(images: str | Path, output: str | Path, cfg: EmbedConfig) -
         for stale in (output / SHARDS).glob(f".{_shard_name(k)}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
     if mine:
-        towers = _load_towers(cfg, _resolve_device(cfg.device, local_rank))
+        towers = _load_towers(cfg, device, dtype)
         for k in mine:
             _embed_shard(output, root, ids, k, cfg, towers, rank)
     if all(_shard_done(output, k) for k in shards):
@@ -207,12 +210,15 @@ def _shard_done(output: Path, k: int) -> bool:
     return (output / SHARDS / _shard_name(k) / "done.json").exists()
 
 
-def _load_towers(cfg: EmbedConfig, device: str):
+def _resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "float16" if device.startswith("cuda") else "float32"
+    return dtype
+
+
+def _load_towers(cfg: EmbedConfig, device: str, dtype: str):
     from mof_llava.mining.towers import Tower
 
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "float16" if device.startswith("cuda") else "float32"
     return [Tower(spec, device=device, dtype=dtype) for spec in cfg.towers]
 
 

@@ -202,6 +202,9 @@ def test_resume_with_other_images_or_towers_is_refused(tmp_path, tiny_towers, im
     shutil.copytree(root, copy)
     with pytest.raises(ValueError, match="different image_root"):
         embed_collection(copy, out, config(tiny_towers))
+    # The default precision is float32 on a CPU; another precision would mix outputs across shards.
+    with pytest.raises(ValueError, match="different dtype \\('float32' vs now 'bfloat16'\\)"):
+        embed_collection(root, out, config(tiny_towers, dtype="bfloat16"))
 
 
 def test_empty_or_missing_input(tmp_path):
