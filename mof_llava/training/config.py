@@ -97,6 +97,11 @@ class TrainConfig:
     peak_tflops: float | None = None  # per device, for the MFU estimate; None: known GPUs only
     ddp_timeout: int = 1800
 
+    def __post_init__(self):
+        # The Trainer reads a warmup below 1 as a ratio of the steps and 1 or more as a step count.
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1) (a share of the steps), got {self.warmup_ratio}")
+
 
 @dataclass
 class RunConfig:

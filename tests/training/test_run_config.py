@@ -52,6 +52,7 @@ def test_stage1_defaults_are_llava_pretraining():
         ({"model": {"mixer": {"mode": "interleave", "alfa": 1}}}, [], r"model.mixer: unknown keys \['alfa'\]"),
         ({"data": {"image_aspect_ratio": "square"}}, [], "LLaVA's 'square', resize and centre-crop, is 'crop' here"),
         ({"extra": 1}, [], r"unknown top-level keys \['extra'\]"),
+        ({}, ["train.warmup_ratio=100"], r"train: train.warmup_ratio must be in \[0, 1\) \(a share of the steps\), got 100"),
     ],
 )
 def test_mistakes_fail_naming_the_key(tmp_path, content, overrides, message):
