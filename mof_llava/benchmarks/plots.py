@@ -24,6 +24,14 @@ def _pattern_order(series: Mapping[str, Mapping[str, float]]) -> list[str]:
     return order
 
 
+def _values(name: str, scores: Mapping[str, float], patterns: Sequence[str]) -> tuple[list[float], str]:
+    """A model's scores in pattern order and its legend label. A pattern the model has no score for
+    is NaN (no point, no bar) and the label says so: drawing it as 0 would read as a measured 0%."""
+    values = [float(scores[p]) if p in scores else math.nan for p in patterns]
+    missing = sum(math.isnan(v) for v in values)
+    return values, f"{name} (no score for {missing} pattern{'s' if missing > 1 else ''})" if missing else name
+
+
 def radar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
     """One closed polygon per model over the patterns (0-100)."""
     plt = pyplot()
@@ -31,9 +39,10 @@ def radar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, tit
     angles = [2 * math.pi * i / len(patterns) for i in range(len(patterns))]
     fig, ax = plt.subplots(figsize=(7, 7), subplot_kw={"projection": "polar"})
     for name, scores in series.items():
-        values = [scores.get(p, 0.0) for p in patterns]
-        ax.plot(angles + angles[:1], values + values[:1], linewidth=1.5, label=name)
-        ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
+        values, label = _values(name, scores, patterns)
+        ax.plot(angles + angles[:1], values + values[:1], linewidth=1.5, marker=".", label=label)
+        if not any(math.isnan(v) for v in values):  # a gap in the outline has no inside to fill
+            ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
     ax.set_xticks(angles)
     ax.set_xticklabels([p.replace(" and ", "\nand ") for p in patterns], fontsize=8)
     ax.set_ylim(0, 100)
@@ -50,7 +59,8 @@ def bar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title
     fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(patterns)), 5))
     for k, (name, scores) in enumerate(series.items()):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(patterns))]
-        ax.bar(xs, [scores.get(p, 0.0) for p in patterns], width=width, label=name)
+        values, label = _values(name, scores, patterns)
+        ax.bar(xs, values, width=width, label=label)
     ax.set_xticks(range(len(patterns)))
     ax.set_xticklabels(patterns, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")

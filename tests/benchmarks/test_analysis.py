@@ -149,3 +149,25 @@ def test_analyze_command_writes_tables_and_figures(tmp_path, capsys):
 def test_analyze_refuses_the_wrong_metrics(tmp_path):
     with pytest.raises(analysis.PatternMapError, match="not an MMVP metrics file"):
         analysis.analyze({"x": {"benchmark": "pope", "score": 1}}, {}, {1: "Texts"})
+
+
+def test_a_pattern_without_a_score_is_a_gap_not_zero(tmp_path, monkeypatch):
+    """A model that has no score for a pattern must not be drawn at 0% (a measured-looking value)."""
+    import math
+
+    from mof_llava.benchmarks import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: drawn.append(fig) or path)
+    series = {"full": {"Color": 50.0, "Texts": 25.0, "Count": 75.0}, "partial": {"Color": 40.0, "Count": 60.0}}
+    plots.radar_chart(series, tmp_path / "r.png")
+    plots.bar_chart(series, tmp_path / "b.png")
+    radar, bars = (fig.axes[0] for fig in drawn)
+
+    lines = {line.get_label(): list(line.get_ydata()) for line in radar.get_lines()}
+    assert lines["full"] == [50.0, 25.0, 75.0, 50.0]
+    partial = lines["partial (no score for 1 pattern)"]
+    assert partial[0] == 40.0 and math.isnan(partial[1]) and partial[2] == 60.0
+    heights = {c.get_label(): [bar.get_height() for bar in c] for c in bars.containers}
+    assert heights["full"] == [50.0, 25.0, 75.0]
+    assert math.isnan(heights["partial (no score for 1 pattern)"][1])
