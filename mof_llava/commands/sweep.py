@@ -142,14 +142,19 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     command = plan.scripts.start_command(plan.spec.launch)
+    if args.dry_run:  # prints only, so missing data is worth a warning, not a refusal
+        if plan.missing and not args.skip_data_check:
+            print(
+                "warning: data not found (see the warnings above); a launch without --dry-run would be refused "
+                "unless --skip-data-check is given"
+            )
+        print(f"dry run; would start: {command}")
+        return 0
     if plan.missing and not args.skip_data_check:
         raise SystemExit(
             "mof-llava sweep: not launched, data not found (see the warnings above; docs/reproduce.md says where "
             "it goes), or pass --skip-data-check"
         )
-    if args.dry_run:
-        print(f"dry run; would start: {command}")
-        return 0
     if plan.spec.launch.launcher == "torchrun-multinode":
         print(f"a multi-node sweep starts on every node; run there: {command}")
         return 0

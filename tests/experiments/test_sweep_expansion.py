@@ -242,11 +242,20 @@ def test_the_commands_plan_and_refuse_to_launch_without_data(tmp_path, capsys):
     assert "llava-1.5-7b_seed-42/jobs" not in (root / "run_all.sh").read_text()
     with pytest.raises(SystemExit, match="not launched, data not found"):
         main(["sweep", "launch", str(PAPER), "--output-root", str(root)])
+    capsys.readouterr()
+    # a dry run only prints: missing data is a warning there, not a refusal
+    assert main(["sweep", "launch", str(PAPER), "--output-root", str(root), "--dry-run"]) == 0
+    printed = capsys.readouterr()
+    assert "warning: data not found" in printed.out and "would be refused" in printed.out
+    assert "warning: not found: data/llava_v1_5_mix665k.json (data.data_path)" in printed.err
+    assert f"dry run; would start: bash {root / 'run_all.sh'}" in printed.out
     assert (
         main(["sweep", "launch", str(PAPER), "--output-root", str(root), "--dry-run", "--skip-data-check"])
         == 0
     )
-    assert f"dry run; would start: bash {root / 'run_all.sh'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "warning: data not found" not in printed
+    assert f"dry run; would start: bash {root / 'run_all.sh'}" in printed
     with pytest.raises(SystemExit, match="--launcher: launcher 'mpi' is not one of"):
         main(["sweep", "plan", str(PAPER), "--output-root", str(root), "--launcher", "mpi"])
     with pytest.raises(SystemExit, match="--grid 'model.mixer.alpha': expected KEY=VALUE"):
