@@ -164,8 +164,9 @@ def _add_pairs(steps) -> None:
     p.add_argument(
         "--recall-sample",
         type=int,
-        default=2000,
-        help="IVF: measure recall against exact search on this many random images (0 = skip; default 2000)",
+        default=search.recall_sample,
+        help="IVF: measure recall against exact search on this many random images "
+        f"(0 = skip; default {search.recall_sample})",
     )
     p.add_argument("--workers", type=int, default=search.workers, help="threads (default: one per core)")
     p.add_argument("--seed", type=int, default=search.seed)
@@ -287,11 +288,12 @@ def run_pairs(args) -> int:
         lists=args.lists,
         probe_slack=args.probe_slack,
         max_probes=args.max_probes,
+        recall_sample=args.recall_sample,
         workers=args.workers,
         seed=args.seed,
     )
     try:
-        table, stats = find_blind_pairs(clip, dino, ids, criteria, cfg, recall_sample=args.recall_sample)
+        table, stats = find_blind_pairs(clip, dino, ids, criteria, cfg)
     except BadEmbeddingError as err:
         name = ids[err.row] if 0 <= err.row < len(ids) else "?"
         raise SystemExit(

@@ -161,13 +161,12 @@ def find_blind_pairs(
     ids: Sequence[str],
     criteria: PairCriteria | None = None,
     cfg: SearchConfig | None = None,
-    recall_sample: int = 0,
     show_progress: bool = True,
 ) -> tuple[PairTable, MiningStats]:
     """Search the CLIP rows, judge every candidate on DINOv2, and return the kept pairs.
 
     Sources are objects with `rows`, `dim`, `read(start, stop)` and `take(rows)` (see store.py).
-    `recall_sample` > 0 (IVF only) measures recall against exact search on that many random rows.
+    With IVF, `cfg.recall_sample` > 0 measures recall against exact search on that many random rows.
     """
     criteria = criteria or PairCriteria()
     cfg = cfg or SearchConfig()
@@ -186,7 +185,7 @@ def find_blind_pairs(
     stats.seconds["check_dino"] = time.perf_counter() - t0
 
     try:
-        _search(clip_source, judge, criteria, cfg, stats, recall_sample, show_progress)
+        _search(clip_source, judge, criteria, cfg, stats, show_progress)
     except BadEmbeddingError as err:
         raise BadEmbeddingError(err.row, err.reason, "clip") from None
     t0 = time.perf_counter()
@@ -202,7 +201,6 @@ def _search(
     criteria: PairCriteria,
     cfg: SearchConfig,
     stats: MiningStats,
-    recall_sample: int,
     show_progress: bool,
 ) -> None:
     """Run the CLIP search, feeding every candidate chunk to `judge`; fill stats.search and recall."""
@@ -223,6 +221,7 @@ def _search(
     with _progress_bar(plan.lists, "clusters", show_progress) as bar:
         for chunk in ivf_pairs(plan, unit, threshold, cfg, report, progress=bar.update):
             judge.add(chunk)
+    recall_sample = cfg.recall_sample
     if recall_sample > 0:
         t0 = time.perf_counter()
         truth = sample_true_pairs(unit, threshold, sample_rows(rows, recall_sample, cfg.seed), cfg)

@@ -47,8 +47,13 @@ class SearchConfig:
     block_rows: int = 8192  # rows per block when streaming the matrix
     tile_rows: int = 2048  # query rows per matrix product
     tile_cols: int = 8192  # database rows per matrix product
+    recall_sample: int = 2000  # ivf: rows whose exact-search pairs measure the recall (0 = skip)
     workers: int = 0  # threads; 0 = one per available core
     seed: int = 0
+
+    def __post_init__(self):
+        if self.recall_sample < 0:
+            raise MiningError(f"recall_sample must be >= 0 (0 = skip), got {self.recall_sample}")
 
     def resolved_method(self, rows: int) -> str:
         if self.method not in ("auto", "exact", "ivf"):

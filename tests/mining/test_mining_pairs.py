@@ -66,14 +66,14 @@ def collection():
 def test_planted_pairs_found_and_no_threshold_broken(collection, method):
     ids = [f"img{i}.jpg" for i in range(len(collection.clip))]
     criteria = PairCriteria()
-    cfg = SearchConfig(method=method, lists=32, probe_slack=1.0, max_probes=0)  # ivf: exact settings
+    # ivf: exact settings
+    cfg = SearchConfig(method=method, lists=32, probe_slack=1.0, max_probes=0, recall_sample=500)
     table, stats = find_blind_pairs(
         ArrayRows(collection.clip),
         ArrayRows(collection.dino),
         ids,
         criteria,
         cfg,
-        recall_sample=500,
         show_progress=False,
     )
     found = set(zip(table.a.tolist(), table.b.tolist()))
@@ -92,6 +92,24 @@ def test_planted_pairs_found_and_no_threshold_broken(collection, method):
     if method == "ivf":  # slack 1 is exact, so the sampled recall must be 1
         assert stats.recall_clip.true_pairs > 0 and stats.recall_clip.recall == 1.0
         assert stats.recall_blind.recall == 1.0
+
+
+def test_recall_sample_default_is_the_search_configs_for_library_and_command(collection):
+    # One default: the library measures recall unless told not to, and the command's flag reads it.
+    from mof_llava.cli import build_parser
+
+    default = SearchConfig().recall_sample
+    assert default > 0
+    ids = [f"img{i}.jpg" for i in range(len(collection.clip))]
+    cfg = SearchConfig(method="ivf", lists=32, probe_slack=1.0, max_probes=0)
+    _, stats = find_blind_pairs(
+        ArrayRows(collection.clip), ArrayRows(collection.dino), ids, cfg=cfg, show_progress=False
+    )
+    assert stats.recall_clip.sample_rows == min(default, len(ids))
+    args = build_parser().parse_args(["mine", "pairs", "emb", "-o", "p.csv"])
+    assert args.recall_sample == default
+    with pytest.raises(ValueError, match="recall_sample must be >= 0"):
+        SearchConfig(recall_sample=-1)
 
 
 def test_sorted_by_gap_then_rows(collection):
