@@ -306,11 +306,15 @@ def run_pairs(args) -> int:
         "inputs": inputs,
         "image_root": image_root,
         "criteria": asdict(criteria),
+        # method and lists as searched (auto and 0 resolved); as given on the command line under "requested"
         "search": {
-            "method": cfg.method,
-            "lists": cfg.lists,
+            "method": stats.search.method,
+            "lists": stats.search.lists,
+            "requested": {"method": cfg.method, "lists": cfg.lists},
+            "exact_max_rows": cfg.exact_max_rows,
             "probe_slack": cfg.probe_slack,
             "max_probes": cfg.max_probes,
+            "recall_sample": cfg.recall_sample,
             "seed": cfg.seed,
         },
         "stats": stats.to_json(),

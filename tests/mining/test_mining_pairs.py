@@ -216,6 +216,11 @@ def test_pairs_command_on_npy_input(tmp_path, collection, capsys):
     assert summary["stats"]["duplicate_pairs"] == len(collection.planted.duplicates)
     assert summary["stats"]["recall_clip"]["recall"] == 1.0
     assert summary["peak_rss_bytes"] > 0
+    search = summary["search"]
+    assert search["method"] == summary["stats"]["search"]["method"] == "ivf"
+    assert search["lists"] == summary["stats"]["search"]["lists"] > 0
+    assert search["requested"] == {"method": "ivf", "lists": 0}
+    assert (search["probe_slack"], search["max_probes"], search["recall_sample"]) == (1.0, 0, 300)
     printed = capsys.readouterr().out
     assert f"{len(expected)} CLIP-blind pairs written" in printed and "recall vs exact search" in printed
 
@@ -300,3 +305,16 @@ def test_pairs_summary_records_a_relative_image_root_as_absolute(tmp_path, monke
     assert json.loads((tmp_path / "p.summary.json").read_text())["image_root"] == str(tmp_path / "photos")
     assert cli([*args, "-o", "q.csv"]) == 0
     assert json.loads((tmp_path / "q.summary.json").read_text())["image_root"] == str(tmp_path)
+
+
+def test_pairs_summary_search_block_holds_the_method_searched_and_the_one_requested(tmp_path):
+    x = np.eye(3, dtype=np.float32)
+    np.save(tmp_path / "clip.npy", x)
+    np.save(tmp_path / "dino.npy", x)
+    (tmp_path / "ids.txt").write_text("a.jpg\nb.jpg\nc.jpg\n")
+    args = ["mine", "pairs", "--clip-npy", str(tmp_path / "clip.npy"), "--dino-npy"]
+    args += [str(tmp_path / "dino.npy"), "--ids", str(tmp_path / "ids.txt"), "-o", str(tmp_path / "p.csv")]
+    assert cli(args) == 0  # --method auto, 3 rows: exact
+    search = json.loads((tmp_path / "p.summary.json").read_text())["search"]
+    assert (search["method"], search["lists"]) == ("exact", 0)
+    assert search["requested"] == {"method": "auto", "lists": 0}
