@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +137,30 @@ def test_contact_sheet_marks_unreadable_images(tmp_path, pairs_csv):
     result = draw_contact_sheet(path, tmp_path / "sheet.png", root, top=3)
     assert result.unreadable == ["f.png: file not found"]
     assert "1 image(s) could not be read" in result.describe()
+
+
+def test_contact_sheet_temp_file_is_unique_per_run_and_never_left_behind(tmp_path, pairs_csv, monkeypatch):
+    # Two runs writing the same sheet must not share a temporary file.
+    path, root, _ = pairs_csv
+    out = tmp_path / "review" / "sheet.png"
+    written = []
+    save = Image.Image.save
+
+    def recording_save(self, fp, *args, **kwargs):
+        written.append(Path(fp.name))
+        assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == [written[-1].name]
+        if len(written) == 3:
+            raise OSError("disk full")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", recording_save)
+    draw_contact_sheet(path, out, root, top=1)
+    draw_contact_sheet(path, out, root, top=1)
+    assert written[0] != written[1] and all(p.parent == out.parent for p in written)
+    out.unlink()
+    with pytest.raises(OSError, match="disk full"):
+        draw_contact_sheet(path, out, root, top=1)
+    assert list(out.parent.iterdir()) == []
 
 
 def test_image_root_comes_from_the_summary(tmp_path, pairs_csv, monkeypatch):
