@@ -66,6 +66,13 @@ def modify(
         )
         for arm in spec.arms
     )
+    seeds = seeds if seeds is not None else spec.seeds
+    seeded = [k for k in cli_set if _is_seed_key(k)]
+    if seeded and (seeds is not None or any(arm.seeds is not None for arm in arms)):
+        raise SweepError(
+            f"--set {seeded[0]}: the sweep's seeds set train.seed of every run (the value would be replaced); "
+            f"give it with --seeds {cli_set[seeded[0]]}"
+        )
     for arm in arms:
         swept = sorted(set(cli_set) & ({a.key for a in axes.values()} | {a.key for a in arm.grid}))
         if swept:
@@ -77,7 +84,7 @@ def modify(
         arms=arms,
         grid=tuple(axes.values()),
         set={**spec.set, **cli_set},
-        seeds=seeds if seeds is not None else spec.seeds,
+        seeds=seeds,
         output_root=Path(output_root).resolve() if output_root is not None else spec.output_root,
     )
 
@@ -111,6 +118,12 @@ def _expand_arm(spec: SweepSpec, arm: ArmSpec) -> list[PlannedRun]:
             f"{spec.source}: sweep seeds with `seeds: [...]` (or --seeds), not a grid over {TRAIN_SEED}"
         )
     seeds = arm.seeds if arm.seeds is not None else spec.seeds
+    seeded = sorted(k for k in {**spec.set, **arm.set} if _is_seed_key(k))
+    if seeded and seeds is not None:
+        raise SweepError(
+            f"{spec.source}: arm {arm.name} sets {seeded[0]}, which its seeds {list(seeds)} replace; "
+            "give the seed in `seeds: [...]` (or --seeds)"
+        )
     evaluation = arm.evaluation if arm.evaluation is not None else spec.evaluation
     runs = []
     for point in itertools.product(*(axis.values for axis in axes.values())) if axes else [()]:
@@ -135,6 +148,11 @@ def _expand_arm(spec: SweepSpec, arm: ArmSpec) -> list[PlannedRun]:
             )
             runs.append(PlannedRun(record, layout, stage1, stage2, evaluation))
     return runs
+
+
+def _is_seed_key(key: str) -> bool:
+    """train.seed, for both stages or (stageN. prefix) one."""
+    return key in (TRAIN_SEED, f"stage1.{TRAIN_SEED}", f"stage2.{TRAIN_SEED}")
 
 
 def _axis_label(key: str, axes: dict[str, GridAxis]) -> str:

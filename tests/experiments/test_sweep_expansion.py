@@ -70,6 +70,21 @@ def test_seeds_from_the_command_line_multiply_runs_and_share_groups():
     assert [(r.stage1.train.seed, r.stage2.train.seed) for r in runs] == [(1, 1), (2, 2), (3, 3)]
 
 
+def test_a_seed_set_where_the_sweeps_seeds_would_replace_it_is_refused(tmp_path):
+    # the paper sweep has seeds: [42], which would silently replace train.seed=7
+    for key in ("train.seed", "stage1.train.seed"):
+        with pytest.raises(SweepError, match=f"--set {key}: .* give it with --seeds 7"):
+            modify(load_sweep(PAPER), settings=[parse_assignment(f"{key}=7", "--set")])
+    with pytest.raises(SweepError, match="--set train.seed: .* --seeds 7"):
+        modify(load_sweep(PAPER), settings=[("train.seed", 7)], seeds=(1, 2))
+    path = _sweep(tmp_path, seeds=[1], set={"stage2.train.seed": 7})
+    with pytest.raises(SweepError, match="arm a-mof sets stage2.train.seed, which its seeds \\[1\\] replace"):
+        expand(load_sweep(path))
+    # without seeds nothing replaces it: the value is used
+    runs = expand(modify(load_sweep(_sweep(tmp_path)), settings=[("train.seed", 7)]))
+    assert [(r.stage1.train.seed, r.stage2.train.seed, r.record.seed) for r in runs] == [(7, 7, 7)] * 2
+
+
 def test_grid_and_set_from_the_command_line():
     spec = modify(
         load_sweep(PAPER),
