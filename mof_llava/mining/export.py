@@ -50,7 +50,7 @@ def export_mmvp(
 
     if top < 1:
         raise MiningError(f"top must be >= 1, got {top}")
-    output = Path(output)
+    output = _benchmark_folder(output)
     if output.exists() and any(output.iterdir()):
         raise MiningError(f"{output}: already exists and is not empty; choose a new folder")
     frame = read_pairs_csv(pairs_csv).head(top)
@@ -86,3 +86,15 @@ def export_mmvp(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(output, len(frame), top)
+
+
+def _benchmark_folder(given: str | Path) -> Path:
+    """The absolute folder to create. The folder is built beside it and renamed into place, so it
+    cannot be the current folder or one above it (`-o .` would have to replace the folder we are in)."""
+    output = Path(given).resolve()
+    if not output.name or Path.cwd().resolve().is_relative_to(output):
+        raise MiningError(
+            f"-o {str(given) or '.'!r} is {output}, the current folder or one above it; "
+            "give the name of a new folder to create, e.g. -o my-mmvp"
+        )
+    return output

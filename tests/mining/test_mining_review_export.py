@@ -112,6 +112,26 @@ def test_export_refuses_to_overwrite_and_leaves_nothing_behind_on_error(tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".other")]
 
 
+def test_export_into_the_current_folder_is_refused_clearly(tmp_path, pairs_csv, monkeypatch, capsys):
+    from mof_llava.cli import run
+
+    path, root, _ = pairs_csv
+    here = tmp_path / "empty"
+    (here / "sub").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for given in (".", "", "sub/..", ".."):
+        with pytest.raises(MiningError, match=r"the current folder or one above it; give the name of a new"):
+            export_mmvp(path, given, root)
+    with pytest.raises(SystemExit):
+        run(["mine", "export-mmvp", str(path), "-o", "."])
+    err = capsys.readouterr().err
+    assert f"-o '.' is {here}, the current folder" in err and "Traceback" not in err
+    assert sorted(p.name for p in here.iterdir()) == ["sub"]
+    # A relative new folder is fine, also through "..".
+    result = export_mmvp(path, "sub/../bench", root, top=1)
+    assert result.output == here / "bench" and (here / "bench" / "Questions.csv").exists()
+
+
 def test_contact_sheet_shows_each_pair(tmp_path, pairs_csv):
     path, root, ids = pairs_csv
     out = tmp_path / "sheet.png"
