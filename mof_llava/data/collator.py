@@ -1,7 +1,8 @@
 """`LlavaCollator`: dataset items -> a right-padded training batch.
 
-    input_ids       long [B, L]  right-padded with the tokenizer's pad id (its unk id when it has
-                                 no pad token, as LLaVA-1.5 does for Vicuna)
+    input_ids       long [B, L]  right-padded with `pad_token_id`: training passes the processor's
+                                 (`MofLlavaProcessor.pad_token_id`: the tokenizer's pad id, its unk
+                                 id when it has none, as LLaVA-1.5 does for Vicuna)
     labels          long [B, L]  IGNORE_INDEX on padding (and wherever the dataset put it)
     attention_mask  long [B, L]  1 on real tokens
     pixel_values    [n_images, 3, H, W], the images of the rows that have one, in row order;
@@ -33,10 +34,11 @@ class LlavaCollator:
 
     @classmethod
     def for_tokenizer(cls, tokenizer) -> LlavaCollator:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an unk token; set tokenizer.pad_token")
-        return cls(int(pad))
+        """For callers that hold only a tokenizer. Training builds `LlavaCollator(processor.pad_token_id)`;
+        this applies that same property to the bare tokenizer, so the pad-or-unk rule lives in one place."""
+        from ..model.processing import MofLlavaProcessor
+
+        return cls(int(MofLlavaProcessor.pad_token_id.fget(_TokenizerOnly(tokenizer))))
 
     def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
         skipped = [item for item in items if isinstance(item, SkippedSample)]
@@ -57,3 +59,10 @@ class LlavaCollator:
         batch["skipped"] = skipped
         batch["sample_records"] = [row.get("record") for row in rows]
         return batch
+
+
+@dataclass(frozen=True)
+class _TokenizerOnly:
+    """What `MofLlavaProcessor.pad_token_id` reads: the tokenizer."""
+
+    tokenizer: Any

@@ -85,3 +85,10 @@ def test_tokenizer_without_pad_or_unk_is_an_error():
 
     with pytest.raises(ValueError, match="neither a pad nor an unk"):
         LlavaCollator.for_tokenizer(NoSpecials())
+
+
+def test_for_tokenizer_follows_the_processors_pad_rule(monkeypatch):
+    from mof_llava.model.processing import MofLlavaProcessor
+
+    monkeypatch.setattr(MofLlavaProcessor, "pad_token_id", property(lambda self: self.tokenizer.unk_token_id + 5))
+    assert LlavaCollator.for_tokenizer(build_tiny_tokenizer()).pad_token_id == 5

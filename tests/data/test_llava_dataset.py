@@ -66,7 +66,7 @@ def test_every_sample_once_through_workers_with_the_grouped_sampler(tmp_path, pr
         batch_size=3,
         sampler=sampler,
         num_workers=2,
-        collate_fn=LlavaCollator.for_tokenizer(processor.tokenizer),
+        collate_fn=LlavaCollator(processor.pad_token_id),
     )
     seen = []
     for batch in loader:
@@ -129,7 +129,7 @@ def test_bad_image_skip_is_counted_and_reported_never_replaced(tmp_path, process
     dataset = make(tmp_path, processor, mixed_records(), folder, on_bad_image="skip")
     assert isinstance(dataset[5], SkippedSample) and dataset[5].index == 5
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=4, num_workers=2, collate_fn=LlavaCollator.for_tokenizer(processor.tokenizer)
+        dataset, batch_size=4, num_workers=2, collate_fn=LlavaCollator(processor.pad_token_id)
     )
     tally, rows = SkipTally(), 0
     for batch in loader:

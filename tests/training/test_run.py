@@ -189,3 +189,12 @@ def test_the_configured_batch_arrangement_reaches_the_sampler(tiny_parts, toy_da
     config.data = replace(config.data, batch_arrangement=arrangement)
     sampler = train(config).trainer._get_train_sampler()
     assert isinstance(sampler, ModalityLengthGroupedSampler) and sampler.arrange == arrangement
+
+
+def test_the_collator_pads_with_the_processors_pad_id(tiny_parts, toy_data, tmp_path, monkeypatch):
+    # One rule picks the pad id (the processor's): the collator and the all-skipped placeholder batch
+    # both use it. A processor whose rule gives a distinct id shows which one training reads.
+    monkeypatch.setattr(MofLlavaProcessor, "pad_token_id", property(lambda self: 7))
+    collate = train(run_config(tiny_parts, toy_data, tmp_path / "pad", stage="finetune", max_steps=1)).trainer.data_collator
+    rows = [{"input_ids": [1, 20, 30], "labels": [-100, 20, 30]}, {"input_ids": [1], "labels": [-100]}]
+    assert collate(rows)["input_ids"].tolist() == [[1, 20, 30], [1, 7, 7]]
