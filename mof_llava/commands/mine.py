@@ -169,7 +169,12 @@ def _add_pairs(steps) -> None:
         f"(0 = skip; default {search.recall_sample})",
     )
     p.add_argument("--workers", type=int, default=search.workers, help="threads (default: one per core)")
-    p.add_argument("--seed", type=int, default=search.seed)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=search.seed,
+        help=f"seeds the IVF k-means training sample and the recall sample (default {search.seed})",
+    )
     p.set_defaults(func=run_pairs)
 
 
@@ -187,6 +192,8 @@ def _add_sheet(steps) -> None:
 
 
 def _add_export(steps) -> None:
+    from mof_llava.mining.export import QUALITY_MAX, QUALITY_MIN
+
     p = steps.add_parser("export-mmvp", help="write the first K pairs as an MMVP-format benchmark folder")
     p.add_argument("pairs", help="pairs CSV (as written by `mine pairs`, possibly edited after review)")
     p.add_argument("-o", "--output", required=True, help="benchmark folder to create")
@@ -196,7 +203,12 @@ def _add_export(steps) -> None:
     p.add_argument(
         "--image-root", help="folder relative ids resolve against (default: from the pairs summary)"
     )
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=95,
+        help=f"JPEG quality of the exported images, {QUALITY_MIN} to {QUALITY_MAX} (default 95)",
+    )
     p.set_defaults(func=run_export)
 
 

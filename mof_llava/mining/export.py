@@ -26,6 +26,8 @@ IMAGES_DIR = "MMVP Images"
 QUESTIONS = "Questions.csv"
 SOURCES = "sources.csv"
 QUESTION_HEADER = ["Index", "Question", "Options", "Correct Answer"]
+# Pillow's useful JPEG qualities: above 95 its docs advise against (files grow, little is gained).
+QUALITY_MIN, QUALITY_MAX = 1, 95
 
 
 @dataclass
@@ -50,6 +52,8 @@ def export_mmvp(
 
     if top < 1:
         raise MiningError(f"top must be >= 1, got {top}")
+    if not QUALITY_MIN <= quality <= QUALITY_MAX:
+        raise MiningError(f"JPEG quality must be in {QUALITY_MIN}..{QUALITY_MAX}, got {quality}")
     output = _benchmark_folder(output)
     if output.exists() and any(output.iterdir()):
         raise MiningError(f"{output}: already exists and is not empty; choose a new folder")

@@ -132,6 +132,34 @@ def test_export_into_the_current_folder_is_refused_clearly(tmp_path, pairs_csv, 
     assert result.output == here / "bench" and (here / "bench" / "Questions.csv").exists()
 
 
+def test_export_quality_out_of_range_is_refused_before_any_work(tmp_path, pairs_csv, capsys):
+    from mof_llava.cli import run
+
+    path, root, _ = pairs_csv
+    for quality in (0, 96, 100):
+        with pytest.raises(MiningError, match=f"JPEG quality must be in 1..95, got {quality}"):
+            export_mmvp(path, tmp_path / "bench", root, quality=quality)
+    with pytest.raises(SystemExit):
+        run(["mine", "export-mmvp", str(path), "-o", str(tmp_path / "bench"), "--quality", "101"])
+    assert "JPEG quality must be in 1..95, got 101" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+    export_mmvp(path, tmp_path / "bench", root, top=1, quality=1)
+    assert Image.open(tmp_path / "bench" / "MMVP Images" / "1.jpg").format == "JPEG"
+
+
+def test_mining_flags_have_help(capsys):
+    from mof_llava.cli import run
+
+    for step, flag, words in (
+        ("pairs", "--seed", "k-means training sample and the recall sample"),
+        ("export-mmvp", "--quality", "1 to 95"),
+    ):
+        with pytest.raises(SystemExit):
+            run(["mine", step, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"{flag} {flag.lstrip('-').upper()} " in text and words in text, (step, flag)
+
+
 def test_contact_sheet_shows_each_pair(tmp_path, pairs_csv):
     path, root, ids = pairs_csv
     out = tmp_path / "sheet.png"
