@@ -16,7 +16,7 @@ import yaml
 
 from .expand import PlannedRun, check_batches, config_text, expand, missing_inputs, select
 from .layout import write_text_atomic
-from .scripts import SweepScripts, write_scripts
+from .scripts import SweepScripts, check_slurm_paths, write_scripts
 from .spec import SweepError, SweepSpec
 
 PLAN_FILE = "plan.json"
@@ -39,6 +39,8 @@ def plan_sweep(spec: SweepSpec, only: list[str] | None = None, force: bool = Fal
     spec.launch.check()
     runs = expand(spec)
     check_batches(runs, spec.launch.world_size)
+    if spec.launch.launcher == "slurm":
+        check_slurm_paths(runs)  # before anything is written
     selected = select(runs, only)
     for run in runs:
         write_run(spec, run, force)

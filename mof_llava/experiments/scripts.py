@@ -26,6 +26,9 @@ from .layout import Step, repo_root, write_text_atomic
 from .spec import LaunchSpec, SweepError, SweepSpec
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# what an `#SBATCH --output=` path may hold: SLURM reads those lines without a shell (no quoting) and
+# expands % patterns (%j) in them
+_SBATCH_PATH = re.compile(r"[\w@+=:,./-]+")
 
 
 @dataclass
@@ -37,6 +40,19 @@ class SweepScripts:
         if launch.launcher == "torchrun-multinode":
             return f"NODE_RANK=<0..{launch.nodes - 1}> MASTER_ADDR=<first node> bash {shlex.quote(str(self.entry))}   # on every node"
         return f"bash {shlex.quote(str(self.entry))}"
+
+
+def check_slurm_paths(runs: list[PlannedRun]) -> None:
+    """Every run's status folder can be written as is into an `#SBATCH --output=` line."""
+    for run in runs:
+        path = str(run.layout.status)
+        if not _SBATCH_PATH.fullmatch(path):
+            bad = sorted({c for c in path if not _SBATCH_PATH.fullmatch(c)})
+            raise SweepError(
+                f"run {run.name}: its folder {path} holds {bad}, which an #SBATCH --output line cannot carry "
+                "(SLURM reads it without shell quoting and expands %); choose an output_root (--output-root) "
+                "of letters, digits and _ @ + = : , . / -"
+            )
 
 
 def templates_dir() -> Path:
@@ -131,6 +147,7 @@ def _write_run_scripts(spec: SweepSpec, run: PlannedRun) -> list[Path]:
             sbatch_options="\n".join(options),
             title=f"Run {run.name} of sweep {spec.name}: {job} ({nodes} node(s) x {launch.gpus_per_node} GPUs).",
             submit_script=str(spec.output_root / "submit.sh"),
+            status_dir=str(run.layout.status),  # unquoted: checked by check_slurm_paths
             steps=_slurm_launch_vars(launch, job)
             + "\n"
             + "\n".join(_step_line(s, run, launch) for s in steps),

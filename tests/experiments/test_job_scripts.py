@@ -14,7 +14,7 @@ import pytest
 from experiments_helpers import EXPERIMENTS, REPO, write_sweep
 
 from mof_llava.experiments.plan import plan_sweep
-from mof_llava.experiments.spec import LAUNCHERS, load_sweep
+from mof_llava.experiments.spec import LAUNCHERS, SweepError, load_sweep
 from mof_llava.experiments.status import run_status
 
 STEPS_SH = REPO / "scripts" / "launch" / "steps.sh"
@@ -65,10 +65,10 @@ def _wait_for_call(tmp_path: Path, timeout: float = 20.0) -> None:
     assert _calls(tmp_path), "the fake launcher was never called"
 
 
-def _plan(tmp_path: Path, launcher: str, nodes: int = 1, **launch):
+def _plan(tmp_path: Path, launcher: str, nodes: int = 1, output_root: str = "runs", **launch):
     content = {
         "name": "tiny",
-        "output_root": str(tmp_path / "runs"),
+        "output_root": str(tmp_path / output_root),
         "evaluation": {
             "benchmarks": {
                 "mmvp": {"data": "data/eval/MMVP"},
@@ -205,6 +205,23 @@ def test_slurm_submission_chains_the_jobs_with_afterok(tmp_path):
         "eval-mmvp": ("queued", "SLURM job 102"),
         "eval-pope": ("queued", "SLURM job 102"),
     }
+
+
+def test_sbatch_output_paths_are_written_unquoted_and_unsafe_ones_refused(tmp_path):
+    plan = _plan(tmp_path, "slurm")
+    run = plan.runs[0].layout.root
+    assert f"#SBATCH --output={run}/status/slurm-%j-stage1.out\n" in (run / "jobs" / "stage1.sbatch").read_text()
+    # SLURM reads #SBATCH lines without a shell: a path that needs quoting (or holds a % pattern) is refused
+    for folder in ("my runs", "runs'x", "runs%j"):
+        with pytest.raises(SweepError, match="cannot carry") as info:
+            _plan(tmp_path, "slurm", output_root=folder)
+        assert str(tmp_path / folder) in str(info.value)
+        assert not (tmp_path / folder).exists()  # refused before anything was written
+    # the other launchers' scripts quote the path: it is fine there
+    plan = _plan(tmp_path, "torchrun", output_root="my runs")
+    script = plan.runs[0].layout.jobs / "run.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert f"RUN='{tmp_path}/my runs/{plan.runs[0].name}'" in script.read_text()
 
 
 def test_slurm_does_not_resubmit_what_is_done_or_still_queued(tmp_path):
