@@ -45,8 +45,6 @@ def add_parser(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..data.check import check_dataset, format_report
     from ..data.record_file import MalformedRecordsError
 
@@ -70,7 +68,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {err}") from None
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(report.to_json())
+        report.save_json(args.json)
     return 0 if report.ok else 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -70,6 +71,19 @@ class DataReport:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def save_json(self, path: str | Path) -> None:
+        """Write `to_json()` to `path` atomically: a temporary file beside it, then `os.replace`, so an
+        interrupted write never leaves a truncated report (or destroys the previous one)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_json())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def check_dataset(

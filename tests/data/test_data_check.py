@@ -1,6 +1,8 @@
 """`mof-llava data check` reports what training would see, from the same code training uses."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from data_helpers import image_record, text_record, turn, write_image, write_json, write_jsonl
@@ -135,3 +137,33 @@ def test_paper_processor_preprocesses_like_the_model_builder(tiny_parts, process
         assert (made.preprocess_images([image], aspect) == built.preprocess_images([image], aspect)).all()
     assert made.image_token_id == built.image_token_id
     assert made.encode("USER: <image>\nHi").ids[:3] == built.encode("USER: <image>\nHi").ids[:3]
+
+
+def test_json_report_is_written_atomically(tmp_path, tiny_parts, capsys, monkeypatch):
+    import mof_llava.data.check as check_module
+
+    path = write_json(tmp_path / "d.json", [text_record("t", ("Q", "A"))])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    report_path = out_dir / "report.json"
+    report_path.write_text('{"previous": true}')
+    argv = [path, "--tokenizer", tiny_parts.llm, "--mixer", "none", "--no-images", "--cache-dir", tmp_path / "c",
+            "--json", report_path]
+
+    real_replace = os.replace
+
+    def interrupted(src, dst):  # the process dies between writing the report and moving it into place
+        if Path(dst) == report_path:
+            raise KeyboardInterrupt
+        real_replace(src, dst)  # the data caches
+
+    monkeypatch.setattr(check_module.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(capsys, *argv)
+    assert json.loads(report_path.read_text()) == {"previous": True}  # the old report survives whole
+    assert [p.name for p in out_dir.iterdir()] == ["report.json"]  # and no temporary file is left
+
+    monkeypatch.undo()
+    code, _ = run(capsys, *argv)
+    assert code == 0 and json.loads(report_path.read_text())["records"] == 1
+    assert [p.name for p in out_dir.iterdir()] == ["report.json"]
