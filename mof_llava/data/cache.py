@@ -1,7 +1,8 @@
 """Where the data pipeline keeps what it computes once per data file (record index, token lengths).
 
 Cache files are named after the data file plus a key that changes whenever the data file (its path,
-size or modification time) or anything else the cached values depend on changes, so a stale cache is
+size or modification time) or anything else the cached values depend on changes (the code that
+computed them included: `source_code`), so a stale cache is
 never read: a changed input simply has a different file name. Files are written atomically, so a
 crash or a second process writing the same entry never leaves a half-written file behind.
 """
@@ -9,6 +10,7 @@ crash or a second process writing the same entry never leaves a half-written fil
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import tempfile
@@ -40,6 +42,16 @@ def cache_file(cache_dir: str | Path | None, data_path: Path, kind: str, *key_pa
     ]
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return directory / f"{data_path.name}.{digest}.{kind}.npy"
+
+
+def source_code(obj, fallback: str) -> str:
+    """The source of a function, class or module, for cache keys: values computed by code that has
+    since been edited are then never read back. `fallback` (the cache's version constant) when no
+    source is shipped, so the version still separates releases."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return fallback
 
 
 def load_cached(path: Path) -> np.ndarray | None:

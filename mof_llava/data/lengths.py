@@ -11,7 +11,6 @@ fingerprint of the tokenizer and image-token expansion.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..conversation import ConversationTemplate
 from . import samples as samples_module
-from .cache import cache_file, load_cached, save_cached
+from .cache import cache_file, load_cached, save_cached, source_code
 from .record_file import MalformedRecordsError, RecordFile
 from .records import RecordError
 from .samples import IMAGE_DOES_NOT_FIT, NO_ANSWER_FITS, TextEncoder, tokenize_record
@@ -57,15 +56,9 @@ def processor_fingerprint(processor: TextEncoder) -> str:
         str(processor.num_image_tokens),
     ]
     parts += [repr(tokenizer.bos_token_id), repr(sorted(tokenizer.added_tokens_encoder.items()))]
-    parts += [_source(type(processor).encode), _source(samples_module), _source(ConversationTemplate)]
+    code = (type(processor).encode, samples_module, ConversationTemplate)
+    parts += [source_code(obj, STATS_VERSION) for obj in code]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _source(obj) -> str:
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):  # no source shipped: the cache version still separates releases
-        return STATS_VERSION
 
 
 def token_stats(

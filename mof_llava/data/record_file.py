@@ -7,7 +7,8 @@ range of every record (a JSON array is parsed as a stream, so the pass itself st
 validates every record, and stores the index in the cache. A sample is then one `pread` and one
 `json.loads`; the index is memory-mapped, so workers share its pages.
 
-The index is keyed by the file's path, size and modification time: editing the file rebuilds it.
+The index is keyed by the file's path, size and modification time, and by the source of the code
+that scans and validates records: editing the file or that code rebuilds it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import sys
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .cache import cache_file, load_cached, save_cached
+from . import records as records_module
+from .cache import cache_file, load_cached, save_cached, source_code
 from .records import Record, RecordError, RecordLocation, parse_record
 
 INDEX_VERSION = "1"
@@ -68,7 +71,7 @@ class RecordFile:
         self.path = Path(path).resolve()
         if not self.path.is_file():
             raise FileNotFoundError(f"data file not found: {path}")
-        cached_at = cache_file(cache_dir, self.path, "index", INDEX_VERSION)
+        cached_at = cache_file(cache_dir, self.path, "index", INDEX_VERSION, *_indexing_code())
         index = load_cached(cached_at)
         self.errors: list[RecordError] = []
         if index is None or index.dtype != INDEX_DTYPE:
@@ -132,6 +135,12 @@ class RecordFile:
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None and self._fd_pid == os.getpid():
             os.close(self._fd)
+
+
+def _indexing_code() -> list[str]:
+    """What the index depends on besides the file: the validation rules (`parse_record` and the
+    rest of records.py) and the scanner in this module, so editing either rebuilds every index."""
+    return [source_code(module, INDEX_VERSION) for module in (records_module, sys.modules[__name__])]
 
 
 def index_records(path: Path) -> IndexResult:

@@ -9,6 +9,7 @@ import pytest
 from data_helpers import image_record, text_record, write_json, write_jsonl
 
 import mof_llava.data.record_file as record_file
+import mof_llava.data.records as records_module
 from mof_llava.data.record_file import MalformedRecordsError, RecordFile, index_records
 
 RECORDS = [
@@ -75,6 +76,25 @@ def test_changing_the_file_rebuilds_the_index(tmp_path, cache_dir):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     records = RecordFile(path, cache_dir)
     assert len(records) == 2 and records.raw(1) == RECORDS[1]
+
+
+def test_edited_validation_code_rebuilds_the_index(tmp_path, cache_dir, monkeypatch):
+    path = write_jsonl(tmp_path / "d.jsonl", RECORDS)
+    scans = []
+    real_index_records = record_file.index_records
+    monkeypatch.setattr(record_file, "index_records", lambda p: scans.append(p) or real_index_records(p))
+    RecordFile(path, cache_dir)
+    RecordFile(path, cache_dir)
+    assert len(scans) == 1  # the second read is a cache hit
+
+    real_source_code = record_file.source_code
+
+    def edited(obj, fallback):  # what an edit to parse_record's rules looks like to the cache key
+        return real_source_code(obj, fallback) + ("\n# a new rule" if obj is records_module else "")
+
+    monkeypatch.setattr(record_file, "source_code", edited)
+    RecordFile(path, cache_dir)
+    assert len(scans) == 2 and len(list(cache_dir.glob("*.index.npy"))) == 2
 
 
 def test_reads_after_fork_use_their_own_descriptor(data_file, cache_dir):
