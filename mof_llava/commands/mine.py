@@ -75,7 +75,10 @@ def _add_embed(steps) -> None:
         help=f"image decoding processes per rank (default {cfg.workers}; 0 = in-process)",
     )
     p.add_argument(
-        "--device", default=cfg.device, help="auto (cuda:LOCAL_RANK when available, else cpu), cpu, cuda, ..."
+        "--device",
+        default=cfg.device,
+        help="auto (CUDA when available, else cpu), cpu, cuda (cuda:LOCAL_RANK under torchrun), "
+        f"cuda:N (that GPU on every rank), ... (default {cfg.device})",
     )
     p.add_argument(
         "--dtype",

@@ -161,10 +161,14 @@ def _rank_and_world() -> tuple[int, int, int]:
 
 
 def _resolve_device(device: str, local_rank: int) -> str:
+    """auto: CUDA when available, else cpu. A bare `cuda` is this process's GPU, cuda:LOCAL_RANK
+    (under torchrun every rank would otherwise share cuda:0); `cuda:N` and others are kept."""
     import torch
 
     if device == "auto":
-        return f"cuda:{local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.is_available():
+        return f"cuda:{local_rank % torch.cuda.device_count()}"
     return device
 
 

@@ -277,3 +277,35 @@ def test_sizes_are_checked():
         EmbedConfig(batch_size=0)
     with pytest.raises(ValueError, match="workers must be >= 0, got -1"):
         EmbedConfig(workers=-1)
+
+
+@pytest.mark.parametrize(
+    ("env", "device", "expected"),
+    [
+        ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8"}, "cuda", "cuda:1"),
+        ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8"}, "auto", "cuda:1"),
+        ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8"}, "cuda:0", "cuda:0"),  # explicit: kept
+        ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8"}, "cpu", "cpu"),
+        ({}, "cuda", "cuda:0"),  # a single process
+        ({"RANK": "3", "LOCAL_RANK": "3", "WORLD_SIZE": "4"}, "cuda", "cuda:1"),  # 2 GPUs: shared
+    ],
+)
+def test_device_under_torchrun_is_the_ranks_gpu(monkeypatch, env, device, expected):
+    import torch
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    _, _, local_rank = embed_module._rank_and_world()
+    assert embed_module._resolve_device(device, local_rank) == expected
+
+
+def test_device_without_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert embed_module._resolve_device("auto", 1) == "cpu"
+    assert embed_module._resolve_device("cuda", 1) == "cuda"  # left for torch to refuse by name
