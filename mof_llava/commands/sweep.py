@@ -75,7 +75,9 @@ def add_parser(subparsers) -> None:
     plan.set_defaults(func=_cmd_plan)
     launch.set_defaults(func=_cmd_launch)
 
-    status = actions.add_parser("status", help="done / running / failed / queued / pending per run and step")
+    status = actions.add_parser(
+        "status", help="done / running / failed / queued / cancelled / pending per run and step"
+    )
     status.add_argument("target", type=Path, help="the sweep file, or the folder holding its run folders")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=_cmd_status)

@@ -3,7 +3,7 @@
     sweep YAML --spec--> SweepSpec --expand--> PlannedRun (resolved stage-1/stage-2 configs, steps)
                --plan--> run folders: stage1.yaml, stage2.yaml, experiment.json, jobs/ (bash)
     job scripts --train/train.py, eval/run.py--> stage1/adapters, stage2/model, eval/<bench>/metrics.json
-    run folders --status--> pending / queued / running / done / failed per step (read from disk)
+    run folders --status--> pending / queued / running / done / failed / cancelled per step (read from disk)
     metrics.json files --results--> Result --tables--> Markdown, LaTeX, CSV; --figures--> PNG
 
 Modules: `spec` (reading a sweep file), `layout` (where everything lives inside a run folder: the

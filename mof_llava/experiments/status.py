@@ -7,7 +7,10 @@ state comes from the markers the job scripts write (scripts/launch/steps.sh) and
     <step>.exit non-zero         failed   (exit status, log)
     artifact present             done     (also for steps run by hand, without the scripts)
     <step>.exit 0, no artifact   failed   (the step said it finished but wrote nothing)
-    <step>.submitted present     queued   (SLURM job id)
+    <step>.submitted present     queued   (SLURM job id); cancelled when an earlier step of the run
+                                          failed: the job stops at the failed step, and SLURM cancels
+                                          the jobs chained after it (afterok, --kill-on-invalid-dep),
+                                          so the marker stays but the step can never start
     otherwise                    pending  (with the newest checkpoint, when a stage has one)
 
 Nothing is kept in memory between calls and no scheduler is asked; `squeue` may know more about a
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from .layout import RECORD, RunRecord, Step, read_record
 
-STATES = ("pending", "queued", "running", "done", "failed")
+STATES = ("pending", "queued", "running", "done", "failed", "cancelled")
 
 
 @dataclass
@@ -102,7 +105,24 @@ def step_status(run_dir: Path, step: Step) -> StepStatus:
 
 def run_status(run_dir: Path) -> RunStatus:
     record = read_record(run_dir)
-    return RunStatus(run_dir, record, [step_status(run_dir, s) for s in record.steps])
+    return RunStatus(run_dir, record, _cancel_after_failure([step_status(run_dir, s) for s in record.steps]))
+
+
+def _cancel_after_failure(steps: list[StepStatus]) -> list[StepStatus]:
+    """Queued steps after a failed one: each step of a run needs the ones before it (same job under
+    `set -e`, or a job chained with afterok), so these will never start."""
+    failed = None
+    for i, status in enumerate(steps):
+        if status.state == "failed" and failed is None:
+            failed = status.step
+        elif status.state == "queued" and failed is not None:
+            steps[i] = StepStatus(
+                status.step,
+                "cancelled",
+                f"{status.detail}; never starts: {failed} failed before it (submit again once that is fixed)",
+                status.log,
+            )
+    return steps
 
 
 def sweep_status(root: Path) -> list[RunStatus]:
@@ -128,7 +148,7 @@ def format_status(runs: list[RunStatus]) -> str:
         f"  {run.name} {s.step}: {s.state}, {s.detail}" + (f" (log {s.log})" if s.log else "")
         for run in runs
         for s in run.steps
-        if s.state in ("failed", "running") or (s.state == "pending" and s.detail)
+        if s.state in ("failed", "running", "cancelled") or (s.state == "pending" and s.detail)
     ]
     if notes:
         lines += ["", *notes]

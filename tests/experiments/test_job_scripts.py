@@ -210,7 +210,9 @@ def test_slurm_submission_chains_the_jobs_with_afterok(tmp_path):
 def test_sbatch_output_paths_are_written_unquoted_and_unsafe_ones_refused(tmp_path):
     plan = _plan(tmp_path, "slurm")
     run = plan.runs[0].layout.root
-    assert f"#SBATCH --output={run}/status/slurm-%j-stage1.out\n" in (run / "jobs" / "stage1.sbatch").read_text()
+    assert (
+        f"#SBATCH --output={run}/status/slurm-%j-stage1.out\n" in (run / "jobs" / "stage1.sbatch").read_text()
+    )
     # SLURM reads #SBATCH lines without a shell: a path that needs quoting (or holds a % pattern) is refused
     for folder in ("my runs", "runs'x", "runs%j"):
         with pytest.raises(SweepError, match="cannot carry") as info:
@@ -222,6 +224,26 @@ def test_sbatch_output_paths_are_written_unquoted_and_unsafe_ones_refused(tmp_pa
     script = plan.runs[0].layout.jobs / "run.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert f"RUN='{tmp_path}/my runs/{plan.runs[0].name}'" in script.read_text()
+
+
+def test_steps_chained_after_a_failed_slurm_job_show_as_cancelled(tmp_path):
+    plan = _plan(tmp_path, "slurm")
+    run = plan.runs[0]
+    env = _fakes(tmp_path, ["sbatch"], FAKE_SBATCH)
+    assert subprocess.run(["bash", str(plan.scripts.entry)], env=env, capture_output=True).returncode == 0
+    # stage 1's job runs and fails; SLURM would then cancel the stage-2 and eval jobs unseen
+    env = {**_fakes(tmp_path, ["srun", "scontrol"], FAKE_LAUNCHER), "FAIL_RUN": run.name}
+    env |= {"SLURM_JOB_ID": "100", "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1"}
+    job = subprocess.run(["bash", str(run.layout.jobs / "stage1.sbatch")], env=env, capture_output=True)
+    assert job.returncode != 0 and (run.layout.status / "stage1.exit").read_text() == "3\n"  # the fake's exit
+    states = {s.step: s.state for s in run_status(run.layout.root).steps}
+    assert states == {
+        "stage1": "failed",
+        "stage2": "cancelled",
+        "eval-mmvp": "cancelled",
+        "eval-pope": "cancelled",
+    }
+    assert run_status(plan.runs[1].layout.root).state == "queued"  # the other run is untouched
 
 
 def test_slurm_does_not_resubmit_what_is_done_or_still_queued(tmp_path):

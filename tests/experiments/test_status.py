@@ -72,6 +72,13 @@ def planted(tmp_path):
     queued = plant_run(root, "queued", "queued", "arm")
     _touch(queued / "status/stage1.submitted", "slurm_job=99\nsubmitted=2026-01-01T00:00:00Z\n")
 
+    # stage 1's job failed; SLURM cancelled the jobs chained after it (afterok, --kill-on-invalid-dep)
+    # without a word, so their .submitted markers stay
+    cancelled = plant_run(root, "cancelled", "cancelled", "arm")
+    _touch(cancelled / "status/stage1.exit", "1\n")
+    for step, job in (("stage2", 101), ("eval-mmvp", 102)):
+        _touch(cancelled / f"status/{step}.submitted", f"slurm_job={job}\nsubmitted=2026-01-01T00:00:00Z\n")
+
     by_hand = plant_run(root, "by-hand", "by-hand", "arm")
     _touch(by_hand / "stage1/adapters/adapters_config.json")  # trained with `mof-llava train`, no scripts
     _touch(by_hand / "stage2/checkpoint-300/COMPLETE", "done")
@@ -85,6 +92,7 @@ def test_states_from_disk(planted):
     states = {r.name: [(s.step, s.state) for s in r.steps] for r in sweep_status(planted)}
     assert states == {
         "by-hand": [("stage1", "done"), ("stage2", "pending"), ("eval-mmvp", "pending")],
+        "cancelled": [("stage1", "failed"), ("stage2", "cancelled"), ("eval-mmvp", "cancelled")],
         "crashed": [("stage1", "failed"), ("stage2", "pending"), ("eval-mmvp", "pending")],
         "done": [("stage1", "done"), ("stage2", "done"), ("eval-mmvp", "done")],
         "failed": [("stage1", "done"), ("stage2", "failed"), ("eval-mmvp", "pending")],
@@ -97,6 +105,7 @@ def test_states_from_disk(planted):
     overall = {r.name: r.state for r in sweep_status(planted)}
     assert overall == {
         "by-hand": "pending",
+        "cancelled": "failed",
         "crashed": "failed",
         "done": "done",
         "failed": "failed",
@@ -116,6 +125,10 @@ def test_details_say_why(planted):
     assert details[("remote", "stage1")].startswith("on another-node (job 4242) since 2026-01-01")
     assert "last output" in details[("running", "stage2")]
     assert details[("queued", "stage1")].startswith("SLURM job 99")
+    assert details[("cancelled", "eval-mmvp")] == (
+        "SLURM job 102 since 2026-01-01T00:00:00Z; never starts: stage1 failed before it "
+        "(submit again once that is fixed)"
+    )
     # the newest *complete* checkpoint, the one training resumes from
     assert details[("by-hand", "stage2")] == "checkpoint-300 present, resumes from it"
 
@@ -124,7 +137,8 @@ def test_the_table_and_the_command(planted, capsys):
     from mof_llava.cli import main
 
     table = format_status(sweep_status(planted))
-    assert "9 runs: 2 pending, 1 queued, 2 running, 1 done, 3 failed" in table
+    assert "10 runs: 2 pending, 1 queued, 2 running, 1 done, 4 failed" in table
+    assert "  cancelled stage2: cancelled, SLURM job 101 since" in table
     assert (
         f"  failed stage2: failed, exit status 137 (log {planted / 'failed' / 'status' / 'stage2.log'})"
         in table
