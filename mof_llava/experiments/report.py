@@ -86,13 +86,18 @@ def write_report(
     report.files.append(write_text_atomic(out_dir / "results.csv", results_csv(results)))
 
     measure = Measure.parse(proxy) if proxy else None
+    figure = alpha_figure(groups, out_dir / "mmvp_vs_alpha.png", measure)
+    report.figures += [figure] if figure else []
     amof = [g for g in groups if g.mixer_mode == "additive"]
     if measure is not None and amof and not any(measure.stat(g) for g in amof):
         report.notes.append(
-            f"instruction-following proxy {proxy}: no such scores for the A-MoF runs; the figure shows MMVP only"
+            f"instruction-following proxy {proxy}: no such scores for the A-MoF runs; "
+            + (
+                f"{figure.name} shows MMVP only"
+                if figure
+                else "no MMVP scores for them either, so no alpha figure"
+            )
         )
-    figure = alpha_figure(groups, out_dir / "mmvp_vs_alpha.png", measure)
-    report.figures += [figure] if figure else []
     if stats:
         report.figures += radar_figures(groups, stats, out_dir)
     report.text = _summary(report, decimals)

@@ -300,5 +300,22 @@ def test_the_shipped_reported_numbers_are_only_the_verified_ones():
 def test_a_missing_proxy_is_said(results, tmp_path):
     root, _, _ = results
     report = write_report([root], tmp_path / "out", proxy="gqa")
-    assert any("proxy gqa: no such scores for the A-MoF runs" in n for n in report.notes)
+    assert (
+        "instruction-following proxy gqa: no such scores for the A-MoF runs; mmvp_vs_alpha.png shows MMVP only"
+        in report.notes
+    )
     assert report.figures[0].name == "mmvp_vs_alpha.png"
+
+
+def test_a_missing_proxy_without_mmvp_scores_says_no_figure_was_made(tmp_path):
+    root = tmp_path / "runs"
+    run = plant_run(root, "a-mof-7b_alpha-0.5_seed-1", "a-mof-7b_alpha-0.5", "a-mof-7b", 1, ("pope",))
+    write_metrics(run, metrics("pope", 86.0, "additive", 0.5, ("clip", "dinov2")))
+    report = write_report([root], tmp_path / "out", proxy="gqa")
+    assert report.figures == [] and not (tmp_path / "out" / "mmvp_vs_alpha.png").exists()
+    note = next(n for n in report.notes if n.startswith("instruction-following proxy gqa"))
+    assert note == (
+        "instruction-following proxy gqa: no such scores for the A-MoF runs; "
+        "no MMVP scores for them either, so no alpha figure"
+    )
+    assert "MMVP only" not in report.text
