@@ -163,7 +163,7 @@ def bench_throughput(root: Path, n_images: int, n_samples: int, workers: list[in
     dataset = LlavaDataset(
         root / "data.json", processor, image_folder=root / "images", cache_dir=root / "cache"
     )
-    collate = LlavaCollator.for_tokenizer(processor.tokenizer)
+    collate = LlavaCollator(processor.pad_token_id)
     for n_workers in workers:
         loader = torch.utils.data.DataLoader(
             dataset,

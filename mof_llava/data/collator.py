@@ -32,14 +32,6 @@ from .skips import SkippedSample
 class LlavaCollator:
     pad_token_id: int
 
-    @classmethod
-    def for_tokenizer(cls, tokenizer) -> LlavaCollator:
-        """For callers that hold only a tokenizer. Training builds `LlavaCollator(processor.pad_token_id)`;
-        this applies that same property to the bare tokenizer, so the pad-or-unk rule lives in one place."""
-        from ..model.processing import MofLlavaProcessor
-
-        return cls(int(MofLlavaProcessor.pad_token_id.fget(_TokenizerOnly(tokenizer))))
-
     def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
         skipped = [item for item in items if isinstance(item, SkippedSample)]
         rows = [item for item in items if not isinstance(item, SkippedSample)]
@@ -59,10 +51,3 @@ class LlavaCollator:
         batch["skipped"] = skipped
         batch["sample_records"] = [row.get("record") for row in rows]
         return batch
-
-
-@dataclass(frozen=True)
-class _TokenizerOnly:
-    """What `MofLlavaProcessor.pad_token_id` reads: the tokenizer."""
-
-    tokenizer: Any

@@ -1,12 +1,10 @@
 """Right-padded training batches; skipped samples are listed, never replaced."""
 
-import pytest
 import torch
 
 from mof_llava.constants import IGNORE_INDEX
 from mof_llava.data.collator import LlavaCollator
 from mof_llava.data.skips import SkippedSample, SkipTally
-from mof_llava.testing.tiny import build_tiny_tokenizer
 
 PAD = 7
 
@@ -66,29 +64,3 @@ def test_a_batch_of_only_skipped_samples_has_zero_rows():
     batch = LlavaCollator(PAD)([gone, gone])
     assert batch["input_ids"].shape == (0, 0) and batch["labels"].shape == (0, 0)
     assert "pixel_values" not in batch and len(batch["skipped"]) == 2
-
-
-def test_pad_id_from_tokenizer_falls_back_to_unk():
-    tokenizer = build_tiny_tokenizer()
-    assert tokenizer.pad_token is None  # like Vicuna's
-    assert LlavaCollator.for_tokenizer(tokenizer).pad_token_id == tokenizer.unk_token_id == 0
-    tokenizer.add_special_tokens({"pad_token": "<pad>"})
-    assert (
-        LlavaCollator.for_tokenizer(tokenizer).pad_token_id == tokenizer.convert_tokens_to_ids("<pad>") != 0
-    )
-
-
-def test_tokenizer_without_pad_or_unk_is_an_error():
-    class NoSpecials:
-        pad_token_id = None
-        unk_token_id = None
-
-    with pytest.raises(ValueError, match="neither a pad nor an unk"):
-        LlavaCollator.for_tokenizer(NoSpecials())
-
-
-def test_for_tokenizer_follows_the_processors_pad_rule(monkeypatch):
-    from mof_llava.model.processing import MofLlavaProcessor
-
-    monkeypatch.setattr(MofLlavaProcessor, "pad_token_id", property(lambda self: self.tokenizer.unk_token_id + 5))
-    assert LlavaCollator.for_tokenizer(build_tiny_tokenizer()).pad_token_id == 5

@@ -7,6 +7,7 @@ from PIL import Image
 
 from mof_llava import MofLlavaProcessor
 from mof_llava.conversation import get_template
+from mof_llava.testing.tiny import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,18 @@ def test_left_and_right_padding(processor):
     assert left["attention_mask"][0, 0] == 0 and left["input_ids"][0, 0] == pad
     assert right["attention_mask"][0, -1] == 0 and right["input_ids"][0, -1] == pad
     assert left["attention_mask"].sum() == right["attention_mask"].sum()
+
+
+def test_pad_id_is_the_tokenizers_pad_or_else_unk(processor):
+    """One rule for every padder (collator, generation, the trainer's placeholder batch)."""
+    tokenizer = processor.tokenizer
+    assert tokenizer.pad_token is None and processor.pad_token_id == tokenizer.unk_token_id == 0  # like Vicuna
+    with_pad = MofLlavaProcessor(processor.image_processor, build_tiny_tokenizer())
+    with_pad.tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    assert with_pad.pad_token_id == with_pad.tokenizer.convert_tokens_to_ids("<pad>") != 0
+    with_pad.tokenizer.unk_token, with_pad.tokenizer.pad_token = None, None
+    with pytest.raises(ValueError, match="neither a pad nor an unk"):
+        _ = with_pad.pad_token_id
 
 
 def _unnormalise(pixels, processor):
