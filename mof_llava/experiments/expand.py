@@ -53,7 +53,8 @@ def modify(
 ) -> SweepSpec:
     """The sweep with command-line additions: more grid axes and settings for every arm, other seeds,
     another output folder. The command line wins: a `--grid` key replaces that axis of every arm, a
-    `--set` key replaces the arm's `set` of it, and a `--set` of a swept key is refused."""
+    `--set` key replaces the arm's `set` of it, `--seeds` the arms' own seeds, and a `--set` of a
+    swept key is refused."""
     axes = {a.key: a for a in spec.grid}
     for key, values in grid:
         axes[key] = grid_axis(key, values, f"--grid {key}")
@@ -63,6 +64,7 @@ def modify(
             arm,
             grid=tuple(a for a in arm.grid if a.key not in cli_grid),
             set={k: v for k, v in arm.set.items() if k not in cli_set},
+            seeds=None if seeds is not None else arm.seeds,  # --seeds replaces every arm's seeds too
         )
         for arm in spec.arms
     )

@@ -121,6 +121,16 @@ def test_the_command_line_wins_over_the_arms_grid_and_set(tmp_path):
         modify(load_sweep(path), settings=[("model.mixer.alpha", 0.5)])
 
 
+def test_seeds_on_the_command_line_replace_the_arms_own(tmp_path):
+    path = _sweep(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["seeds"], raw["arms"]["a-mof"]["seeds"] = [42], [1]
+    path = write_sweep(path, raw)
+    assert {r.stage1.train.seed for r in expand(load_sweep(path))} == {1}  # the arm's own wins over the file's
+    runs = expand(modify(load_sweep(path), seeds=(5, 6)))
+    assert sorted((r.stage1.train.seed, r.stage2.train.seed) for r in runs) == [(5, 5), (5, 5), (6, 6), (6, 6)]
+
+
 def test_a_grid_over_towers_names_its_values(tmp_path):
     spec = load_sweep(EXPERIMENTS / "sweeps" / "dinov2_normalization.yaml")
     runs = {r.name: r for r in expand(spec)}
