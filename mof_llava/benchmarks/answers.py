@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 # Field order of LLaVA's answer lines (model_vqa_loader.py / model_vqa_mmbench.py).
@@ -227,22 +229,6 @@ class AnswerWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def write_json_atomic(path: str | Path, obj: Any, **dump_kwargs: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, **dump_kwargs))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to a temporary file next to `path`, fsync, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def write_answers_atomic(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:

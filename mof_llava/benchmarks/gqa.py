@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answers import answer_key, answer_text, load_answer_index, read_answers, write_json_atomic
+from ..atomic import write_json_atomic
+from .answers import answer_key, answer_text, load_answer_index, read_answers
 from .prompts import SHORT_ANSWER
 from .task import EvalQuestion, EvalTask
 

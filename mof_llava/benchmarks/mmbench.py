@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_path
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .judge import ChatJudge
 from .prompts import LETTER_ANSWER, OPTION_LETTERS
@@ -384,20 +385,9 @@ def submission_frame(answers: Mapping[str, Mapping[str, Any]], rows: Sequence[MM
 
 def write_submission(answers_path: str | Path, rows: Sequence[MMBenchRow], out_path: str | Path) -> None:
     """Write the `.xlsx` to upload for MMBench test (or dev) from an answer file (written atomically)."""
-    import os
-    import tempfile
-
     frame = submission_frame(load_answer_index(answers_path), rows, answers_path)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".xlsx")
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         frame.to_excel(tmp, index=False, engine="openpyxl")
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

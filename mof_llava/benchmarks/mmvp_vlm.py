@@ -276,7 +276,7 @@ def evaluate_model(
 
 def write_pairs_csv(metrics: Mapping[str, Any], path: str | Path) -> None:
     """The per-pair table the reference script writes (`output.csv`), plus correctness."""
-    from .answers import write_text_atomic
+    from ..atomic import write_text_atomic
 
     header = ["qid1", "qid2", "pred1", "pred2", "gt1", "gt2", "correct"]
     rows = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in metrics["per_pair"]]

@@ -103,14 +103,12 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
 
 def save_png(fig, path: str | Path) -> Path:
     """Write the figure as PNG through a temporary file, so a crash never leaves half an image."""
-    import os
+    from ..atomic import atomic_path
 
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, format="png")
+    finally:
+        pyplot().close(fig)
+    return Path(path)

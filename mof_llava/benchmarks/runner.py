@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json_atomic
 from .answers import (
     AnswerWriter,
     answer_key,
@@ -40,7 +41,6 @@ from .answers import (
     read_complete_lines,
     recover_answer_file,
     write_answers_atomic,
-    write_json_atomic,
 )
 from .prompts import model_prompt
 from .provenance import code_version, describe_files

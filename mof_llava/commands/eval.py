@@ -297,7 +297,7 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from mof_llava.benchmarks.answers import write_json_atomic
+    from mof_llava.atomic import write_json_atomic
 
     _setup_logging()
     metrics = score_file(args)
@@ -352,8 +352,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_mmvp_vlm(args: argparse.Namespace) -> int:
+    from mof_llava.atomic import write_json_atomic
     from mof_llava.benchmarks import mmvp_vlm
-    from mof_llava.benchmarks.answers import write_answers_atomic, write_json_atomic
+    from mof_llava.benchmarks.answers import write_answers_atomic
     from mof_llava.benchmarks.generation import pick_device
     from mof_llava.benchmarks.provenance import code_version, describe_files
     from mof_llava.benchmarks.runner import Distributed
@@ -386,7 +387,7 @@ def _run_mmvp_vlm(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from mof_llava.benchmarks.answers import write_json_atomic
+    from mof_llava.atomic import write_json_atomic
     from mof_llava.benchmarks.runner import METRICS_FILE, RUN_FILE, merge_parts
 
     _setup_logging()
@@ -433,9 +434,9 @@ def _named_files(values: list[str], flag: str) -> dict[str, dict[str, Any]]:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from mof_llava.atomic import write_json_atomic
     from mof_llava.benchmarks import plots
     from mof_llava.benchmarks.analysis import analyze, read_pattern_map
-    from mof_llava.benchmarks.answers import write_json_atomic
 
     if not args.mllm:
         raise SystemExit("analyze needs at least one --mllm NAME=METRICS (an MMVP metrics.json)")

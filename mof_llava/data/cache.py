@@ -13,10 +13,11 @@ import hashlib
 import inspect
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 CACHE_ENV = "MOF_LLAVA_CACHE"
 logger = logging.getLogger(__name__)
@@ -68,16 +69,9 @@ def save_cached(path: Path, array: np.ndarray) -> bool:
     """Write `array` to `path` atomically. False (with a warning) when the cache cannot be written, e.g.
     a read-only home directory: the caller keeps its in-memory copy and the run goes on."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: np.save would add ".npy" to a name
+            np.save(f, array, allow_pickle=False)
     except OSError as err:
         logger.warning("cannot write the data cache %s (%s); set data.cache_dir or %s", path, err, CACHE_ENV)
         return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return True

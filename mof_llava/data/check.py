@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from ..conversation import get_template
 from .images import ImageLoadError, load_rgb_image
 from .lengths import PROBLEMS, token_stats
@@ -75,15 +75,7 @@ class DataReport:
     def save_json(self, path: str | Path) -> None:
         """Write `to_json()` to `path` atomically: a temporary file beside it, then `os.replace`, so an
         interrupted write never leaves a truncated report (or destroys the previous one)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, self.to_json())
 
 
 def check_dataset(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text_atomic
 from ..model.configuration import MixerSpec
 from .synthetic import DatasetSizes, dataset_paths, write_dataset
 
@@ -433,7 +433,7 @@ def write_run_configs(
     paths = []
     for number, config in ((1, stage1), (2, stage2)):
         path = folder / f"stage{number}.yaml"
-        _write_atomic(path, header.format(number, number) + yaml.safe_dump(config, sort_keys=False))
+        write_text_atomic(path, header.format(number, number) + yaml.safe_dump(config, sort_keys=False))
         paths.append(path)
     return paths[0], paths[1]
 
@@ -533,7 +533,7 @@ class _Manifest:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path, json.dumps(self.content, indent=1) + "\n")
+        write_text_atomic(self.path, json.dumps(self.content, indent=1) + "\n")
 
 
 # Settings that change nothing a finished step wrote.
@@ -569,8 +569,3 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
         seconds[name] = round(time.perf_counter() - start, 1)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..atomic import write_text_atomic
 from ..benchmarks.mmvp import IMAGE_DIR, QUESTIONS_CSV
 from ..benchmarks.prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
 from ..constants import IMAGE_TOKEN
@@ -606,7 +606,7 @@ def write_dataset(root: str | Path, seed: int = 0, sizes: DatasetSizes = Dataset
     scenes += write_mmvp(paths.mmvp_dir, paths.mmvp_patterns, seed, sizes.mmvp_pairs)
     _write_json(paths.pretrain_file, pretrain)
     _write_json(paths.instruct_file, instruct)
-    _write_text(paths.scenes_file, "".join(json.dumps(s) + "\n" for s in scenes))
+    write_text_atomic(paths.scenes_file, "".join(json.dumps(s) + "\n" for s in scenes))
     return paths
 
 
@@ -648,14 +648,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _write_json(path: Path, value) -> None:
-    _write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

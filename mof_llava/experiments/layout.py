@@ -18,10 +18,11 @@ and atomically, so its presence means the step finished.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_text_atomic
 
 RECORD = "experiment.json"
 RECORD_FORMAT = "mof-llava run record 1"
@@ -133,9 +134,3 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ..atomic import write_text_atomic
 from .expand import PlannedRun, check_batches, config_text, expand, missing_inputs, select
-from .layout import write_text_atomic
 from .scripts import SweepScripts, check_slurm_paths, write_scripts
 from .spec import SweepError, SweepSpec
 

@@ -17,8 +17,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from .figures import Measure, alpha_figure, pattern_stats, radar_figures
-from .layout import write_text_atomic
 from .render import csv_text, latex, markdown
 from .reported import load_reported
 from .results import Result, ResultsError, check_comparable, collect

@@ -21,8 +21,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from .expand import PlannedRun
-from .layout import Step, repo_root, write_text_atomic
+from .layout import Step, repo_root
 from .spec import LaunchSpec, SweepError, SweepSpec
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mof_llava.atomic import write_text_atomic
 from mof_llava.mining.errors import MiningError
-from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS, write_json_atomic, write_text_atomic
+from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS, write_json_atomic
 from mof_llava.mining.towers import TowerSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}

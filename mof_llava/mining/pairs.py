@@ -12,7 +12,6 @@ candidates is judged as it arrives, so memory holds the output, never all candid
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mof_llava.atomic import atomic_path
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.ivf import ivf_pairs, plan_ivf
 from mof_llava.mining.kernel import BadEmbeddingError, Candidates, checked_norms
@@ -255,10 +255,8 @@ def write_pairs_csv(path: str | Path, table: PairTable, ids: Sequence[str]) -> N
         },
         columns=CSV_COLUMNS,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False, float_format="%.6f")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
 
 
 def read_pairs_csv(path: str | Path):

@@ -8,11 +8,10 @@ deletes the rejected lines from the CSV and exports the rest with `mine export-m
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mof_llava.atomic import atomic_path
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.pairs import read_pairs_csv, summary_path
 
@@ -89,21 +88,9 @@ def draw_contact_sheet(
         for side, image_id in enumerate((pair.image_a, pair.image_b)):
             label = _fit(draw, str(image_id), font, thumb)
             draw.text((x0 + pad + side * (thumb + pad), text_y + line), label, fill=TEXT, font=font)
-    _save_atomically(sheet, Path(output))
+    with atomic_path(output) as tmp, open(tmp, "wb") as f:
+        sheet.save(f, format="PNG")
     return result
-
-
-def _save_atomically(image, output: Path) -> None:
-    """Write `output` through a temporary file of its folder whose name no other run shares."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "xb") as f:  # "x": never write into another run's file
-            image.save(f, format="PNG")
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _thumbnail(root: Path, image_id: str, size: int):

@@ -17,13 +17,13 @@ candidate pairs) come through a memory map.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mof_llava.atomic import write_text_atomic
 from mof_llava.mining.errors import MiningError
 
 MANIFEST = "manifest.json"
@@ -139,13 +139,6 @@ def read_ids(path: str | Path) -> list[str]:
         if not value.strip():
             raise MiningError(f"{path}:{line}: empty image id")
     return ids
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> None:

@@ -12,13 +12,13 @@ differences spelled out. Load into the model before DeepSpeed ZeRO-3 partitions 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path, write_text_atomic
 from .modeling import MofLlavaForConditionalGeneration
 
 WEIGHTS_NAME = "adapters.safetensors"
@@ -55,9 +55,10 @@ def save_adapters(
     expected = {key[len(PREFIX) :] for key in model.state_dict() if key.startswith(PREFIX)}
     if set(state) != expected:
         raise ValueError(f"adapter weights to save do not match the mixer: missing {sorted(expected - set(state))[:5]}")
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     meta = {"format": FORMAT, "version": 1, **adapter_signature(model)}
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     return directory
 
 
@@ -87,9 +88,3 @@ def load_adapters(model: MofLlavaForConditionalGeneration, directory: str | Path
             raise ValueError(f"{weights}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
     with torch.no_grad():
         model.mixer.load_state_dict(state, strict=True)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)

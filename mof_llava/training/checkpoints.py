@@ -14,10 +14,11 @@ frozen stage-1 LLM) are rebuilt from the run config, which every run writes next
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
+
+from ..atomic import write_text_atomic
 
 COMPLETE = "COMPLETE"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -51,13 +52,7 @@ def step_of(checkpoint_dir: str | Path) -> int:
 
 
 def mark_complete(checkpoint_dir: str | Path) -> None:
-    marker = Path(checkpoint_dir) / COMPLETE
-    tmp = marker.with_name(f".{COMPLETE}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write("all ranks finished writing this checkpoint\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, marker)
+    write_text_atomic(Path(checkpoint_dir) / COMPLETE, "all ranks finished writing this checkpoint\n")
 
 
 def rotate(output_dir: str | Path, keep: int | None) -> list[Path]:

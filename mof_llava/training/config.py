@@ -25,6 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..atomic import write_text_atomic
 from ..data.config import STAGE_DEFAULTS, DataConfig
 from ..model.builder import ModelRecipe, TowerRecipe
 from ..model.configuration import MixerSpec
@@ -114,12 +115,7 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 # -- loading -----------------------------------------------------------------------------------------

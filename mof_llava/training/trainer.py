@@ -26,6 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 
+from ..atomic import write_text_atomic
 from ..constants import IGNORE_INDEX
 from ..data.sampler import build_train_sampler
 from ..data.skips import SkipTally
@@ -239,9 +240,7 @@ class MetricsFileCallback(TrainerCallback):
         lines = self.path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if _logged_step(line) is not None and _logged_step(line) <= step]
         if len(kept) < len(lines):
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
