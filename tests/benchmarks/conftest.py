@@ -1,4 +1,4 @@
-"""Fixtures for the evaluation tests: the shared reference fixtures and a local judge endpoint."""
+"""Fixtures for the evaluation tests: the reference fixtures (tests/fixtures/) and a local judge endpoint."""
 
 from __future__ import annotations
 
@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 
-# Real-format excerpts with the reference scorers' outputs (see its README).
-REFERENCE_FIXTURES = Path("/work/shared/fixtures")
-
-
-def _fixtures_dir() -> Path:
-    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "fixtures", REFERENCE_FIXTURES):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("the shared reference fixtures (shared/fixtures) are not available")
+# Real-format excerpts of the reference benchmarks' files with the reference scorers' outputs,
+# kept in the repository so a clone alone passes its tests (sources in tests/fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    return _fixtures_dir()
+    return FIXTURES
 
 
 class JudgeServer:
