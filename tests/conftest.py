@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-import mof_llava  # noqa: E402,F401  (registers the Auto classes)
+import mof_llava.model  # noqa: E402,F401  (registers the Auto classes)
 from mof_llava.testing.tiny import save_tiny_checkpoints, save_tiny_mof_llava  # noqa: E402
 
 

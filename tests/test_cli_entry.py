@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mof_llava import cli
@@ -36,3 +39,53 @@ def test_success_exits_zero(capsys):
         cli.run(["eval", "--help"])
     assert exit_info.value.code == 0
     assert "export" in capsys.readouterr().out
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+
+
+def test_import_is_light():
+    """`import mof_llava` (what every `mof-llava` command pays first) loads neither torch nor
+    transformers; the model classes come on first use."""
+    result = _run_python(
+        "import sys, mof_llava\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
+        "assert mof_llava.MofLlavaConfig.model_type == 'mof_llava'\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["mine", "embed", "--help"]])
+def test_help_is_light(argv):
+    result = _run_python(
+        "import sys\n"
+        "from mof_llava import cli\n"
+        "try:\n"
+        f"    cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "import mof_llava.model",
+        "from mof_llava import MofLlavaForConditionalGeneration",
+        "import transformers, mof_llava",  # transformers first: `import mof_llava` registers at once
+    ],
+)
+def test_auto_classes_are_registered(setup):
+    result = _run_python(
+        f"{setup}\n"
+        "from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor\n"
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+        "config_class = CONFIG_MAPPING['mof_llava']\n"
+        "assert AutoModelForImageTextToText._model_mapping[config_class].__name__ == 'MofLlavaForConditionalGeneration'\n"
+    )
+    assert result.returncode == 0, result.stderr
