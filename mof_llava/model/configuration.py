@@ -23,6 +23,10 @@ from ..constants import LLAVA_IMAGE_TOKEN_INDEX
 
 MixMode = Literal["none", "additive", "interleave", "concat"]
 MIX_MODES: tuple[str, ...] = ("none", "additive", "interleave", "concat")
+PosInterpolation = Literal["transformers", "hub"]
+POS_INTERPOLATIONS: tuple[str, ...] = ("transformers", "hub")
+# Encoders whose embeddings can resize their position table the torch.hub DINOv2 way (towers.py).
+HUB_POS_INTERPOLATION_MODELS: tuple[str, ...] = ("dinov2", "dinov2_with_registers")
 _ADAPTER_PATTERN = re.compile(r"^(linear|mlp(\d+)x_gelu)$")
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -45,6 +49,12 @@ class TowerSpec:
     `image_mean`/`image_std` are the statistics this tower's input must be normalised with. When they
     differ from the statistics of the model's `pixel_values`, the tower re-normalises its input (an
     exact per-channel affine map), so all towers share one preprocessed image.
+
+    `pos_interpolation` says how a DINOv2 tower resizes its stored position table (37 x 37 for the
+    518 px checkpoints) to the image's patch grid (24 x 24 at 336 px): `"transformers"` is
+    `Dinov2Embeddings`' own resize to the target size; `"hub"` is what the paper ran, torch.hub
+    DINOv2's resize by the scale factor (grid + 0.1) / stored grid, bicubic, no antialiasing.
+    The two differ wherever the grids differ.
     """
 
     name: str
@@ -53,6 +63,7 @@ class TowerSpec:
     drop_prefix_tokens: bool = True
     image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
+    pos_interpolation: PosInterpolation = "transformers"
 
     @property
     def hidden_size(self) -> int:
@@ -228,37 +239,16 @@ class MofLlavaConfig(PreTrainedConfig):
     # -- validation --------------------------------------------------------------------------
     def validate_mof(self) -> None:
         towers, spec = self.towers, self.mixer_spec
-        if spec.mode not in MIX_MODES:
-            raise MofLlavaConfigError(f"unknown mixer mode {spec.mode!r}; choose one of {list(MIX_MODES)}")
-        adapter_depth(spec.adapter)
-        if not towers:
-            raise MofLlavaConfigError("at least one vision tower is needed")
-        names = [t.name for t in towers]
-        if len(set(names)) != len(names) or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in names):
-            raise MofLlavaConfigError(f"tower names must be unique identifiers, got {names}")
-        if spec.mode == "none" and len(towers) != 1:
-            raise MofLlavaConfigError(
-                f"mixer mode 'none' uses one tower but {len(towers)} are configured ({names}); "
-                "use 'additive', 'interleave' or 'concat', or remove the extra towers"
-            )
-        if spec.mode != "none" and len(towers) < 2:
-            raise MofLlavaConfigError(f"mixer mode {spec.mode!r} needs at least two towers, got {names}")
+        validate_mixer(spec, [t.name for t in towers])
         if spec.mode == "additive":
-            if len(towers) != 2:
-                raise MofLlavaConfigError(f"additive mixing takes exactly two towers, got {names}")
-            if not 0.0 <= spec.alpha <= 1.0:
-                raise MofLlavaConfigError(f"additive mixing ratio alpha must be in [0, 1], got {spec.alpha}")
             widths = {t.name: t.hidden_size for t in towers}
             if len(set(widths.values())) > 1 and not spec.additive_projection:
                 raise MofLlavaConfigError(
                     f"additive mixing needs equal feature widths, got {widths}; set mixer.additive_projection=true "
                     "to learn a projection of each tower to the first tower's width"
                 )
-        elif spec.alpha != 0.0:
-            raise MofLlavaConfigError(f"mixer.alpha only applies to additive mixing (mode is {spec.mode!r})")
-        if spec.additive_projection and spec.mode != "additive":
-            raise MofLlavaConfigError("mixer.additive_projection only applies to additive mixing")
         for tower in towers:
+            _validate_pos_interpolation(tower)
             if self.image_size % tower.patch_size:
                 raise MofLlavaConfigError(
                     f"tower {tower.name!r}: image_size {self.image_size} is not a multiple of its patch size {tower.patch_size}"
@@ -273,5 +263,46 @@ class MofLlavaConfig(PreTrainedConfig):
             raise MofLlavaConfigError(
                 f"towers produce different token grids {grids}; set mixer.grid=[h, w] to resample them to one grid"
             )
-        if spec.grid is not None and (len(spec.grid) != 2 or min(spec.grid) < 1):
-            raise MofLlavaConfigError(f"mixer.grid must be two positive integers [h, w], got {list(spec.grid)}")
+
+
+def validate_mixer(spec: MixerSpec, names: list[str]) -> None:
+    """The mixer checks that need the tower names only, not their checkpoints: run configs are checked
+    with these before anything is loaded."""
+    if spec.mode not in MIX_MODES:
+        raise MofLlavaConfigError(f"unknown mixer mode {spec.mode!r}; choose one of {list(MIX_MODES)}")
+    adapter_depth(spec.adapter)
+    if not names:
+        raise MofLlavaConfigError("at least one vision tower is needed")
+    if len(set(names)) != len(names) or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in names):
+        raise MofLlavaConfigError(f"tower names must be unique identifiers, got {names}")
+    if spec.mode == "none" and len(names) != 1:
+        raise MofLlavaConfigError(
+            f"mixer mode 'none' uses one tower but {len(names)} are configured ({names}); "
+            "use 'additive', 'interleave' or 'concat', or remove the extra towers"
+        )
+    if spec.mode != "none" and len(names) < 2:
+        raise MofLlavaConfigError(f"mixer mode {spec.mode!r} needs at least two towers, got {names}")
+    if spec.mode == "additive":
+        if len(names) != 2:
+            raise MofLlavaConfigError(f"additive mixing takes exactly two towers, got {names}")
+        if not 0.0 <= spec.alpha <= 1.0:
+            raise MofLlavaConfigError(f"additive mixing ratio alpha must be in [0, 1], got {spec.alpha}")
+    elif spec.alpha != 0.0:
+        raise MofLlavaConfigError(f"mixer.alpha only applies to additive mixing (mode is {spec.mode!r})")
+    if spec.additive_projection and spec.mode != "additive":
+        raise MofLlavaConfigError("mixer.additive_projection only applies to additive mixing")
+    if spec.grid is not None and (len(spec.grid) != 2 or min(spec.grid) < 1):
+        raise MofLlavaConfigError(f"mixer.grid must be two positive integers [h, w], got {list(spec.grid)}")
+
+
+def _validate_pos_interpolation(tower: TowerSpec) -> None:
+    if tower.pos_interpolation not in POS_INTERPOLATIONS:
+        raise MofLlavaConfigError(
+            f"tower {tower.name!r}: unknown pos_interpolation {tower.pos_interpolation!r}; choose one of {list(POS_INTERPOLATIONS)}"
+        )
+    model_type = tower.vision_config.get("model_type")
+    if tower.pos_interpolation == "hub" and model_type not in HUB_POS_INTERPOLATION_MODELS:
+        raise MofLlavaConfigError(
+            f"tower {tower.name!r}: pos_interpolation 'hub' is torch.hub DINOv2's resize and applies to "
+            f"{list(HUB_POS_INTERPOLATION_MODELS)} towers, not {model_type!r}; use 'transformers'"
+        )

@@ -3,15 +3,26 @@
 A tower never trains: its parameters have `requires_grad=False`, it stays in eval mode even when
 the whole model is put in train mode (no dropout, no stochastic depth), and it runs under
 `torch.no_grad()`, so no activations are kept for backward.
+
+A DINOv2 tower with `pos_interpolation="hub"` resizes its position table as torch.hub's DINOv2 does
+(the paper's features): the encoder stays transformers' model, only its embeddings'
+`interpolate_pos_encoding` is replaced by `hub_interpolate_pos_encoding`.
 """
 
 from __future__ import annotations
 
+import math
+from types import MethodType
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from .configuration import TowerSpec
+
+# torch.hub DINOv2's `interpolate_offset`: added to the target grid before taking the scale factor.
+HUB_INTERPOLATE_OFFSET = 0.1
 
 
 class VisionTower(nn.Module):
@@ -19,9 +30,7 @@ class VisionTower(nn.Module):
         super().__init__()
         self.spec = spec
         self.grid = spec.grid(image_size)
-        self.encoder = AutoModel.from_config(AutoConfig.for_model(**spec.vision_config))
-        self.requires_grad_(False)
-        self.encoder.eval()
+        self.attach_encoder(AutoModel.from_config(AutoConfig.for_model(**spec.vision_config)))
 
         # pixel_values arrive normalised with (pixel_mean, pixel_std); a tower that wants other
         # statistics maps them with x' = x * scale + shift, exact per channel. Kept as Python floats
@@ -32,6 +41,14 @@ class VisionTower(nn.Module):
             scale = tuple(old / new for old, new in zip(pixel_std, spec.image_std))
             shift = tuple((om - nm) / ns for om, nm, ns in zip(pixel_mean, spec.image_mean, spec.image_std))
             self.renorm = (scale, shift)
+
+    def attach_encoder(self, encoder: nn.Module) -> None:
+        """Use `encoder` (e.g. one loaded with `from_pretrained`), frozen, with this spec's position resize."""
+        if self.spec.pos_interpolation == "hub":
+            encoder.embeddings.interpolate_pos_encoding = MethodType(hub_interpolate_pos_encoding, encoder.embeddings)
+        self.encoder = encoder
+        self.requires_grad_(False)
+        self.encoder.eval()
 
     @property
     def hidden_size(self) -> int:
@@ -58,3 +75,28 @@ class VisionTower(nn.Module):
             # Patch tokens come last in every ViT here ([CLS, registers..., patches]).
             features = features[:, -self.num_patches :]
         return features
+
+
+def hub_interpolate_pos_encoding(self: nn.Module, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Position table for a `height` x `width` image, resized as torch.hub DINOv2 does it.
+
+    Bound on a transformers DINOv2 embeddings module in place of its own method. The stored table is
+    an M x M grid (M = sqrt of its patch positions); it is resized by the scale factor
+    ((rows + 0.1) / M, (cols + 0.1) / M), bicubic, without antialiasing, in float32. Resizing by a
+    scale factor rather than to the target size moves the sampling points: at 336 px from the
+    518 px checkpoints (37 -> 24) the result differs from transformers' `size=(24, 24)` resize.
+    """
+    table = self.position_embeddings
+    num_positions = table.shape[1] - 1
+    if embeddings.shape[1] - 1 == num_positions and height == width:
+        return table  # the stored grid already fits
+    patch_h, patch_w = self.patch_embeddings.patch_size
+    rows, cols = height // patch_h, width // patch_w
+    side = math.isqrt(num_positions)
+    grid = table[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    scale = ((rows + HUB_INTERPOLATE_OFFSET) / side, (cols + HUB_INTERPOLATE_OFFSET) / side)
+    grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    if tuple(grid.shape[-2:]) != (rows, cols):  # the hub asserts the same
+        raise ValueError(f"position table resized to {tuple(grid.shape[-2:])}, expected the patch grid {(rows, cols)}")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(table.dtype)
+    return torch.cat((table[:, :1], grid), dim=1)

@@ -85,3 +85,17 @@ def test_config_round_trips_through_json(tmp_path):
     assert loaded.mixer_spec == config.mixer_spec
     assert loaded.mixer_spec.alpha == 0.625
     assert loaded.num_image_tokens == 16
+
+
+def test_pos_interpolation_is_saved_and_applies_to_dinov2_only(tmp_path):
+    from dataclasses import replace
+
+    hub = replace(dino_tower(), pos_interpolation="hub")
+    config = make_config([clip_tower(), hub], {"mode": "interleave"})
+    config.save_pretrained(tmp_path)
+    loaded = MofLlavaConfig.from_pretrained(tmp_path)
+    assert [t.pos_interpolation for t in loaded.towers] == ["transformers", "hub"]
+    with pytest.raises(MofLlavaConfigError, match=r"tower 'clip': pos_interpolation 'hub' is torch.hub DINOv2's"):
+        make_config([replace(clip_tower(), pos_interpolation="hub")])
+    with pytest.raises(MofLlavaConfigError, match=r"tower 'dinov2': unknown pos_interpolation 'timm'"):
+        make_config([clip_tower(), replace(dino_tower(), pos_interpolation="timm")], {"mode": "interleave"})
