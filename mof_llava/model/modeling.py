@@ -21,7 +21,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from ..constants import IGNORE_INDEX
 from .configuration import MofLlavaConfig
@@ -35,7 +37,7 @@ class MofLlavaPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -102,13 +104,15 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
         return self.get_image_features(blank).float().sum().to(like.dtype) * 0.0
 
     # -- forward ----------------------------------------------------------------------------------
+    # transformers 5 names the KV cache `cache` (`past_key_values` goes in 5.40), as the LLM and generate() do.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -144,7 +148,7 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,

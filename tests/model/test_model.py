@@ -148,3 +148,23 @@ def test_other_causal_lms(family, tiny_parts, tmp_path):
         assert torch.equal(reloaded(**inputs).logits, logits)
     if family == "qwen2":
         assert reloaded.get_output_embeddings().weight is reloaded.get_input_embeddings().weight
+
+
+def test_forward_and_generate_use_the_current_cache_api(imof):
+    """No transformers deprecation warnings on the way (pyproject ignores FutureWarning; not here):
+    the KV cache is `cache`, not `past_key_values` (removed in transformers 5.40)."""
+    import warnings
+
+    model, processor = imof
+    inputs = processor(text=_prompts()[:2], images=_images()[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        with torch.no_grad():
+            first = model(**inputs, use_cache=True)
+            step = model(input_ids=inputs["input_ids"][:, -1:], attention_mask=torch.cat(
+                [inputs["attention_mask"], inputs["attention_mask"][:, -1:]], dim=1), cache=first.cache)
+        model.generate(**inputs, max_new_tokens=3, do_sample=False, use_cache=True)
+    assert step.logits.shape[:2] == (2, 1)
+    with pytest.warns(FutureWarning, match="past_key_values` is deprecated"):
+        model(**inputs, past_key_values=None)
