@@ -213,17 +213,18 @@ def paper_processor(tokenizer: str, mixer: str, image_size: int = 336):
     """The processor of a model with the paper's towers (CLIP ViT-L/14 [+ DINOv2 ViT-L/14]) at
     `image_size` under `mixer`, made without any checkpoint but the tokenizer: for data checks and
     benchmarks. Visual token count from `MofLlavaConfig`, image preprocessing as the model builder's."""
-    from transformers import AutoTokenizer, Dinov2Config
+    from transformers import Dinov2Config
 
     from ..model import MofLlavaConfig, MofLlavaProcessor
     from ..model.builder import default_image_token_id
+    from ..model.tokenizer import load_tokenizer
 
     dinov2 = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
     clip = {**MofLlavaConfig().vision_towers[0]["vision_config"], "image_size": image_size}  # CLIP ViT-L/14
     towers = [{"name": "clip", "vision_config": clip}]
     if mixer != "none":
         towers.append({"name": "dinov2", "vision_config": dinov2.to_dict(), "feature_layer": -1})
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    tok = load_tokenizer(tokenizer)
     config = MofLlavaConfig(
         vision_towers=towers, mixer={"mode": mixer}, image_size=image_size, image_token_id=default_image_token_id(tok)
     )

@@ -21,6 +21,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from ..constants import IMAGE_TOKEN
+from .tokenizer import check_tokenizer_files
 
 AspectRatio = Literal["pad", "crop"]
 ASPECT_RATIOS = ("pad", "crop")
@@ -86,6 +87,13 @@ class MofLlavaProcessor(ProcessorMixin):
             image_token_id=config.image_token_id,
             image_aspect_ratio=image_aspect_ratio,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading, refusing a folder without a tokenizer vocabulary first (transformers
+        would build an empty tokenizer there; see tokenizer.py)."""
+        check_tokenizer_files(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # -- text ------------------------------------------------------------------------------------
     def encode(self, text: str, add_bos: bool = True) -> EncodedText:
