@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +54,11 @@ METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 PART_GLOB = "answers.part-*-of-*.jsonl"
 BARRIER_TIMEOUT = timedelta(hours=2)
+RESULTS_ROOT = Path("eval_results")
+# Folder names that say what a folder is, not which model: a training stage writes `model/` (and the
+# Trainer `checkpoint-<step>/`), inside `<run>/` or `<run>/stage<N>/`.
+_GENERIC_MODEL_DIR = re.compile(r"model|checkpoint-\d+")
+_STAGE_DIR = re.compile(r"stage\d+")
 
 # (images, prompts) -> answers, one per prompt
 GenerateFn = Callable[[list[Any], list[str]], list[str]]
@@ -116,6 +122,28 @@ class RunOptions:
     model_info: dict[str, Any] = field(default_factory=dict)  # recorded: config, dtype, device
 
 
+def result_name(model: str | Path) -> str:
+    """The name a model's results go by (default output folder, answer lines' model_id, table rows):
+    the model folder's name, or for a folder a training stage wrote, the run's name with the stage:
+    `runs/imof-7b/stage2/model` -> `imof-7b-stage2`, `runs/imof-7b/model` -> `imof-7b`,
+    `runs/imof-7b/stage2/checkpoint-500` -> `imof-7b-stage2-checkpoint-500`."""
+    path = Path(model).resolve()
+    if not _GENERIC_MODEL_DIR.fullmatch(path.name):
+        return path.name
+    parts, parent = [] if path.name == "model" else [path.name], path.parent
+    if _STAGE_DIR.fullmatch(parent.name):
+        parts.insert(0, parent.name)
+        parent = parent.parent
+    if parent.name:
+        parts.insert(0, parent.name)
+    return "-".join(parts) or path.name
+
+
+def default_output_dir(model: str | Path, benchmark: str) -> Path:
+    """`eval_results/<result name>/<benchmark>`: one folder per model and benchmark."""
+    return RESULTS_ROOT / result_name(model) / benchmark
+
+
 def shard(questions: Sequence[EvalQuestion], rank: int, world_size: int) -> list[EvalQuestion]:
     return list(questions[rank::world_size])
 
@@ -141,6 +169,7 @@ def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
         "image_aspect_ratio": task.image_aspect_ratio,
+        "image_loading": task.image_loading,
         "questions": len(task.questions),
         "prompts_sha256": prompts_digest(task.questions),
     }
@@ -155,6 +184,7 @@ def run_provenance(task: EvalTask, options: RunOptions, world_size: int, questio
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
         "image_aspect_ratio": task.image_aspect_ratio,
+        "image_loading": task.image_loading,
         "decoding": "greedy",
         "batch_size": options.batch_size,
         "settings": task.settings,
@@ -199,13 +229,13 @@ def _batches(items: Sequence[EvalQuestion], size: int) -> list[list[EvalQuestion
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _load_images(batch: Sequence[EvalQuestion]) -> list[Any]:
+def _load_images(batch: Sequence[EvalQuestion], loading: str) -> list[Any]:
     from ..data.images import ImageLoadError
 
     images = []
     for q in batch:
         try:
-            images.append(q.load_image())
+            images.append(q.load_image(loading))
         except ImageLoadError as err:
             raise ImageLoadError(err.path, f"{err.reason} (image of question {q.question_id})") from None
     return images
@@ -235,10 +265,11 @@ def generate_shard(
     )
     done = 0
     with ThreadPoolExecutor(max_workers=1) as loader:
-        pending = loader.submit(_load_images, batches[0]) if batches else None
+        loading = task.image_loading
+        pending = loader.submit(_load_images, batches[0], loading) if batches else None
         for i, batch in enumerate(batches):
             images = pending.result()
-            pending = loader.submit(_load_images, batches[i + 1]) if i + 1 < len(batches) else None
+            pending = loader.submit(_load_images, batches[i + 1], loading) if i + 1 < len(batches) else None
             prompts = [model_prompt(q.text, task.template) for q in batch]
             texts = generate(images, prompts)
             if len(texts) != len(batch):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.images import DEFAULT_IMAGE_LOADING
+
 
 @dataclass(frozen=True)
 class EvalQuestion:
@@ -29,11 +31,11 @@ class EvalQuestion:
     record_prompt: str | None = None  # the answer line's `prompt` when it is not `text` (MMBench)
     answer_fields: Mapping[str, Any] = field(default_factory=dict)  # extra fields of the answer line
 
-    def load_image(self):
+    def load_image(self, loading: str = DEFAULT_IMAGE_LOADING):
         from ..data.images import ImageLoadError, load_rgb_image
 
         if self.image_path is not None:
-            return load_rgb_image(self.image_path)
+            return load_rgb_image(self.image_path, loading)
         if self.image_base64 is None:
             raise ImageLoadError(f"question {self.question_id}", "the question has no image")
         try:
@@ -42,7 +44,7 @@ class EvalQuestion:
             raise ImageLoadError(
                 f"question {self.question_id} (base64 image)", f"invalid base64 ({err})"
             ) from None
-        return load_rgb_image(data)
+        return load_rgb_image(data, loading)
 
 
 @dataclass
@@ -59,5 +61,7 @@ class EvalTask:
     score: Callable[[Path], dict[str, Any]]
     # LLaVA-1.5 pads pictures to a square for evaluation; MMVP's official script resizes and crops
     image_aspect_ratio: str = "pad"
+    # how image files become RGB (data/images.py): the references' `.convert("RGB")` by default
+    image_loading: str = DEFAULT_IMAGE_LOADING
     # files the scorer writes next to the answers (e.g. GQA's predictions JSON): name -> writer(answers, out_path)
     exports: dict[str, Callable[[Path, Path], None]] = field(default_factory=dict)

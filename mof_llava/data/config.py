@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from ..conversation import TEMPLATES
+from .images import DEFAULT_IMAGE_LOADING, ImageLoading, check_image_loading
 
 AspectRatio = Literal["pad", "crop"]
 BadImagePolicy = Literal["fail", "skip"]
@@ -32,6 +33,9 @@ class DataConfig:
     max_length: token budget per sample (LLaVA's model_max_length), visual tokens included.
     on_bad_image: a missing or undecodable image either stops training naming the file (`fail`) or
         the sample is skipped, counted and reported (`skip`). Never replaced by another sample.
+    image_loading: how image files become RGB pictures (see images.py): `reference` (default) is
+        PIL's `.convert("RGB")` as in LLaVA; `viewer` applies EXIF orientation and composites
+        transparency over white. Evaluate with the same setting the model was trained with.
     group_by_modality_length: LLaVA's grouped sampler (see sampler.py) instead of a plain shuffle.
     batch_arrangement: how the grouped sampler arranges an optimizer step's samples into per-device
         batches: `sorted` (neighbouring lengths, least padding) or `balanced` (LLaVA's: equal token
@@ -46,6 +50,7 @@ class DataConfig:
     image_aspect_ratio: AspectRatio = "pad"
     max_length: int = 2048
     on_bad_image: BadImagePolicy = "fail"
+    image_loading: ImageLoading = DEFAULT_IMAGE_LOADING
     group_by_modality_length: bool = True
     batch_arrangement: BatchArrangement = "sorted"
     cache_dir: str | None = None
@@ -67,6 +72,7 @@ class DataConfig:
             )
         if self.on_bad_image not in ("fail", "skip"):
             raise ValueError(f"data.on_bad_image must be 'fail' or 'skip', got {self.on_bad_image!r}")
+        check_image_loading(self.image_loading, "data.image_loading")
         if self.batch_arrangement not in ("sorted", "balanced"):
             raise ValueError(
                 f"data.batch_arrangement must be 'sorted' or 'balanced', got {self.batch_arrangement!r}"

@@ -22,7 +22,7 @@ import torch
 
 from ..conversation import get_template
 from .config import DataConfig
-from .images import ImageLoadError, load_rgb_image
+from .images import DEFAULT_IMAGE_LOADING, ImageLoadError, load_rgb_image
 from .lengths import PROBLEMS, token_stats
 from .record_file import RecordFile
 from .samples import TextEncoder, tokenize_record
@@ -53,6 +53,7 @@ class LlavaDataset(torch.utils.data.Dataset):
         max_length: int = 2048,
         image_aspect_ratio: str = "pad",
         on_bad_image: str = "fail",
+        image_loading: str = DEFAULT_IMAGE_LOADING,
         cache_dir: str | Path | None = None,
         num_proc: int | None = None,
     ):
@@ -63,6 +64,7 @@ class LlavaDataset(torch.utils.data.Dataset):
             image_aspect_ratio=image_aspect_ratio,
             max_length=max_length,
             on_bad_image=on_bad_image,
+            image_loading=image_loading,
             cache_dir=None if cache_dir is None else str(cache_dir),
             num_proc=num_proc,
         )
@@ -97,6 +99,7 @@ class LlavaDataset(torch.utils.data.Dataset):
             max_length=config.max_length,
             image_aspect_ratio=config.image_aspect_ratio,
             on_bad_image=config.on_bad_image,
+            image_loading=config.image_loading,
             cache_dir=config.cache_dir,
             num_proc=config.num_proc,
         )
@@ -115,7 +118,7 @@ class LlavaDataset(torch.utils.data.Dataset):
         if record.image is not None:
             path = self.image_folder / record.image
             try:
-                image = load_rgb_image(path)
+                image = load_rgb_image(path, self.config.image_loading)
             except ImageLoadError as err:
                 if self.config.on_bad_image == "fail":
                     raise ImageLoadError(err.path, f"{err.reason} (image of {location})") from None
