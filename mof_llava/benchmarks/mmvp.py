@@ -11,10 +11,15 @@ Labels: pairs (99, 100) and (279, 280) have their answers swapped in the release
 issues #14/#30). `labels="original"` (default) scores against the file as released, which is
 what the paper's numbers used; `labels="corrected"` uses the fixed answers.
 
-Prompts (`PROMPTS`): `llava` (default) is LLaVA-1.5's multiple-choice form with vicuna_v1,
+Prompts (`PROMPTS`): `llava` (default) is LLaVA-1.5's multiple-choice convention applied to MMVP
+(options re-lettered "A. X\nB. Y", the letter instruction, vicuna_v1, padded pictures, 128 tokens),
+the form of the MMVP issue #8 reproduction and of lmms-eval; it is not the paper's protocol.
 `official` is the MMVP repo's `question + " " + options` with llava_v1 and, like that script,
 pictures resized and centre-cropped instead of padded to a square (the script also samples at
 temperature 0.2 and grades with GPT-4; we decode greedily), `cambrian` is Cambrian's form.
+Why `llava` is the default: it is greedy and read without an LLM, so a score is reproducible
+offline; the paper's own numbers were made with sampling and gpt-4-0314 and have not been
+reproduced by others (MMVP issues #9, #27). docs/evaluation.md has the table of the variants.
 
 Graders:
 - `read_choice` (default): our reader of the option an answer picks; it accepts letters in their
@@ -179,6 +184,7 @@ class PromptVariant:
     image_aspect_ratio: str  # "pad" (LLaVA's evaluation) or "crop" (the official script: no padding)
 
 
+DEFAULT_PROMPT = "llava"  # reasons in the module docstring
 PROMPTS = {
     "llava": PromptVariant("vicuna_v1", 128, "pad"),
     "official": PromptVariant("llava_v1", 1024, "crop"),
@@ -186,7 +192,7 @@ PROMPTS = {
 }
 
 
-def question_text(q: MMVPQuestion, variant: str = "llava") -> str:
+def question_text(q: MMVPQuestion, variant: str = DEFAULT_PROMPT) -> str:
     if variant == "llava":
         return f"{q.question}\n{lettered_options(q.options)}\n{LETTER_ANSWER}"
     if variant == "official":
@@ -397,7 +403,7 @@ def score_answer_file(answers_path: str | Path, questions: Sequence[MMVPQuestion
 
 def build_task(
     data: str | Path,
-    prompt: str = "llava",
+    prompt: str = DEFAULT_PROMPT,
     labels: str = "original",
     grader: str = "ours",
     judge: ChatJudge | None = None,

@@ -21,10 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from mof_llava.benchmarks import BENCHMARKS
+from mof_llava.data.images import DEFAULT_IMAGE_LOADING, IMAGE_LOADINGS
 
 # Per-item tables and run provenance kept out of the printed summary (they are in the --output /
 # metrics.json file).
 _BULKY_KEYS = ("groups", "per_question", "per_pair", "run")
+
+# One line per benchmark in `--help` (the headline `score` of each).
+_BENCH_HELP = {
+    "mmvp": "MMVP: 150 CLIP-blind image pairs, two-option questions; pair accuracy",
+    "mmvp-vlm": "MMVP-VLM: CLIP-family models on 135 image pairs, 9 patterns; pair accuracy",
+    "pope": "POPE: object hallucination yes/no questions on COCO; mean F1 of 3 splits",
+    "mmbench": "MMBench: multiple choice, circular evaluation; accuracy",
+    "gqa": "GQA testdev-balanced: short answers; accuracy",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +56,7 @@ def add_parser(subparsers) -> None:
     for action, func in ((run, _cmd_run), (score, _cmd_score), (merge, _cmd_merge)):
         benches = action.add_subparsers(dest="benchmark", metavar="BENCH", required=True)
         for bench in BENCHMARKS:
-            sub = benches.add_parser(bench, help=f"{bench}")
+            sub = benches.add_parser(bench, help=_BENCH_HELP[bench], description=_BENCH_HELP[bench])
             _add_data_args(sub, bench, action=action.prog.split()[-1])
             if action is run:
                 _add_run_args(sub, bench)
@@ -117,9 +127,12 @@ def _add_data_args(p: argparse.ArgumentParser, bench: str, action: str) -> None:
             p.add_argument(
                 "--prompt",
                 choices=list(mmvp.PROMPTS),
-                default="llava",
-                help="llava: LLaVA-1.5 letter prompt, vicuna_v1 (default); official: MMVP script's "
-                "question + options, llava_v1; cambrian: Cambrian's letter prompt",
+                default=mmvp.DEFAULT_PROMPT,
+                help="llava (default): LLaVA-1.5's multiple-choice convention (options re-lettered A./B., "
+                "'Answer with the option's letter...'), vicuna_v1, padded, 128 tokens, not the paper's "
+                "protocol; official: the MMVP script's question + options, llava_v1, centre-cropped, "
+                "1024 tokens (the paper's, with --grader judge; greedy here); cambrian: Cambrian's "
+                "letter prompt, vicuna_v1, padded, 512 tokens. Table in docs/evaluation.md",
             )
     elif bench == "mmvp-vlm":
         p.add_argument(
@@ -169,7 +182,12 @@ def _add_judge_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
     )
-    g.add_argument("--judge-temperature", type=float, default=0.0)
+    g.add_argument(
+        "--judge-temperature",
+        type=_non_negative_float,
+        default=0.0,
+        help="sampling temperature of the judge (default 0; the official MMVP grader used 0.2)",
+    )
 
 
 def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
@@ -180,7 +198,12 @@ def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
         required=True,
         help="CLIP or SigLIP folder" if clip else "mof-llava checkpoint folder",
     )
-    p.add_argument("--output-dir", type=Path, help="default: eval_results/<model folder name>/<bench>")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        help="default: eval_results/<name>/<bench>, <name> being the model folder's name, or for a "
+        "training stage's model/ folder the run's: runs/imof-7b/stage2/model -> imof-7b-stage2",
+    )
     p.add_argument(
         "--batch-size", type=int, default=8, help="image pairs per batch" if clip else "questions per batch"
     )
@@ -189,10 +212,24 @@ def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
     )
     if clip:
         return
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights and activations (default auto: bfloat16 on a GPU that supports it, else float32)",
+    )
+    p.add_argument(
+        "--image-loading",
+        choices=IMAGE_LOADINGS,
+        default=DEFAULT_IMAGE_LOADING,
+        help="how image files become RGB: reference (default): PIL's convert('RGB') as LLaVA and MMVP "
+        "do; viewer: EXIF orientation applied, transparency over white. Use the training setting",
+    )
     p.add_argument("--max-new-tokens", type=_positive_int, help="default: the benchmark's reference setting")
     p.add_argument("--limit", type=int, help="only the first N questions (smoke runs; not scored)")
-    p.add_argument("--model-id", help="model_id written into answer lines (default: the model folder name)")
+    p.add_argument(
+        "--model-id", help="model_id written into answer lines (default: <name> of the output folder)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -200,6 +237,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -234,6 +281,12 @@ def _judge(args: argparse.Namespace):
 
 def build_task(args: argparse.Namespace):
     """The `EvalTask` for `run`/`merge` from the parsed arguments."""
+    task = _benchmark_task(args)
+    task.image_loading = getattr(args, "image_loading", DEFAULT_IMAGE_LOADING)
+    return task
+
+
+def _benchmark_task(args: argparse.Namespace):
     from mof_llava.benchmarks import gqa, mmbench, mmvp, pope
 
     bench = args.benchmark
@@ -317,15 +370,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _default_output_dir(args: argparse.Namespace) -> Path:
-    return args.output_dir or Path("eval_results") / Path(args.model).resolve().name / args.benchmark
+    from mof_llava.benchmarks.runner import default_output_dir
+
+    return args.output_dir or default_output_dir(args.model, args.benchmark)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from mof_llava.paths import check_model_path
+
+    check_model_path(args.model, "--model")
     _setup_logging()
     if args.benchmark == "mmvp-vlm":
         return _run_mmvp_vlm(args)
     from mof_llava.benchmarks.generation import load_model, make_generate_fn, model_info, pick_device
-    from mof_llava.benchmarks.runner import Distributed, RunOptions, run_task
+    from mof_llava.benchmarks.runner import Distributed, RunOptions, result_name, run_task
 
     dist = Distributed.from_env()
     task = build_task(args)
@@ -333,7 +391,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         output_dir=_default_output_dir(args),
         model=str(args.model),
-        model_id=args.model_id or Path(args.model).resolve().name,
+        model_id=args.model_id or result_name(args.model),
         batch_size=args.batch_size,
         limit=args.limit,
         progress=not args.no_progress,

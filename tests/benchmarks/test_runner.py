@@ -242,7 +242,8 @@ def test_each_benchmark_runs_and_rescores_from_the_command_line(bench, model_dir
     assert all("path" in v for v in run["data_files"].values())
     answers = read_answers(out / "answers.jsonl")
     expected_count = {"mmvp": 6, "pope": 12, "mmbench": 9, "gqa": 4}[bench]
-    assert len(answers) == expected_count and all(a["model_id"] == "model" for a in answers)
+    # the model folder is <dir>/model, so the answers are named after <dir> (see result_name)
+    assert len(answers) == expected_count and all(a["model_id"] == model_dir.parent.name for a in answers)
     rescore = ["eval", "score", bench, "--answers", str(out / "answers.jsonl"), "--data", str(data)]
     assert _run_cli(rescore, capsys)["score"] == metrics["score"]
     if bench == "mmbench":
@@ -255,6 +256,35 @@ def test_each_benchmark_runs_and_rescores_from_the_command_line(bench, model_dir
         assert answers[0]["prompt"].endswith(
             "\nA. Yes\nB. No\nAnswer with the option's letter from the given choices directly."
         )
+
+
+def test_two_runs_models_evaluated_with_default_folders_stay_apart(
+    pope_dir, model_dir, tmp_path, monkeypatch, capsys
+):
+    from mof_llava.experiments.results import collect
+
+    monkeypatch.chdir(tmp_path)
+    for run in ("imof-7b", "amof-7b"):  # both stage 2s wrote <run>/stage2/model
+        model = shutil.copytree(model_dir, tmp_path / "runs" / run / "stage2" / "model")
+        argv = [
+            "eval",
+            "run",
+            "pope",
+            "--model",
+            str(model),
+            "--data",
+            str(pope_dir),
+            "--max-new-tokens",
+            "2",
+        ]
+        _run_cli([*argv, "--no-progress"], capsys)
+    folders = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.json"))
+    assert folders == ["eval_results/amof-7b-stage2/pope", "eval_results/imof-7b-stage2/pope"]
+    # the tables name the rows after the runs, not "model"
+    assert sorted(r.group for r in collect([tmp_path / "eval_results"]).results) == [
+        "amof-7b-stage2",
+        "imof-7b-stage2",
+    ]
 
 
 def test_missing_image_names_the_question(model_dir, tmp_path, capsys):
