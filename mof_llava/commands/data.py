@@ -75,7 +75,10 @@ def run_check(args: argparse.Namespace) -> int:
 def load_processor(args: argparse.Namespace):
     from .. import MofLlavaProcessor
     from ..data.check import paper_processor
+    from ..paths import check_model_path
 
     if args.model:
+        check_model_path(args.model, "--model")
         return MofLlavaProcessor.from_pretrained(args.model)
+    check_model_path(args.tokenizer, "--tokenizer")
     return paper_processor(args.tokenizer, args.mixer, args.image_size)
