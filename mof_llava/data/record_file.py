@@ -189,6 +189,13 @@ def _scan_jsonl(f, offset: int) -> Iterator[tuple[int, int, int, Any]]:
         offset += len(line)
 
 
+class _NotUtf8(Exception):
+    """Raised by the array scanner at the first byte that is not UTF-8 (turned into a RecordError)."""
+
+    def __init__(self, byte_offset: int):
+        self.byte_offset = byte_offset
+
+
 class _ArrayStream:
     """A text cursor over a binary file that tracks the byte offset and line of the cursor."""
 
@@ -200,15 +207,26 @@ class _ArrayStream:
         self.byte = byte_offset  # byte offset of buf[pos] in the file
         self.line = 1  # line of buf[pos]
         self.eof = False
+        self.bad_byte: int | None = None  # file offset of the first byte that is not UTF-8
+        self.records = 0  # records read so far
 
     def read_more(self) -> bool:
+        if self.bad_byte is not None:  # the text before it is parsed; the record there cannot be
+            raise _NotUtf8(self.bad_byte)
         if self.eof:
             return False
         if self.pos > _CHUNK_CHARS:  # drop what is consumed, so memory stays flat
             self.buf, self.pos = self.buf[self.pos :], 0
+        pending = self.decoder.getstate()[0]  # bytes of a character cut by the previous read
         data = self.f.read(_CHUNK_CHARS)
         self.eof = not data
-        self.buf += self.decoder.decode(data, final=self.eof)
+        try:
+            self.buf += self.decoder.decode(data, final=self.eof)
+        except UnicodeDecodeError as err:
+            # Keep the valid text before the bad byte, so the records there are indexed as usual.
+            chunk = pending + data
+            self.bad_byte = self.f.tell() - len(chunk) + err.start
+            self.buf += chunk[: err.start].decode("utf-8")
         return True
 
     def advance(self, new_pos: int) -> None:
@@ -237,12 +255,19 @@ def _scan_json_array(f, path: Path, offset: int) -> Iterator[tuple[int, int, int
         line = stream.line + stream.buf.count("\n", stream.pos, pos)
         return RecordError(f"{path}:{line}", f"not a valid JSON array: {message}")
 
+    try:
+        yield from _scan_array_records(stream, decoder, fail)
+    except _NotUtf8 as err:
+        raise fail(f"record {stream.records}: not UTF-8 text (byte {err.byte_offset})", len(stream.buf)) from None
+
+
+def _scan_array_records(stream: _ArrayStream, decoder: json.JSONDecoder, fail) -> Iterator[tuple[int, int, int, Any]]:
     stream.skip_whitespace()
     stream.advance(stream.pos + 1)  # the '['
     if stream.skip_whitespace() == "]":
         return
-    index = 0
     while True:
+        index = stream.records
         if stream.skip_whitespace() == "":
             raise fail(f"the file ends inside the array (after record {index - 1})")
         while True:
@@ -259,7 +284,7 @@ def _scan_json_array(f, path: Path, offset: int) -> Iterator[tuple[int, int, int
         start_byte, start_line = stream.byte, stream.line
         stream.advance(end)
         yield start_byte, stream.byte - start_byte, start_line, value
-        index += 1
+        stream.records = index = index + 1
         separator = stream.skip_whitespace()
         if separator == "]":
             break
