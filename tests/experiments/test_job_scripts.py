@@ -57,7 +57,23 @@ def _calls(tmp_path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def _wait_for_call(tmp_path: Path, timeout: float = 20.0) -> None:
+# How long a test waits for a subprocess to reach a marker or to exit. The tests wait on markers,
+# never on time: this bound only keeps a broken script from hanging the suite, and is generous
+# because a loaded machine can take many seconds to start a process.
+BOUND = 120.0
+# What the fake launchers do after recording their call: "run" for longer than any bound, so a step
+# that ends on its own cannot pass for one stopped by a signal.
+FAKE_LAUNCHER = '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 600\n'
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Kill what a test left running in its process group (a failed assertion, say)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=BOUND)
+
+
+def _wait_for_call(tmp_path: Path, timeout: float = BOUND) -> None:
     """Until a fake launcher has recorded its call: the step is then surely running."""
     deadline = time.time() + timeout
     while not _calls(tmp_path) and time.time() < deadline:
@@ -292,26 +308,27 @@ def test_exit_0_without_the_artifact_is_a_failure(tmp_path):
 
 
 def test_sigterm_records_the_step_as_failed(tmp_path):
-    script = _step_script(tmp_path, 'step "$RUN" work out.txt sleep 60')
+    script = _step_script(tmp_path, 'step "$RUN" work out.txt sleep 600')
     process = subprocess.Popen(
         ["bash", str(script)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     running = tmp_path / "run" / "status" / "work.running"
-    deadline = time.time() + 20
-    while not running.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    assert running.exists()
-    os.killpg(process.pid, signal.SIGTERM)  # what SLURM does at the time limit
-    assert process.wait(timeout=20) == -signal.SIGTERM  # dies of the signal, after recording it
+    try:
+        deadline = time.time() + BOUND
+        while not running.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert running.exists()
+        os.killpg(process.pid, signal.SIGTERM)  # what SLURM does at the time limit
+        assert process.wait(timeout=BOUND) == -signal.SIGTERM  # dies of the signal, after recording it
+    finally:
+        _stop_group(process)
     assert (tmp_path / "run" / "status" / "work.exit").read_text() == "143\n"
     assert not running.exists()
 
 
 def test_ctrl_c_stops_the_whole_sweep(tmp_path):
     plan = _plan(tmp_path, "deepspeed")
-    env = _fakes(
-        tmp_path, ["deepspeed", "torchrun"], '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 60\n'
-    )
+    env = _fakes(tmp_path, ["deepspeed", "torchrun"], FAKE_LAUNCHER)
     process = subprocess.Popen(
         ["bash", str(plan.scripts.entry)],
         env=env,
@@ -320,10 +337,13 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     first = plan.runs[0].layout.status / "stage1.running"
-    _wait_for_call(tmp_path)  # the step's command has started (its marker is written before it)
-    assert first.exists()
-    os.killpg(process.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
-    process.wait(timeout=20)
+    try:
+        _wait_for_call(tmp_path)  # the step's command has started (its marker is written before it)
+        assert first.exists()
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        process.wait(timeout=BOUND)  # the launcher sleeps far longer: only the signal ends it in time
+    finally:
+        _stop_group(process)
     assert (plan.runs[0].layout.status / "stage1.exit").read_text() == "130\n"
     assert len(_calls(tmp_path)) == 1  # the second run never started
     assert not plan.runs[1].layout.status.exists()
@@ -355,9 +375,7 @@ def test_a_step_running_elsewhere_is_not_started_twice(tmp_path):
 
 def test_one_run_all_at_a_time(tmp_path):
     plan = _plan(tmp_path, "deepspeed")
-    env = _fakes(
-        tmp_path, ["deepspeed", "torchrun"], '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 60\n'
-    )
+    env = _fakes(tmp_path, ["deepspeed", "torchrun"], FAKE_LAUNCHER)
     first = subprocess.Popen(
         ["bash", str(plan.scripts.entry)],
         env=env,
@@ -369,10 +387,11 @@ def test_one_run_all_at_a_time(tmp_path):
         _wait_for_call(tmp_path)
         assert (plan.runs[0].layout.status / "stage1.running").exists()
         second = subprocess.run(
-            ["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True, timeout=20
+            ["bash", str(plan.scripts.entry)], env=env, capture_output=True, text=True, timeout=BOUND
         )
         assert second.returncode == 1 and "another run_all.sh of this sweep is running" in second.stderr
         assert len(_calls(tmp_path)) == 1
     finally:
         os.killpg(first.pid, signal.SIGTERM)
-        first.wait(timeout=20)
+        first.wait(timeout=BOUND)
+        _stop_group(first)
