@@ -6,6 +6,15 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# Radar charts put r = 0 on a ring this far (in score points) from the centre, so a zero score is a
+# visible ring and an all-zero model a drawn polygon, not a dot hidden under the others.
+RADAR_HOLE = 15.0
+RADAR_TICKS = (0, 25, 50, 75, 100)
+# Line charts of percentages: at least this many points tall, and a margin beyond the data, so a
+# value at 0 or 100 (a zero score, a baseline on the limit) lies inside the frame, not on it.
+MIN_SCORE_SPAN = 10.0
+SCORE_MARGIN = 0.05
+
 
 def pyplot():
     """matplotlib's pyplot on the file-only backend."""
@@ -45,10 +54,29 @@ def radar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, tit
             ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
     ax.set_xticks(angles)
     ax.set_xticklabels([p.replace(" and ", "\nand ") for p in patterns], fontsize=8)
-    ax.set_ylim(0, 100)
+    ax.set_rorigin(-RADAR_HOLE)
+    ax.set_ylim(0, 100 * (1 + SCORE_MARGIN))  # a 100 % score inside the outer frame
+    ax.set_yticks(RADAR_TICKS)
     ax.set_title(title)
     ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
     return save_png(fig, path)
+
+
+def score_limits(values: Sequence[float]) -> tuple[float, float]:
+    """y limits for percentages: the drawn values (means, error-bar ends, baselines) with a margin,
+    at least `MIN_SCORE_SPAN` tall, and kept within 0-100 when widened."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    first, last = (min(finite), max(finite)) if finite else (0.0, 100.0)
+    low, high = first, last
+    if high - low < MIN_SCORE_SPAN:
+        middle = (low + high) / 2
+        low, high = middle - MIN_SCORE_SPAN / 2, middle + MIN_SCORE_SPAN / 2
+        if low < 0.0 <= first:  # widened below 0 %: widen upwards instead
+            low, high = 0.0, MIN_SCORE_SPAN
+        elif high > 100.0 >= last:
+            low, high = 100.0 - MIN_SCORE_SPAN, 100.0
+    margin = SCORE_MARGIN * (high - low)
+    return low - margin, high + margin
 
 
 def bar_chart(series: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:

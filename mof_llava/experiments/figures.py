@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..benchmarks.plots import pyplot, radar_chart, save_png
+from ..benchmarks.plots import pyplot, radar_chart, save_png, score_limits
 from .results import Result, title
 from .tables import Group, Stat
 
@@ -57,12 +57,14 @@ def alpha_figure(groups: Sequence[Group], path: Path, proxy: Measure | None) -> 
     fig, axes = plt.subplots(1, len(measures), figsize=(5.5 * len(measures), 4.2), squeeze=False)
     others = [g for g in groups if g.mixer_mode != "additive"]
     for ax, measure in zip(axes[0], measures):
+        drawn: list[float] = []  # every y value on the axes, for the limits
         for arm in dict.fromkeys(g.arm or "A-MoF" for g in additive):
             points = sorted(
                 (g.alpha, s)
                 for g in additive
                 if (g.arm or "A-MoF") == arm and (s := measure.stat(g)) is not None
             )
+            drawn += [s.mean + d for _, s in points for d in (-(s.std or 0.0), s.std or 0.0)]
             if points:
                 ax.errorbar(
                     [a for a, _ in points],
@@ -76,20 +78,13 @@ def alpha_figure(groups: Sequence[Group], path: Path, proxy: Measure | None) -> 
             stat = measure.stat(group)
             if stat is not None:
                 ax.axhline(stat.mean, linestyle="--", linewidth=1, color=f"C{k + 3}", label=group.name)
-        _score_limits(ax)
+                drawn.append(stat.mean)
+        ax.set_ylim(*score_limits(drawn))
         ax.set_xlabel("alpha (share of DINOv2 features)")
         ax.set_ylabel(f"{measure.label} (%)")
         ax.set_title(f"{measure.label} vs alpha")
         ax.legend(fontsize=8)
     return save_png(fig, path)
-
-
-def _score_limits(ax) -> None:
-    """Within 0-100 %, at least 10 points tall: flat lines stay readable, trends are not squashed."""
-    low, high = ax.get_ylim()
-    middle, half = (low + high) / 2, max((high - low) / 2, 5.0)
-    low, high = max(0.0, middle - half), min(100.0, middle + half)
-    ax.set_ylim(low, max(high, low + 10.0))
 
 
 def pattern_stats(groups: Sequence[Group], patterns: Mapping[int, str]) -> dict[str, dict[str, Stat]]:
