@@ -9,9 +9,10 @@ LLaVA's and LLaVA's checkpoints evaluate correctly here:
 - `llava_v1`: `vicuna_v1` with "human" instead of "user" in the system prompt (the MMVP repo's
   default for its official evaluation script).
 
-Rendering also returns the character spans of every assistant answer (with its closing separator),
-which is what the data pipeline supervises; labels are then derived from token offsets, so there
-is no token-count bookkeeping that can drift out of sync with the tokenizer.
+Rendering also returns the character spans of every assistant answer (with the space before it and
+its closing separator: what the model writes after `ASSISTANT:`), which is what the data pipeline
+supervises; labels are then derived from token offsets, so there is no token-count bookkeeping that
+can drift out of sync with the tokenizer.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ class ConversationTemplate:
             if answer is None:
                 parts.append(f"{assistant}:")
                 continue
-            parts.append(f"{assistant}: ")
+            parts.append(f"{assistant}:")
+            # Supervised: what the model writes after the generation prompt, the space before the
+            # answer included. LLaVA trains on every token after "ASSISTANT:", so a Llama tokenizer's
+            # bare "▁" before a digit or a newline is trained on too.
             start = sum(map(len, parts))
-            parts.append(answer + self.sep2)
-            spans.append((start, start + len(answer) + len(self.sep2)))
+            parts.append(" " + answer + self.sep2)
+            spans.append((start, start + 1 + len(answer) + len(self.sep2)))
         return RenderedConversation("".join(parts), tuple(spans))
 
     def _render_plain(self, turns: Sequence[tuple[str, str | None]]) -> RenderedConversation:

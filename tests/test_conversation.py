@@ -19,7 +19,7 @@ def test_vicuna_v1_multi_turn_string_and_supervised_spans():
         "USER: What is on the back? ASSISTANT: An ad.</s>"
     )
     assert rendered.text == expected
-    assert [rendered.text[a:b] for a, b in rendered.supervised_spans] == ["White and red.</s>", "An ad.</s>"]
+    assert [rendered.text[a:b] for a, b in rendered.supervised_spans] == [" White and red.</s>", " An ad.</s>"]
 
 
 def test_vicuna_v1_generation_prompt_matches_llava_eval_prompt():

@@ -2,10 +2,11 @@
 by character spans, fit into the length budget.
 
 Labels come from *where* each token sits in the rendered text: a token is trained on when its
-character span overlaps an assistant answer (with its closing `</s>`, or the caption and its `\\n`
-for `plain`), as reported by `ConversationTemplate.render`. Image placeholders never are. There is no
-count of tokens per turn that could drift from the tokenizer, the cause of LLaVA's "tokenization
-mismatch" warning that silently masks whole samples.
+character span overlaps an assistant answer (with the space after `ASSISTANT:` and its closing
+`</s>`, or the caption and its `\\n` for `plain`), as reported by `ConversationTemplate.render`. The
+supervised tokens are LLaVA's (`preprocess_v1`, `preprocess_plain`), token for token. Image
+placeholders never are. There is no count of tokens per turn that could drift from the tokenizer,
+the cause of LLaVA's "tokenization mismatch" warning that silently masks whole samples.
 
 Length budget (`max_length`, LLaVA's `model_max_length`): whole trailing rounds are dropped until the
 sample fits; if even the first round does not fit, its tail is cut. A cut never goes through the

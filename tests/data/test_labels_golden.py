@@ -156,10 +156,11 @@ def test_unusual_answers_are_supervised_exactly(processors, answer):
     raw = {"image": "x.jpg", "conversations": [turn("human", "<image>\nQ?"), turn("gpt", answer)]}
     sample = tokenize_record(parse_record(raw, WHERE), get_template("vicuna_v1"), processor, 4096)
     supervised = sample.input_ids[sample.labels != IGNORE_INDEX]
-    # Decoding drops one leading space (the tokenizer's word-boundary marker), as for every answer.
-    assert processor.tokenizer.decode(supervised) == (answer + "</s>").removeprefix(" ")
+    # Supervised: " " + answer + "</s>", everything after "ASSISTANT:" as in LLaVA; decoding drops the
+    # leading space (the tokenizer's word-boundary marker), as for every answer.
+    assert processor.tokenizer.decode(supervised) == answer + "</s>"
     prompt_ids = sample.input_ids[sample.labels == IGNORE_INDEX]
-    # The space after "ASSISTANT:" belongs to the template; it is a token of its own when the answer
-    # starts with a character it does not merge with (a newline), and then it is not trained on.
+    # The space after "ASSISTANT:" is trained on even when it is a token of its own (the answer
+    # starts with a character it does not merge with, a newline or a second space).
     prompt = processor.tokenizer.decode(prompt_ids[prompt_ids != processor.image_token_id])
-    assert prompt.rstrip(" ").endswith("Q? ASSISTANT:")
+    assert prompt.endswith("Q? ASSISTANT:")
