@@ -7,6 +7,9 @@ Loading matches keys exactly (never by substring): every key of the artifact mus
 mixer and every mixer parameter must be in the artifact, otherwise the load fails naming the keys. An
 artifact trained for another mixer (mode, adapter type, alpha, towers, widths) is refused with the
 differences spelled out. Load into the model before DeepSpeed ZeRO-3 partitions it.
+
+`load_adapters` also starts a model from LLaVA's or MMVP's stage-1 `mm_projector.bin` (a file, or the
+folder holding it): see `llava_projector`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path, write_text_atomic
+from .llava_projector import is_projector_source, load_projector
 from .modeling import MofLlavaForConditionalGeneration
 
 WEIGHTS_NAME = "adapters.safetensors"
 CONFIG_NAME = "adapters_config.json"
 FORMAT = "mof-llava-adapters"
 PREFIX = "mixer."
+
+
+class AdapterLoadError(ValueError):
+    """An adapters artifact that does not fit the model it is loaded into."""
 
 
 def adapter_signature(model: MofLlavaForConditionalGeneration) -> dict[str, Any]:
@@ -62,29 +70,36 @@ def save_adapters(
     return directory
 
 
-def load_adapters(model: MofLlavaForConditionalGeneration, directory: str | Path) -> None:
-    directory = Path(directory)
+def load_adapters(model: MofLlavaForConditionalGeneration, source: str | Path) -> None:
+    """Load a stage-1 adapters artifact (this module's), or a LLaVA/MMVP `mm_projector.bin`, into the mixer."""
+    directory = Path(source)
     weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+    if not weights.is_file() and is_projector_source(directory):
+        load_projector(model, directory)
+        return
     for path in (weights, config_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; expected an adapters artifact ({WEIGHTS_NAME} + {CONFIG_NAME})")
+            raise FileNotFoundError(
+                f"{path}: not found; expected an adapters artifact ({WEIGHTS_NAME} + {CONFIG_NAME}) "
+                "or a LLaVA/MMVP mm_projector.bin"
+            )
     meta = json.loads(config_path.read_text())
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a {FORMAT} artifact (format={meta.get('format')!r})")
+        raise AdapterLoadError(f"{config_path}: not a {FORMAT} artifact (format={meta.get('format')!r})")
     expected = adapter_signature(model)
     differences = [
         f"{key}: artifact {meta.get(key)!r} vs model {value!r}" for key, value in expected.items() if meta.get(key) != value
     ]
     if differences:
-        raise ValueError(f"{directory}: adapters were trained for a different model:\n  " + "\n  ".join(differences))
+        raise AdapterLoadError(f"{directory}: adapters were trained for a different model:\n  " + "\n  ".join(differences))
 
     state = load_file(str(weights))
     own = model.mixer.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{weights}: keys do not match the model's mixer; missing {missing}, unexpected {unexpected}")
+        raise AdapterLoadError(f"{weights}: keys do not match the model's mixer; missing {missing}, unexpected {unexpected}")
     for key, value in state.items():
         if value.shape != own[key].shape:
-            raise ValueError(f"{weights}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+            raise AdapterLoadError(f"{weights}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
     with torch.no_grad():
         model.mixer.load_state_dict(state, strict=True)
