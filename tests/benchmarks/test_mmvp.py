@@ -5,6 +5,7 @@ false positives."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +105,32 @@ def test_official_variant_crops_pictures_like_the_official_script(tmp_path):
     assert mmvp.build_task(path, prompt="llava").image_aspect_ratio == "pad"
     official = mmvp.build_task(path, prompt="official")
     assert (official.template, official.max_new_tokens) == ("llava_v1", 1024)
+
+
+def test_default_protocol_is_llavas_letter_convention_not_the_papers(tmp_path):
+    # defaults as docs/evaluation.md states them (values from the references: LLaVA's vicuna_v1,
+    # pad and model_vqa_loader's 128 tokens; the MMVP script's llava_v1, crop and 1024)
+    default = mmvp.build_task(_csv(tmp_path))
+    assert (default.template, default.max_new_tokens, default.image_aspect_ratio) == ("vicuna_v1", 128, "pad")
+    assert default.settings == {"prompt": "llava", "labels": "original", "grader": "ours"}
+    assert default.questions[0].text.endswith(
+        "\nAnswer with the option's letter from the given choices directly."
+    )
+
+
+def test_the_protocol_table_in_the_docs_says_what_the_code_does():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    picture = {"pad": "padded to a square", "crop": "resized, centre-cropped"}
+    for name, variant in mmvp.PROMPTS.items():
+        rows = [line for line in docs.splitlines() if line.startswith(f"| `{name}`")]
+        assert len(rows) == 1, name
+        cells = [c.strip() for c in rows[0].strip("|").split("|")]
+        assert cells[0] == f"`{name}`" + (" (default)" if name == mmvp.DEFAULT_PROMPT else "")
+        assert cells[2:5] == [
+            variant.template,
+            picture[variant.image_aspect_ratio],
+            str(variant.max_new_tokens),
+        ]
 
 
 def test_images_follow_the_index_column_not_the_row_position(tmp_path):
