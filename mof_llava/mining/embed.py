@@ -108,7 +108,7 @@ class _ImageDataset:
         index = self.indices[item]
         path = self.root / self.ids[index]
         try:
-            image = load_rgb_image(path)
+            image = load_rgb_image(path, loading="viewer")
             return index, {name: fn(image) for name, fn in self.preprocess.items()}
         except ImageLoadError as err:
             return index, err.reason

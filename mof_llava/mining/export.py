@@ -70,7 +70,7 @@ def export_mmvp(
             for side, image_id in enumerate((pair.image_a, pair.image_b)):
                 index = 2 * k + side + 1
                 try:
-                    image = load_rgb_image(Path(image_root) / image_id)
+                    image = load_rgb_image(Path(image_root) / image_id, loading="viewer")
                 except ImageLoadError as err:
                     raise ImageLoadError(err.path, f"{err.reason} (line {k + 2} of {pairs_csv})") from None
                 image.save(tmp / IMAGES_DIR / f"{index}.jpg", format="JPEG", quality=quality)

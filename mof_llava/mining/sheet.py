@@ -101,7 +101,7 @@ def _thumbnail(root: Path, image_id: str, size: int):
 
     tile = Image.new("RGB", (size, size), TILE_BACKGROUND)
     try:
-        image = load_rgb_image(root / image_id)
+        image = load_rgb_image(root / image_id, loading="viewer")
     except ImageLoadError as err:
         return tile, err.reason
     image = ImageOps.contain(image, (size, size))
