@@ -9,6 +9,8 @@ Imports (each writes a MoF-LLaVA model + processor that `from_pretrained` loads)
 - `mmvp`: the MMVP repository's Interleaved-MoF layout: LLaVA's plus `model.dino_mm_projector.*`.
   Its DINOv2 was loaded from torch hub at run time, so DINOv2 weights come from `dino_tower`
   (a transformers Dinov2Model checkpoint, e.g. facebook/dinov2-large).
+- a stage-1 folder of either (config.json + `mm_projector.bin`, no LLM weights): `import_projector`
+  gives the projector(s) as a MoF-LLaVA adapters artifact, the start of stage 2.
 
 Keys are mapped by exact prefixes, most specific first, and every key must be accounted for:
 `model.dino_mm_projector.*` can never land in the CLIP adapter (the reference code's substring
@@ -41,6 +43,7 @@ from transformers.models.llava.image_processing_pil_llava import LlavaImageProce
 from .constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
 from .model.builder import _load_complete, _preprocessing_stats, _vision_config
 from .model.configuration import MixerSpec, MofLlavaConfig, TowerSpec
+from .model.llava_projector import load_projector
 from .model.modeling import MofLlavaForConditionalGeneration
 from .model.processing import MofLlavaProcessor
 
@@ -110,51 +113,8 @@ def import_llava_original(
         raise ConversionError(f"{src}: holds model.dino_mm_projector.* (the MMVP MoF layout); convert with --from mmvp")
     if layout == "mmvp" and not is_mof:
         raise ConversionError(f"{src}: no model.dino_mm_projector.* keys; this is not the MMVP MoF layout")
-    if raw.get("mm_use_im_start_end") or raw.get("mm_use_im_patch_token"):
-        raise ConversionError(f"{src}: checkpoints with image start/end or patch tokens are not supported")
-
-    vision_tower = vision_tower or raw.get("mm_vision_tower")
-    if vision_tower is None:
-        raise ConversionError(f"{src}: config.json has no mm_vision_tower; pass the CLIP checkpoint with --vision-tower")
-    clip_config = _vision_config(vision_tower)
-    clip_stats = _stats_or_clip_default(vision_tower, clip_config)
-    adapter = raw.get("mm_projector_type", "linear")
-    towers = [
-        TowerSpec(
-            name="clip",
-            vision_config=clip_config.to_dict(),
-            feature_layer=int(raw.get("mm_vision_select_layer", -2)),
-            drop_prefix_tokens=raw.get("mm_vision_select_feature", "patch") == "patch",
-            image_mean=clip_stats["image_mean"],
-            image_std=clip_stats["image_std"],
-        )
-    ]
-    if layout == "mmvp":
-        if dino_tower is None:
-            raise ConversionError(
-                f"{src}: the MMVP layout keeps no usable DINOv2 weights; pass a transformers DINOv2 checkpoint "
-                "with --dino-tower (the reference used DINOv2 ViT-L/14, e.g. facebook/dinov2-large)"
-            )
-        # The reference fed DINOv2 the CLIP-preprocessed tensor and took its last block before the final norm.
-        towers.append(
-            TowerSpec(
-                name="dinov2",
-                vision_config=_vision_config(dino_tower).to_dict(),
-                feature_layer=-1,
-                image_mean=clip_stats["image_mean"],
-                image_std=clip_stats["image_std"],
-            )
-        )
-    text_fields = {k: v for k, v in raw.items() if not k.startswith("mm_") and k not in _LLAVA_ONLY_FIELDS}
-    config = MofLlavaConfig(
-        text_config=LlamaConfig(**text_fields),
-        vision_towers=towers,
-        mixer=MixerSpec(mode="interleave" if layout == "mmvp" else "none", adapter=adapter),
-        image_size=clip_config.image_size,
-        image_mean=list(clip_stats["image_mean"]),
-        image_std=list(clip_stats["image_std"]),
-        image_token_id=LLAVA_IMAGE_TOKEN_INDEX,
-    )
+    vision_tower = _resolve_vision_tower(src, raw, vision_tower)
+    config = _original_config(src, raw, layout, vision_tower, dino_tower)
 
     state, llm_body, lm_head, skipped = {}, {}, {}, []
     for key, value in weights.items():
@@ -178,6 +138,89 @@ def import_llava_original(
     tokenizer = AutoTokenizer.from_pretrained(src)
     processor = MofLlavaProcessor.for_config(config, tokenizer, "pad" if raw.get("image_aspect_ratio") == "pad" else "crop")
     return model, processor
+
+
+def import_projector(
+    src: str | Path,
+    layout: str = "llava",
+    vision_tower: str | None = None,
+    dino_tower: str | None = None,
+) -> MofLlavaForConditionalGeneration:
+    """A LLaVA/MMVP stage-1 folder (its config.json + mm_projector.bin, no LLM weights) as a model whose
+    mixer holds the projector(s), every key placed by exact name (`load_projector`). Only the mixer is
+    allocated: write it with `save_adapters` and start stage 2 from that artifact."""
+    src = Path(src)
+    raw = json.loads((src / "config.json").read_text())
+    config = _original_config(src, raw, layout, _resolve_vision_tower(src, raw, vision_tower), dino_tower)
+    with torch.device("meta"):
+        model = MofLlavaForConditionalGeneration(config)
+    model.mixer.to_empty(device="cpu")
+    load_projector(model, src)
+    return model
+
+
+def is_projector_folder(src: str | Path) -> bool:
+    """A stage-1 output of LLaVA or MMVP: a projector file and no full model weights."""
+    src = Path(src)
+    full = any(src.glob("*.safetensors")) or any(src.glob("pytorch_model*.bin"))
+    return not full and (src / "mm_projector.bin").is_file()
+
+
+def _resolve_vision_tower(src: Path, raw: dict[str, Any], vision_tower: str | None) -> str:
+    vision_tower = vision_tower or raw.get("mm_vision_tower")
+    if vision_tower is None:
+        raise ConversionError(f"{src}: config.json has no mm_vision_tower; pass the CLIP checkpoint with --vision-tower")
+    return vision_tower
+
+
+def _original_config(
+    src: Path, raw: dict[str, Any], layout: str, vision_tower: str, dino_tower: str | None
+) -> MofLlavaConfig:
+    """The MoF-LLaVA config of an original LLaVA (or MMVP) checkpoint, from LLaVA's config.json fields."""
+    if raw.get("mm_use_im_start_end") or raw.get("mm_use_im_patch_token"):
+        raise ConversionError(f"{src}: checkpoints with image start/end or patch tokens are not supported")
+
+    clip_config = _vision_config(vision_tower)
+    clip_stats = _stats_or_clip_default(vision_tower, clip_config)
+    adapter = raw.get("mm_projector_type", "linear")
+    towers = [
+        TowerSpec(
+            name="clip",
+            vision_config=clip_config.to_dict(),
+            feature_layer=int(raw.get("mm_vision_select_layer", -2)),
+            drop_prefix_tokens=raw.get("mm_vision_select_feature", "patch") == "patch",
+            image_mean=clip_stats["image_mean"],
+            image_std=clip_stats["image_std"],
+        )
+    ]
+    if layout == "mmvp":
+        if dino_tower is None:
+            raise ConversionError(
+                f"{src}: the MMVP layout keeps no usable DINOv2 weights; pass a transformers DINOv2 checkpoint "
+                "with --dino-tower (the reference used DINOv2 ViT-L/14, e.g. facebook/dinov2-large)"
+            )
+        # The reference fed torch.hub's DINOv2 the CLIP-preprocessed tensor, took its last block before
+        # the final norm, and resized the position table the hub's way.
+        towers.append(
+            TowerSpec(
+                name="dinov2",
+                vision_config=_vision_config(dino_tower).to_dict(),
+                feature_layer=-1,
+                image_mean=clip_stats["image_mean"],
+                image_std=clip_stats["image_std"],
+                pos_interpolation="hub",
+            )
+        )
+    text_fields = {k: v for k, v in raw.items() if not k.startswith("mm_") and k not in _LLAVA_ONLY_FIELDS}
+    return MofLlavaConfig(
+        text_config=LlamaConfig(**text_fields),
+        vision_towers=towers,
+        mixer=MixerSpec(mode="interleave" if layout == "mmvp" else "none", adapter=adapter),
+        image_size=clip_config.image_size,
+        image_mean=list(clip_stats["image_mean"]),
+        image_std=list(clip_stats["image_std"]),
+        image_token_id=LLAVA_IMAGE_TOKEN_INDEX,
+    )
 
 
 _LLAVA_ONLY_FIELDS = {

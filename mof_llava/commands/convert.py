@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Import: --from llava-hf (transformers' LlavaForConditionalGeneration), --from llava (original LLaVA-1.5 "
             "layout), --from mmvp (the MMVP repository's Interleaved-MoF layout). Export: --to llava-hf (baseline "
-            "models only). Writes a directory loadable with from_pretrained."
+            "models only). Writes a directory loadable with from_pretrained. A LLaVA or MMVP stage-1 folder "
+            "(config.json + mm_projector.bin) becomes an adapters artifact for model.adapters_from."
         ),
     )
     direction = parser.add_mutually_exclusive_group(required=True)
@@ -29,7 +30,14 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import MofLlavaForConditionalGeneration, MofLlavaProcessor
-    from ..convert import export_llava_hf, import_llava_hf, import_llava_original
+    from ..convert import (
+        export_llava_hf,
+        import_llava_hf,
+        import_llava_original,
+        import_projector,
+        is_projector_folder,
+    )
+    from ..model.adapter_artifact import save_adapters
 
     if args.target_format:
         model = MofLlavaForConditionalGeneration.from_pretrained(args.src)
@@ -37,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
         out_model, out_processor = export_llava_hf(model, processor)
     elif args.source_format == "llava-hf":
         out_model, out_processor = import_llava_hf(args.src)
+    elif is_projector_folder(args.src):
+        model = import_projector(
+            args.src, layout=args.source_format, vision_tower=args.vision_tower, dino_tower=args.dino_tower
+        )
+        save_adapters(model, args.out)
+        mode = model.config.mixer["mode"]
+        print(f"wrote adapters artifact (mixer {mode}) to {args.out}; start stage 2 with model.adapters_from={args.out}")
+        return 0
     else:
         out_model, out_processor = import_llava_original(
             args.src, layout=args.source_format, vision_tower=args.vision_tower, dino_tower=args.dino_tower

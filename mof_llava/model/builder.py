@@ -48,6 +48,9 @@ class TowerRecipe:
     `normalization="shared"`: the tower sees the primary tower's preprocessed tensor unchanged (the
     paper fed DINOv2 the CLIP-normalised image); `"own"`: its input is re-normalised to the
     statistics in the tower checkpoint's `preprocessor_config.json`.
+
+    `pos_interpolation` (DINOv2 towers): `"hub"` resizes the position table as torch.hub's DINOv2,
+    which the paper ran; `"transformers"` as transformers' Dinov2Model (see `TowerSpec`).
     """
 
     name: str
@@ -55,6 +58,7 @@ class TowerRecipe:
     feature_layer: int = -2
     drop_prefix_tokens: bool = True
     normalization: Literal["shared", "own"] = "shared"
+    pos_interpolation: Literal["transformers", "hub"] = "transformers"
 
 
 @dataclass
@@ -73,8 +77,12 @@ def llava15_recipe(llm: str, clip: str) -> ModelRecipe:
 
 def mof_recipe(llm: str, clip: str, dinov2: str, mode: str = "interleave", alpha: float = 0.0) -> ModelRecipe:
     """The paper's MoF models: CLIP layer -2 + DINOv2 last block before its final LayerNorm, DINOv2
-    fed the CLIP-preprocessed image. `mode="interleave"` is I-MoF, `mode="additive"` A-MoF with ratio alpha."""
-    towers = [TowerRecipe("clip", clip, feature_layer=-2), TowerRecipe("dinov2", dinov2, feature_layer=-1)]
+    fed the CLIP-preprocessed image, its position table resized the torch.hub way.
+    `mode="interleave"` is I-MoF, `mode="additive"` A-MoF with ratio alpha."""
+    towers = [
+        TowerRecipe("clip", clip, feature_layer=-2),
+        TowerRecipe("dinov2", dinov2, feature_layer=-1, pos_interpolation="hub"),
+    ]
     return ModelRecipe(llm, towers, MixerSpec(mode=mode, alpha=alpha if mode == "additive" else 0.0))
 
 
@@ -108,6 +116,7 @@ def build_model(
                 drop_prefix_tokens=tower.drop_prefix_tokens,
                 image_mean=tuple(mean),
                 image_std=tuple(std),
+                pos_interpolation=tower.pos_interpolation,
             )
         )
 
@@ -133,8 +142,7 @@ def build_model(
     for tower in recipe.towers:
         encoder_class = AutoModel._model_mapping[type(_vision_config(tower.path))]
         encoder = _load_complete(encoder_class, tower.path, **({"dtype": dtype} if dtype is not None else {}))
-        encoder.requires_grad_(False).eval()
-        model.vision_towers[tower.name].encoder = encoder
+        model.vision_towers[tower.name].attach_encoder(encoder)
     model.mixer.to_empty(device="cpu")
     for module in model.mixer.modules():
         if isinstance(module, nn.Linear):

@@ -19,10 +19,9 @@ before anything is loaded. Files are read with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import re
 
 import torch
 
@@ -57,21 +56,26 @@ def load_projector(model: MofLlavaForConditionalGeneration, path: str | Path) ->
     unknown = []
     for key, (file, value) in entries.items():
         prefix = next((p for p in targets if key.startswith(p)), None)
-        target = None if prefix is None else targets[prefix] + key[len(prefix) :]
+        target = None if prefix is None else targets[prefix] + _adapter_key(key[len(prefix) :])
         if target not in own:
             unknown.append(key)
+        elif target in placed:
+            raise ProjectorFileError(f"{file}: {placed[target][1]} and {key} both name the mixer's {target}")
         else:
             placed[target] = (file, key, value)
     mode, adapter = model.mixer.spec.mode, model.mixer.spec.adapter
+    linear = adapter == "linear"
     if unknown:
+        files = ", ".join(sorted({str(entries[key][0]) for key in unknown}))
         raise ProjectorFileError(
-            f"{path}: {_few(unknown)} have no place in this model's mixer (mode {mode!r}, adapter {adapter!r}, "
-            f"which takes {_few(_expected_keys(own, targets))})"
+            f"{files}: {_few(unknown)} have no place in this model's mixer (mode {mode!r}, adapter {adapter!r}, "
+            f"which takes {_few(_expected_keys(own, targets, linear))})"
         )
     missing = [k for k in own if k not in placed]
     if missing:
+        files = ", ".join(sorted({str(file) for file, _ in entries.values()})) or str(path)
         raise ProjectorFileError(
-            f"{path}: has no {_few(_expected_keys(missing, targets))}, which this model's mixer "
+            f"{files}: has no {_few(_expected_keys(missing, targets, linear))}, which this model's mixer "
             f"(mode {mode!r}, adapter {adapter!r}) needs"
         )
     for target, (file, key, value) in placed.items():
@@ -107,12 +111,19 @@ def _targets(model: MofLlavaForConditionalGeneration, path: Path, has_dino: bool
     return targets
 
 
-def _expected_keys(mixer_keys, targets: dict[str, str]) -> list[str]:
+def _adapter_key(name: str) -> str:
+    """LLaVA's `linear` projector is a bare nn.Linear (`weight`, `bias`); ours is its one-layer Sequential."""
+    return f"0.{name}" if name in ("weight", "bias") else name
+
+
+def _expected_keys(mixer_keys, targets: dict[str, str], linear: bool) -> list[str]:
     """The file keys that load into `mixer_keys` (a mixer key no file key maps to is named as it is)."""
     keys = []
     for key in mixer_keys:
         source = next((p for p, t in targets.items() if key.startswith(t)), None)
-        keys.append(key if source is None else source + key[len(targets[source]) :])
+        name = key if source is None else key[len(targets[source]) :]
+        name = name[2:] if linear and source is not None and name in ("0.weight", "0.bias") else name
+        keys.append(key if source is None else source + name)
     return keys
 
 

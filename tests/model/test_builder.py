@@ -70,3 +70,24 @@ def test_dinov2_own_normalisation_reads_the_tower_checkpoint(tiny_parts):
 def test_image_token_follows_the_tokenizer(tiny_parts):
     model, processor = build_model(llava15_recipe(str(tiny_parts.llm), str(tiny_parts.clip)))
     assert processor.image_token_id == model.config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
+
+
+def test_paper_recipe_resizes_dinov2_positions_the_hub_way(tiny_parts):
+    model, _ = build_model(mof_recipe(str(tiny_parts.llm), str(tiny_parts.clip), str(tiny_parts.dinov2)))
+    assert [t.pos_interpolation for t in model.config.towers] == ["transformers", "hub"]
+    embeddings = model.vision_towers["dinov2"].encoder.embeddings  # the loaded encoder, not the skeleton's
+    assert embeddings.interpolate_pos_encoding.__func__.__name__ == "hub_interpolate_pos_encoding"
+    baseline, _ = build_model(llava15_recipe(str(tiny_parts.llm), str(tiny_parts.clip)))
+    assert baseline.config.towers[0].pos_interpolation == "transformers"
+
+
+@pytest.mark.parametrize("experiment", ["imof_7b", "imof_13b", "amof_7b"])
+def test_paper_configs_resize_dinov2_positions_the_hub_way(experiment):
+    from pathlib import Path
+
+    from mof_llava.training.config import load_run_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+    for stage in ("stage1.yaml", "stage2.yaml"):
+        towers = load_run_config(configs / experiment / stage).model.towers
+        assert [(t.name, t.pos_interpolation) for t in towers] == [("clip", "transformers"), ("dinov2", "hub")]

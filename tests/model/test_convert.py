@@ -211,3 +211,31 @@ def test_convert_command_round_trip(llava_hf_dir, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(back(input_ids=ids, pixel_values=_pixels()).logits,
                                    reference(input_ids=ids, pixel_values=_pixels()).logits, rtol=0, atol=1e-5)
+
+
+def test_convert_a_stage1_projector_folder_into_the_adapters_stage2_loads(tiny_parts, tmp_path, capsys):
+    """MMVP's stage-1 output (config.json + mm_projector.bin with both projectors, no LLM weights)."""
+    from mof_llava.cli import main
+    from mof_llava.model.adapter_artifact import load_adapters
+
+    torch.manual_seed(6)
+    source, _ = build_model(mof_recipe(str(tiny_parts.llm), str(tiny_parts.clip), str(tiny_parts.dinov2)))
+    folder = tmp_path / "mmvp-stage1"
+    folder.mkdir()
+    projectors = {f"model.mm_projector.{k}": v for k, v in source.mixer.adapters["clip"].state_dict().items()}
+    projectors.update({f"model.dino_mm_projector.{k}": v for k, v in source.mixer.adapters["dinov2"].state_dict().items()})
+    torch.save({k: v.to(torch.bfloat16) for k, v in projectors.items()}, folder / "mm_projector.bin")
+    llm_config = source.config.text_config.to_dict()
+    (folder / "config.json").write_text(json.dumps({**llm_config, **_llava_fields(tiny_parts.clip)}))
+
+    out = tmp_path / "adapters"
+    assert main(["convert", "--from", "mmvp", str(folder), str(out), "--dino-tower", str(tiny_parts.dinov2)]) == 0
+    assert "wrote adapters artifact (mixer interleave)" in capsys.readouterr().out
+    torch.manual_seed(7)
+    stage2, _ = build_model(mof_recipe(str(tiny_parts.llm), str(tiny_parts.clip), str(tiny_parts.dinov2)))
+    load_adapters(stage2, out)
+    for name in ("clip", "dinov2"):
+        for key, value in source.mixer.adapters[name].state_dict().items():
+            assert torch.equal(stage2.mixer.adapters[name].state_dict()[key], value.to(torch.bfloat16).float())
+    with pytest.raises(ValueError, match=r"mm_projector.bin: \[model.dino_mm_projector.0.weight, .*\] have no place .*mode 'none'"):
+        main(["convert", "--from", "llava", str(folder), str(tmp_path / "llava")])

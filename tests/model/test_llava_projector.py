@@ -150,3 +150,19 @@ def test_files_are_loaded_with_weights_only(tiny_model_dirs, tmp_path):
     file.write_bytes(b"not a torch file")
     with pytest.raises(ProjectorFileError, match=r"mm_projector.bin: not a readable torch file"):
         load_adapters(model, file)
+
+
+def test_a_linear_projector_loads_into_a_linear_adapter(tmp_path):
+    # LLaVA's `linear` projector is a bare nn.Linear: keys model.mm_projector.weight / .bias
+    from model_helpers import clip_tower, make_config
+
+    model = MofLlavaForConditionalGeneration(make_config([clip_tower()], {"adapter": "linear"}))
+    state = {"model.mm_projector.weight": torch.randn(LLM, TOWER), "model.mm_projector.bias": torch.randn(LLM)}
+    torch.save(state, tmp_path / "mm_projector.bin")
+    load_adapters(model, tmp_path / "mm_projector.bin")
+    assert torch.equal(model.mixer.adapters["clip"][0].weight, state["model.mm_projector.weight"])
+    assert torch.equal(model.mixer.adapters["clip"][0].bias, state["model.mm_projector.bias"])
+    del state["model.mm_projector.bias"]
+    torch.save(state, tmp_path / "mm_projector.bin")
+    with pytest.raises(ProjectorFileError, match=r"has no \[model.mm_projector.bias\], which"):
+        load_adapters(model, tmp_path / "mm_projector.bin")
