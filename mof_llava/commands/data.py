@@ -36,6 +36,19 @@ def add_parser(subparsers) -> None:
     check.add_argument(
         "--max-length", type=int, default=2048, help="token budget per sample (model_max_length)"
     )
+    check.add_argument(
+        "--length-budget",
+        choices=("expanded", "text"),
+        default="expanded",
+        help="what --max-length counts: every token the LLM reads (expanded, default) or the text and one "
+        "token per image (text, the MMVP fork); the report compares all settings",
+    )
+    check.add_argument(
+        "--truncation",
+        choices=("rounds", "tokens"),
+        default="rounds",
+        help="how a sample over budget is shortened: whole trailing rounds (default) or cut mid-round (tokens)",
+    )
     check.add_argument("--no-images", action="store_true", help="skip opening the images")
     check.add_argument("--workers", type=int, default=None, help="processes for tokenising and image checks")
     check.add_argument("--cache-dir", help="where the record index and token lengths are cached")
@@ -60,6 +73,8 @@ def run_check(args: argparse.Namespace) -> int:
             image_folder=args.image_folder,
             template=args.template,
             max_length=args.max_length,
+            length_budget=args.length_budget,
+            truncation=args.truncation,
             check_images=not args.no_images,
             num_workers=args.workers,
             cache_dir=args.cache_dir,

@@ -21,7 +21,7 @@ from ..conversation import get_template
 from .images import ImageLoadError, load_rgb_image
 from .lengths import PROBLEMS, token_stats
 from .record_file import RecordFile
-from .samples import TextEncoder
+from .samples import LENGTH_BUDGETS, TRUNCATIONS, TextEncoder, check_length_settings
 
 _EXAMPLES = 20
 _PERCENTILES = (0, 10, 50, 90, 95, 99, 100)
@@ -44,11 +44,23 @@ class LengthSummary:
 
 
 @dataclass
+class FittingSummary:
+    """What one pair of length settings (samples.py) does to the data."""
+
+    rounds_lost: int  # rounds not trained on in full (dropped, cut, or in a sample left out)
+    rounds_total: int
+    samples_shortened: int
+    samples_left_out: int  # nothing to train on
+
+
+@dataclass
 class DataReport:
     data_path: str
     template: str
     max_length: int
     num_image_tokens: int
+    length_budget: str = "expanded"
+    truncation: str = "rounds"
     records: int = 0
     malformed: list[str] = field(default_factory=list)
     with_image: int = 0
@@ -64,6 +76,8 @@ class DataReport:
     rounds_dropped: int = 0  # samples shortened by dropping whole trailing rounds
     nothing_supervised: dict[str, int] = field(default_factory=dict)  # reason -> count
     nothing_supervised_examples: list[str] = field(default_factory=list)
+    # "length_budget/truncation" -> its effect, for every pair of settings
+    by_length_setting: dict[str, FittingSummary] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -88,14 +102,18 @@ def check_dataset(
     check_images: bool = True,
     num_workers: int | None = None,
     cache_dir: str | Path | None = None,
+    length_budget: str = "expanded",
+    truncation: str = "rounds",
 ) -> DataReport:
+    check_length_settings(length_budget, truncation)
     records = RecordFile(data_path, cache_dir, strict=False)
     report = DataReport(
-        str(records.path), template, max_length, int(processor.num_image_tokens), records=len(records)
+        str(records.path), template, max_length, int(processor.num_image_tokens), length_budget, truncation,
+        records=len(records),
     )
-    stats, template_errors = token_stats(
-        records, get_template(template), processor, max_length, cache_dir, num_workers, strict=False
-    )
+    by_setting = _stats_by_length_setting(records, get_template(template), processor, max_length, cache_dir, num_workers)
+    stats, template_errors = by_setting[f"{length_budget}/{truncation}"]
+    report.by_length_setting = {name: _fitting_summary(rows) for name, (rows, _) in by_setting.items()}
     report.malformed = [str(e) for e in records.errors + template_errors]
     usable = stats["problem"] != 3  # neither malformed nor rejected by the template
     has_image = np.asarray(records.has_image, dtype=bool)
@@ -104,7 +122,7 @@ def check_dataset(
     full = np.asarray(stats["full_length"])
     report.lengths_image = LengthSummary.of(full[usable & has_image])
     report.lengths_text = LengthSummary.of(full[usable & ~has_image])
-    shortened = usable & ((full > max_length) | (stats["rounds_kept"] < stats["rounds_total"]))
+    shortened = usable & ((stats["length"] < full) | (stats["rounds_kept"] < stats["rounds_total"]))
     report.truncated = int(np.count_nonzero(shortened))
     report.rounds_dropped = int(np.count_nonzero(usable & (stats["rounds_kept"] < stats["rounds_total"])))
     empty = np.flatnonzero(usable & (stats["num_supervised"] == 0))
@@ -121,6 +139,31 @@ def check_dataset(
             )
         _check_images(report, records, np.flatnonzero(usable & has_image), Path(image_folder), num_workers)
     return report
+
+
+def _stats_by_length_setting(records, template, processor, max_length, cache_dir, num_workers) -> dict:
+    """"length_budget/truncation" -> (token stats, records the template rejects), for every pair of
+    settings: one tokenisation pass each (cached, so training with any of them reuses its pass)."""
+    return {
+        f"{budget}/{truncation}": token_stats(
+            records, template, processor, max_length, cache_dir, num_workers, strict=False,
+            length_budget=budget, truncation=truncation,
+        )
+        for budget in LENGTH_BUDGETS
+        for truncation in TRUNCATIONS
+    }
+
+
+def _fitting_summary(stats: np.ndarray) -> FittingSummary:
+    usable = stats["problem"] != 3  # neither malformed nor rejected by the template
+    rows = stats[usable]
+    left_out = rows["num_supervised"] == 0
+    total = rows["rounds_total"].astype(np.int64)
+    lost = np.where(left_out, total, total - rows["rounds_kept"])
+    shortened = (rows["length"] < rows["full_length"]) | (rows["rounds_kept"] < rows["rounds_total"])
+    return FittingSummary(
+        int(lost.sum()), int(total.sum()), int(np.count_nonzero(shortened & ~left_out)), int(left_out.sum())
+    )
 
 
 def _check_images(
@@ -167,7 +210,8 @@ def format_report(report: DataReport) -> str:
     usable = report.with_image + report.text_only
     lines = [
         f"data      {report.data_path}",
-        f"template  {report.template}, max_length {report.max_length}, {report.num_image_tokens} visual tokens per image",
+        f"template  {report.template}, max_length {report.max_length} ({report.length_budget}/{report.truncation}), "
+        f"{report.num_image_tokens} visual tokens per image",
         f"records   {report.records}: {report.with_image} with an image, {report.text_only} text-only, "
         f"{len(report.malformed)} malformed",
     ]
@@ -192,6 +236,13 @@ def format_report(report: DataReport) -> str:
         f"truncated {report.truncated} ({pct(report.truncated, usable)}) exceed max_length; "
         f"{report.rounds_dropped} lose whole trailing rounds"
     )
+    lines.append("length settings (length_budget/truncation): rounds lost, samples shortened, left out")
+    for name, summary in report.by_length_setting.items():
+        chosen = "  <- this run" if name == f"{report.length_budget}/{report.truncation}" else ""
+        lines.append(
+            f"  {name:<16} {summary.rounds_lost} of {summary.rounds_total} rounds, "
+            f"{summary.samples_shortened} shortened, {summary.samples_left_out} left out{chosen}"
+        )
     n_empty = sum(report.nothing_supervised.values())
     if n_empty:
         reasons = ", ".join(f"{n} {reason}" for reason, n in report.nothing_supervised.items())

@@ -7,6 +7,7 @@ from typing import Literal
 
 from ..conversation import TEMPLATES
 from .images import DEFAULT_IMAGE_LOADING, ImageLoading, check_image_loading
+from .samples import LengthBudget, Truncation, check_length_settings
 
 AspectRatio = Literal["pad", "crop"]
 BadImagePolicy = Literal["fail", "skip"]
@@ -30,7 +31,13 @@ class DataConfig:
     template: conversation template (`plain` for stage 1, `vicuna_v1` for stage 2).
     image_aspect_ratio: `pad` centres the picture on a square of the CLIP mean colour (122, 116, 104)
         before resizing; `crop` resizes the short side and centre-crops (LLaVA's "square").
-    max_length: token budget per sample (LLaVA's model_max_length), visual tokens included.
+    max_length: token budget per sample (LLaVA's model_max_length).
+    length_budget: what max_length counts: `expanded` (default) every token the LLM reads, visual
+        placeholders included (LLaVA-1.5 cuts after merging the image); `text` the text tokens and
+        one per image (the MMVP fork cuts only before expansion: sequences can run past max_length by
+        the visual tokens less one).
+    truncation: how a sample over budget is shortened: `rounds` (default) drops whole trailing rounds;
+        `tokens` cuts at the budget mid-round, as LLaVA and the MMVP fork do. See samples.py.
     on_bad_image: a missing or undecodable image either stops training naming the file (`fail`) or
         the sample is skipped, counted and reported (`skip`). Never replaced by another sample.
     image_loading: how image files become RGB pictures (see images.py): `reference` (default) is
@@ -49,6 +56,8 @@ class DataConfig:
     template: str = "vicuna_v1"
     image_aspect_ratio: AspectRatio = "pad"
     max_length: int = 2048
+    length_budget: LengthBudget = "expanded"
+    truncation: Truncation = "rounds"
     on_bad_image: BadImagePolicy = "fail"
     image_loading: ImageLoading = DEFAULT_IMAGE_LOADING
     group_by_modality_length: bool = True
@@ -79,6 +88,7 @@ class DataConfig:
             )
         if self.max_length < 1:
             raise ValueError(f"data.max_length must be positive, got {self.max_length}")
+        check_length_settings(self.length_budget, self.truncation, "data.")
 
     @classmethod
     def for_stage(cls, stage: Stage, data_path: str, **overrides) -> DataConfig:

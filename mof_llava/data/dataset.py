@@ -51,6 +51,8 @@ class LlavaDataset(torch.utils.data.Dataset):
         image_folder: str | Path | None = None,
         template: str = "vicuna_v1",
         max_length: int = 2048,
+        length_budget: str = "expanded",
+        truncation: str = "rounds",
         image_aspect_ratio: str = "pad",
         on_bad_image: str = "fail",
         image_loading: str = DEFAULT_IMAGE_LOADING,
@@ -63,6 +65,8 @@ class LlavaDataset(torch.utils.data.Dataset):
             template=template,
             image_aspect_ratio=image_aspect_ratio,
             max_length=max_length,
+            length_budget=length_budget,
+            truncation=truncation,
             on_bad_image=on_bad_image,
             image_loading=image_loading,
             cache_dir=None if cache_dir is None else str(cache_dir),
@@ -71,12 +75,16 @@ class LlavaDataset(torch.utils.data.Dataset):
         self.processor = processor
         self.template = get_template(template)
         self.records = RecordFile(data_path, cache_dir)
-        stats, _ = token_stats(self.records, self.template, processor, max_length, cache_dir, num_proc)
+        self._fitting = {"length_budget": length_budget, "truncation": truncation}
+        stats, _ = token_stats(
+            self.records, self.template, processor, max_length, cache_dir, num_proc, **self._fitting
+        )
         usable = stats["num_supervised"] > 0
         self.record_indices = np.flatnonzero(usable)
         self.lengths = np.asarray(stats["length"][self.record_indices], dtype=np.int64)
         self.has_image = np.asarray(self.records.has_image[self.record_indices], dtype=bool)
-        self.num_truncated = int(np.count_nonzero(stats["full_length"][self.record_indices] > max_length))
+        kept = stats[self.record_indices]
+        self.num_truncated = int(np.count_nonzero(kept["length"] < kept["full_length"]))
         self.excluded_indices = np.flatnonzero(~usable)  # record numbers left out
         self._problems = stats["problem"]
         if len(self.record_indices) == 0:
@@ -97,6 +105,8 @@ class LlavaDataset(torch.utils.data.Dataset):
             image_folder=config.image_folder,
             template=config.template,
             max_length=config.max_length,
+            length_budget=config.length_budget,
+            truncation=config.truncation,
             image_aspect_ratio=config.image_aspect_ratio,
             on_bad_image=config.on_bad_image,
             image_loading=config.image_loading,
@@ -111,7 +121,9 @@ class LlavaDataset(torch.utils.data.Dataset):
         i = int(self.record_indices[index])
         record = self.records.record(i)
         location = self.records.location(i, record.id)
-        sample = tokenize_record(record, self.template, self.processor, self.config.max_length, location)
+        sample = tokenize_record(
+            record, self.template, self.processor, self.config.max_length, location, **self._fitting
+        )
         if sample.problem is not None:  # only if the processor differs from the one the index was built with
             return SkippedSample(index, str(location), sample.problem, kind="nothing_supervised")
         pixel_values = None

@@ -4,8 +4,8 @@ The sampler needs the real length of every sample (text tokens plus the mixer's 
 the dataset must know before training which samples would have nothing to train on. Both come from
 tokenising every record once with the real processor and template (`tokenize_record`, the same code
 that builds training samples, so the numbers cannot disagree). The pass runs in parallel and is
-cached next to the record index, keyed by the data file, the template, `max_length` and a
-fingerprint of the tokenizer and image-token expansion.
+cached next to the record index, keyed by the data file, the template, `max_length`, the length
+settings (`length_budget`, `truncation`) and a fingerprint of the tokenizer and image-token expansion.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from . import samples as samples_module
 from .cache import cache_file, load_cached, save_cached, source_code
 from .record_file import MalformedRecordsError, RecordFile
 from .records import RecordError
-from .samples import IMAGE_DOES_NOT_FIT, NO_ANSWER_FITS, TextEncoder, tokenize_record
+from .samples import (
+    IMAGE_DOES_NOT_FIT,
+    NO_ANSWER_FITS,
+    LengthBudget,
+    TextEncoder,
+    Truncation,
+    tokenize_record,
+)
 
 STATS_VERSION = "1"
 STATS_DTYPE = np.dtype(
@@ -69,15 +76,19 @@ def token_stats(
     cache_dir: str | Path | None = None,
     num_proc: int | None = None,
     strict: bool = True,
+    *,
+    length_budget: LengthBudget = "expanded",
+    truncation: Truncation = "rounds",
 ) -> tuple[np.ndarray, list[RecordError]]:
-    """One STATS_DTYPE row per record of `records`, cached; and the records the template rejects
-    (raised as `MalformedRecordsError` when `strict`)."""
-    key = (STATS_VERSION, repr(template), str(max_length), processor_fingerprint(processor))
+    """One STATS_DTYPE row per record of `records` under the given length settings (see samples.py),
+    cached; and the records the template rejects (raised as `MalformedRecordsError` when `strict`)."""
+    fitting = (max_length, length_budget, truncation)
+    key = (STATS_VERSION, repr(template), *map(str, fitting), processor_fingerprint(processor))
     cached_at = cache_file(cache_dir, records.path, "tokens", *key)
     stats = load_cached(cached_at)
     if stats is not None and stats.dtype == STATS_DTYPE and len(stats) == len(records):
         return stats, []
-    stats, errors = _compute(records, template, processor, max_length, num_proc)
+    stats, errors = _compute(records, template, processor, fitting, num_proc)
     if strict and errors:
         raise MalformedRecordsError(records.path, errors)
     if not errors and not records.errors and save_cached(cached_at, stats):
@@ -85,11 +96,11 @@ def token_stats(
     return stats, errors
 
 
-def _compute(records, template, processor, max_length, num_proc):
+def _compute(records, template, processor, fitting, num_proc):
     n = len(records)
     chunks = [(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK)]
     num_proc = min(num_proc if num_proc is not None else (os.cpu_count() or 1), len(chunks))
-    state = (records, template, processor, max_length)
+    state = (records, template, processor, fitting)
     if num_proc <= 1:
         _init_worker(*state)
         results = [_stats_of_range(chunk) for chunk in _progress(chunks, n)]
@@ -115,14 +126,14 @@ def _progress(iterable, n_records, total=None):
 _WORKER: tuple | None = None
 
 
-def _init_worker(records, template, processor, max_length) -> None:
+def _init_worker(records, template, processor, fitting) -> None:
     global _WORKER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one tokenizer thread per worker process
-    _WORKER = (records, template, processor, max_length)
+    _WORKER = (records, template, processor, fitting)
 
 
 def _stats_of_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[RecordError]]:
-    records, template, processor, max_length = _WORKER
+    records, template, processor, (max_length, length_budget, truncation) = _WORKER
     start, end = bounds
     rows = np.zeros(end - start, dtype=STATS_DTYPE)
     errors: list[RecordError] = []
@@ -132,7 +143,10 @@ def _stats_of_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[RecordErr
             continue
         record = records.record(i)
         try:
-            sample = tokenize_record(record, template, processor, max_length, records.location(i, record.id))
+            sample = tokenize_record(
+                record, template, processor, max_length, records.location(i, record.id),
+                length_budget=length_budget, truncation=truncation,
+            )
         except RecordError as err:
             errors.append(err)
             rows["problem"][j] = _PROBLEM_CODES["malformed record"]

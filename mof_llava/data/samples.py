@@ -8,11 +8,19 @@ supervised tokens are LLaVA's (`preprocess_v1`, `preprocess_plain`), token for t
 placeholders never are. There is no count of tokens per turn that could drift from the tokenizer,
 the cause of LLaVA's "tokenization mismatch" warning that silently masks whole samples.
 
-Length budget (`max_length`, LLaVA's `model_max_length`): whole trailing rounds are dropped until the
-sample fits; if even the first round does not fit, its tail is cut. A cut never goes through the
-image placeholders (I-MoF puts 1152 of them in a 2048 budget): if the image does not fit, or nothing
-of the first answer is left, the sample has nothing to train on and says why (`problem`); the dataset
-leaves such samples out and reports them.
+Length budget (`max_length`, LLaVA's `model_max_length`), two settings:
+
+- `length_budget`, what `max_length` counts: `expanded` (default) every token the LLM reads, the
+  image placeholders included (I-MoF puts 1152 of them in a 2048 budget; LLaVA-1.5 cuts after
+  merging the image features); `text` the text tokens and one per image, as the tokenizer saw the
+  prompt (the MMVP fork cuts only there, so its sequences run up to 1151 past `max_length`).
+- `truncation`, how a sample over budget is shortened: `rounds` (default) drops whole trailing rounds
+  until it fits and cuts the tail of the first round only if that alone does not fit; `tokens` cuts
+  at the budget wherever that falls, as both references do.
+
+A cut never goes through the image placeholders: if the image does not fit, or nothing of the first
+answer is left, the sample has nothing to train on and says why (`problem`); the dataset leaves such
+samples out and reports them.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -30,6 +38,11 @@ from .records import Record, RecordError, RecordLocation
 
 IMAGE_DOES_NOT_FIT = "the image does not fit in max_length"
 NO_ANSWER_FITS = "no answer token fits in max_length"
+
+LengthBudget = Literal["expanded", "text"]
+Truncation = Literal["rounds", "tokens"]
+LENGTH_BUDGETS: tuple[str, ...] = ("expanded", "text")
+TRUNCATIONS: tuple[str, ...] = ("rounds", "tokens")
 
 
 class TextEncoder(Protocol):
@@ -59,27 +72,68 @@ class TokenizedSample:
         return self.full_length > len(self.input_ids) or self.rounds_kept < self.rounds_total
 
 
+@dataclass(frozen=True)
+class Budget:
+    """`max_length` and what it counts (see the module docstring)."""
+
+    max_length: int
+    length_budget: LengthBudget
+    image_token_id: int
+    num_image_tokens: int
+
+    def uncounted(self, ids: np.ndarray) -> int:
+        """Tokens of `ids` that the budget does not count: with `text`, all placeholders of an image but one."""
+        if self.length_budget == "expanded":
+            return 0
+        images = int(np.count_nonzero(ids == self.image_token_id)) // self.num_image_tokens
+        return images * (self.num_image_tokens - 1)
+
+    def fits(self, ids: np.ndarray) -> bool:
+        return len(ids) - self.uncounted(ids) <= self.max_length
+
+    def end(self, ids: np.ndarray) -> int:
+        """How many leading tokens of `ids` fit."""
+        if self.length_budget == "expanded":
+            return min(len(ids), self.max_length)
+        image = ids == self.image_token_id
+        counted = np.cumsum(~(image & np.concatenate([[False], image[:-1]])))  # an image's first placeholder counts
+        return int(np.searchsorted(counted, self.max_length, side="right"))
+
+
+def check_length_settings(length_budget: str, truncation: str, where: str = "") -> None:
+    if length_budget not in LENGTH_BUDGETS:
+        raise ValueError(f"{where}length_budget must be one of {LENGTH_BUDGETS}, got {length_budget!r}")
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"{where}truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+
+
 def tokenize_record(
     record: Record,
     template: ConversationTemplate,
     processor: TextEncoder,
     max_length: int,
     location: RecordLocation | str = "<record>",
+    *,
+    length_budget: LengthBudget = "expanded",
+    truncation: Truncation = "rounds",
 ) -> TokenizedSample:
-    """Token ids and labels of `record` rendered with `template`, fitted into `max_length` tokens."""
+    """Token ids and labels of `record` rendered with `template`, fitted into `max_length` tokens as
+    `length_budget` counts them, shortened the `truncation` way (see the module docstring)."""
+    check_length_settings(length_budget, truncation)
     turns = list(record.turns)
     if template.plain and (not record.has_image or len(turns) != 1):
         problem = "has no image" if not record.has_image else f"has {len(turns)} rounds"
         raise RecordError(
             location, f"the 'plain' template takes one image and one caption, but the record {problem}"
         )
+    budget = Budget(max_length, length_budget, processor.image_token_id, processor.num_image_tokens)
     ids, labels, offsets = _encode(turns, template, processor)
     full_length, kept = len(ids), len(turns)
-    if full_length > max_length and len(turns) > 1:
-        kept, ids, labels = _drop_trailing_rounds(turns, template, processor, max_length, offsets)
-    problem = None
-    if len(ids) > max_length:
-        ids, labels, problem = _cut_tail(ids, labels, max_length, processor.image_token_id)
+    if truncation == "tokens":
+        kept = _rounds_within(turns, template, offsets, budget.end(ids))
+    elif not budget.fits(ids) and len(turns) > 1:
+        kept, ids, labels = _drop_trailing_rounds(turns, template, processor, budget, ids, offsets)
+    ids, labels, problem = _cut(ids, labels, budget.end(ids), processor.image_token_id)
     if problem is None and not np.any(labels != IGNORE_INDEX):
         problem = NO_ANSWER_FITS
     if problem is not None:
@@ -108,21 +162,34 @@ def _encode(turns, template: ConversationTemplate, processor: TextEncoder):
     return ids, np.where(mask, ids, IGNORE_INDEX), offsets
 
 
-def _drop_trailing_rounds(turns, template, processor, max_length, offsets):
-    """Keep the most leading rounds that fit (at least one)."""
-    # Estimate from the full encoding's offsets (the first k rounds render as a prefix of the text),
-    # then confirm by encoding: the estimate is exact unless a token straddles a round boundary.
+def _round_ends(turns, template, offsets) -> np.ndarray:
+    """Token count of the first k rounds, for k = 1 .. len(turns), from the full encoding's offsets (the
+    first k rounds render as a prefix of the text): exact unless a token straddles a round boundary,
+    which `</s>`, a special token, never does."""
     prefix_ends = [len(template.render(turns[:k]).text) for k in range(1, len(turns))]
-    tokens_of_prefix = np.searchsorted(offsets[:, 0], prefix_ends, side="left")
-    kept = max(1, int(np.count_nonzero(tokens_of_prefix <= max_length)))
+    return np.append(np.searchsorted(offsets[:, 0], prefix_ends, side="left"), len(offsets))
+
+
+def _rounds_within(turns, template, offsets, end: int) -> int:
+    """Rounds whose every token is among the first `end`."""
+    return int(np.count_nonzero(_round_ends(turns, template, offsets) <= end))
+
+
+def _drop_trailing_rounds(turns, template, processor, budget: Budget, full_ids, offsets):
+    """Keep the most leading rounds that fit (at least one)."""
+    # Estimate from the full encoding, then confirm by encoding. The image is in the first round, so
+    # every prefix leaves as many placeholders uncounted as the whole conversation.
+    counted = _round_ends(turns, template, offsets)[:-1] - budget.uncounted(full_ids)
+    kept = max(1, int(np.count_nonzero(counted <= budget.max_length)))
     while True:
         ids, labels, _ = _encode(turns[:kept], template, processor)
-        if len(ids) <= max_length or kept == 1:
+        if budget.fits(ids) or kept == 1:
             return kept, ids, labels
         kept -= 1
 
 
-def _cut_tail(ids: np.ndarray, labels: np.ndarray, max_length: int, image_token_id: int):
-    if np.any(ids[max_length:] == image_token_id):
-        return ids[:max_length], labels[:max_length], IMAGE_DOES_NOT_FIT
-    return ids[:max_length], labels[:max_length], None
+def _cut(ids: np.ndarray, labels: np.ndarray, end: int, image_token_id: int):
+    if end >= len(ids):
+        return ids, labels, None
+    problem = IMAGE_DOES_NOT_FIT if np.any(ids[end:] == image_token_id) else None
+    return ids[:end], labels[:end], problem

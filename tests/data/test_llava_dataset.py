@@ -173,7 +173,16 @@ def test_lengths_are_cached_and_keyed_by_everything_they_depend_on(tmp_path, pro
     assert np.array_equal(first.lengths - baseline.lengths, np.where(first.has_image, 16, 0))
     dataset(max_length=100)
     dataset(template="llava_v1")
-    assert calls == [2048, 100, 2048]
+    dataset(length_budget="text")
+    dataset(truncation="tokens")
+    # (max_length, length_budget, truncation) of each pass that was not read from the cache
+    assert calls == [
+        (2048, "expanded", "rounds"),
+        (100, "expanded", "rounds"),
+        (2048, "expanded", "rounds"),
+        (2048, "text", "rounds"),
+        (2048, "expanded", "tokens"),
+    ]
 
 
 def test_parallel_length_pass_equals_serial(tmp_path, processors, folder):
