@@ -30,7 +30,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import (
     AutoModel,
-    AutoTokenizer,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -46,6 +45,7 @@ from .model.configuration import MixerSpec, MofLlavaConfig, TowerSpec
 from .model.llava_projector import load_projector
 from .model.modeling import MofLlavaForConditionalGeneration
 from .model.processing import MofLlavaProcessor
+from .model.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def import_llava_hf(src: str | Path) -> tuple[MofLlavaForConditionalGeneration, 
     state.update(_prefixed("mixer.adapters.clip.2.", projector.linear_2.state_dict()))
     model = _materialise(config, state, llm_body=llava.model.language_model.state_dict(), lm_head=llava.lm_head.state_dict())
     model.generation_config = llava.generation_config
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = load_tokenizer(src)
     return model, MofLlavaProcessor.for_config(config, tokenizer)
 
 
@@ -135,7 +135,7 @@ def import_llava_original(
     if layout == "mmvp":
         state.update(_prefixed("vision_towers.dinov2.encoder.", _encoder_state(dino_tower)))
     model = _materialise(config, state, llm_body=llm_body, lm_head=lm_head)
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = load_tokenizer(src)
     processor = MofLlavaProcessor.for_config(config, tokenizer, "pad" if raw.get("image_aspect_ratio") == "pad" else "crop")
     return model, processor
 
@@ -282,7 +282,7 @@ def export_llava_hf(
     image_token_id = config.image_token_id
     add_row = False
     if not 0 <= image_token_id < vocab_size:
-        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(processor))
+        tokenizer = load_tokenizer(_tokenizer_dir(processor))
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if image_token_id > vocab_size:

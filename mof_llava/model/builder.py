@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationConfig
 from transformers.utils import cached_file
 
 from ..constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
@@ -37,6 +37,7 @@ from .configuration import (
 )
 from .modeling import MofLlavaForConditionalGeneration
 from .processing import MofLlavaProcessor
+from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def build_model(
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
 ) -> tuple[MofLlavaForConditionalGeneration, MofLlavaProcessor]:
-    tokenizer = AutoTokenizer.from_pretrained(recipe.llm)
+    tokenizer = load_tokenizer(recipe.llm)
     image_token_id = recipe.image_token_id if recipe.image_token_id is not None else default_image_token_id(tokenizer)
 
     primary = recipe.towers[0]
