@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from .verbosity import configure_output
+
 # subcommand -> module that defines it
 COMMANDS: dict[str, str] = {
     "demo": "mof_llava.commands.demo",
@@ -28,6 +30,13 @@ COMMANDS: dict[str, str] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mof-llava", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' warnings and progress bars (transformers, DeepSpeed, downloads); "
+        "MOF_LLAVA_VERBOSE=1 does the same",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         if only is not None and name != only:
@@ -46,12 +55,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the module of the command being run (fast start, no unrelated import errors).
-    only = argv[0] if argv and argv[0] in COMMANDS else None
+    command = next((a for a in argv if not a.startswith("-")), None)
+    only = command if command in COMMANDS else None
     parser = build_parser(only)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    configure_output(args.verbose)  # before the command imports transformers or DeepSpeed
     result = args.func(args)
     return int(result or 0)
 

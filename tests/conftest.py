@@ -15,6 +15,20 @@ import mof_llava.model  # noqa: E402,F401  (registers the Auto classes)
 from mof_llava.testing.tiny import save_tiny_checkpoints, save_tiny_mof_llava  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _keep_output_settings():
+    """`mof-llava` commands run in-process write the run's verbosity into os.environ (for the
+    processes they start, mof_llava/verbosity.py); put it back after each test."""
+    keys = ("MOF_LLAVA_VERBOSE", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")
+    saved = {key: os.environ.get(key) for key in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_parts(tmp_path_factory):
     """Tiny LLM (+ tokenizer), CLIP-vision and DINOv2 checkpoint directories."""

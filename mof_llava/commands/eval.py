@@ -210,6 +210,11 @@ def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (cuda:<local rank> if available, else cpu), cpu, cuda:0 ..."
     )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch threads per process on CPU (default: this process's share of the idle cores)",
+    )
     if clip:
         return
     p.add_argument(
@@ -341,7 +346,16 @@ def score_file(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from mof_llava.verbosity import setup_logging
+
+    setup_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
+
+
+def _cpu_threads(args: argparse.Namespace, device: str) -> None:
+    if device.startswith("cpu"):
+        from mof_llava.threads import apply_cpu_threads
+
+        apply_cpu_threads(args.threads, "--threads")
 
 
 def _print_summary(metrics: dict[str, Any]) -> None:
@@ -388,6 +402,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     dist = Distributed.from_env()
     task = build_task(args)
     device = pick_device(args.device, dist.local_rank)
+    _cpu_threads(args, device)
     options = RunOptions(
         output_dir=_default_output_dir(args),
         model=str(args.model),
@@ -421,6 +436,7 @@ def _run_mmvp_vlm(args: argparse.Namespace) -> int:
         return 0
     output_dir = _default_output_dir(args)
     device = pick_device(args.device)
+    _cpu_threads(args, device)
     pairs = mmvp_vlm.read_pairs(args.data)
     model, processor, model_type = mmvp_vlm.load_contrastive_model(args.model, device)
     lines = mmvp_vlm.evaluate_model(model, processor, pairs, model_type, args.batch_size, device)

@@ -86,6 +86,11 @@ def _add_embed(steps) -> None:
         choices=["auto", "float32", "float16", "bfloat16"],
         help="model dtype (auto: float16 on CUDA, float32 on CPU); embeddings are stored as float16",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per rank on CPU (default: this rank's share of the idle cores)",
+    )
     p.set_defaults(func=run_embed)
 
 
@@ -228,8 +233,13 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
 
 
 def run_embed(args) -> int:
+    import logging
+
     from mof_llava.mining.embed import EmbedConfig, embed_collection
     from mof_llava.mining.towers import TowerSpec
+    from mof_llava.verbosity import setup_logging
+
+    setup_logging(logging.INFO, "%(message)s")  # the thread choice, a capped --workers
 
     towers = _key_values(args.tower or list(DEFAULT_TOWERS), "--tower")
     pooling = _key_values(args.pooling, "--pooling")
@@ -246,6 +256,7 @@ def run_embed(args) -> int:
         workers=args.workers,
         device=args.device,
         dtype=args.dtype,
+        threads=args.threads,
     )
     result = embed_collection(args.images, args.output, cfg)
     if result is not None:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from mof_llava.atomic import write_text_atomic
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS, write_json_atomic
 from mof_llava.mining.towers import TowerSpec
+from mof_llava.threads import apply_cpu_threads, cap_workers
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 RUN = "run.json"
@@ -41,6 +42,7 @@ class EmbedConfig:
     workers: int = 4  # image decoding processes per rank (0 = decode in the main process)
     device: str = "auto"
     dtype: str = "auto"
+    threads: int | None = None  # torch threads on CPU; None: mof_llava/threads.py decides
 
     def __post_init__(self):
         for name, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
@@ -185,6 +187,9 @@ def embed_collection(images: str | Path, output: str | Path, cfg: EmbedConfig) -
     rank, world, local_rank = _rank_and_world()
     device = _resolve_device(cfg.device, local_rank)
     dtype = _resolve_dtype(cfg.dtype, device)
+    if device.startswith("cpu"):
+        apply_cpu_threads(cfg.threads, "--threads")
+    cfg = replace(cfg, workers=cap_workers(cfg.workers, "--workers"))
     (output / SHARDS).mkdir(parents=True, exist_ok=True)
     run = {
         "images": len(ids),
