@@ -95,6 +95,7 @@ class TrainConfig:
     report_to: Literal["wandb", "none"] = "wandb"  # wandb runs offline without an API key
     wandb_project: str = "mof-llava"
     dataloader_num_workers: int = 4
+    cpu_threads: int | None = None  # CPU runs: torch threads per process; None: mof_llava/threads.py decides
     peak_tflops: float | None = None  # per device, for the MFU estimate; None: known GPUs only
     ddp_timeout: int = 1800
 

@@ -71,6 +71,10 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     accumulation = gradient_accumulation_steps(tcfg.global_batch_size, tcfg.per_device_batch_size, world_size)
     on_gpu = torch.cuda.is_available()
     precision = _resolve_precision(tcfg.precision, on_gpu)
+    if not on_gpu:
+        from ..threads import apply_cpu_threads
+
+        apply_cpu_threads(tcfg.cpu_threads, "train.cpu_threads")
     _setup_wandb(tcfg, output_dir)
     set_seed(tcfg.seed)
 
@@ -269,10 +273,14 @@ def _setup_wandb(tcfg, output_dir: Path) -> None:
 def _setup_logging(rank: int) -> None:
     import transformers
 
+    from ..verbosity import is_verbose, setup_logging, transformers_level
+
     level = logging.INFO if rank == 0 else logging.WARNING
-    logging.basicConfig(level=level, format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", force=True)
-    logging.getLogger("mof_llava").setLevel(level)
-    transformers.logging.set_verbosity_warning()
+    setup_logging(level, f"%(asctime)s [rank {rank}] %(name)s: %(message)s", force=True)
+    logging.getLogger("mof_llava").setLevel(logging.DEBUG if is_verbose() and rank == 0 else level)
+    transformers.logging.set_verbosity(transformers_level())
+    if not is_verbose():
+        transformers.logging.disable_progress_bar()  # weight loading, shard writing: not the run's news
 
 
 def _resume_point(resume: str | None, output_dir: Path) -> Path | None:
