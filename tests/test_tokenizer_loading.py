@@ -145,3 +145,14 @@ def test_cli_prints_one_line_for_a_folder_without_vocabulary(no_vocabulary_folde
 def test_a_missing_folder_is_named(tmp_path):
     with pytest.raises(TokenizerLoadError, match="no such tokenizer folder"):
         load_tokenizer(tmp_path / "nowhere")
+
+
+def test_an_unreadable_tokenizer_model_is_named(tmp_path):
+    folder = tmp_path / "corrupt"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text((SP_FOLDER / "tokenizer_config.json").read_text())
+    (folder / "tokenizer.model").write_bytes(b"not a sentencepiece model" * 40)
+    # (transformers would report that `tiktoken` is missing, its fallback reader)
+    with pytest.raises(TokenizerLoadError, match="tokenizer.model is not a SentencePiece model") as err:
+        load_tokenizer(folder)
+    assert str(err.value).startswith(f"{folder}: cannot load the tokenizer") and "\n" not in str(err.value)

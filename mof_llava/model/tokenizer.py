@@ -26,36 +26,55 @@ def load_tokenizer(path: str | Path, **kwargs):
     one line naming `path`."""
     from transformers import AutoTokenizer
 
-    check_tokenizer_files(path)
+    source = check_tokenizer_files(path)
     try:
-        return AutoTokenizer.from_pretrained(str(path), **kwargs)
+        return AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError, KeyError) as err:
-        raise TokenizerLoadError(f"{path}: cannot load the tokenizer: {_first_line(err)}") from err
+        # transformers falls back to tiktoken when SentencePiece cannot read tokenizer.model, and then
+        # reports that tiktoken is missing; say what is wrong with the file instead.
+        reason = _sentencepiece_problem(source) or _first_line(err)
+        raise TokenizerLoadError(f"{path}: cannot load the tokenizer: {reason}") from err
 
 
-def check_tokenizer_files(path: str | Path) -> None:
-    """Raise `TokenizerLoadError` unless `path` holds one of the vocabulary files transformers can load."""
+def check_tokenizer_files(path: str | Path) -> str:
+    """The folder (user expanded) or hub id to load `path` from; `TokenizerLoadError` unless it holds one
+    of the vocabulary files transformers can load."""
     local = Path(path).expanduser()
     if not local.is_dir() and (local.is_absolute() or str(path).startswith((".", "~"))):
         raise TokenizerLoadError(f"{path}: no such tokenizer folder")
-    if not any(all(_has_file(path, name) for name in group) for group in _VOCABULARY_FILES):
+    source = str(local) if local.is_dir() else str(path)
+    if not any(all(_has_file(source, name) for name in group) for group in _VOCABULARY_FILES):
         expected = ", ".join(" + ".join(group) for group in _VOCABULARY_FILES)
-        raise TokenizerLoadError(
-            f"{path}: no tokenizer vocabulary here (expected {expected}); "
-            "a SentencePiece tokenizer.model needs the `sentencepiece` and `protobuf` packages"
-        )
+        where = "here" if local.is_dir() else "in the local hub cache or on the hub"
+        raise TokenizerLoadError(f"{path}: no tokenizer vocabulary {where} (expected {expected})")
+    return source
 
 
-def _has_file(path: str | Path, name: str) -> bool:
-    local = Path(path)
-    if local.is_dir():
-        return (local / name).is_file()
+def _has_file(source: str, name: str) -> bool:
+    if Path(source).is_dir():
+        return (Path(source) / name).is_file()
     from transformers.utils import cached_file
 
     try:  # a hub id: the local cache, or the hub where a network exists
-        return cached_file(str(path), name, _raise_exceptions_for_missing_entries=False) is not None
+        return cached_file(source, name, _raise_exceptions_for_missing_entries=False) is not None
     except (OSError, ValueError):
         return False
+
+
+def _sentencepiece_problem(source: str) -> str | None:
+    model = Path(source) / "tokenizer.model"
+    if not model.is_file():
+        return None
+    try:
+        import google.protobuf  # noqa: F401  (transformers' SentencePiece conversion reads the model with it)
+        import sentencepiece
+    except ImportError:
+        return "reading tokenizer.model needs the `sentencepiece` and `protobuf` packages"
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=str(model))
+    except (OSError, RuntimeError) as err:
+        return f"{model.name} is not a SentencePiece model SentencePiece can read ({_first_line(err)})"
+    return None
 
 
 def _first_line(err: BaseException) -> str:
