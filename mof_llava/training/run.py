@@ -4,6 +4,8 @@ setting from the launcher's environment.
 
 Artifacts in `train.output_dir`:
     run_config.yaml       the fully resolved config (written before training starts)
+    run_record.json       when it started and resumed, and the data file's fingerprint
+    .run.lock             held by the launch training here (see run_folder.py)
     metrics.jsonl         every log line: loss, lr, grad norm, tokens/s, samples/s, step time, MFU
     checkpoint-<step>/    resumable checkpoints (trainable weights, optimizer, scheduler, RNG, data position)
     adapters/             stage 1: the adapters artifact stage 2 starts from (also written by LoRA runs)
@@ -13,7 +15,6 @@ Artifacts in `train.output_dir`:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -28,7 +29,8 @@ from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
 from ..model.modeling import MofLlavaForConditionalGeneration
 from ..model.processing import MofLlavaProcessor
-from . import checkpoints
+from ..safe_load import check_checkpoint
+from . import checkpoints, run_folder
 from .config import ConfigError, ModelConfig, RunConfig
 from .stages import apply_stage, trainable_by_module
 from .throughput import FlopsModel, device_peak_flops
@@ -58,7 +60,17 @@ def gradient_accumulation_steps(global_batch: int, per_device_batch: int, world_
 
 
 def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
-    """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...)."""
+    """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...).
+    Rank 0 holds the run folder's lock throughout: a second launch into the folder is refused."""
+    lock = run_folder.RunLock(config.train.output_dir).acquire() if os.environ.get("RANK", "0") == "0" else None
+    try:
+        return _train(config, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     from transformers import TrainingArguments, set_seed
 
     from .trainer import MetricsFileCallback, MofLlavaTrainer
@@ -87,8 +99,11 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     logger.info("stage %s: %s", tcfg.stage, config.name)
     model = apply_stage(model, tcfg.stage, tcfg.lora)
 
+    resume = _resume_point(tcfg.resume, output_dir)
+    if resume is not None:
+        check_checkpoint(resume)  # before DeepSpeed unpickles anything in it (every rank: each loads its part)
     if rank == 0:
-        _check_resumable_config(config, output_dir)
+        _prepare_run_folder(config, output_dir, resume)
         config.save(output_dir / "run_config.yaml")
     args = TrainingArguments(
         output_dir=str(output_dir),
@@ -125,6 +140,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     with args.main_process_first(desc="indexing the training data"):
         dataset = LlavaDataset.from_config(config.data, processor)
     logger.info(dataset.summary())
+    if rank == 0:
+        _record_data(config, output_dir, dataset, resume)
     metrics = MetricsFileCallback(output_dir / "metrics.jsonl")
     trainer = MofLlavaTrainer(
         model=model,
@@ -140,7 +157,6 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         flops_model=FlopsModel.for_model(model),
         peak_flops=device_peak_flops(tcfg.peak_tflops),
     )
-    resume = _resume_point(tcfg.resume, output_dir)
     if resume is not None:
         logger.info("resuming from %s", resume)
         if rank == 0:
@@ -296,31 +312,32 @@ def _resume_point(resume: str | None, output_dir: Path) -> Path | None:
     return path
 
 
+def _prepare_run_folder(config: RunConfig, output_dir: Path, resume: Path | None) -> None:
+    """A fresh start moves another run's files aside; a resume must continue the run it belongs to."""
+    if resume is None:
+        run_folder.move_aside(output_dir)
+    else:
+        _check_resumable_config(config, output_dir)
+
+
 def _check_resumable_config(config: RunConfig, output_dir: Path) -> None:
-    """Refuse to continue a run in `output_dir` with a different model, data or optimisation."""
+    """Refuse to continue a run in `output_dir` with settings that would change what it learns; log
+    the changed settings that are applied (run_folder.py lists which are which)."""
     import yaml
 
     previous = output_dir / "run_config.yaml"
-    if not previous.is_file() or checkpoints.latest_complete_checkpoint(output_dir) is None:
+    if config.train.resume != "auto" or not previous.is_file():
+        return  # an explicit train.resume=PATH is a deliberate choice
+    if checkpoints.latest_complete_checkpoint(output_dir) is None:
         return
-    old = yaml.safe_load(previous.read_text())
-    new = config.to_dict()
-    # Where the data cache lives and how many processes fill it change nothing the run learns.
-    data_keys = [("data", f.name) for f in dataclasses.fields(config.data) if f.name not in ("cache_dir", "num_proc")]
-    keys = [("model",), *data_keys, ("train", "stage"), ("train", "seed"), ("train", "global_batch_size"),
-            ("train", "learning_rate"), ("train", "lora")]
-    changed = [".".join(k) for k in keys if _dig(old, k) != _dig(new, k)]
-    if changed and config.train.resume == "auto":
-        raise ConfigError(
-            f"{output_dir} holds checkpoints of a run with different {changed}; use another train.output_dir "
-            "or train.resume=none to start over"
-        )
+    run_folder.check_resume_settings(yaml.safe_load(previous.read_text()), config.to_dict(), output_dir)
 
 
-def _dig(tree, keys):
-    for key in keys:
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
+def _record_data(config: RunConfig, output_dir: Path, dataset: LlavaDataset, resume: Path | None) -> None:
+    fingerprint = run_folder.data_fingerprint(config.data.data_path, dataset.records.index)
+    if resume is not None and config.train.resume == "auto":
+        run_folder.check_data_unchanged(output_dir, fingerprint)
+    run_folder.write_run_record(output_dir, config, fingerprint, resume)
 
 
 def finish_distributed() -> None:

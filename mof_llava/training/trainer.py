@@ -8,16 +8,22 @@
 - separate learning rate for the adapters (LLaVA's `--mm_projector_lr`), no weight decay on biases
   and norms;
 - checkpoints hold the trainable weights only, and count only once every rank finished writing
-  (see checkpoints.py); resuming loads them with exact keys;
+  (see checkpoints.py); resuming loads them with exact keys; a full disk while writing one stops the
+  run with one line naming the file (and the checkpoint stays incomplete);
+- a run resumed from its final checkpoint trains nothing (the Trainer would train one more step when
+  the last step is not at an epoch's end) and only writes the final artifacts;
 - throughput in the log: tokens/s, samples/s, step time and an MFU estimate.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,10 @@ TRAINABLE_WEIGHTS = "model.safetensors"
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written (no space left); it is left without its COMPLETE marker."""
 
 
 class MofLlavaTrainer(Trainer):
@@ -128,14 +138,29 @@ class MofLlavaTrainer(Trainer):
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 
+    # -- training loop ----------------------------------------------------------------------------
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the final checkpoint: the Trainer would run one more step of this epoch first.
+        if self.state.global_step >= self.state.max_steps:
+            logger.info("training already reached step %d of %d; writing the final artifacts only",
+                        self.state.global_step, self.state.max_steps)
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     # -- checkpoints ------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
+        step_dir = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         self._saving_checkpoint = True
         try:
-            super()._save_checkpoint(model, trial)
+            with _tracking_torch_save() as writing:
+                super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as err:
+            if not _is_disk_full(err):
+                raise
+            raise CheckpointWriteError(_disk_full_message(step_dir, writing, err)) from None
         finally:
             self._saving_checkpoint = False
-        step_dir = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         self.accelerator.wait_for_everyone()  # every rank has written its part
         if self.args.should_save:
             checkpoints.mark_complete(step_dir)
@@ -155,6 +180,7 @@ class MofLlavaTrainer(Trainer):
         missing = sorted(self._trainable_set - set(trainable))
         if missing:
             raise RuntimeError(f"checkpoint would miss trainable weights {missing[:5]}")
+        _WRITING[-1:] = [os.path.join(output_dir, TRAINABLE_WEIGHTS)]
         save_file(trainable, os.path.join(output_dir, TRAINABLE_WEIGHTS), metadata={"format": "pt"})
         (Path(output_dir) / "trainable_parameters.json").write_text(json.dumps(self.trainable_names, indent=0))
 
@@ -213,6 +239,45 @@ class MofLlavaTrainer(Trainer):
         if dist.is_available() and dist.is_initialized() and self.args.world_size > 1:
             dist.all_reduce(tensor)
         return tensor.cpu()
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or what torch's zip writer and safetensors raise when a write comes up short."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return any(sign in text for sign in ("inline_container", "PytorchStreamWriter", "No space left", "StorageFull"))
+
+
+# The file a checkpoint save is writing: torch's zip writer does not say which file failed.
+_WRITING: list = []
+
+
+@contextmanager
+def _tracking_torch_save():
+    """Note the path of every `torch.save` (the Trainer's and DeepSpeed's) while a checkpoint is written."""
+    original = torch.save
+    _WRITING[:] = [None]
+
+    def save(obj, f, *args, **kwargs):
+        _WRITING[-1:] = [f]
+        return original(obj, f, *args, **kwargs)
+
+    torch.save = save
+    try:
+        yield _WRITING
+    finally:
+        torch.save = original
+
+
+def _disk_full_message(step_dir: Path, writing: list, err: BaseException) -> str:
+    culprit = getattr(err, "filename", None) or (writing[-1] if writing and writing[-1] else step_dir)
+    free = shutil.disk_usage(step_dir if step_dir.is_dir() else step_dir.parent).free / 2**30
+    return (
+        f"{culprit}: no space left on the device while writing {step_dir.name} ({free:.1f} GiB free now); it is "
+        f"left incomplete (no {checkpoints.COMPLETE} marker), so a new start resumes from the previous complete "
+        "checkpoint once space is freed"
+    )
 
 
 def _placeholder_batch(inputs: dict[str, Any], processing_class) -> dict[str, Any]:

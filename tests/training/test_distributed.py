@@ -1,5 +1,7 @@
 """Two processes on CPU (gloo): DDP, DeepSpeed ZeRO-2 and ZeRO-3 through the Trainer. Every step one rank
-gets an image sample and the other a text-only one; nothing hangs and both ranks end with identical weights."""
+gets an image sample and the other a text-only one; nothing hangs and both ranks end with identical weights.
+The ZeRO runs' checkpoints then pass the pickle check, and a resume from one with a planted pickle (which
+DeepSpeed would unpickle with weights_only=False) is refused on both ranks without running it."""
 
 import json
 import socket
@@ -42,10 +44,7 @@ def test_two_ranks_stay_identical_with_a_text_only_rank(tiny_parts, tmp_path, mo
                           group_by_modality_length=False)
     config.save(tmp_path / "run.yaml")
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "distributed_worker.py"), str(tmp_path / "run.yaml"),
-           str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = _launch(tmp_path)
     assert done.returncode == 0, done.stderr[-5000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
@@ -56,3 +55,39 @@ def test_two_ranks_stay_identical_with_a_text_only_rank(tiny_parts, tmp_path, mo
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert len(losses) == 3 and all(loss == loss for loss in losses)  # finite, one per step
+    if mode != "ddp" and stage == "finetune":
+        _resume_with_a_planted_pickle_is_refused(tmp_path)
+
+
+def _launch(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(HERE / "distributed_worker.py"), str(tmp_path / "run.yaml"),
+           str(tmp_path), *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def _resume_with_a_planted_pickle_is_refused(tmp_path):
+    import torch
+
+    from mof_llava.safe_load import check_checkpoint
+
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    shards = sorted((checkpoint / "global_step3").glob("*optim_states.pt"))
+    assert len(shards) == 2 and len(check_checkpoint(checkpoint)) >= 4  # DeepSpeed's real files pass the check
+    marker = tmp_path / "MARKER-the-pickle-ran"
+    state = torch.load(shards[1], weights_only=False)  # our own file, just written
+    state["planted"] = _Planted(marker)
+    torch.save(state, shards[1])
+    resumed = _launch(tmp_path, "train.max_steps=4")
+    assert resumed.returncode != 0
+    assert f"{shards[1]}: refused to load, it holds the global(s) io.open" in resumed.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "run" / "checkpoint-4").exists()
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
