@@ -121,6 +121,24 @@ def test_resuming_a_checkpoint_with_a_planted_pickle_is_refused(tiny_parts, toy_
         train(config)
 
 
+def test_the_trainers_own_loaders_also_use_the_restricted_unpickler(tiny_parts, toy_data, tmp_path, marker):
+    # Behind the check above, the Trainer reads optimizer, scheduler and RNG state with weights_only=True.
+    import pickle
+
+    from toydata import run_config
+
+    from mof_llava.training.run import train
+
+    trainer = train(run_config(tiny_parts, toy_data, tmp_path / "run", max_steps=1, save_steps=1)).trainer
+    ckpt = tmp_path / "run" / "checkpoint-1"
+    for name in ("rng_state.pth", "optimizer.pt", "scheduler.pt"):
+        plant(ckpt / name, marker)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        trainer._load_rng_state(str(ckpt))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        trainer._load_optimizer_and_scheduler(str(ckpt))
+
+
 # -- the other load paths -------------------------------------------------------------------------------
 def test_convert_reads_pytorch_bin_weights_without_running_them(tmp_path, marker):
     from mof_llava.convert import _read_weights
