@@ -87,11 +87,19 @@ def _write_llava_original(path: Path, model, clip_path: Path) -> None:
     under LLaVA's names, its config.json, and the SentencePiece tokenizer files only."""
     weights = {f"model.{k}": v for k, v in model.language_model.model.state_dict().items()}
     weights["lm_head.weight"] = model.language_model.lm_head.weight
-    weights.update({f"model.mm_projector.{k}": v for k, v in model.mixer.adapters["clip"].state_dict().items()})
+    weights.update(
+        {f"model.mm_projector.{k}": v for k, v in model.mixer.adapters["clip"].state_dict().items()}
+    )
     path.mkdir(parents=True)
     save_file({k: v.contiguous().clone() for k, v in weights.items()}, str(path / "model.safetensors"))
-    fields = {"model_type": "llava", "mm_vision_tower": str(clip_path), "mm_projector_type": "mlp2x_gelu",
-              "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad"}
+    fields = {
+        "model_type": "llava",
+        "mm_vision_tower": str(clip_path),
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "image_aspect_ratio": "pad",
+    }
     (path / "config.json").write_text(json.dumps({**model.config.text_config.to_dict(), **fields}))
     copy_sentencepiece_tokenizer(SP_FOLDER, path)
 
@@ -107,7 +115,10 @@ def test_convert_imports_a_llava_checkpoint_with_a_sentencepiece_tokenizer(sp_ll
 
 
 def _records(tmp_path: Path) -> Path:
-    record = {"id": "t1", "conversations": [{"from": "human", "value": "How many?"}, {"from": "gpt", "value": "2"}]}
+    record = {
+        "id": "t1",
+        "conversations": [{"from": "human", "value": "How many?"}, {"from": "gpt", "value": "2"}],
+    }
     path = tmp_path / "data.json"
     path.write_text(json.dumps([record]))
     return path
@@ -117,7 +128,16 @@ def _records(tmp_path: Path) -> Path:
 def test_data_check_loads_a_sentencepiece_tokenizer(source, sp_model_dir, tmp_path, capsys):
     folder = sp_model_dir if source == "--model" else SP_FOLDER
     extra = [] if source == "--model" else ["--mixer", "interleave"]
-    args = ["data", "check", str(_records(tmp_path)), source, str(folder), *extra, "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "data",
+        "check",
+        str(_records(tmp_path)),
+        source,
+        str(folder),
+        *extra,
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "records   1: 0 with an image, 1 text-only, 0 malformed" in out and out.rstrip().endswith("OK")
@@ -134,12 +154,22 @@ def test_a_folder_without_vocabulary_is_one_clear_error(no_vocabulary_folder, ti
 
 
 def test_cli_prints_one_line_for_a_folder_without_vocabulary(no_vocabulary_folder, tmp_path, capsys):
-    args = ["data", "check", str(_records(tmp_path)), "--tokenizer", str(no_vocabulary_folder), "--mixer", "none"]
+    args = [
+        "data",
+        "check",
+        str(_records(tmp_path)),
+        "--tokenizer",
+        str(no_vocabulary_folder),
+        "--mixer",
+        "none",
+    ]
     with pytest.raises(SystemExit) as exit_info:
         run(args)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"mof-llava: error: {no_vocabulary_folder}: no tokenizer vocabulary")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"mof-llava: error: {no_vocabulary_folder}: no tokenizer vocabulary"
+    )
 
 
 def test_a_missing_folder_is_named(tmp_path):

@@ -111,7 +111,9 @@ def check_dataset(
         str(records.path), template, max_length, int(processor.num_image_tokens), length_budget, truncation,
         records=len(records),
     )
-    by_setting = _stats_by_length_setting(records, get_template(template), processor, max_length, cache_dir, num_workers)
+    by_setting = _stats_by_length_setting(
+        records, get_template(template), processor, max_length, cache_dir, num_workers
+    )
     stats, template_errors = by_setting[f"{length_budget}/{truncation}"]
     report.by_length_setting = {name: _fitting_summary(rows) for name, (rows, _) in by_setting.items()}
     report.malformed = [str(e) for e in records.errors + template_errors]

@@ -144,8 +144,13 @@ def _stats_of_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[RecordErr
         record = records.record(i)
         try:
             sample = tokenize_record(
-                record, template, processor, max_length, records.location(i, record.id),
-                length_budget=length_budget, truncation=truncation,
+                record,
+                template,
+                processor,
+                max_length,
+                records.location(i, record.id),
+                length_budget=length_budget,
+                truncation=truncation,
             )
         except RecordError as err:
             errors.append(err)

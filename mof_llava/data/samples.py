@@ -96,7 +96,9 @@ class Budget:
         if self.length_budget == "expanded":
             return min(len(ids), self.max_length)
         image = ids == self.image_token_id
-        counted = np.cumsum(~(image & np.concatenate([[False], image[:-1]])))  # an image's first placeholder counts
+        counted = np.cumsum(
+            ~(image & np.concatenate([[False], image[:-1]]))
+        )  # an image's first placeholder counts
         return int(np.searchsorted(counted, self.max_length, side="right"))
 
 

@@ -190,7 +190,9 @@ def test_v1_ids_and_labels_equal_llava_preprocess_v1(template, case, has_image, 
     prompt = llava_v1_prompt(SYSTEMS[template], rounds, has_image)
     ref_ids, ref_labels, mismatch = preprocess_v1(prompt, slow_tokenizer, has_image)
     assert not mismatch  # LLaVA keeps this sample: its labels are the reference
-    expected_ids, expected_labels = expand_image(ref_ids, ref_labels, processor) if has_image else (ref_ids, ref_labels)
+    expected_ids, expected_labels = (
+        expand_image(ref_ids, ref_labels, processor) if has_image else (ref_ids, ref_labels)
+    )
     ids, labels = ours(rounds, template, processor, has_image)
     assert ids == expected_ids
     assert labels == expected_labels
@@ -200,7 +202,9 @@ def test_v1_ids_and_labels_equal_llava_preprocess_v1(template, case, has_image, 
 def test_plain_ids_and_labels_equal_llava_preprocess_plain(caption, processor, slow_tokenizer):
     expected_ids, expected_labels = expand_image(*preprocess_plain(caption, slow_tokenizer), processor)
     raw = {"image": "x.jpg", "conversations": [turn("human", "Describe.\n<image>"), turn("gpt", caption)]}
-    sample = tokenize_record(parse_record(raw, RecordLocation("golden.json", 0, 1)), get_template("plain"), processor, 4096)
+    sample = tokenize_record(
+        parse_record(raw, RecordLocation("golden.json", 0, 1)), get_template("plain"), processor, 4096
+    )
     assert sample.input_ids.tolist() == expected_ids
     assert sample.labels.tolist() == expected_labels
 

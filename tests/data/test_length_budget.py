@@ -143,8 +143,12 @@ def expected_summary(path, processor, max_length, length_budget, truncation):
     lost = total = shortened = left_out = 0
     for i, raw in enumerate(json.loads(path.read_text())):
         sample = tokenize_record(
-            parse_record(raw, RecordLocation(str(path), i, i + 1)), VICUNA, processor, max_length,
-            length_budget=length_budget, truncation=truncation,
+            parse_record(raw, RecordLocation(str(path), i, i + 1)),
+            VICUNA,
+            processor,
+            max_length,
+            length_budget=length_budget,
+            truncation=truncation,
         )
         empty = sample.num_supervised == 0
         total += sample.rounds_total
@@ -157,8 +161,15 @@ def expected_summary(path, processor, max_length, length_budget, truncation):
 def test_data_check_reports_every_setting(data, processor, tmp_path):
     path, folder = data
     max_length = 60
-    report = check_dataset(path, processor, image_folder=folder, max_length=max_length, cache_dir=tmp_path / "c")
-    assert sorted(report.by_length_setting) == ["expanded/rounds", "expanded/tokens", "text/rounds", "text/tokens"]
+    report = check_dataset(
+        path, processor, image_folder=folder, max_length=max_length, cache_dir=tmp_path / "c"
+    )
+    assert sorted(report.by_length_setting) == [
+        "expanded/rounds",
+        "expanded/tokens",
+        "text/rounds",
+        "text/tokens",
+    ]
     for name, summary in report.by_length_setting.items():
         budget, truncation = name.split("/")
         got = (summary.rounds_lost, summary.rounds_total, summary.samples_shortened, summary.samples_left_out)
@@ -170,8 +181,23 @@ def test_data_check_reports_every_setting(data, processor, tmp_path):
 
 def test_data_check_command_takes_the_settings(data, tiny_model_dirs, tmp_path, capsys):
     path, folder = data
-    args = ["data", "check", str(path), "--image-folder", str(folder), "--model", str(tiny_model_dirs("interleave")),
-            "--max-length", "60", "--length-budget", "text", "--truncation", "tokens", "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "data",
+        "check",
+        str(path),
+        "--image-folder",
+        str(folder),
+        "--model",
+        str(tiny_model_dirs("interleave")),
+        "--max-length",
+        "60",
+        "--length-budget",
+        "text",
+        "--truncation",
+        "tokens",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "max_length 60 (text/tokens)" in out
@@ -180,8 +206,14 @@ def test_data_check_command_takes_the_settings(data, tiny_model_dirs, tmp_path, 
 
 def test_dataset_uses_the_configured_settings(data, processor, tmp_path):
     path, folder = data
-    config = DataConfig(data_path=str(path), image_folder=str(folder), max_length=60, length_budget="text",
-                        truncation="tokens", cache_dir=str(tmp_path / "c"))
+    config = DataConfig(
+        data_path=str(path),
+        image_folder=str(folder),
+        max_length=60,
+        length_budget="text",
+        truncation="tokens",
+        cache_dir=str(tmp_path / "c"),
+    )
     dataset = LlavaDataset.from_config(config, processor)
     rec = parse_record(image_record("i3", "a.jpg", *ROUNDS), WHERE)
     expected = tokenize_record(rec, VICUNA, processor, 60, length_budget="text", truncation="tokens")
