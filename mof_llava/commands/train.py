@@ -17,7 +17,11 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("config", help="run config YAML (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="check the config (keys, types, mixer, DeepSpeed JSON), print it resolved, and exit",
+    )
     parser.set_defaults(func=run)
 
 
@@ -28,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_run_config(args.config, args.overrides)
     if args.print_config:
+        from ..training.deepspeed_config import check_deepspeed_config
+
+        check_deepspeed_config(config.train)  # the config is checked in full before it is shown
         print(yaml.safe_dump(config.to_dict(), sort_keys=False))
         return 0
     from ..training.run import finish_distributed, train

@@ -18,6 +18,8 @@ The fully resolved config is written to `<output_dir>/run_config.yaml` before tr
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import UnionType
@@ -28,13 +30,18 @@ import yaml
 from ..atomic import write_text_atomic
 from ..data.config import STAGE_DEFAULTS, DataConfig
 from ..model.builder import ModelRecipe, TowerRecipe
-from ..model.configuration import MixerSpec
+from ..model.configuration import MixerSpec, MofLlavaConfigError, validate_mixer
 
 Stage = Literal["pretrain", "finetune"]
 
 
 class ConfigError(ValueError):
-    pass
+    """A run config that cannot work. `key`: the dotted key at fault, so the caller can say which file
+    (or command-line override) set it."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -55,6 +62,21 @@ class ModelConfig:
         if not self.llm or not self.towers:
             raise ConfigError("model: set llm and towers (or init_from) to say what to train")
         return ModelRecipe(self.llm, list(self.towers), self.mixer, self.image_token_id)
+
+    def check_paths(self) -> None:
+        """Every checkpoint this config names is a local folder or a hub id that can be fetched; else
+        one line naming the key (see mof_llava/paths.py)."""
+        from ..paths import check_model_path
+
+        if self.init_from:
+            check_model_path(self.init_from, "model.init_from")
+        else:
+            if self.llm:
+                check_model_path(self.llm, "model.llm")
+            for i, tower in enumerate(self.towers):
+                check_model_path(tower.path, f"model.towers[{i}].path (tower {tower.name!r})")
+        if self.adapters_from:
+            check_model_path(self.adapters_from, "model.adapters_from", hub=False)  # always written locally
 
 
 @dataclass
@@ -120,32 +142,74 @@ class RunConfig:
 
 
 # -- loading -----------------------------------------------------------------------------------------
+# Where each value came from: key path -> the file (or command-line override) that set it. A key not
+# listed takes the source of its nearest listed parent.
+Origins = dict[tuple[str, ...], str]
+
+# Keys naming files of the repository that a config file points to by a relative path: resolved against
+# the folder of the file that names them, so a config inheriting a shipped one works from any folder.
+CONFIG_RELATIVE_KEYS: tuple[tuple[str, ...], ...] = (("train", "deepspeed"),)
+
+
 def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a run YAML (following `inherit`), apply `key=value` overrides, and type-check everything."""
-    raw = _read_with_inheritance(Path(path), seen=())
+    origins: Origins = {}
+    raw = _read_with_inheritance(Path(path), seen=(), origins=origins, shown=str(path))
     for override in overrides:
-        _apply_override(raw, override)
-    return run_config_from_dict(raw, source=str(path))
+        _apply_override(raw, override, origins)
+    return run_config_from_dict(raw, source=str(path), origins=origins)
 
 
-def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
-    raw = dict(raw)
-    unknown = set(raw) - {"name", "model", "data", "train"}
+def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>", origins: Origins | None = None) -> RunConfig:
+    """Type-check `raw`. Errors name the key and where its value came from: the file of `origins`
+    (or `source`) that set it, or the command-line override."""
+    try:
+        return _run_config(dict(raw))
+    except ConfigError as err:
+        origin = _origin(origins or {}, err.key, source)
+        raise ConfigError(f"{origin}: {err}") from None
+
+
+def _run_config(raw: dict[str, Any]) -> RunConfig:
+    unknown = sorted(set(raw) - {"name", "model", "data", "train"})
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; expected name, model, data, train")
-    train = _build(TrainConfig, raw.get("train") or {}, f"{source}: train")
-    model = _build(ModelConfig, raw.get("model") or {}, f"{source}: model")
+        raise ConfigError(f"unknown top-level keys {unknown}; expected name, model, data, train", key=unknown[0])
+    train = _build(TrainConfig, raw.get("train") or {}, "train")
+    model = _build(ModelConfig, raw.get("model") or {}, "model")
+    _check_mixer(model)
     data_raw = dict(raw.get("data") or {})
     if "data_path" not in data_raw:
-        raise ConfigError(f"{source}: data.data_path is required")
+        raise ConfigError("data.data_path is required", key="data")
     # Settings not given in the file take LLaVA-1.5's defaults for the stage.
     data_raw = {**STAGE_DEFAULTS[train.stage], **data_raw}
-    data = _build(DataConfig, data_raw, f"{source}: data", check_choices=False)  # DataConfig explains its own
+    data = _build(DataConfig, data_raw, "data", check_choices=False)  # DataConfig explains its own
     name = raw.get("name") or Path(train.output_dir).name
     return RunConfig(name=str(name), model=model, data=data, train=train)
 
 
-def _read_with_inheritance(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+def _check_mixer(model: ModelConfig) -> None:
+    """The mixer checks that need no checkpoint (alpha in [0, 1], tower count per mode, ...), so that
+    `--print-config` and sweep planning catch them; the model repeats them with the towers loaded."""
+    if not model.towers:
+        return  # init_from: the saved model has its mixer
+    try:
+        validate_mixer(model.mixer, [t.name for t in model.towers])
+    except MofLlavaConfigError as err:
+        text = str(err)
+        # Blame the mixer setting the message is about (alpha, mode, grid, ...).
+        named = [f.name for f in fields(MixerSpec) if re.search(rf"\b{f.name}\b", text)]
+        raise ConfigError(f"model.mixer: {text}", key=f"model.mixer.{named[0]}" if named else "model.mixer") from None
+
+
+def _origin(origins: Origins, key: str | None, default: str) -> str:
+    parts = tuple(re.sub(r"\[\d+\]", "", key).split(".")) if key else ()
+    for n in range(len(parts), 0, -1):
+        if parts[:n] in origins:
+            return origins[parts[:n]]
+    return default
+
+
+def _read_with_inheritance(path: Path, seen: tuple[Path, ...], origins: Origins, shown: str | None = None) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: inheritance cycle through {[str(p) for p in seen]}")
@@ -160,23 +224,54 @@ def _read_with_inheritance(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]
     parents = raw.pop("inherit", None) or []
     if isinstance(parents, str):
         parents = [parents]
+    _resolve_relative_paths(raw, path.parent)
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged = _deep_merge(merged, _read_with_inheritance(path.parent / parent, seen + (path,)))
-    return _deep_merge(merged, raw)
+        merged = _deep_merge(merged, _read_with_inheritance(path.parent / parent, seen + (path,), origins), origins)
+    return _deep_merge(merged, raw, origins, shown or str(path))
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def _resolve_relative_paths(raw: dict[str, Any], folder: Path) -> None:
+    for keys in CONFIG_RELATIVE_KEYS:
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[keys[-1]] = os.path.normpath(folder / value)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any], origins: Origins | None = None,
+                source: str = "", prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`update` merged into `base`; with `origins`, every value taken from `update` is recorded as set by `source`."""
     out = dict(base)
     for key, value in update.items():
+        path = (*prefix, str(key))
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
+            out[key] = _deep_merge(out[key], value, origins, source, path)
+            continue
+        out[key] = value
+        if origins is not None and source:
+            _record_origin(origins, path, value, source)
     return out
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+def _record_origin(origins: Origins, path: tuple[str, ...], value: Any, source: str) -> None:
+    """Leaves of a mapping are recorded one by one: a later file may deep-merge into the same mapping."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _record_origin(origins, (*path, str(key)), item, source)
+        return
+    _forget_below(origins, path)  # anything set under `path` before is replaced by this value
+    origins[path] = source
+
+
+def _forget_below(origins: Origins, path: tuple[str, ...]) -> None:
+    for known in [k for k in origins if k[: len(path)] == path]:
+        del origins[known]
+
+
+def _apply_override(raw: dict[str, Any], override: str, origins: Origins | None = None) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r}: expected key=value, e.g. train.learning_rate=2e-5")
     key, value = override.split("=", 1)
@@ -186,7 +281,13 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    parsed = yaml.safe_load(value) if value.strip() else None
+    if tuple(parts) in CONFIG_RELATIVE_KEYS and isinstance(parsed, str) and parsed:
+        parsed = os.path.abspath(Path(parsed).expanduser())  # typed on the command line: from here
+    node[parts[-1]] = parsed
+    if origins is not None:  # the override replaces the value at its key as a whole
+        _forget_below(origins, tuple(parts))
+        _record_origin(origins, tuple(parts), parsed, f"the override `{override}` on the command line")
 
 
 def _build(cls, raw: Any, where: str, check_choices: bool = True):
@@ -194,12 +295,12 @@ def _build(cls, raw: Any, where: str, check_choices: bool = True):
     if dataclasses.is_dataclass(raw):
         return raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}", key=where)
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}", key=f"{where}.{unknown[0]}")
     values = {}
     for name, value in raw.items():
         hint = hints[name]
@@ -210,7 +311,9 @@ def _build(cls, raw: Any, where: str, check_choices: bool = True):
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        # The checks of the dataclass itself name their key (data.max_length must be ...).
+        named = [name for name in raw if f"{where}.{name}" in str(err)]
+        raise ConfigError(f"{where}: {err}", key=f"{where}.{named[0]}" if named else where) from None
 
 
 def _coerce(hint, value, where: str):
@@ -218,12 +321,12 @@ def _coerce(hint, value, where: str):
     if value is None:
         if hint is type(None) or type(None) in args:
             return None
-        raise ConfigError(f"{where}: may not be empty")
+        raise ConfigError(f"{where}: may not be empty", key=where)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}", key=where)
         return value
     if origin in (Union, UnionType):
         errors = []
@@ -231,18 +334,20 @@ def _coerce(hint, value, where: str):
             try:
                 return _coerce(option, value, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {list(args)}")
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{where}: {value!r} fits none of {list(args)}", key=where)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", key=where)
         kinds = args if not (len(args) == 2 and args[1] is Ellipsis) else (args[0],) * len(value)
         if len(kinds) != len(value):
-            raise ConfigError(f"{where}: expected {len(kinds)} values, got {value!r}")
+            raise ConfigError(f"{where}: expected {len(kinds)} values, got {value!r}", key=where)
         return tuple(_coerce(k, v, f"{where}[{i}]") for i, (k, v) in enumerate(zip(kinds, value)))
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", key=where)
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -254,10 +359,10 @@ def _coerce(hint, value, where: str):
             pass
     if hint in (int, str, bool):
         if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}", key=where)
         return value
     if hint is float:
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {value!r}", key=where)
     return value
 
 

@@ -1,5 +1,7 @@
 """Run configs: inheritance, overrides, strict keys, stage defaults, and the global-batch rule."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -117,3 +119,88 @@ def test_continuing_a_run_with_other_settings_is_refused_but_not_for_cache_setti
                     train=replace(config.train, learning_rate=1e-5)), out)
     # the data cache's location and worker count do not change what is trained
     _check_resumable_config(replace(config, data=replace(config.data, cache_dir="/scratch/cache", num_proc=4)), out)
+
+
+def test_errors_name_where_the_value_came_from(tmp_path):
+    _write(tmp_path / "base.yaml", {"data": {"data_path": "d.json"}, "train": {"learning_rate": "abc", "seed": 1}})
+    _write(tmp_path / "child.yaml", {"inherit": "base.yaml", "train": {"per_device_batch_size": 8}})
+    child, base = tmp_path / "child.yaml", (tmp_path / "base.yaml").resolve()
+    # set by the inherited file
+    with pytest.raises(ConfigError) as err:
+        load_run_config(child)
+    assert str(err.value) == f"{base}: train.learning_rate: expected a number, got 'abc'"
+    # set on the command line, in a section the files also set
+    with pytest.raises(ConfigError) as err:
+        load_run_config(child, ["train.learning_rate=1e-3", "train.seed=x"])
+    assert str(err.value) == "the override `train.seed=x` on the command line: train.seed: expected int, got 'x'"
+    # an override that replaces a whole section takes the blame for what is in it
+    with pytest.raises(ConfigError) as err:
+        load_run_config(child, ["train={seed: 2, per_device_batch_size: two}"])
+    assert str(err.value).startswith("the override `train={seed: 2, per_device_batch_size: two}` on the command line: "
+                                     "train.per_device_batch_size: expected int")
+    # the file itself, when the child sets the key
+    _write(tmp_path / "child.yaml", {"inherit": "base.yaml", "train": {"learning_rate": 1e-3, "seed": "one"}})
+    with pytest.raises(ConfigError) as err:
+        load_run_config(child)
+    assert str(err.value) == f"{child}: train.seed: expected int, got 'one'"
+
+
+def _amof(path, alpha):
+    towers = [{"name": "clip", "path": "c"}, {"name": "dinov2", "path": "d", "feature_layer": -1}]
+    return _write(path, {"model": {"llm": "v", "towers": towers, "mixer": {"mode": "additive", "alpha": alpha}},
+                         "data": {"data_path": "d.json"}})
+
+
+def test_mixer_is_checked_when_the_config_loads(tmp_path):
+    path = _amof(tmp_path / "amof.yaml", 0.5)
+    assert load_run_config(path).model.mixer.alpha == 0.5
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path, ["model.mixer.alpha=1.5"])
+    assert str(err.value) == ("the override `model.mixer.alpha=1.5` on the command line: model.mixer: additive mixing "
+                              "ratio alpha must be in [0, 1], got 1.5")
+    # a mode that needs one tower, set by a child file: the child is blamed
+    child = _write(tmp_path / "none.yaml", {"inherit": "amof.yaml", "model": {"mixer": {"mode": "none", "alpha": 0.0}}})
+    with pytest.raises(ConfigError, match=rf"^{child}: model.mixer: mixer mode 'none' uses one tower but 2"):
+        load_run_config(child)
+
+
+def test_print_config_checks_everything_first(tmp_path, capsys, monkeypatch):
+    from mof_llava import cli
+
+    monkeypatch.delenv("MOF_LLAVA_TRACEBACK", raising=False)
+    path = _amof(tmp_path / "amof.yaml", 0.5)
+    for overrides, message in [
+        (["model.mixer.alpha=1.5"], "model.mixer: additive mixing ratio alpha must be in [0, 1], got 1.5"),
+        ([f"train.deepspeed={tmp_path / 'ds.json'}"], "unknown top-level key 'zero_optimisation'"),
+    ]:
+        (tmp_path / "ds.json").write_text('{"zero_optimisation": {"stage": 2}}')
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["train", str(path), *overrides, "--print-config"])
+        assert exit_info.value.code == 2
+        out = capsys.readouterr()
+        assert out.out == "" and out.err.count("\n") == 1 and message in out.err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["train", str(path), "--print-config"])
+    assert exit_info.value.code == 0 and yaml.safe_load(capsys.readouterr().out)["model"]["mixer"]["alpha"] == 0.5
+
+
+def test_deepspeed_path_is_relative_to_the_file_that_names_it(tmp_path, monkeypatch):
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "imof_7b" / "stage1.yaml"
+    user = tmp_path / "mine"
+    user.mkdir()
+    _write(user / "run.yaml", {"inherit": str(shipped), "train": {"output_dir": "runs/mine"}})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_run_config(user / "run.yaml")
+    assert Path(config.train.deepspeed) == shipped.parents[2] / "deepspeed" / "zero2.json"
+    assert Path(config.train.deepspeed).is_file()
+    # the user's own file: relative to it; the command line: relative to the current folder
+    (user / "ds.json").write_text("{}")
+    _write(user / "own.yaml", {"inherit": "run.yaml", "train": {"deepspeed": "ds.json"}})
+    assert load_run_config(user / "own.yaml").train.deepspeed == str(user / "ds.json")
+    assert load_run_config(user / "run.yaml", ["train.deepspeed=x/ds.json"]).train.deepspeed == str(elsewhere / "x/ds.json")
+    # the resolved config written next to a run reads back as itself from anywhere
+    config.save(tmp_path / "runs" / "run_config.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert load_run_config(tmp_path / "runs" / "run_config.yaml") == config
