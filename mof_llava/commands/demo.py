@@ -54,7 +54,26 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--report-to", choices=["none", "wandb"], default="none", help="training logger")
     parser.add_argument("--no-eval", action="store_true", help="train only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=1,
+        help="torch threads (default 1: at these sizes more threads only add overhead; auto: this "
+        "process's share of the idle cores)",
+    )
     parser.set_defaults(func=run)
+
+
+def _threads(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, or auto; got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             stage2_epochs=args.epochs,
             report_to=args.report_to,
             progress=not args.no_progress,
+            threads=args.threads,
         )
     except ValueError as err:
         raise SystemExit(f"mof-llava demo: {err}") from None

@@ -11,13 +11,10 @@ adapters: what it still gets wrong about a picture is what stage 1 and stage 2 h
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from ..constants import IMAGE_TOKEN
 from ..conversation import get_template
-
-logger = logging.getLogger("mof_llava.demo")
 
 
 def training_texts(pretrain_file: Path, instruct_file: Path) -> list[str]:
@@ -46,10 +43,12 @@ def pretrain_language_model(
     learning_rate: float,
     batch_size: int = 32,
     seed: int = 0,
+    progress: bool = True,
 ) -> list[float]:
     """Train the causal LM in `source` on `texts` (every token supervised, linear decay) and save it
-    with its tokenizer to `target`. Returns the loss of every step."""
+    with its tokenizer to `target`. Returns the loss of every step. `progress`: a bar with the loss."""
     import torch
+    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -64,6 +63,7 @@ def pretrain_language_model(
     )
     generator = torch.Generator().manual_seed(seed)
     losses = []
+    bar = tqdm(total=steps, desc="language pre-training", unit=" step", disable=not progress, leave=False)
     for _ in range(steps):
         picked = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
         batch = tokenizer([texts[i] for i in picked], return_tensors="pt", padding=True)
@@ -74,6 +74,8 @@ def pretrain_language_model(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-    logger.info("language pre-training: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], steps)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        bar.update()
+    bar.close()
     model.save_pretrained(target)
     return losses

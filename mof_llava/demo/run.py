@@ -104,7 +104,8 @@ def parse_variant(text: str) -> Variant:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and optimisation of the demo. The defaults take about a minute on 2 CPU cores."""
+    """Sizes and optimisation of the demo. The defaults take about a minute on an idle 2-core CPU
+    (see docs/demo.md for measured times)."""
 
     seed: int = 0
     samples: int = 512  # pictures per training stage
@@ -125,8 +126,9 @@ class DemoSettings:
     max_new_tokens: int | None = None  # None: the MMVP prompt's reference setting
     report_to: str = "none"
     progress: bool = True
-    # Torch threads while the demo runs. The matrices are so small that splitting them over threads
-    # costs more than it saves, and on a busy machine extra threads make it many times slower.
+    # Torch threads while the demo runs (None: mof_llava/threads.py decides). The matrices are so
+    # small that splitting them over threads costs more than it saves, and on a busy machine extra
+    # threads make it many times slower. The run configs carry it as train.cpu_threads.
     threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -169,13 +171,24 @@ class StageResult:
 
     @property
     def loss_window(self) -> int:
-        return max(1, min(5, len(self.losses) // 2))
+        return loss_window(len(self.losses))
 
     def loss_ends(self) -> tuple[float, float]:
-        """Medians of the loss over the first and over the last `loss_window` steps: single steps are
-        noisy (a batch of text-only samples, say), the medians show the trend."""
-        window = self.loss_window
-        return statistics.median(self.losses[:window]), statistics.median(self.losses[-window:])
+        return smoothed_loss_ends(self.losses)
+
+
+def loss_window(steps: int) -> int:
+    """Steps at each end of a loss curve that `smoothed_loss_ends` summarises: 5, fewer on short
+    curves, so that the two ends never overlap."""
+    return max(1, min(5, steps // 4))
+
+
+def smoothed_loss_ends(losses: Sequence[float]) -> tuple[float, float]:
+    """Medians of the loss over the first and over the last `loss_window` steps. Single steps are
+    noisy (stage 2's text-only batches score 2-3 where the others score 0.5, say), so the first and
+    the last step alone can show a rise where the run fell; the medians show the trend."""
+    window = loss_window(len(losses))
+    return statistics.median(losses[:window]), statistics.median(losses[-window:])
 
 
 @dataclass
@@ -224,23 +237,30 @@ def run_demo(
     """Generate the data and tiny components once, then train and evaluate each variant."""
     import torch
 
+    from ..threads import apply_cpu_threads
+
     out = Path(out_dir).resolve()
     manifest = _Manifest.open(out, settings)
-    seconds: dict[str, float] = {}
+    steps = _Steps(2 + len(variants) * (3 if evaluate else 2), manifest)
     threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    steps.say(f"mof-llava demo into {out}/: {steps.total} steps")
+    steps.say(apply_cpu_threads(settings.threads, "--threads").describe())
     try:
-        with _timed(seconds, "data"):
+        with steps.step("data", f"data: {settings.samples} pictures per stage, {settings.mmvp_pairs} MMVP pairs"):
             data = dataset_paths(out / "data")
             if not manifest.done("data"):
                 write_dataset(data.root, settings.seed, settings.sizes())
                 manifest.finish("data")
-        with _timed(seconds, "components"):
+        with steps.step(
+            "components",
+            f"components: tiny random towers and LLM, then {settings.language_steps} steps of language "
+            "pre-training of the LLM (the longest step)",
+        ):
             components = _components(out / "components", data, settings, manifest)
-        results = [_run_variant(out, v, settings, components, manifest, evaluate, seconds) for v in variants]
+        results = [_run_variant(out, v, settings, components, manifest, evaluate, steps) for v in variants]
     finally:
         torch.set_num_threads(threads)
+    seconds = steps.seconds
     manifest.record_results(results, seconds)
     return DemoResult(out, data.root, components, results, seconds)
 
@@ -263,10 +283,12 @@ def _components(root: Path, data, settings: DemoSettings, manifest: _Manifest) -
         settings.language_steps,
         settings.language_learning_rate,
         seed=settings.seed,
+        progress=settings.progress,
     )
-    manifest.content["language_loss"] = [losses[0], losses[-1]]
+    ends = smoothed_loss_ends(losses)
+    manifest.content["language_loss"] = list(ends)  # medians of the first / last steps
     manifest.finish("components")
-    return replace(parts, language_loss=(losses[0], losses[-1]))
+    return replace(parts, language_loss=ends)
 
 
 def _run_variant(
@@ -276,20 +298,22 @@ def _run_variant(
     components: Components,
     manifest: _Manifest,
     evaluate: bool,
-    seconds: dict[str, float],
+    steps: _Steps,
 ) -> VariantResult:
     folder = out / variant.name
     stage1_yaml, stage2_yaml = write_run_configs(
         folder, variant, settings, out / "data", components, out / "cache"
     )
-    with _timed(seconds, f"{variant.name} stage 1"):
-        stage1 = _train_stage(stage1_yaml, f"{variant.name}/stage1", manifest)
-    with _timed(seconds, f"{variant.name} stage 2"):
-        stage2 = _train_stage(stage2_yaml, f"{variant.name}/stage2", manifest)
+    name = variant.name
+    with steps.step(f"{name} stage 1", f"{name} stage 1: training the adapters", f"{name}/stage1"):
+        stage1 = _train_stage(stage1_yaml, f"{name}/stage1", manifest)
+    with steps.step(f"{name} stage 2", f"{name} stage 2: training the adapters and the LLM", f"{name}/stage2"):
+        stage2 = _train_stage(stage2_yaml, f"{name}/stage2", manifest)
     result = VariantResult(variant, stage1, stage2)
     if evaluate:
         result.eval_dir = folder / "eval" / "mmvp"
-        with _timed(seconds, f"{variant.name} eval"):
+        questions = 2 * settings.mmvp_pairs
+        with steps.step(f"{name} eval", f"{name} evaluation: {questions} synthetic MMVP questions"):
             result.scores = evaluate_mmvp(
                 stage2.artifact, out / "data", result.eval_dir, variant.name, settings
             )
@@ -375,6 +399,7 @@ def run_config_dicts(
         "dataloader_num_workers": settings.dataloader_workers,
         "seed": settings.seed if variant.train_seed is None else variant.train_seed,
         "save_total_limit": 1,
+        "cpu_threads": settings.threads,
     }
     stage1 = {
         "name": f"{variant.name}-stage1",
@@ -560,12 +585,33 @@ def _stage_summary(stage: StageResult) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[name] = round(time.perf_counter() - start, 1)
+class _Steps:
+    """Numbered progress lines on stderr, one when a step starts and one when it ends (with its wall
+    time), written through tqdm so they never land on a progress bar's line."""
+
+    def __init__(self, total: int, manifest: _Manifest):
+        self.total = total
+        self.manifest = manifest
+        self.seconds: dict[str, float] = {}
+
+    @staticmethod
+    def say(text: str) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+    @contextmanager
+    def step(self, name: str, text: str, manifest_step: str | None = None) -> Iterator[None]:
+        number = f"[{len(self.seconds) + 1}/{self.total}]"
+        done = self.manifest.done(manifest_step or name)
+        self.say(f"{number} {text}" + (" (done before: skipped)" if done else ""))
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 1)
+        self.say(f"{number} {name}: {self.seconds[name]:.0f} s")
 
 

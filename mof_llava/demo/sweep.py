@@ -64,6 +64,8 @@ def run_rehearsal(out_dir: str | Path, settings: DemoSettings | None = None) -> 
             argv = ["eval", "run", bench, "--model", str(variant.stage2.artifact), "--data", str(data[bench])]
             argv += ["--output-dir", str(folder / "eval" / bench), "--model-id", variant.variant.name]
             argv += ["--device", "cpu", "--batch-size", str(settings.eval_batch_size), "--no-progress"]
+            if settings.threads:
+                argv += ["--threads", str(settings.threads)]
             if settings.max_new_tokens:
                 argv += ["--max-new-tokens", str(settings.max_new_tokens)]
             with contextlib.redirect_stdout(io.StringIO()):  # the metrics summary; the tables show the scores

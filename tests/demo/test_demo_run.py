@@ -112,6 +112,7 @@ def test_run_configs_are_the_files_the_runs_used(demo):
     assert stage1.model.mixer.mode == stage2.model.mixer.mode == "interleave"
     assert stage2.model.adapters_from == str(folder / "stage1" / "adapters")
     assert stage1.model.llm == str(demo.components.llm)
+    assert stage1.train.cpu_threads == stage2.train.cpu_threads == 1  # DemoSettings.threads
     for number, config in ((1, stage1), (2, stage2)):
         written = yaml.safe_load((folder / f"stage{number}" / "run_config.yaml").read_text())
         assert written == config.to_dict()
@@ -120,7 +121,7 @@ def test_run_configs_are_the_files_the_runs_used(demo):
 
 
 @pytest.mark.slow
-def test_a_second_run_skips_finished_steps(demo):
+def test_a_second_run_skips_finished_steps(demo, capsys):
     first = demo.variants[0]
     written = [
         demo.components.llm / "model.safetensors",
@@ -130,7 +131,17 @@ def test_a_second_run_skips_finished_steps(demo):
     ]
     before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in written}
     answers = first.answers.read_text()
+    capsys.readouterr()
     again = run_demo(demo.out_dir, tiny_settings(), variants=(I_MOF,))
+    progress = capsys.readouterr().err.splitlines()
+    for line in (
+        "[1/5] data: 96 pictures per stage, 4 MMVP pairs (done before: skipped)",
+        "[3/5] i-mof stage 1: training the adapters (done before: skipped)",
+        "[4/5] i-mof stage 2: training the adapters and the LLM (done before: skipped)",
+        "[5/5] i-mof evaluation: 8 synthetic MMVP questions",
+    ):
+        assert line in progress
+    assert "torch CPU threads: 1 (--threads)" in progress
     assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in written} == before
     assert again.variants[0].answers.read_text() == answers  # re-scored, nothing generated again
     assert again.variants[0].stage2.losses == first.stage2.losses
@@ -157,7 +168,12 @@ def test_report_says_where_everything_is(demo):
         ):
             assert str(path) in report
         assert str(variant.stage2.checkpoints[-1]) in report
-    assert f"{demo.variants[0].stage1.losses[0]:.3f} (first step)" in report
+    for variant in demo.variants:
+        for stage in (variant.stage1, variant.stage2):
+            losses = read_losses(stage.metrics)
+            k = min(5, len(losses) // 4)  # the first and last steps, never overlapping
+            smoothed = f"{statistics.median(losses[:k]):.3f} -> {statistics.median(losses[-k:]):.3f}"
+            assert f"{stage.steps} steps, loss {smoothed} (median of the first / last {k} steps)" in report
 
 
 def test_a_folder_with_other_files_is_refused(tmp_path):
