@@ -23,26 +23,53 @@ class SkippedSample:
 
 @dataclass
 class SkipTally:
-    """Counts skipped samples by kind and keeps the first few for the report."""
+    """Counts skipped samples, each once, by kind, and keeps the first few for the report.
+
+    A sample comes up once per epoch, and a distributed sampler that pads its shards hands some
+    samples to two ranks: the tally counts samples (dataset indices), and says how many times they
+    were left out in all when that differs."""
 
     keep: int = 20
-    counts: Counter = field(default_factory=Counter)
     examples: list[SkippedSample] = field(default_factory=list)
+    occurrences: int = 0  # every time a sample was left out of a batch
+    kinds: dict[int, str] = field(default_factory=dict)  # dataset index -> kind, one entry per sample
 
     def add(self, skipped: Iterable[SkippedSample]) -> None:
         for sample in skipped:
-            self.counts[sample.kind] += 1
+            self.occurrences += 1
+            if sample.index in self.kinds:
+                continue
+            self.kinds[sample.index] = sample.kind
             if len(self.examples) < self.keep:
                 self.examples.append(sample)
 
+    @classmethod
+    def merged(cls, tallies: Iterable[SkipTally]) -> SkipTally:
+        """One tally of several ranks' tallies: a sample that two ranks skipped counts once."""
+        tallies = list(tallies)
+        out = cls(keep=max((t.keep for t in tallies), default=cls.keep))
+        for tally in tallies:
+            out.add(tally.examples)
+        for tally in tallies:
+            for index, kind in tally.kinds.items():
+                out.kinds.setdefault(index, kind)
+        out.occurrences = sum(t.occurrences for t in tallies)
+        return out
+
+    @property
+    def counts(self) -> Counter:
+        """kind -> samples skipped"""
+        return Counter(self.kinds.values())
+
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return len(self.kinds)
 
     def summary(self) -> str:
         if not self.total:
             return "no samples skipped"
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
-        lines = [f"{self.total} sample(s) skipped ({kinds}); first ones:"]
+        again = f", {self.occurrences} times in all" if self.occurrences != self.total else ""
+        lines = [f"{self.total} sample(s) skipped ({kinds}){again}; first ones:"]
         lines += [f"  {s.record}: {s.reason}" for s in self.examples]
         return "\n".join(lines)
