@@ -243,14 +243,14 @@ def _report_skips(trainer, rank: int) -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         tallies = [None] * dist.get_world_size()
         dist.all_gather_object(tallies, trainer.skips)
-    total = sum(t.total for t in tallies)
-    if rank == 0 and total:
-        for tally in tallies:
-            if tally.total:
-                logger.warning(tally.summary())
+    from ..data.skips import SkipTally
+
+    tally = SkipTally.merged(tallies)  # a sample two ranks were handed counts once
+    if rank == 0 and tally.total:
+        logger.warning(tally.summary())
     if rank == 0:
-        logger.info("%d sample(s) skipped in total", total)
-    return total
+        logger.info("%d sample(s) skipped in total", tally.total)
+    return tally.total
 
 
 # -- environment ---------------------------------------------------------------------------------------
