@@ -15,18 +15,18 @@ class ModelPathError(FileNotFoundError):
     """A checkpoint path that cannot be loaded; the message names the key or flag that gave it."""
 
 
-def check_model_path(path: str | os.PathLike, named_by: str, hub: bool = True) -> None:
+def check_model_path(path: str | os.PathLike, named_by: str, hub: bool = True, file_ok: bool = False) -> None:
     """Fail in one line, naming `named_by` (e.g. `model.llm` or `--model`), unless `path` is a local
-    folder or (with `hub`) a hub id that can be fetched: a valid id that is in the local hub cache,
-    or any valid id while downloads are allowed."""
+    folder (or, with `file_ok`, a file) or (with `hub`) a hub id that can be fetched: a valid id that
+    is in the local hub cache, or any valid id while downloads are allowed."""
     text = str(path)
     local = Path(text).expanduser()
-    if local.is_dir():
+    if local.is_dir() or (file_ok and local.is_file()):
         return
     if local.exists():
         raise ModelPathError(f"{named_by}: {text} is a file; expected a model folder")
     if not (hub and _is_hub_id(text)):
-        raise ModelPathError(f"{named_by}: folder not found: {text}")
+        raise ModelPathError(f"{named_by}: {'file or folder' if file_ok else 'folder'} not found: {text}")
     if hub_offline() and not _in_hub_cache(text):
         raise ModelPathError(
             f"{named_by}: folder not found: {text} (nor can it be downloaded as a hub id: HF_HUB_OFFLINE is set "

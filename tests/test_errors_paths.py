@@ -39,6 +39,10 @@ def test_local_folders_pass_and_missing_ones_are_named(tmp_path):
     # runs/x/adapters is no valid hub id either, so it is a missing folder whatever the network
     with pytest.raises(ModelPathError, match="^model.adapters_from: folder not found: runs/x/adapters$"):
         check_model_path("runs/x/adapters", "model.adapters_from")
+    # where a file is a valid answer too (LLaVA's mm_projector.bin for model.adapters_from)
+    check_model_path(tmp_path / "weights.bin", "model.adapters_from", file_ok=True)
+    with pytest.raises(ModelPathError, match=r"^model.adapters_from: file or folder not found: .*mm_projector.bin$"):
+        check_model_path(tmp_path / "mm_projector.bin", "model.adapters_from", file_ok=True)
 
 
 def test_hub_ids_offline_need_the_cache(tmp_path, monkeypatch):

@@ -76,7 +76,8 @@ class ModelConfig:
             for i, tower in enumerate(self.towers):
                 check_model_path(tower.path, f"model.towers[{i}].path (tower {tower.name!r})")
         if self.adapters_from:
-            check_model_path(self.adapters_from, "model.adapters_from", hub=False)  # always written locally
+            # an artifact folder or LLaVA's mm_projector.bin, always local
+            check_model_path(self.adapters_from, "model.adapters_from", hub=False, file_ok=True)
 
 
 @dataclass
