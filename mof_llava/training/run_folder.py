@@ -38,17 +38,18 @@ LOCK = ".run.lock"
 RUN_RECORD = "run_record.json"
 # What a run writes into its folder (besides the lock): moved aside together when a new run starts.
 RUN_FILES = ("run_config.yaml", RUN_RECORD, "metrics.jsonl", "adapters", "model", "lora", "wandb")
+FINAL_ARTIFACTS = ("adapters", "model", "lora")
 
 # Changing these makes the resumed run differ from an uninterrupted one: refused. Keys are dotted;
 # a section name covers everything below it. Any key in neither list below is refused too.
 RESUME_REFUSED = (
     "model", "data", "train.stage", "train.seed", "train.global_batch_size", "train.per_device_batch_size",
     "train.learning_rate", "train.adapter_learning_rate", "train.weight_decay", "train.warmup_ratio",
-    "train.lr_scheduler", "train.lora", "train.deepspeed",
+    "train.lr_scheduler", "train.lora", "train.deepspeed", "train.precision",
 )
 # Applied from the resume on, and logged (a longer schedule, clipping, numerics, memory).
 RESUME_APPLIED = (
-    "train.num_epochs", "train.max_steps", "train.max_grad_norm", "train.precision", "train.tf32",
+    "train.num_epochs", "train.max_steps", "train.max_grad_norm", "train.tf32",
     "train.gradient_checkpointing",
 )
 # Change nothing the run learns: where things go, how often, how fast, what is logged.
@@ -104,6 +105,17 @@ class RunLock:
 
 
 # -- starting fresh --------------------------------------------------------------------------------------
+def refuse_retraining_a_finished_run(folder: Path) -> None:
+    """`train.resume: auto` with nothing to resume: a folder holding a finished run's artifacts (its
+    checkpoints deleted) is not trained again from scratch unless asked (`train.resume=none`)."""
+    found = [name + "/" for name in FINAL_ARTIFACTS if (folder / name).exists()]
+    if found:
+        raise RunFolderError(
+            f"{folder} holds a finished run ({', '.join(found)}) and no complete checkpoint to continue from; "
+            "use train.resume=none to train it again (the old run is moved aside) or another train.output_dir"
+        )
+
+
 def previous_run_files(folder: Path) -> list[Path]:
     found = [folder / name for name in RUN_FILES if (folder / name).exists()]
     return found + [path for _, path, _ in checkpoints.checkpoints(folder)]

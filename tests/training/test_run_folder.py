@@ -119,11 +119,16 @@ def test_starting_over_moves_the_previous_run_aside(tiny_parts, toy_data, tmp_pa
     # The automatic resume now continues the new run (finished: it trains nothing more).
     again = train(run_config(tiny_parts, toy_data, run, max_steps=3, save_steps=3, learning_rate=5e-4))
     assert again.global_step == 3 and _logged_steps(run) == [1, 2, 3]
+    # Its checkpoints deleted (as docs/training.md suggests once a run is done), it is not retrained unasked.
+    shutil.rmtree(run / "checkpoint-3")
+    with pytest.raises(RunFolderError, match=rf"{run} holds a finished run \(adapters/\) and no complete checkpoint"):
+        train(run_config(tiny_parts, toy_data, run, max_steps=3, save_steps=3, learning_rate=5e-4))
+    assert _logged_steps(run) == [1, 2, 3]
 
 
 @pytest.mark.parametrize(("key", "value"), [
     ("weight_decay", 0.1), ("lr_scheduler", "constant"), ("adapter_learning_rate", 1e-5), ("warmup_ratio", 0.1),
-    ("per_device_batch_size", 1), ("learning_rate", 1e-5), ("global_batch_size", 8),
+    ("per_device_batch_size", 1), ("learning_rate", 1e-5), ("global_batch_size", 8), ("precision", "bf16"),
 ])
 def test_resuming_with_a_setting_that_changes_the_run_is_refused(tmp_path, key, value):
     from mof_llava.training.config import run_config_from_dict
