@@ -32,6 +32,8 @@ from ..model.processing import MofLlavaProcessor
 from ..safe_load import check_checkpoint
 from . import checkpoints, run_folder
 from .config import ConfigError, ModelConfig, RunConfig
+from .deepspeed_config import check_deepspeed_config
+from .rendezvous import set_single_process_rendezvous
 from .stages import apply_stage, trainable_by_module
 from .throughput import FlopsModel, device_peak_flops
 
@@ -76,6 +78,8 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     from .trainer import MetricsFileCallback, MofLlavaTrainer
 
     output_dir = Path(config.train.output_dir)
+    if config.train.deepspeed:  # DeepSpeed needs a rendezvous even for one process
+        set_single_process_rendezvous()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
@@ -90,7 +94,7 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     _setup_wandb(tcfg, output_dir)
     set_seed(tcfg.seed)
 
-    _check_deepspeed_config(tcfg)
+    check_deepspeed_config(tcfg)
     model, processor = load_model(config.model, deepspeed_bf16=bool(tcfg.deepspeed) and precision == "bf16", on_gpu=on_gpu)
     if precision in ("bf16", "fp16"):  # frozen towers need no fp32 master weights
         model.vision_towers.to(torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -187,6 +191,7 @@ def load_model(
     model_config: ModelConfig, deepspeed_bf16: bool = False, on_gpu: bool | None = None
 ) -> tuple[MofLlavaForConditionalGeneration, MofLlavaProcessor]:
     """Build (or load) the model a run starts from, with the stage-1 adapters when given."""
+    model_config.check_paths()  # one line naming the key, not transformers' hub-id tracebacks
     on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
     attn = model_config.attn_implementation
     if attn == "auto":
@@ -238,14 +243,14 @@ def _report_skips(trainer, rank: int) -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         tallies = [None] * dist.get_world_size()
         dist.all_gather_object(tallies, trainer.skips)
-    total = sum(t.total for t in tallies)
-    if rank == 0 and total:
-        for tally in tallies:
-            if tally.total:
-                logger.warning(tally.summary())
+    from ..data.skips import SkipTally
+
+    tally = SkipTally.merged(tallies)  # a sample two ranks were handed counts once
+    if rank == 0 and tally.total:
+        logger.warning(tally.summary())
     if rank == 0:
-        logger.info("%d sample(s) skipped in total", total)
-    return total
+        logger.info("%d sample(s) skipped in total", tally.total)
+    return tally.total
 
 
 # -- environment ---------------------------------------------------------------------------------------
@@ -255,24 +260,6 @@ def _resolve_precision(precision: str, on_gpu: bool) -> str:
     if precision in ("bf16", "fp16") and not on_gpu:
         raise ConfigError(f"train.precision={precision} needs a GPU; use fp32 (or auto) on CPU")
     return precision
-
-
-def _check_deepspeed_config(tcfg) -> None:
-    if not tcfg.deepspeed:
-        return
-    import json
-
-    path = Path(tcfg.deepspeed)
-    if not path.is_file():
-        raise ConfigError(f"train.deepspeed: {path} not found (the project's configs are in configs/deepspeed/)")
-    ds = json.loads(path.read_text())
-    if "optimizer" in ds and tcfg.adapter_learning_rate is not None:
-        raise ConfigError(
-            f"{path} defines its own optimizer, so train.adapter_learning_rate cannot give the adapters their own "
-            "learning rate; remove one of the two"
-        )
-    if "scheduler" in ds:
-        raise ConfigError(f"{path} defines a scheduler, which would replace train.lr_scheduler; remove it from the file")
 
 
 def _setup_wandb(tcfg, output_dir: Path) -> None:
