@@ -3,6 +3,7 @@
 does, and checks the load is refused and the marker never appears. DeepSpeed's own loader (which
 unpickles with weights_only=False) is covered on two ranks in tests/training/test_distributed.py."""
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -203,3 +204,37 @@ def test_answer_files_are_json_and_a_pickle_is_refused(tmp_path, marker):
     path = plant(tmp_path / "answers.jsonl", marker, legacy=True)
     with pytest.raises((AnswerFileError, UnicodeDecodeError)):
         read_answers(path)
+
+
+@pytest.mark.slow
+def test_one_process_deepspeed_resume_refuses_a_planted_pickle_and_a_finished_run_trains_nothing(
+        tiny_parts, toy_data, tmp_path, marker):
+    import subprocess
+
+    from toydata import losses, run_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "run.yaml"
+    run_config(tiny_parts, toy_data, tmp_path / "run", max_steps=2, save_steps=2, global_batch_size=2,
+               per_device_batch_size=2, deepspeed=str(root / "configs" / "deepspeed" / "zero2.json")).save(config)
+
+    def launch(*overrides):
+        cmd = [sys.executable, str(root / "tests" / "training" / "run_until.py"), str(config), *overrides]
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+    first = launch()
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = launch()  # resumed from its final checkpoint (mid-epoch): nothing more is trained
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training already reached step 2 of 2" in again.stderr
+    assert sorted(losses(tmp_path / "run")) == [1, 2]
+    assert not (tmp_path / "run" / "checkpoint-3").exists()
+
+    shard = tmp_path / "run" / "checkpoint-2" / "global_step2" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    state = torch.load(shard, weights_only=False)  # the file the run just wrote
+    state["planted"] = Planted(marker)
+    torch.save(state, shard)
+    refused = launch("train.max_steps=3")
+    assert refused.returncode != 0
+    assert f"{shard}: refused to load, it holds the global(s) io.open" in refused.stderr
