@@ -61,9 +61,9 @@ def _calls(tmp_path: Path) -> list[str]:
 # never on time: this bound only keeps a broken script from hanging the suite, and is generous
 # because a loaded machine can take many seconds to start a process.
 BOUND = 120.0
-# What the fake launchers do after recording their call: "run" for longer than any bound, so a step
+# What the signal tests' fake launchers do after recording their call: "run" for longer than any bound, so a step
 # that ends on its own cannot pass for one stopped by a signal.
-FAKE_LAUNCHER = '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 600\n'
+SLEEPING_LAUNCHER = '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 600\n'
 
 
 def _stop_group(process: subprocess.Popen) -> None:
@@ -328,7 +328,7 @@ def test_sigterm_records_the_step_as_failed(tmp_path):
 
 def test_ctrl_c_stops_the_whole_sweep(tmp_path):
     plan = _plan(tmp_path, "deepspeed")
-    env = _fakes(tmp_path, ["deepspeed", "torchrun"], FAKE_LAUNCHER)
+    env = _fakes(tmp_path, ["deepspeed", "torchrun"], SLEEPING_LAUNCHER)
     process = subprocess.Popen(
         ["bash", str(plan.scripts.entry)],
         env=env,
@@ -375,7 +375,7 @@ def test_a_step_running_elsewhere_is_not_started_twice(tmp_path):
 
 def test_one_run_all_at_a_time(tmp_path):
     plan = _plan(tmp_path, "deepspeed")
-    env = _fakes(tmp_path, ["deepspeed", "torchrun"], FAKE_LAUNCHER)
+    env = _fakes(tmp_path, ["deepspeed", "torchrun"], SLEEPING_LAUNCHER)
     first = subprocess.Popen(
         ["bash", str(plan.scripts.entry)],
         env=env,
