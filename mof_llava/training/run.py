@@ -64,7 +64,7 @@ def gradient_accumulation_steps(global_batch: int, per_device_batch: int, world_
 def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...).
     Rank 0 holds the run folder's lock throughout: a second launch into the folder is refused."""
-    lock = run_folder.RunLock(config.train.output_dir).acquire() if os.environ.get("RANK", "0") == "0" else None
+    lock = run_folder.RunLock(config.train.output_dir).acquire() if run_folder.launch_rank() == 0 else None
     try:
         return _train(config, callbacks)
     finally:

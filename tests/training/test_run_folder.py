@@ -73,6 +73,15 @@ def test_a_second_launch_into_a_busy_folder_is_refused_naming_the_holder(tiny_pa
         assert f"pid {os.getpid()} on " in lock.path.read_text()
 
 
+def test_only_the_launch_rank_0_takes_the_lock():
+    from mof_llava.training.run_folder import launch_rank
+
+    assert launch_rank({}) == 0
+    assert launch_rank({"RANK": "3", "SLURM_PROCID": "1"}) == 3  # torchrun on a SLURM node: torch's rank
+    assert launch_rank({"OMPI_COMM_WORLD_RANK": "2"}) == 2  # mpirun: RANK comes later, from DeepSpeed
+    assert launch_rank({"SLURM_PROCID": "5"}) == 5
+
+
 def test_every_setting_is_either_refused_applied_or_free_on_resume():
     listed = RESUME_REFUSED + RESUME_APPLIED + RESUME_FREE
     keys = ["name", "model"] + [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)] \
