@@ -95,7 +95,10 @@ class RunLock:
                     f"{self.path.parent}: another training run is using this folder ({holder}); wait for it to "
                     "end or use another train.output_dir"
                 ) from None
-            raise
+            # e.g. Lustre mounted without `flock`: train anyway, but say that nothing guards the folder
+            logger.warning("%s: this file system does not support file locks (%s); a second launch into the "
+                           "same folder would not be detected", self.path, os.strerror(err.errno or 0))
+            return self
         # Whatever the file said before was left by a process that has ended (its lock went with it).
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {_utc_now()}\n".encode())

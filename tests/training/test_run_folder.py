@@ -73,6 +73,19 @@ def test_a_second_launch_into_a_busy_folder_is_refused_naming_the_holder(tiny_pa
         assert f"pid {os.getpid()} on " in lock.path.read_text()
 
 
+def test_a_file_system_without_locks_trains_with_a_warning(tmp_path, monkeypatch, train_log):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with RunLock(tmp_path / "run") as lock:
+        assert lock._fd is None
+    assert train_log == [f"{tmp_path / 'run' / '.run.lock'}: this file system does not support file locks "
+                         "(Function not implemented); a second launch into the same folder would not be detected"]
+
+
 def test_only_the_launch_rank_0_takes_the_lock():
     from mof_llava.training.run_folder import launch_rank
 
