@@ -83,13 +83,25 @@ def _parse_line(line: str, path: Path, lineno: int) -> dict[str, Any]:
     return record
 
 
+def _decode(data: bytes, path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 (a binary or wrongly encoded file) is an error
+    naming the file, line and byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise AnswerFileError(
+            f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); an answer file is JSON lines"
+        ) from None
+
+
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
     """Read a finished answer file. Blank lines are skipped; a torn last line (no newline and not
     valid JSON, the trace of an interrupted run) is an error: resume the run to finish it."""
     path = Path(path)
     if not path.is_file():
         raise AnswerFileError(f"{path}: answer file not found")
-    raw = path.read_text(encoding="utf-8")
+    raw = _decode(path.read_bytes(), path)
     records = []
     lines = raw.split("\n")
     for lineno, line in enumerate(lines, start=1):
@@ -184,7 +196,7 @@ def recover_answer_file(path: str | Path) -> list[dict[str, Any]]:
             handle.flush()
             os.fsync(handle.fileno())
     records = []
-    for lineno, line in enumerate(data[:end].decode("utf-8").split("\n"), start=1):
+    for lineno, line in enumerate(_decode(data[:end], path).split("\n"), start=1):
         if line.strip():
             records.append(_parse_line(line, path, lineno))
     return records
@@ -199,7 +211,7 @@ def read_complete_lines(path: str | Path) -> list[dict[str, Any]]:
     data = data[: data.rfind(b"\n") + 1]
     return [
         _parse_line(line, path, i)
-        for i, line in enumerate(data.decode("utf-8").split("\n"), 1)
+        for i, line in enumerate(_decode(data, path).split("\n"), 1)
         if line.strip()
     ]
 

@@ -62,6 +62,19 @@ def test_bad_line_names_file_and_line(tmp_path):
         read_answers(path)
 
 
+def test_a_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "a.jsonl"
+    good = b'{"question_id": 1, "text": "x"}\n'
+    path.write_bytes(good + b'{"question_id": 2, "text": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    for reader in (read_answers, recover_answer_file, read_complete_lines):
+        with pytest.raises(AnswerFileError, match=r"a.jsonl:2: not UTF-8 text \(byte 63") as err:
+            reader(path)
+        assert "\n" not in str(err.value)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00")  # a picture given as the answer file
+    with pytest.raises(AnswerFileError, match=r"a.jsonl:1: not UTF-8"):
+        read_answers(path)
+
+
 def test_recover_cuts_the_torn_line_and_keeps_complete_ones(tmp_path, caplog):
     path = tmp_path / "part.jsonl"
     complete = [make_answer(i, "p", f"t{i}", "m") for i in (1, 2)]
