@@ -42,7 +42,7 @@ from transformers.models.llava.image_processing_pil_llava import LlavaImageProce
 from .constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
 from .model.builder import _load_complete, _preprocessing_stats, _vision_config
 from .model.configuration import MixerSpec, MofLlavaConfig, TowerSpec
-from .model.llava_projector import load_projector
+from .model.llava_projector import _adapter_key, load_projector
 from .model.modeling import MofLlavaForConditionalGeneration
 from .model.processing import MofLlavaProcessor
 from .model.tokenizer import load_tokenizer
@@ -246,7 +246,10 @@ def _map_original_key(key: str, layout: str) -> tuple[str, str] | None:
         if key.startswith(prefix) and layout in layouts:
             if destination is None:
                 return None
-            return destination[0], destination[1] + key[len(prefix) :]
+            rest = key[len(prefix) :]
+            if destination[1].startswith("mixer.adapters."):  # a `linear` projector's bare weight/bias
+                rest = _adapter_key(rest)
+            return destination[0], destination[1] + rest
     raise ConversionError(f"checkpoint key {key!r} has no place in a MoF-LLaVA model ({layout} layout)")
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
@@ -138,6 +138,34 @@ def test_original_llava_layout_import(tiny_parts, tmp_path, embed_clip):
     inputs = imported_processor(text=[PROMPT], images=[__import__("PIL.Image").Image.new("RGB", (70, 40), (9, 99, 199))])
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, source(**inputs).logits)
+
+
+def test_original_llava_layout_with_a_linear_projector(tiny_parts, tmp_path):
+    """LLaVA's `linear` projector is a bare nn.Linear: its keys are model.mm_projector.weight/.bias."""
+    from mof_llava.model import MixerSpec
+
+    recipe = llava15_recipe(str(tiny_parts.llm), str(tiny_parts.clip))
+    recipe.mixer = MixerSpec(mode="none", adapter="linear")
+    recipe.image_token_id = -200
+    torch.manual_seed(5)
+    source, processor = build_model(recipe)
+    linear = source.mixer.adapters["clip"][0]
+    ckpt = tmp_path / "llava-linear"
+    _write_original_checkpoint(ckpt, source, _llava_fields(tiny_parts.clip, adapter="linear"))
+    # Rewrite the projector keys as LLaVA saves an nn.Linear (no Sequential index).
+    weights = load_file(str(ckpt / "model.safetensors"))
+    weights = {k: v for k, v in weights.items() if not k.startswith("model.mm_projector.")}
+    weights.update({"model.mm_projector.weight": linear.weight.clone(), "model.mm_projector.bias": linear.bias.clone()})
+    save_file(weights, str(ckpt / "model.safetensors"))
+    processor.tokenizer.save_pretrained(ckpt)
+
+    model, _ = import_llava_original(ckpt, layout="llava")
+    assert model.config.mixer_spec.adapter == "linear"
+    assert torch.equal(model.mixer.adapters["clip"][0].weight, linear.weight)
+    assert torch.equal(model.mixer.adapters["clip"][0].bias, linear.bias)
+    pixels = _pixels(3)
+    with torch.no_grad():
+        assert torch.equal(model.eval().get_image_features(pixels), source.eval().get_image_features(pixels))
 
 
 def test_mmvp_layout_puts_each_projector_in_its_own_adapter(tiny_parts, tmp_path):
