@@ -129,8 +129,9 @@ def find_record(path: Path) -> tuple[Path, RunRecord] | None:
 
 
 def repo_root() -> Path:
-    """The checkout the jobs run in: train/train.py and eval/run.py are there, and relative paths in
-    run configs (data/..., configs/deepspeed/...) and sweep files (output_root) start there."""
+    """The checkout the jobs run in: train/train.py and eval/run.py are there, and relative data
+    paths in run configs (data/...) and sweep files (output_root) start there. A run config's
+    train.deepspeed does not: it is relative to the config file that names it."""
     return Path(__file__).resolve().parents[2]
 
 
