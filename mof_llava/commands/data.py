@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..conversation import TEMPLATES
+
 MIXERS = ("none", "additive", "interleave", "concat")
 
 
@@ -32,7 +34,13 @@ def add_parser(subparsers) -> None:
         "the visual tokens per image (none/additive/concat: 576, interleave: 1152 at 336 px)",
     )
     check.add_argument("--image-size", type=int, default=336, help="with --tokenizer: image side in pixels")
-    check.add_argument("--template", default="vicuna_v1", help="conversation template (plain for stage 1)")
+    check.add_argument(
+        "--template",
+        default="vicuna_v1",
+        choices=tuple(TEMPLATES),
+        help="conversation template the data is rendered with: vicuna_v1 (default, LLaVA-1.5's stage 2), "
+        "llava_v1, or plain (stage 1: one image and its caption)",
+    )
     check.add_argument(
         "--max-length", type=int, default=2048, help="token budget per sample (model_max_length)"
     )

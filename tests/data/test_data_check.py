@@ -167,3 +167,16 @@ def test_json_report_is_written_atomically(tmp_path, tiny_parts, capsys, monkeyp
     code, _ = run(capsys, *argv)
     assert code == 0 and json.loads(report_path.read_text())["records"] == 1
     assert [p.name for p in out_dir.iterdir()] == ["report.json"]
+
+
+def test_template_is_one_of_the_conversation_templates(tmp_path, capsys):
+    from mof_llava.conversation import TEMPLATES
+
+    path = write_json(tmp_path / "d.json", [text_record("t", ("Q", "A"))])
+    with pytest.raises(SystemExit):  # refused by the parser, before any tokenizer loads
+        main(["data", "check", str(path), "--tokenizer", str(tmp_path), "--mixer", "none", "--template", "vicuna"])
+    assert "invalid choice: 'vicuna'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "check", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--template {" + ",".join(TEMPLATES) + "}" in usage and "plain (stage 1" in usage
