@@ -14,6 +14,19 @@
 
 Skipped items are left out, never replaced; if every item of a batch was skipped the batch has zero
 rows (`input_ids` of shape [0, 0]) and the training loop must not run the model on it as-is.
+
+`PackedCollator` (data.packing, see packing.py) lays the samples back to back in one row instead:
+
+    input_ids       long [1, T]  T = the samples' lengths summed; no padding, no attention_mask
+    labels          long [1, T]  each sample's labels, its first one IGNORE_INDEX: the causal loss
+                                 predicts label t from token t-1, which at a boundary is the previous
+                                 sample's last token (unpacked, that first label is never predicted)
+    position_ids    long [1, T]  0, 1, ... restarting at every sample: transformers derives the
+                                 per-sample attention blocks from the restarts (sdpa and eager build a
+                                 block-diagonal mask, flash attention runs variable-length), but only
+                                 without a KV cache, hence
+    use_cache       False
+    pixel_values, skipped, sample_records as above.
 """
 
 from __future__ import annotations
@@ -33,8 +46,7 @@ class LlavaCollator:
     pad_token_id: int
 
     def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
-        skipped = [item for item in items if isinstance(item, SkippedSample)]
-        rows = [item for item in items if not isinstance(item, SkippedSample)]
+        skipped, rows = _split(items)
         length = max((len(row["input_ids"]) for row in rows), default=0)
         input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
@@ -45,9 +57,40 @@ class LlavaCollator:
             labels[r, :n] = torch.as_tensor(row["labels"])
             attention_mask[r, :n] = 1
         batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        images = [row["pixel_values"] for row in rows if row.get("pixel_values") is not None]
-        if images:
-            batch["pixel_values"] = torch.stack(images)
-        batch["skipped"] = skipped
-        batch["sample_records"] = [row.get("record") for row in rows]
-        return batch
+        return _add_images_and_records(batch, rows, skipped)
+
+
+@dataclass(frozen=True)
+class PackedCollator:
+    pad_token_id: int  # for the zero-row batch only, so both collators hand the trainer the same
+
+    def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
+        skipped, rows = _split(items)
+        if not rows:
+            return LlavaCollator(self.pad_token_id)(items)
+        labels = []
+        for row in rows:
+            sample_labels = torch.as_tensor(row["labels"]).clone()
+            sample_labels[0] = IGNORE_INDEX  # never predicted from the previous sample's last token
+            labels.append(sample_labels)
+        batch: dict[str, Any] = {
+            "input_ids": torch.cat([torch.as_tensor(row["input_ids"]) for row in rows])[None].long(),
+            "labels": torch.cat(labels)[None].long(),
+            "position_ids": torch.cat([torch.arange(len(row["input_ids"])) for row in rows])[None],
+            "use_cache": False,
+        }
+        return _add_images_and_records(batch, rows, skipped)
+
+
+def _split(items) -> tuple[list[SkippedSample], list[dict[str, Any]]]:
+    skipped = [item for item in items if isinstance(item, SkippedSample)]
+    return skipped, [item for item in items if not isinstance(item, SkippedSample)]
+
+
+def _add_images_and_records(batch: dict[str, Any], rows: list[dict[str, Any]], skipped) -> dict[str, Any]:
+    images = [row["pixel_values"] for row in rows if row.get("pixel_values") is not None]
+    if images:
+        batch["pixel_values"] = torch.stack(images)
+    batch["skipped"] = skipped
+    batch["sample_records"] = [row.get("record") for row in rows]
+    return batch

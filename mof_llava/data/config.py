@@ -47,6 +47,10 @@ class DataConfig:
     batch_arrangement: how the grouped sampler arranges an optimizer step's samples into per-device
         batches: `sorted` (neighbouring lengths, least padding) or `balanced` (LLaVA's: equal token
         totals per batch). Same samples per step either way.
+    packing: lay each micro-batch's samples back to back in one row, attention isolated per sample,
+        with micro-batches of equal token totals on every rank (see packing.py, docs/training.md).
+    packing_tokens: with packing, the most tokens a micro-batch may hold; steps then carry as many
+        samples as fit (fewer steps per epoch). Unset: the recipe's samples per step, packed.
     cache_dir: where the record index and token lengths are cached (default: see cache.py).
     num_proc: processes for the one-time tokenisation pass (default: all cores).
     """
@@ -62,6 +66,8 @@ class DataConfig:
     image_loading: ImageLoading = DEFAULT_IMAGE_LOADING
     group_by_modality_length: bool = True
     batch_arrangement: BatchArrangement = "sorted"
+    packing: bool = False
+    packing_tokens: int | None = None
     cache_dir: str | None = None
     num_proc: int | None = None
 
@@ -85,6 +91,11 @@ class DataConfig:
         if self.batch_arrangement not in ("sorted", "balanced"):
             raise ValueError(
                 f"data.batch_arrangement must be 'sorted' or 'balanced', got {self.batch_arrangement!r}"
+            )
+        if self.packing_tokens is not None and (not self.packing or self.packing_tokens < self.max_length):
+            raise ValueError(
+                f"data.packing_tokens = {self.packing_tokens} needs data.packing: true and at least "
+                f"data.max_length ({self.max_length}) tokens"
             )
         if self.max_length < 1:
             raise ValueError(f"data.max_length must be positive, got {self.max_length}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.collator import LlavaCollator
+from ..data.collator import LlavaCollator, PackedCollator
 from ..data.dataset import LlavaDataset
 from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
@@ -151,12 +151,15 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=LlavaCollator(processor.pad_token_id),  # the pad id the placeholder batch uses too
+        # the pad id the placeholder batch uses too
+        data_collator=(PackedCollator if config.data.packing else LlavaCollator)(processor.pad_token_id),
         processing_class=processor,
         callbacks=[metrics, *(callbacks or [])],
         adapter_learning_rate=tcfg.adapter_learning_rate,
         group_by_modality_length=config.data.group_by_modality_length,
         batch_arrangement=config.data.batch_arrangement,
+        packing=config.data.packing,
+        packing_tokens=config.data.packing_tokens,
         save_total_limit=tcfg.save_total_limit,
         flops_model=FlopsModel.for_model(model),
         peak_flops=device_peak_flops(tcfg.peak_tflops),

@@ -1,6 +1,10 @@
 """`MofLlavaTrainer`: the Hugging Face Trainer with what LLaVA-style training needs on top.
 
-- the grouped sampler (LLaVA's `group_by_modality_length`, on real token lengths);
+- the grouped sampler (LLaVA's `group_by_modality_length`, on real token lengths); with packing,
+  `PackedBatchSampler` and `PackedCollator` instead (data/packing.py): one row of samples per
+  micro-batch, equal token totals across ranks. The loss is the per-token mean over the global batch
+  either way (the Trainer's `num_items_in_batch`, counted over the shifted labels of every
+  micro-batch of the step on every rank), so packing changes no update;
 - samples the dataset could not read are counted and reported, never replaced; a micro-batch whose
   samples were all skipped still runs the model (on one padding token, with nothing supervised) so
   every rank takes part in every collective;
@@ -24,6 +28,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +36,11 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import seed_worker
 
 from ..atomic import write_text_atomic
 from ..constants import IGNORE_INDEX
+from ..data.packing import PackedBatchSampler
 from ..data.sampler import build_train_sampler
 from ..data.skips import SkipTally
 from . import checkpoints
@@ -59,6 +66,8 @@ class MofLlavaTrainer(Trainer):
         adapter_learning_rate: float | None = None,
         group_by_modality_length: bool = True,
         batch_arrangement: str = "sorted",
+        packing: bool = False,
+        packing_tokens: int | None = None,
         save_total_limit: int | None = None,
         flops_model: FlopsModel | None = None,
         peak_flops: float | None = None,
@@ -68,6 +77,9 @@ class MofLlavaTrainer(Trainer):
         self.adapter_learning_rate = adapter_learning_rate
         self.group_by_modality_length = group_by_modality_length
         self.batch_arrangement = batch_arrangement
+        self.packing = packing
+        self.packing_tokens = packing_tokens
+        self._packed_sampler: PackedBatchSampler | None = None
         self.keep_checkpoints = save_total_limit
         self.flops_model = flops_model
         self.peak_flops = peak_flops
@@ -91,6 +103,35 @@ class MofLlavaTrainer(Trainer):
             arrange=self.batch_arrangement,
         )
 
+    def get_train_dataloader(self):
+        if not self.packing:
+            return super().get_train_dataloader()
+        # Variable-size micro-batches: a batch sampler, dealt to the ranks by accelerate (batch j to
+        # rank j % world_size), so every rank runs the same number of micro-steps.
+        dataset, args = self.train_dataset, self.args
+        self._packed_sampler = PackedBatchSampler(
+            dataset.lengths,
+            dataset.has_image,
+            per_device_batch_size=args.per_device_train_batch_size,
+            world_size=args.world_size,
+            grad_accum=args.gradient_accumulation_steps,
+            seed=args.seed,
+            max_tokens=self.packing_tokens,
+            group_by_modality_length=self.group_by_modality_length,
+            arrange=self.batch_arrangement,
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=self._packed_sampler,
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
+
     # -- loss -------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.skips.add(inputs.pop("skipped", []))
@@ -101,8 +142,9 @@ class MofLlavaTrainer(Trainer):
             loss = outputs.logits.float().sum() * 0.0
             return (loss, outputs) if return_outputs else loss
 
-        self._window["tokens"] += int(inputs["attention_mask"].sum())
-        self._window["samples"] += rows
+        mask = inputs.get("attention_mask")  # packed batches have none: every token is real
+        self._window["tokens"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        self._window["samples"] += len(samples) if samples else rows
         pixels = inputs.get("pixel_values")
         self._window["images"] += 0 if pixels is None else int(pixels.shape[0])
 
@@ -139,14 +181,17 @@ class MofLlavaTrainer(Trainer):
         return self.optimizer
 
     # -- training loop ----------------------------------------------------------------------------
-    def _run_epoch(self, *args, **kwargs):
+    def _run_epoch(self, model, epoch, *args, **kwargs):
+        if self._packed_sampler is not None:
+            # accelerate's skip wrapper (on resume) hides the batch sampler from the Trainer's set_epoch
+            self._packed_sampler.set_epoch(epoch)
         # Resumed from the final checkpoint: the Trainer would run one more step of this epoch first.
         if self.state.global_step >= self.state.max_steps:
             logger.info("training already reached step %d of %d; writing the final artifacts only",
                         self.state.global_step, self.state.max_steps)
             self.control.should_training_stop = True
             return None
-        return super()._run_epoch(*args, **kwargs)
+        return super()._run_epoch(model, epoch, *args, **kwargs)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
