@@ -12,6 +12,12 @@ with the stage's freezing (`mof_llava.training.stages.apply_stage`) and the trai
 on CPU). Every sample holds one image and `--text-tokens` text tokens (about 180 in the 665K mix),
 so a sequence is `num_image_tokens + text_tokens` long.
 
+`--text-tokens-min M` spreads the samples' text lengths evenly from M to `--text-tokens`; padded
+batches then carry padding up to the longest sample. `--packing` lays the micro-batch's samples back
+to back in one row instead (`mof_llava.data.collator.PackedCollator`: no padding, positions
+restarting per sample, attention isolated per sample), as `data.packing: true` trains. Tokens/s and
+MFU count real tokens only, so the two are comparable.
+
 MFU uses the same model-FLOPs count as the training log (`mof_llava.training.throughput`). Full
 fine-tuning of a 7B model with AdamW needs ~16 bytes per parameter, more than one 80 GB GPU holds:
 `--llm-layers` keeps the first N decoder layers so one GPU can measure a stage-2 step (time per
@@ -112,25 +118,36 @@ def build(args) -> MofLlavaForConditionalGeneration:
     return model
 
 
-def make_batch(model, args) -> dict[str, torch.Tensor]:
+def make_samples(model, args) -> list[dict[str, torch.Tensor]]:
+    """`--micro-batch` samples of one image each, text lengths from `--text-tokens-min` to `--text-tokens`."""
     config = model.config
-    n_visual, batch = config.num_image_tokens, args.micro_batch
-    vocab = config.text_config.vocab_size
     generator = torch.Generator().manual_seed(0)
-    text = torch.randint(3, vocab, (batch, args.text_tokens), generator=generator)
-    # Image after a short system prompt, as in LLaVA's templates.
-    head = min(16, args.text_tokens)
-    placeholders = torch.full((batch, n_visual), config.image_token_id, dtype=torch.long)
-    input_ids = torch.cat([text[:, :head], placeholders, text[:, head:]], dim=1)
-    labels = input_ids.clone()
-    answer = max(1, (args.text_tokens - head) // 2)  # the last half of the text is the supervised answer
-    labels[:, : input_ids.shape[1] - answer] = -100
-    pixel_values = torch.randn(batch, 3, config.image_size, config.image_size, generator=generator)
+    shortest = args.text_tokens if args.text_tokens_min is None else args.text_tokens_min
+    samples = []
+    for n_text in torch.linspace(shortest, args.text_tokens, args.micro_batch).round().long().tolist():
+        text = torch.randint(3, config.text_config.vocab_size, (n_text,), generator=generator)
+        head = min(16, n_text)  # the image after a short system prompt, as in LLaVA's templates
+        placeholders = torch.full((config.num_image_tokens,), config.image_token_id, dtype=torch.long)
+        input_ids = torch.cat([text[:head], placeholders, text[head:]])
+        labels = input_ids.clone()
+        answer = max(1, (n_text - head) // 2)  # the last half of the text is the supervised answer
+        labels[: len(input_ids) - answer] = -100
+        pixels = torch.randn(3, config.image_size, config.image_size, generator=generator)
+        samples.append({"input_ids": input_ids, "labels": labels, "pixel_values": pixels})
+    return samples
+
+
+def make_batch(model, args) -> dict[str, torch.Tensor]:
+    from mof_llava.data.collator import LlavaCollator, PackedCollator
+
+    samples = make_samples(model, args)
+    batch = (PackedCollator if args.packing else LlavaCollator)(pad_token_id=0)(samples)
+    del batch["skipped"], batch["sample_records"]
+    pixels_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     return {
-        "input_ids": input_ids.to(args.device),
-        "attention_mask": torch.ones_like(input_ids).to(args.device),
-        "labels": labels.to(args.device),
-        "pixel_values": pixel_values.to(args.device, torch.bfloat16 if args.precision == "bf16" else torch.float32),
+        key: value.to(args.device, pixels_dtype) if key == "pixel_values" else
+        value.to(args.device) if torch.is_tensor(value) else value
+        for key, value in batch.items()
     }
 
 
@@ -154,7 +171,8 @@ def run(args) -> dict:
         torch.autocast(device_type="cuda", dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
     )
     flops = FlopsModel.for_model(model)
-    tokens = batch["input_ids"].numel()
+    mask = batch.get("attention_mask")
+    tokens = int(mask.sum()) if mask is not None else batch["input_ids"].numel()  # real tokens only
     step_flops = flops.step_flops(tokens, args.micro_batch)
 
     times, losses = [], []
@@ -184,7 +202,10 @@ def run(args) -> dict:
         "attn": args.attn,
         "gradient_checkpointing": args.gradient_checkpointing,
         "micro_batch": args.micro_batch,
+        "packing": args.packing,
         "sequence_length": batch["input_ids"].shape[1],
+        "real_tokens": tokens,
+        "padded_tokens": batch["input_ids"].numel(),
         "visual_tokens": model.config.num_image_tokens,
         "trainable_params": {name: count.trainable for name, count in trainable_by_module(model).items()},
         "step_s_median": round(step_s, 4),
@@ -220,6 +241,8 @@ def parse_args(argv=None):
     parser.add_argument("--stage", choices=["pretrain", "finetune"], default="pretrain")
     parser.add_argument("--micro-batch", type=int, default=16)
     parser.add_argument("--text-tokens", type=int, default=180)
+    parser.add_argument("--text-tokens-min", type=int, default=None, help="spread text lengths from this up")
+    parser.add_argument("--packing", action="store_true", help="one packed row per micro-batch (data.packing)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--attn", choices=["sdpa", "flash_attention_2", "eager"], default="sdpa")
