@@ -8,7 +8,9 @@ throughput  samples/s of LlavaDataset + LlavaCollator through a DataLoader, with
             and where the time of one sample goes (read + tokenise, decode, preprocess).
 padding     fraction of padding tokens per per-device batch, grouped sampler vs plain shuffle, on a
             synthetic length distribution shaped like llava_v1_5_mix665k, with 576 (baseline, A-MoF)
-            and 1152 (I-MoF) visual tokens; and how evenly the ranks of a step are loaded.
+            and 1152 (I-MoF) visual tokens; and how evenly the ranks of a step are loaded. Beside them
+            the packed sampler (data.packing): the recipe's samples per step, and a token budget of
+            per-device batch x 2048 tokens per micro-batch.
 scale       a synthetic 665K-record JSON array: time to index it, time of the one-time length pass,
             and the memory a dataset costs a process (vs `json.load` of the same file).
 
@@ -213,17 +215,26 @@ def padding_stats(order, lengths, batch, world, accum):
     return float((1 - lens.sum(axis=1) / slots).mean()), float(useful)
 
 
+def packed_stats(batches, lengths, world):
+    """(0 padding, useful share of compute, steps) for packed micro-batches in global order: a
+    micro-step lasts as long as its rank with the most tokens (cost linear in tokens, as above)."""
+    tokens = np.array([lengths[b].sum() for b in batches]).reshape(-1, world)
+    return 0.0, float(tokens.sum() / (tokens.max(axis=1).sum() * world))
+
+
 def bench_padding(n: int) -> list[str]:
+    from mof_llava.data.packing import packed_epoch
     from mof_llava.data.sampler import ModalityLengthGroupedSampler, ShuffledSampler
 
     lines = [
         f"Synthetic lengths, n = {n}, 6% text-only. Padding: mean over per-device batches of "
         "padding / (batch x longest sample). Useful compute: real tokens / (GPUs x sum over micro-steps of "
         "the micro-step's largest batch x longest), i.e. the share of GPU time spent on real tokens when ranks "
-        "wait for each other every micro-step.",
+        "wait for each other every micro-step. Packed: no padding; a micro-step lasts as long as its rank with "
+        "the most tokens.",
         "",
-        "| visual tokens | per-device batch x GPUs x accum | sampler | padding per batch | useful compute |",
-        "|---|---|---|---|---|",
+        "| visual tokens | per-device batch x GPUs x accum | sampler | padding per batch | useful compute | steps |",
+        "|---|---|---|---|---|---|",
     ]
     for visual in (576, 1152):
         lengths, has_image = synthetic_lengths(np.random.default_rng(0), n, visual)
@@ -240,8 +251,20 @@ def bench_padding(n: int) -> list[str]:
             for name, sampler in samplers.items():
                 order = np.fromiter(iter(sampler), dtype=np.int64, count=n)
                 padding, useful = padding_stats(order, lengths, batch, world, accum)
+                steps = -(-n // (batch * world * accum))  # the last, partial step included
                 lines.append(
-                    f"| {visual} | {batch} x {world} x {accum} | {name} | {100 * padding:.1f}% | {100 * useful:.1f}% |"
+                    f"| {visual} | {batch} x {world} x {accum} | {name} | {100 * padding:.1f}% | {100 * useful:.1f}% "
+                    f"| {steps} |"
+                )
+                log(lines[-1])
+            for name, budget in (("packed, recipe samples per step", None), ("packed, token budget", batch * 2048)):
+                batches = packed_epoch(lengths, has_image, world_size=world, grad_accum=accum,
+                                       per_device_batch_size=batch, seed=0, epoch=0, max_tokens=budget)
+                padding, useful = packed_stats(batches, lengths, world)
+                label = name if budget is None else f"{name} {budget}"
+                lines.append(
+                    f"| {visual} | {batch} x {world} x {accum} | {label} | {100 * padding:.1f}% | {100 * useful:.1f}% "
+                    f"| {len(batches) // (world * accum)} |"
                 )
                 log(lines[-1])
     p = np.percentile
