@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         from ..training.deepspeed_config import check_deepspeed_config
 
         check_deepspeed_config(config.train)  # the config is checked in full before it is shown
+        if not config.model.init_from:
+            config.model.recipe()  # names llm and towers when there is no model to build
         print(yaml.safe_dump(config.to_dict(), sort_keys=False))
         return 0
     from ..training.run import finish_distributed, train

@@ -172,6 +172,8 @@ def test_print_config_checks_everything_first(tmp_path, capsys, monkeypatch):
     for overrides, message in [
         (["model.mixer.alpha=1.5"], "model.mixer: additive mixing ratio alpha must be in [0, 1], got 1.5"),
         ([f"train.deepspeed={tmp_path / 'ds.json'}"], "unknown top-level key 'zero_optimisation'"),
+        (["model.towers=[]", "model.mixer.mode=none"], "model: set llm and towers (or init_from)"),
+        (["model.llm=null"], "model: set llm and towers (or init_from)"),
     ]:
         (tmp_path / "ds.json").write_text('{"zero_optimisation": {"stage": 2}}')
         with pytest.raises(SystemExit) as exit_info:
