@@ -155,3 +155,19 @@ def test_packing_tokens_needs_packing_and_room_for_a_sample():
     with pytest.raises(ValueError, match="at least data.max_length"):
         DataConfig(data_path="x.json", packing=True, packing_tokens=100)
     assert DataConfig(data_path="x.json", packing=True, packing_tokens=8192).packing_tokens == 8192
+
+
+def test_accelerate_deals_the_packed_batches_round_robin_and_skips_on_resume():
+    """What the trainer relies on: accelerate's batch-sampler shard gives rank r micro-batches
+    r, r + world, ... of the global order (so every rank gets one per micro-step), and its skip
+    wrapper resumes mid-epoch on exactly the next micro-batch."""
+    from accelerate.data_loader import BatchSamplerShard, SkipBatchSampler
+
+    lengths, has_image = _lengths(500)
+    sampler = PackedBatchSampler(lengths, has_image, 4, world_size=2, grad_accum=2, seed=1)
+    sampler.set_epoch(1)
+    batches = list(sampler)
+    for rank in (0, 1):
+        shard = BatchSamplerShard(sampler, num_processes=2, process_index=rank, split_batches=False)
+        assert list(shard) == batches[rank::2] and len(shard) == len(sampler) // 2
+        assert list(SkipBatchSampler(shard, skip_batches=6)) == batches[rank::2][6:]
