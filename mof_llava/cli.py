@@ -78,9 +78,19 @@ def run(argv: list[str] | None = None) -> None:
     except Exception as err:
         if os.environ.get("MOF_LLAVA_TRACEBACK") or not _is_user_error(err):
             raise
-        print(f"mof-llava: error: {err}", file=sys.stderr)
+        _print_error(f"mof-llava: error: {err}")
         code = 2
     sys.exit(code)
+
+
+def _print_error(message: str) -> None:
+    """On its own line: a progress bar the error interrupted is closed first (it would otherwise
+    keep the line, and the message would be glued to its end)."""
+    tqdm = sys.modules.get("tqdm")  # only when something drew a bar; importing it costs start-up
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+    print(message, file=sys.stderr)
 
 
 def _is_user_error(err: Exception) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -89,3 +90,25 @@ def test_auto_classes_are_registered(setup):
         "assert AutoModelForImageTextToText._model_mapping[config_class].__name__ == 'MofLlavaForConditionalGeneration'\n"
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_error_during_a_progress_bar_gets_its_own_line(tmp_path, capsys, monkeypatch):
+    from tqdm import tqdm
+
+    monkeypatch.delenv("MOF_LLAVA_TRACEBACK", raising=False)
+
+    bars = []
+
+    def fails_midway(argv=None):  # a bar updated by hand, as the runner and the embedder draw theirs
+        bars.append(tqdm(total=10, desc="tokenising 10 records", mininterval=0, leave=False))
+        bars[-1].update(4)
+        raise MMVPDataError(f"{tmp_path / 'Questions.csv'}:5: no answer")
+
+    monkeypatch.setattr(cli, "main", fails_midway)
+    with pytest.raises(SystemExit):
+        cli.run([])
+    err = capsys.readouterr().err
+    assert "tokenising 10 records:  40%" in err  # the bar was drawn
+    # What the terminal shows between carriage returns and newlines: the error alone, last.
+    shown = [part for part in re.split(r"[\r\n]", err) if part.strip()]
+    assert shown[-1] == f"mof-llava: error: {tmp_path / 'Questions.csv'}:5: no answer"
