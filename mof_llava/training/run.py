@@ -164,6 +164,12 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
         flops_model=FlopsModel.for_model(model),
         peak_flops=device_peak_flops(tcfg.peak_tflops),
     )
+    from ..verbosity import is_verbose
+
+    if not is_verbose():
+        from .progress import quiet_progress
+
+        quiet_progress(trainer)  # the loss on the bar, not a line per step (metrics.jsonl has them)
     if resume is not None:
         logger.info("resuming from %s", resume)
         if rank == 0:
