@@ -7,6 +7,8 @@
     dataset.py      `LlavaDataset`
     collator.py     `LlavaCollator` (right padding, pixel_values of the rows with images)
     sampler.py      `build_train_sampler` (LLaVA's group_by_modality_length on real token lengths)
+    packing.py      `PackedBatchSampler` (data.packing: token-balanced packed micro-batches per step);
+                    its batches go through `PackedCollator` (collator.py)
     skips.py        `SkippedSample`, `SkipTally`: samples left out are counted and reported
     config.py       `DataConfig` with LLaVA-1.5's per-stage defaults
     images.py       `load_rgb_image`, the one way images are opened
@@ -21,6 +23,8 @@ _EXPORTS = {
     "DataConfig": "config",
     "LlavaDataset": "dataset",
     "LlavaCollator": "collator",
+    "PackedCollator": "collator",
+    "PackedBatchSampler": "packing",
     "build_train_sampler": "sampler",
     "ModalityLengthGroupedSampler": "sampler",
     "order_hash": "sampler",

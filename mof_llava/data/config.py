@@ -92,10 +92,12 @@ class DataConfig:
             raise ValueError(
                 f"data.batch_arrangement must be 'sorted' or 'balanced', got {self.batch_arrangement!r}"
             )
-        if self.packing_tokens is not None and (not self.packing or self.packing_tokens < self.max_length):
+        if self.packing_tokens is not None and not self.packing:
+            raise ValueError(f"data.packing_tokens = {self.packing_tokens} needs data.packing: true")
+        if self.packing_tokens is not None and self.packing_tokens < self.max_length:
             raise ValueError(
-                f"data.packing_tokens = {self.packing_tokens} needs data.packing: true and at least "
-                f"data.max_length ({self.max_length}) tokens"
+                f"data.packing_tokens = {self.packing_tokens} is below data.max_length ({self.max_length}): "
+                "a sample could not fit"
             )
         if self.max_length < 1:
             raise ValueError(f"data.max_length must be positive, got {self.max_length}")

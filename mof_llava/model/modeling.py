@@ -11,6 +11,10 @@
 - The language model is any transformers causal LM, kept whole (`AutoModelForCausalLM`), so its own
   head, tied embeddings, logit post-processing and loss (including `num_items_in_batch` under
   gradient accumulation) are used unchanged.
+- Packed batches (`data.packing`, `mof_llava.data.collator.PackedCollator`) go through as they are:
+  position ids restarting at every sample, no attention mask and `use_cache=False` reach the LLM,
+  which confines attention to each sample from the restarts; the visual tokens fill the placeholders
+  of every packed sample in order, as they do across the rows of a padded batch.
 """
 
 from __future__ import annotations

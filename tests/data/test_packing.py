@@ -152,7 +152,7 @@ def test_too_small_a_budget_is_refused_naming_the_setting():
 def test_packing_tokens_needs_packing_and_room_for_a_sample():
     with pytest.raises(ValueError, match="data.packing_tokens = 8192 needs data.packing: true"):
         DataConfig(data_path="x.json", packing_tokens=8192)
-    with pytest.raises(ValueError, match="at least data.max_length"):
+    with pytest.raises(ValueError, match=r"data.packing_tokens = 100 is below data.max_length \(2048\)"):
         DataConfig(data_path="x.json", packing=True, packing_tokens=100)
     assert DataConfig(data_path="x.json", packing=True, packing_tokens=8192).packing_tokens == 8192
 
