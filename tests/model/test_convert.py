@@ -267,3 +267,30 @@ def test_convert_a_stage1_projector_folder_into_the_adapters_stage2_loads(tiny_p
             assert torch.equal(stage2.mixer.adapters[name].state_dict()[key], value.to(torch.bfloat16).float())
     with pytest.raises(ValueError, match=r"mm_projector.bin: \[model.dino_mm_projector.0.weight, .*\] have no place .*mode 'none'"):
         main(["convert", "--from", "llava", str(folder), str(tmp_path / "llava")])
+
+
+def test_a_stage1_projector_that_does_not_fit_is_one_line_and_writes_nothing(tiny_parts, tmp_path, capsys, monkeypatch):
+    from mof_llava import cli
+
+    monkeypatch.delenv("MOF_LLAVA_TRACEBACK", raising=False)
+    source, _ = build_model(llava15_recipe(str(tiny_parts.llm), str(tiny_parts.clip)))
+    good = {f"model.mm_projector.{k}": v for k, v in source.mixer.adapters["clip"].state_dict().items()}
+    llm_config = source.config.text_config.to_dict()
+    cases = {
+        "shape": ({**good, "model.mm_projector.0.weight": torch.zeros(5, 7)},
+                  "model.mm_projector.0.weight has shape (5, 7) but the model's mixer.adapters.clip.0.weight has shape"),
+        "unknown": ({**good, "model.vision_resampler.w": torch.ones(1)},
+                    "[model.vision_resampler.w] have no place in this model's mixer"),
+    }
+    for name, (state, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        torch.save(state, folder / "mm_projector.bin")
+        (folder / "config.json").write_text(json.dumps({**llm_config, **_llava_fields(tiny_parts.clip)}))
+        capsys.readouterr()  # what building the source model printed
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["convert", "--from", "llava", str(folder), str(tmp_path / f"out-{name}")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"mof-llava: error: {folder / 'mm_projector.bin'}: ") and message in err
+        assert not (tmp_path / f"out-{name}").exists()
