@@ -171,3 +171,13 @@ def test_accelerate_deals_the_packed_batches_round_robin_and_skips_on_resume():
         shard = BatchSamplerShard(sampler, num_processes=2, process_index=rank, split_batches=False)
         assert list(shard) == batches[rank::2] and len(shard) == len(sampler) // 2
         assert list(SkipBatchSampler(shard, skip_batches=6)) == batches[rank::2][6:]
+
+
+def test_an_empty_micro_batch_reaches_the_trainer_as_a_zero_row_batch():
+    """Fewer samples than micro-batches in a step: the DataLoader hands the empty one to the collator,
+    which gives the zero-row batch the trainer runs as a placeholder (so every rank takes part)."""
+    items = [_item([1, 4, 5], [IGNORE_INDEX, 4, 5], name=str(i)) for i in range(3)]
+    sampler = PackedBatchSampler(np.array([3, 3, 3]), np.array([False] * 3), 1, world_size=4)
+    loader = torch.utils.data.DataLoader(items, batch_sampler=sampler, collate_fn=PackedCollator(0))
+    rows = [batch["input_ids"].shape[0] for batch in loader]
+    assert len(rows) == 4 and sorted(rows) == [0, 1, 1, 1]
