@@ -202,8 +202,9 @@ def test_answer_files_are_json_and_a_pickle_is_refused(tmp_path, marker):
     from mof_llava.benchmarks.answers import AnswerFileError, read_answers
 
     path = plant(tmp_path / "answers.jsonl", marker, legacy=True)
-    with pytest.raises((AnswerFileError, UnicodeDecodeError)):
+    with pytest.raises(AnswerFileError, match=rf"{path}:1: not UTF-8 text"):
         read_answers(path)
+    assert not marker.exists()
 
 
 @pytest.mark.slow
