@@ -1,4 +1,4 @@
-"""`mof-llava demo`: the whole pipeline in miniature, on procedural data, in a few minutes on a CPU.
+"""`mof-llava demo`: the whole pipeline in miniature, on procedural data, in 1-2 minutes on 2 CPU cores.
 
 Generates a synthetic dataset (stage-1 captions, stage-2 multi-turn Q&A, an MMVP-format benchmark),
 builds tiny random CLIP / DINOv2 / LLM checkpoints, trains I-MoF through stage 1 and stage 2 with the
@@ -16,7 +16,7 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="train and evaluate a tiny I-MoF model on procedural data (a few minutes on a CPU, no downloads)",
+        help="train and evaluate a tiny I-MoF model on procedural data (1-2 minutes on 2 CPU cores, no downloads)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

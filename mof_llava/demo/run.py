@@ -104,8 +104,8 @@ def parse_variant(text: str) -> Variant:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and optimisation of the demo. The defaults take about a minute on an idle 2-core CPU
-    (see docs/demo.md for measured times)."""
+    """Sizes and optimisation of the demo. The defaults take 1-2 minutes on a 2-core CPU (measured
+    times in docs/demo.md)."""
 
     seed: int = 0
     samples: int = 512  # pictures per training stage
