@@ -12,6 +12,10 @@ where `cores` are the processors this process may run on, `busy cores` the whole
 load average, and `local processes` torchrun's LOCAL_WORLD_SIZE. An explicit setting wins
 (`train.cpu_threads`, `eval run --threads`, `mine embed --threads`), then OMP_NUM_THREADS. Data loader
 workers use one thread each (torch sets that in every worker). CUDA runs are left alone.
+
+The count follows the load, so two runs on one machine may differ in it, and with it in the last
+bits of their sums; set `train.cpu_threads` where CPU runs are compared bit for bit (a resumed run
+with the straight one, say).
 """
 
 from __future__ import annotations

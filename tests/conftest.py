@@ -8,6 +8,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread unless the caller says otherwise: tiny models gain nothing from more, and a fixed
+# count keeps runs that are compared with each other (straight vs resumed, subprocesses) from taking
+# different counts from a changing load average (mof_llava/threads.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
