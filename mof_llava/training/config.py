@@ -126,6 +126,12 @@ class TrainConfig:
         # The Trainer reads a warmup below 1 as a ratio of the steps and 1 or more as a step count.
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1) (a share of the steps), got {self.warmup_ratio}")
+        # A rate or batch the Trainer would take and train wrongly with (a negative rate ascends).
+        for name in ("learning_rate", "global_batch_size", "per_device_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.adapter_learning_rate is not None and self.adapter_learning_rate < 0:
+            raise ConfigError(f"train.adapter_learning_rate must be 0 or more, got {self.adapter_learning_rate}")
 
 
 @dataclass

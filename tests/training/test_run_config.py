@@ -174,6 +174,9 @@ def test_print_config_checks_everything_first(tmp_path, capsys, monkeypatch):
         ([f"train.deepspeed={tmp_path / 'ds.json'}"], "unknown top-level key 'zero_optimisation'"),
         (["model.towers=[]", "model.mixer.mode=none"], "model: set llm and towers (or init_from)"),
         (["model.llm=null"], "model: set llm and towers (or init_from)"),
+        (["train.learning_rate=-1e-5"], "on the command line: train: train.learning_rate must be positive, got -1e-05"),
+        (["train.per_device_batch_size=0"], "train.per_device_batch_size must be positive, got 0"),
+        (["train.adapter_learning_rate=-1"], "train.adapter_learning_rate must be 0 or more, got -1"),
     ]:
         (tmp_path / "ds.json").write_text('{"zero_optimisation": {"stage": 2}}')
         with pytest.raises(SystemExit) as exit_info:
