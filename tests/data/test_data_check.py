@@ -173,8 +173,9 @@ def test_template_is_one_of_the_conversation_templates(tmp_path, capsys):
     from mof_llava.conversation import TEMPLATES
 
     path = write_json(tmp_path / "d.json", [text_record("t", ("Q", "A"))])
+    argv = ["data", "check", str(path), "--tokenizer", str(tmp_path), "--mixer", "none"]
     with pytest.raises(SystemExit):  # refused by the parser, before any tokenizer loads
-        main(["data", "check", str(path), "--tokenizer", str(tmp_path), "--mixer", "none", "--template", "vicuna"])
+        main([*argv, "--template", "vicuna"])
     assert "invalid choice: 'vicuna'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "check", "--help"])
