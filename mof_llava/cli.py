@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "mine": "mof_llava.commands.mine",
     "sweep": "mof_llava.commands.sweep",
     "tables": "mof_llava.commands.tables",
+    "lab": "mof_llava.commands.lab",
 }
 
 

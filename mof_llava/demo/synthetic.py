@@ -145,16 +145,20 @@ def _orient(u: float, v: float, orientation: str) -> tuple[float, float]:
     return {"right": (u, v), "left": (1 - u, v), "down": (v, u), "up": (v, 1 - u)}[orientation]
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, colour: RGB, orientation: str | None) -> None:
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, box: Box, colour: RGB, orientation: str | None, line: int = 0
+) -> None:
+    """The shape filled, or with `line` > 0 only its outline, `line` px wide (the toy lab's fill attribute)."""
     left, top, right, bottom = box
+    paint = {"fill": colour} if line <= 0 else {"outline": colour, "width": line}
     if shape == "circle":
-        draw.ellipse(box, fill=colour)
+        draw.ellipse(box, **paint)
     elif shape == "square":
-        draw.rectangle(box, fill=colour)
+        draw.rectangle(box, **paint)
     else:
         outline = {"triangle": _TRIANGLE, "arrow": _ARROW, "diamond": _DIAMOND}[shape]
         turned = [_orient(u, v, orientation or "right") for u, v in outline]
-        draw.polygon([(left + x * (right - left), top + y * (bottom - top)) for x, y in turned], fill=colour)
+        draw.polygon([(left + x * (right - left), top + y * (bottom - top)) for x, y in turned], **paint)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""`mof-llava lab`: the toy lab (docs/toy-lab.md).
+
+`lab towers --output DIR` trains a toy CLIP on the world's captions and a toy DINOv2 by
+self-distillation into DIR/clip and DIR/ssl (resumable: run it again to continue); `lab measure
+--towers DIR` prints, per attribute, how different pairs look to each tower and what linear
+probes read, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("lab", help="the toy lab: train toy towers, measure what they see",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    actions = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    towers = actions.add_parser("towers", help="train the toy CLIP and self-supervised towers (resumable)")
+    towers.add_argument("--output", type=Path, required=True, help="folder for <tower>/ checkpoints")
+    towers.add_argument("--seed", type=int, default=0)
+    towers.add_argument("--tower", action="append", choices=("clip", "ssl"), help="train only this (repeatable)")
+    towers.add_argument("--clip-steps", type=int, help="default: the lab's (see docs/toy-lab.md)")
+    towers.add_argument("--ssl-steps", type=int)
+    towers.add_argument("--batch", type=int)
+    towers.add_argument("--checkpoint-every", type=int, help="steps between resumable states")
+    towers.add_argument("--threads", type=int, help="torch CPU threads (default: mof_llava.threads' choice)")
+    towers.add_argument("--quiet", action="store_true", help="no progress lines")
+    towers.set_defaults(func=run_towers)
+
+    measure = actions.add_parser("measure", help="pair distances and linear probes per attribute, as JSON")
+    measure.add_argument("--towers", type=Path, required=True, help="a `lab towers` output folder")
+    measure.add_argument("--seed", type=int, default=0, help="seed of the measured scenes")
+    measure.add_argument("--out", type=Path, help="also write the JSON here")
+    measure.set_defaults(func=run_measure)
+
+
+def run_towers(args: argparse.Namespace) -> int:
+    from ..lab.towers import TowersConfig, train_towers
+    from ..threads import choose_cpu_threads
+
+    given = {"clip_steps": args.clip_steps, "ssl_steps": args.ssl_steps, "batch": args.batch,
+             "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    threads = choose_cpu_threads(args.threads, "--threads").threads
+    config = TowersConfig(output=str(args.output), seed=args.seed, towers=tuple(args.tower or ("clip", "ssl")),
+                          threads=threads, progress=not args.quiet,
+                          **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    for name, result in train_towers(config).items():
+        print(f"{name}: {result.path} ({result.steps} steps, resumed at {result.resumed_from}, "
+              f"loss {result.final_loss:.4f}, model.safetensors sha256 {result.sha256})")  # fmt: skip
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    from ..lab.measure import MeasureConfig, measure
+    from ..threads import apply_cpu_threads
+
+    apply_cpu_threads(None, "OMP_NUM_THREADS")
+    result = measure(str(args.towers / "clip"), str(args.towers / "ssl"), MeasureConfig(seed=args.seed))
+    text = json.dumps(result, indent=1)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
