@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import first_line
+
 # What a DeepSpeed ZeRO-2/3 + HF Trainer checkpoint holds besides tensors and containers (found by
 # saving real ones: the loss scaler, the ZeRO stage enum, fragment addresses; numpy in the RNG state).
 ALLOWED_GLOBALS = (
@@ -66,8 +68,7 @@ def check_pickle(path: str | Path) -> None:
             "unpickling it could run code); use a checkpoint you wrote yourself"
         ) from None
     except Exception as err:  # truncated, not a torch file: refuse too, DeepSpeed would load it unchecked
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnsafePickleError(f"{path}: not a readable torch file ({first})") from None
+        raise UnsafePickleError(f"{path}: not a readable torch file ({first_line(err)})") from None
 
 
 def pickle_files(folder: Path) -> list[Path]:
@@ -127,4 +128,4 @@ def _offending(path: Path, is_zip: bool, err: Exception) -> str:
         names = re.findall(r"GLOBAL ([\w.]+)", str(err))
     if names:
         return "the global(s) " + ", ".join(sorted(set(names)))
-    return "what the restricted unpickler refused: " + str(err).strip().splitlines()[0]
+    return "what the restricted unpickler refused: " + first_line(err)

@@ -53,7 +53,7 @@ def test_other_mistakes_are_one_line(tmp_path):
         read_deepspeed_config(tmp_path / "list.json")
     latin1 = b'{"wandb": {"project": "caf\xe9"}}'
     (tmp_path / "latin1.json").write_bytes(latin1)
-    with pytest.raises(ConfigError, match=rf"latin1.json: not UTF-8 text \(byte {latin1.index(0xE9)}\)$"):
+    with pytest.raises(ConfigError, match=rf"latin1.json:1: not UTF-8 text \(byte {latin1.index(0xE9)}: invalid continuation byte\)$"):
         read_deepspeed_config(tmp_path / "latin1.json")
     (tmp_path / "sched.json").write_text('{"scheduler": {"type": "WarmupLR"}}')
     with pytest.raises(ConfigError, match="defines a scheduler, which would replace train.lr_scheduler"):

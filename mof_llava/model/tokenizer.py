@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import first_line
 from .configuration import MofLlavaConfigError
 
 # A fast tokenizer's `tokenizer.json`, a SentencePiece model, or a byte-level BPE vocabulary + merges.
@@ -32,7 +33,7 @@ def load_tokenizer(path: str | Path, **kwargs):
     except (OSError, ValueError, ImportError, KeyError) as err:
         # transformers falls back to tiktoken when SentencePiece cannot read tokenizer.model, and then
         # reports that tiktoken is missing; say what is wrong with the file instead.
-        reason = _sentencepiece_problem(source) or _first_line(err)
+        reason = _sentencepiece_problem(source) or first_line(err)
         raise TokenizerLoadError(f"{path}: cannot load the tokenizer: {reason}") from err
 
 
@@ -73,10 +74,5 @@ def _sentencepiece_problem(source: str) -> str | None:
     try:
         sentencepiece.SentencePieceProcessor(model_file=str(model))
     except (OSError, RuntimeError) as err:
-        return f"{model.name} is not a SentencePiece model SentencePiece can read ({_first_line(err)})"
+        return f"{model.name} is not a SentencePiece model SentencePiece can read ({first_line(err)})"
     return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]

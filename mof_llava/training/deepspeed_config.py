@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import decode_utf8
 from .config import ConfigError
 
 # The top-level keys DeepSpeed 0.19 reads. DeepSpeed keeps no list of them: this is what
@@ -37,10 +38,9 @@ def read_deepspeed_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"train.deepspeed: {path} not found (the project's configs are in configs/deepspeed/)")
+    text = decode_utf8(path.read_bytes(), f"train.deepspeed: {path}", ConfigError)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"train.deepspeed: {path}: not UTF-8 text (byte {err.start})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"train.deepspeed: {path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
     if not isinstance(data, dict):
