@@ -117,6 +117,11 @@ def _allowed_objects() -> list:
     return objects
 
 
+def refused_globals(err: Exception) -> list[str]:
+    """The globals torch's restricted unpickler named in `err` (`GLOBAL module.name ...`)."""
+    return sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+
+
 def _offending(path: Path, is_zip: bool, err: Exception) -> str:
     names: list[str] = []
     if is_zip:
@@ -124,8 +129,7 @@ def _offending(path: Path, is_zip: bool, err: Exception) -> str:
             names = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in ALLOWED_GLOBALS]
         except Exception:
             names = []
-    if not names:
-        names = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    names = names or refused_globals(err)
     if names:
         return "the global(s) " + ", ".join(sorted(set(names)))
     return "what the restricted unpickler refused: " + first_line(err)

@@ -19,12 +19,12 @@ before anything is loaded. Files are read with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from ..safe_load import refused_globals
 from .mixer import SHARED
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def _load_state(file: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:
-        unsafe = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+        unsafe = refused_globals(err)
         if unsafe:
             raise ProjectorFileError(
                 f"{file}: holds {', '.join(unsafe)}, which torch.load(weights_only=True) refuses (unpickling it "
