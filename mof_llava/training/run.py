@@ -33,7 +33,7 @@ from ..safe_load import check_checkpoint
 from . import checkpoints, run_folder
 from .config import ConfigError, ModelConfig, RunConfig
 from .deepspeed_config import check_deepspeed_config
-from .rendezvous import set_single_process_rendezvous
+from .rendezvous import launch_rank, set_single_process_rendezvous
 from .stages import apply_stage, trainable_by_module
 from .throughput import FlopsModel, device_peak_flops
 
@@ -64,7 +64,7 @@ def gradient_accumulation_steps(global_batch: int, per_device_batch: int, world_
 def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...).
     Rank 0 holds the run folder's lock throughout: a second launch into the folder is refused."""
-    lock = run_folder.RunLock(config.train.output_dir).acquire() if run_folder.launch_rank() == 0 else None
+    lock = run_folder.RunLock(config.train.output_dir).acquire() if launch_rank() == 0 else None
     try:
         return _train(config, callbacks)
     finally:
@@ -81,7 +81,7 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     if config.train.deepspeed:  # DeepSpeed needs a rendezvous even for one process
         set_single_process_rendezvous()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_rank()  # as the lock's: under mpirun RANK is set only once DeepSpeed starts
     _setup_logging(rank)
     tcfg = config.train
     accumulation = gradient_accumulation_steps(tcfg.global_batch_size, tcfg.per_device_batch_size, world_size)

@@ -65,16 +65,6 @@ class RunFolderError(Exception):
 
 
 # -- the lock --------------------------------------------------------------------------------------------
-# Where launchers put a process's global rank. torch's RANK first (torchrun, deepspeed, accelerate); MPI
-# and SLURM starts set theirs before DeepSpeed derives RANK from them.
-RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
-
-
-def launch_rank(environ=os.environ) -> int:
-    """This process's global rank as the launcher set it (0 for a plain start)."""
-    return next((int(environ[name]) for name in RANK_VARIABLES if environ.get(name, "").isdigit()), 0)
-
-
 class RunLock:
     """An exclusive `flock` on `<folder>/.run.lock` for the life of the process (or until `release`)."""
 
@@ -236,6 +226,6 @@ def _utc_now() -> str:
 
 
 __all__ = [
-    "RESUME_APPLIED", "RESUME_FREE", "RESUME_REFUSED", "RunFolderError", "RunLock", "check_data_unchanged", "launch_rank",
+    "RESUME_APPLIED", "RESUME_FREE", "RESUME_REFUSED", "RunFolderError", "RunLock", "check_data_unchanged",
     "check_resume_settings", "data_fingerprint", "move_aside", "write_run_record",
 ]

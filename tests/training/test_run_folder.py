@@ -87,7 +87,7 @@ def test_a_file_system_without_locks_trains_with_a_warning(tmp_path, monkeypatch
 
 
 def test_only_the_launch_rank_0_takes_the_lock():
-    from mof_llava.training.run_folder import launch_rank
+    from mof_llava.training.rendezvous import launch_rank
 
     assert launch_rank({}) == 0
     assert launch_rank({"RANK": "3", "SLURM_PROCID": "1"}) == 3  # torchrun on a SLURM node: torch's rank
