@@ -73,9 +73,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
 
 
 def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
-    from transformers import TrainingArguments, set_seed
-
-    from .trainer import MetricsFileCallback, MofLlavaTrainer
+    from transformers import set_seed
 
     output_dir = Path(config.train.output_dir)
     if config.train.deepspeed:  # DeepSpeed needs a rendezvous even for one process
@@ -109,8 +107,34 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     if rank == 0:
         _prepare_run_folder(config, output_dir, resume)
         config.save(output_dir / "run_config.yaml")
-    args = TrainingArguments(
-        output_dir=str(output_dir),
+    args = _training_arguments(config, accumulation, precision, on_gpu, rank)
+    # Rank 0 builds the record index and token-length cache; the others then read it.
+    with args.main_process_first(desc="indexing the training data"):
+        dataset = LlavaDataset.from_config(config.data, processor)
+    logger.info(dataset.summary())
+    if rank == 0:
+        _record_data(config, output_dir, dataset, resume)
+    trainer, metrics = _make_trainer(config, model, processor, args, dataset, callbacks)
+    if resume is not None:
+        logger.info("resuming from %s", resume)
+        if rank == 0:
+            metrics.forget_after(checkpoints.step_of(resume))
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    artifact = _save_final(trainer, model, processor, config, output_dir)
+    skipped = _report_skips(trainer, rank)
+    if rank == 0:
+        logger.info("training done: %s", artifact)
+    return TrainResult(output_dir, artifact, trainer.state.global_step, skipped, trainer)
+
+
+def _training_arguments(config: RunConfig, accumulation: int, precision: str, on_gpu: bool, rank: int):
+    """The Trainer's arguments for this run (the run config is their one source)."""
+    from transformers import TrainingArguments
+
+    tcfg = config.train
+    return TrainingArguments(
+        output_dir=str(Path(tcfg.output_dir)),
         run_name=config.name,
         per_device_train_batch_size=tcfg.per_device_batch_size,
         gradient_accumulation_steps=accumulation,
@@ -140,13 +164,15 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
         ddp_timeout=tcfg.ddp_timeout,
         disable_tqdm=rank != 0,
     )
-    # Rank 0 builds the record index and token-length cache; the others then read it.
-    with args.main_process_first(desc="indexing the training data"):
-        dataset = LlavaDataset.from_config(config.data, processor)
-    logger.info(dataset.summary())
-    if rank == 0:
-        _record_data(config, output_dir, dataset, resume)
-    metrics = MetricsFileCallback(output_dir / "metrics.jsonl")
+
+
+def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks: list | None):
+    """The MofLlavaTrainer for this run, and the callback that writes metrics.jsonl."""
+    from ..verbosity import is_verbose
+    from .trainer import MetricsFileCallback, MofLlavaTrainer
+
+    tcfg = config.train
+    metrics = MetricsFileCallback(Path(tcfg.output_dir) / "metrics.jsonl")
     trainer = MofLlavaTrainer(
         model=model,
         args=args,
@@ -164,23 +190,11 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
         flops_model=FlopsModel.for_model(model),
         peak_flops=device_peak_flops(tcfg.peak_tflops),
     )
-    from ..verbosity import is_verbose
-
     if not is_verbose():
         from .progress import quiet_progress
 
         quiet_progress(trainer)  # the loss on the bar, not a line per step (metrics.jsonl has them)
-    if resume is not None:
-        logger.info("resuming from %s", resume)
-        if rank == 0:
-            metrics.forget_after(checkpoints.step_of(resume))
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-
-    artifact = _save_final(trainer, model, processor, config, output_dir)
-    skipped = _report_skips(trainer, rank)
-    if rank == 0:
-        logger.info("training done: %s", artifact)
-    return TrainResult(output_dir, artifact, trainer.state.global_step, skipped, trainer)
+    return trainer, metrics
 
 
 def enable_activation_checkpointing(model: MofLlavaForConditionalGeneration) -> None:
