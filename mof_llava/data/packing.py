@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .sampler import Arrangement, modality_grouped_order
+from .sampler import Arrangement, check_batch_settings, modality_grouped_order
 
 
 class PackingError(ValueError):
@@ -138,10 +138,7 @@ class PackedBatchSampler(torch.utils.data.Sampler[list[int]]):
         group_by_modality_length: bool = True,
         arrange: Arrangement = "sorted",
     ):
-        if len(lengths) != len(has_image):
-            raise ValueError(f"{len(lengths)} lengths but {len(has_image)} modality flags")
-        if min(per_device_batch_size, world_size, grad_accum) < 1:
-            raise ValueError("batch size, world size and gradient accumulation must be positive")
+        check_batch_settings(lengths, has_image, per_device_batch_size, world_size, grad_accum)
         if max_tokens is not None and max_tokens < 1:
             raise PackingError(f"data.packing_tokens must be positive, got {max_tokens}")
         self.lengths = np.asarray(lengths, dtype=np.int64)

@@ -99,6 +99,14 @@ def order_hash(sampler: torch.utils.data.Sampler[int]) -> str:
     return hashlib.sha256(order.tobytes()).hexdigest()[:16]
 
 
+def check_batch_settings(lengths, has_image, per_device_batch_size: int, world_size: int, grad_accum: int) -> None:
+    """What every sampler of ours needs: a modality flag per length, positive batch and world sizes."""
+    if len(lengths) != len(has_image):
+        raise ValueError(f"{len(lengths)} lengths but {len(has_image)} modality flags")
+    if min(per_device_batch_size, world_size, grad_accum) < 1:
+        raise ValueError("batch size, world size and gradient accumulation must be positive")
+
+
 class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
     """`group_by_modality_length` as a sampler; call `set_epoch` each epoch (the Trainer does)."""
 
@@ -112,10 +120,7 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
         seed: int = 0,
         arrange: Arrangement = "sorted",
     ):
-        if len(lengths) != len(has_image):
-            raise ValueError(f"{len(lengths)} lengths but {len(has_image)} modality flags")
-        if min(per_device_batch_size, world_size, grad_accum) < 1:
-            raise ValueError("batch size, world size and gradient accumulation must be positive")
+        check_batch_settings(lengths, has_image, per_device_batch_size, world_size, grad_accum)
         if arrange not in ("sorted", "balanced"):
             raise ValueError(f"arrange must be 'sorted' or 'balanced', got {arrange!r}")
         self.lengths = np.asarray(lengths)
