@@ -33,6 +33,7 @@ from typing import Any
 from ..atomic import write_json_atomic
 from .answers import answer_key, answer_text, load_answer_index, read_answers
 from .prompts import SHORT_ANSWER
+from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 
 OFFICIAL_QUESTIONS = "testdev_balanced_questions.json"
@@ -293,3 +294,44 @@ def build_task(
         score=score,
         exports={PREDICTIONS_FILE: write_predictions},
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration (mof-llava eval gqa)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GqaOptions:
+    data: Path | None = option(None, "GQA folder in LLaVA's layout, or testdev_balanced_questions.json")
+    questions: Path | None = option(None, "LLaVA's llava_gqa_testdev_balanced.jsonl", actions=RUNNING)
+    images: Path | None = option(None, "GQA image folder", actions=RUNNING)
+    predictions: Path | None = option(
+        None, "also write testdev_balanced_predictions.json here", actions=frozenset({"score"})
+    )
+
+
+def _task(o: GqaOptions, max_new_tokens: int | None) -> EvalTask:
+    paths = resolve_paths(o.data, o.questions, o.images)
+    return build_task(paths, max_new_tokens=max_new_tokens or MAX_NEW_TOKENS)
+
+
+def _score(o: GqaOptions, answers: Path) -> dict:
+    if o.data is None:
+        raise SystemExit("scoring GQA needs --data (testdev_balanced_questions.json or its folder)")
+    return score_answer_file(answers, read_official_questions(find_official(o.data)))
+
+
+def _after_score(o: GqaOptions, answers: Path, metrics: dict) -> None:
+    if o.predictions:
+        write_predictions(answers, o.predictions)
+
+
+BENCHMARK = Benchmark(
+    name="gqa",
+    description="GQA testdev-balanced: short answers; accuracy",
+    options=GqaOptions,
+    score=_score,
+    build_task=_task,
+    after_score=_after_score,
+    export=lambda answers, data, output: write_predictions(answers, output),
+)

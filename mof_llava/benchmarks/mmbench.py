@@ -43,6 +43,7 @@ from ..atomic import atomic_path
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .judge import ChatJudge
 from .prompts import LETTER_ANSWER, OPTION_LETTERS
+from .registry import RUNNING, Benchmark, JudgeOptions, judge_group, make_judge, option
 from .task import EvalQuestion, EvalTask
 
 logger = logging.getLogger(__name__)
@@ -182,8 +183,8 @@ def version_of(rows: Sequence[MMBenchRow]) -> str:
 def llava_question(row: MMBenchRow) -> str:
     """The question text LLaVA records in `prompt`: hint, question, lettered options."""
     text = row.question if row.hint is None else f"{row.hint}\n{row.question}"
-    for letter, option in row.options.items():
-        text += f"\n{letter}. {option}"
+    for letter, choice in row.options.items():
+        text += f"\n{letter}. {choice}"
     return text
 
 
@@ -433,3 +434,47 @@ def build_task(
     if judge is not None:
         settings["judge"] = judge.config.describe()
     return EvalTask("mmbench", questions, template, max_new_tokens, settings, {"tsv": str(tsv)}, score)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration (mof-llava eval mmbench)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MMBenchOptions:
+    data: Path = option(help="the MMBench TSV (dev or test)")
+    matching: str = option(
+        DEFAULT_MATCHING,
+        "VLMEvalKit exact-matching rule set (default 2024; they agree on letter answers)",
+        choices=MATCHING_RULES,
+    )
+    judge: JudgeOptions = judge_group()
+    lang: str = option("en", "answer instruction language", choices=INSTRUCTIONS, actions=RUNNING)
+
+
+def _task(o: MMBenchOptions, max_new_tokens: int | None) -> EvalTask:
+    judge = make_judge(o.judge)
+    return build_task(
+        o.data, max_new_tokens=max_new_tokens or MAX_NEW_TOKENS, lang=o.lang, matching=o.matching, judge=judge
+    )
+
+
+def _score(o: MMBenchOptions, answers: Path) -> dict:
+    rows = read_tsv(o.data)
+    return score_answer_file(answers, rows, o.matching, make_judge(o.judge))
+
+
+def _export(answers: Path, data: Path | None, output: Path) -> None:
+    if data is None:
+        raise SystemExit("mof-llava eval export mmbench: --data (the MMBench TSV) is required")
+    write_submission(answers, read_tsv(data), output)
+
+
+BENCHMARK = Benchmark(
+    name="mmbench",
+    description="MMBench: multiple choice, circular evaluation; accuracy",
+    options=MMBenchOptions,
+    score=_score,
+    build_task=_task,
+    export=_export,
+)

@@ -44,6 +44,7 @@ from typing import Any
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .judge import ChatJudge
 from .prompts import LETTER_ANSWER, lettered_options
+from .registry import RUNNING, Benchmark, JudgeOptions, judge_group, make_judge, option
 from .task import EvalQuestion, EvalTask
 
 QUESTIONS_CSV = "Questions.csv"
@@ -244,8 +245,8 @@ def _option_mentions(text: str, options: Sequence[str]) -> set[int]:
     only as part of a longer option's text ("red" inside "red and white")."""
     lowered = " ".join(text.lower().split())
     spans: list[tuple[int, int, int]] = []
-    for i, option in enumerate(options):
-        needle = " ".join(option.lower().strip(" .").split())
+    for i, choice in enumerate(options):
+        needle = " ".join(choice.lower().strip(" .").split())
         if not needle:
             continue
         for match in re.finditer(rf"(?<!\w){re.escape(needle)}(?!\w)", lowered):
@@ -432,3 +433,53 @@ def build_task(
         score=lambda path: score_answer_file(path, questions, grader=grader, labels=labels, judge=judge),
         image_aspect_ratio=variant.image_aspect_ratio,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration (mof-llava eval mmvp)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MMVPOptions:
+    data: Path = option(help="folder with Questions.csv and 'MMVP Images/'")
+    labels: str = option(
+        "original",
+        "answers of pairs (99,100), (279,280): as released (default, as in the paper) or corrected",
+        choices=LABEL_SETS,
+    )
+    grader: str = option(
+        "ours",
+        "how an answer is read (default: ours; lmms-eval: its letter regexes; judge: the official GPT protocol)",
+        choices=GRADERS,
+    )
+    judge: JudgeOptions = judge_group()
+    prompt: str = option(
+        DEFAULT_PROMPT,
+        "llava (default): LLaVA-1.5's multiple-choice convention (options re-lettered A./B., "
+        "'Answer with the option's letter...'), vicuna_v1, padded, 128 tokens, not the paper's "
+        "protocol; official: the MMVP script's question + options, llava_v1, centre-cropped, "
+        "1024 tokens (the paper's, with --grader judge; greedy here); cambrian: Cambrian's "
+        "letter prompt, vicuna_v1, padded, 512 tokens. Table in docs/evaluation.md",
+        choices=PROMPTS,
+        actions=RUNNING,
+    )
+
+
+def _task(o: MMVPOptions, max_new_tokens: int | None) -> EvalTask:
+    judge = make_judge(o.judge, o.grader)
+    return build_task(o.data, o.prompt, o.labels, o.grader, judge, max_new_tokens=max_new_tokens)
+
+
+def _score(o: MMVPOptions, answers: Path) -> dict:
+    questions = read_questions(find_files(o.data)[0])
+    judge = make_judge(o.judge, o.grader)
+    return score_answer_file(answers, questions, grader=o.grader, labels=o.labels, judge=judge)
+
+
+BENCHMARK = Benchmark(
+    name="mmvp",
+    description="MMVP: 150 CLIP-blind image pairs, two-option questions; pair accuracy",
+    options=MMVPOptions,
+    score=_score,
+    build_task=_task,
+)

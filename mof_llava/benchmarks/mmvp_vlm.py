@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .answers import answer_key, check_coverage, load_answer_index
+from .registry import Benchmark, option
+from .run_options import RunFlags
 
 QUESTIONS_CSV = "Questions.csv"
 IMAGE_DIR = "MLLM_VLM Images"
@@ -281,3 +284,64 @@ def write_pairs_csv(metrics: Mapping[str, Any], path: str | Path) -> None:
     header = ["qid1", "qid2", "pred1", "pred2", "gt1", "gt2", "correct"]
     rows = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in metrics["per_pair"]]
     write_text_atomic(path, "\n".join(rows) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration (mof-llava eval mmvp-vlm): not through the generation runner; 270 images take one
+# process, so `run` writes the answers in one go (no shards, nothing to resume).
+
+
+@dataclass(frozen=True, kw_only=True)
+class MMVPVLMOptions:
+    data: Path = option(help="folder with Questions.csv and 'MLLM_VLM Images/'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContrastiveRunFlags(RunFlags):
+    model: Path = option(help="CLIP or SigLIP folder")
+    batch_size: int = option(8, "image pairs per batch")
+
+
+def run(o: MMVPVLMOptions, flags: ContrastiveRunFlags, output_dir: Path) -> dict | None:
+    """Evaluate a CLIP-family model; writes answers.jsonl, metrics.json and pairs.csv."""
+    from ..atomic import write_json_atomic
+    from ..threads import apply_cpu_threads
+    from .answers import write_answers_atomic
+    from .generation import pick_device
+    from .provenance import code_version, describe_files
+    from .runner import Distributed
+
+    if Distributed.from_env().rank != 0:  # 270 images: one process does it; the others stand by
+        return None
+    device = pick_device(flags.device)
+    if device.startswith("cpu"):
+        apply_cpu_threads(flags.threads, "--threads")
+    pairs = read_pairs(o.data)
+    model, processor, model_type = load_contrastive_model(flags.model, device)
+    lines = evaluate_model(model, processor, pairs, model_type, flags.batch_size, device)
+    answers_path = output_dir / "answers.jsonl"
+    write_answers_atomic(answers_path, lines)
+    metrics = score_answer_file(answers_path, pairs)
+    csv_path, image_dir = find_files(o.data)
+    metrics["run"] = {
+        "model": str(Path(flags.model).resolve()),
+        "model_type": model_type,
+        "device": device,
+        "text_prefix": TEXT_PREFIX,
+        "data_files": describe_files({"questions": csv_path, "images": image_dir}),
+        "code_version": code_version(),
+        "command": sys.argv,
+    }
+    write_json_atomic(output_dir / "metrics.json", metrics, indent=1)
+    write_pairs_csv(metrics, output_dir / "pairs.csv")
+    return metrics
+
+
+BENCHMARK = Benchmark(
+    name="mmvp-vlm",
+    description="MMVP-VLM: CLIP-family models on 135 image pairs, 9 patterns; pair accuracy",
+    options=MMVPVLMOptions,
+    score=lambda o, answers: score_answer_file(answers, read_pairs(o.data)),
+    run=run,
+    run_flags=ContrastiveRunFlags,
+)

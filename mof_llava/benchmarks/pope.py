@@ -27,6 +27,7 @@ error. Where the reference divides by zero (a split with no "yes" predictions) p
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .prompts import SHORT_ANSWER
+from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 
 SPLITS = ("adversarial", "random", "popular")  # order of LLaVA's question file
@@ -354,3 +356,47 @@ def build_task(
         data_files={**data.files, "images": str(paths.images)},
         score=lambda answers_path: score_answer_file(answers_path, data),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration (mof-llava eval pope)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PopeOptions:
+    data: Path | None = option(None, "folder in LLaVA's layout: llava_pope_test.jsonl, coco/, val2014/")
+    questions: Path | None = option(
+        None,
+        "LLaVA's question file llava_pope_test.jsonl "
+        "(default: built from the annotations the way LLaVA built it)",
+    )
+    annotations: Path | None = option(None, "folder with coco_pope_{adversarial,popular,random}.json")
+    images: Path | None = option(None, "COCO val2014 image folder", actions=RUNNING)
+    llava_report: bool = option(
+        False, "also print eval_pope.py's text report to stderr", actions=frozenset({"score"})
+    )
+
+
+def _task(o: PopeOptions, max_new_tokens: int | None) -> EvalTask:
+    paths = resolve_paths(o.data, o.questions, o.annotations, o.images)
+    return build_task(paths, max_new_tokens=max_new_tokens or MAX_NEW_TOKENS)
+
+
+def _score(o: PopeOptions, answers: Path) -> dict:
+    paths = resolve_paths(o.data, o.questions, o.annotations)
+    return score_answer_file(answers, load_pope(paths.annotations, paths.questions))
+
+
+def _after_score(o: PopeOptions, answers: Path, metrics: dict) -> None:
+    if o.llava_report:
+        print(llava_report(metrics), file=sys.stderr, end="")
+
+
+BENCHMARK = Benchmark(
+    name="pope",
+    description="POPE: object hallucination yes/no questions on COCO; mean F1 of 3 splits",
+    options=PopeOptions,
+    score=_score,
+    build_task=_task,
+    after_score=_after_score,
+)

@@ -7,7 +7,7 @@
     mof-llava eval export mmbench --answers FILE --data TSV --output F.xlsx  MMBench upload for OpenCompass
     mof-llava eval analyze --patterns MAP --mllm NAME=METRICS --clip NAME=METRICS --output-dir DIR
 
-BENCH is one of mmvp, mmvp-vlm, pope, mmbench, gqa. Under torchrun, `run` shards the questions
+BENCH is one of {benchmarks}. Under torchrun, `run` shards the questions
 over the processes (see eval/run.py).
 """
 
@@ -17,69 +17,81 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mof_llava.benchmarks import BENCHMARKS
-from mof_llava.data.images import DEFAULT_IMAGE_LOADING, IMAGE_LOADINGS
+from mof_llava.benchmarks import registry
+from mof_llava.benchmarks.registry import option
+from mof_llava.benchmarks.run_options import MllmRunFlags
+from mof_llava.commands.dataclass_args import add_arguments, from_args
+from mof_llava.data.images import DEFAULT_IMAGE_LOADING
 
 # Per-item tables and run provenance kept out of the printed summary (they are in the --output /
 # metrics.json file).
 _BULKY_KEYS = ("groups", "per_question", "per_pair", "run")
 
-# One line per benchmark in `--help` (the headline `score` of each).
-_BENCH_HELP = {
-    "mmvp": "MMVP: 150 CLIP-blind image pairs, two-option questions; pair accuracy",
-    "mmvp-vlm": "MMVP-VLM: CLIP-family models on 135 image pairs, 9 patterns; pair accuracy",
-    "pope": "POPE: object hallucination yes/no questions on COCO; mean F1 of 3 splits",
-    "mmbench": "MMBench: multiple choice, circular evaluation; accuracy",
-    "gqa": "GQA testdev-balanced: short answers; accuracy",
-}
+
+@dataclass(frozen=True, kw_only=True)
+class _ScoreFlags:
+    answers: Path = option(help="answer file in LLaVA's answer format (JSONL)")
+    output: Path | None = option(None, "also write the full metrics (per-item tables included) here")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _MergeFlags:
+    output_dir: Path = option(help="the folder of the sharded run")
 
 
 # ---------------------------------------------------------------------------------------------
-# Arguments
+# Arguments: each benchmark's flags come from its registry entry (mof_llava/benchmarks/registry.py)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="evaluate on MMVP, MMVP-VLM, POPE, MMBench, GQA; re-score answer files",
-        description=__doc__,
+        description=__doc__.format(benchmarks=", ".join(registry.names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="eval_action", metavar="ACTION", required=True)
-
-    run = actions.add_parser("run", help="generate a benchmark's answers with a model, then score them")
-    score = actions.add_parser("score", help="score an answer file in LLaVA's answer format")
-    merge = actions.add_parser("merge", help="merge the part files of a sharded run and score")
-    for action, func in ((run, _cmd_run), (score, _cmd_score), (merge, _cmd_merge)):
-        benches = action.add_subparsers(dest="benchmark", metavar="BENCH", required=True)
-        for bench in BENCHMARKS:
-            sub = benches.add_parser(bench, help=_BENCH_HELP[bench], description=_BENCH_HELP[bench])
-            _add_data_args(sub, bench, action=action.prog.split()[-1])
-            if action is run:
-                _add_run_args(sub, bench)
-            elif action is score:
-                _add_score_args(sub, bench)
-            else:
-                sub.add_argument(
-                    "--output-dir", type=Path, required=True, help="the folder of the sharded run"
-                )
+    entries = registry.benchmarks()
+    for action, help_text, func in (
+        ("run", "generate a benchmark's answers with a model, then score them", _cmd_run),
+        ("score", "score an answer file in LLaVA's answer format", _cmd_score),
+        ("merge", "merge the part files of a sharded run and score", _cmd_merge),
+    ):
+        benches = actions.add_parser(action, help=help_text).add_subparsers(
+            dest="benchmark", metavar="BENCH", required=True
+        )
+        for bench in entries:
+            sub = benches.add_parser(bench.name, help=bench.description, description=bench.description)
+            # the benchmark's files and settings, the action's flags, then this action's extras
+            add_arguments(sub, bench.options, action, only_this_action=False)
+            add_arguments(sub, _action_flags(bench, action), action)
+            add_arguments(sub, bench.options, action, only_this_action=True)
             sub.set_defaults(func=func)
 
     export = actions.add_parser(
         "export",
         help="write what an official grader reads: GQA's testdev_balanced_predictions.json, MMBench's .xlsx",
     )
-    export.add_argument("benchmark", choices=["gqa", "mmbench"])
+    export.add_argument("benchmark", choices=sorted(b.name for b in entries if b.export is not None))
     export.add_argument("--answers", type=Path, required=True)
     export.add_argument("--data", type=Path, help="mmbench: the TSV the answers are for")
     export.add_argument(
         "--output", type=Path, required=True, help="e.g. testdev_balanced_predictions.json, or submission.xlsx"
     )
     export.set_defaults(func=_cmd_export)
+    _add_analyze(actions)
 
+
+def _action_flags(bench: registry.Benchmark, action: str) -> type:
+    """The flags every benchmark has for `action`: the model's for run, the answer file's for score."""
+    return {"run": bench.run_flags or MllmRunFlags, "score": _ScoreFlags, "merge": _MergeFlags}[action]
+
+
+def _add_analyze(actions) -> None:
     analyze = actions.add_parser("analyze", help="per-pattern MMVP analysis, CLIP correlation and plots")
     analyze.add_argument(
         "--patterns", type=Path, required=True, help="MMVP question -> pattern map (CSV or JSON)"
@@ -102,243 +114,14 @@ def add_parser(subparsers) -> None:
     analyze.set_defaults(func=_cmd_analyze)
 
 
-def _add_data_args(p: argparse.ArgumentParser, bench: str, action: str) -> None:
-    from mof_llava.benchmarks import mmbench, mmvp  # light: the heavy imports sit inside their functions
-
-    running = action in ("run", "merge")
-    if bench == "mmvp":
-        p.add_argument(
-            "--data", type=Path, required=True, help="folder with Questions.csv and 'MMVP Images/'"
-        )
-        p.add_argument(
-            "--labels",
-            choices=mmvp.LABEL_SETS,
-            default="original",
-            help="answers of pairs (99,100), (279,280): as released (default, as in the paper) or corrected",
-        )
-        p.add_argument(
-            "--grader",
-            choices=mmvp.GRADERS,
-            default="ours",
-            help="how an answer is read (default: ours; lmms-eval: its letter regexes; judge: the official GPT protocol)",
-        )
-        _add_judge_args(p)
-        if running:
-            p.add_argument(
-                "--prompt",
-                choices=list(mmvp.PROMPTS),
-                default=mmvp.DEFAULT_PROMPT,
-                help="llava (default): LLaVA-1.5's multiple-choice convention (options re-lettered A./B., "
-                "'Answer with the option's letter...'), vicuna_v1, padded, 128 tokens, not the paper's "
-                "protocol; official: the MMVP script's question + options, llava_v1, centre-cropped, "
-                "1024 tokens (the paper's, with --grader judge; greedy here); cambrian: Cambrian's "
-                "letter prompt, vicuna_v1, padded, 512 tokens. Table in docs/evaluation.md",
-            )
-    elif bench == "mmvp-vlm":
-        p.add_argument(
-            "--data", type=Path, required=True, help="folder with Questions.csv and 'MLLM_VLM Images/'"
-        )
-    elif bench == "pope":
-        p.add_argument(
-            "--data", type=Path, help="folder in LLaVA's layout: llava_pope_test.jsonl, coco/, val2014/"
-        )
-        p.add_argument(
-            "--questions",
-            type=Path,
-            help="LLaVA's question file llava_pope_test.jsonl "
-            "(default: built from the annotations the way LLaVA built it)",
-        )
-        p.add_argument(
-            "--annotations", type=Path, help="folder with coco_pope_{adversarial,popular,random}.json"
-        )
-        if running:
-            p.add_argument("--images", type=Path, help="COCO val2014 image folder")
-    elif bench == "mmbench":
-        p.add_argument("--data", type=Path, required=True, help="the MMBench TSV (dev or test)")
-        p.add_argument(
-            "--matching",
-            choices=list(mmbench.MATCHING_RULES),
-            default=mmbench.DEFAULT_MATCHING,
-            help="VLMEvalKit exact-matching rule set (default 2024; they agree on letter answers)",
-        )
-        _add_judge_args(p)
-        if running:
-            p.add_argument(
-                "--lang", choices=list(mmbench.INSTRUCTIONS), default="en", help="answer instruction language"
-            )
-    elif bench == "gqa":
-        p.add_argument(
-            "--data", type=Path, help="GQA folder in LLaVA's layout, or testdev_balanced_questions.json"
-        )
-        if running:
-            p.add_argument("--questions", type=Path, help="LLaVA's llava_gqa_testdev_balanced.jsonl")
-            p.add_argument("--images", type=Path, help="GQA image folder")
-
-
-def _add_judge_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LLM judge (off unless --judge-url is given)")
-    g.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-    g.add_argument("--judge-model", help="model name sent to the judge endpoint")
-    g.add_argument(
-        "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
-    )
-    g.add_argument(
-        "--judge-temperature",
-        type=_non_negative_float,
-        default=0.0,
-        help="sampling temperature of the judge (default 0; the official MMVP grader used 0.2)",
-    )
-
-
-def _add_run_args(p: argparse.ArgumentParser, bench: str) -> None:
-    clip = bench == "mmvp-vlm"
-    p.add_argument(
-        "--model",
-        type=Path,
-        required=True,
-        help="CLIP or SigLIP folder" if clip else "mof-llava checkpoint folder",
-    )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        help="default: eval_results/<name>/<bench>, <name> being the model folder's name, or for a "
-        "training stage's model/ folder the run's: runs/imof-7b/stage2/model -> imof-7b-stage2",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="image pairs per batch" if clip else "questions per batch"
-    )
-    p.add_argument(
-        "--device", default="auto", help="auto (cuda:<local rank> if available, else cpu), cpu, cuda:0 ..."
-    )
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="torch threads per process on CPU (default: this process's share of the idle cores)",
-    )
-    if clip:
-        return
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights and activations (default auto: bfloat16 on a GPU that supports it, else float32)",
-    )
-    p.add_argument(
-        "--image-loading",
-        choices=IMAGE_LOADINGS,
-        default=DEFAULT_IMAGE_LOADING,
-        help="how image files become RGB: reference (default): PIL's convert('RGB') as LLaVA and MMVP "
-        "do; viewer: EXIF orientation applied, transparency over white. Use the training setting",
-    )
-    p.add_argument("--max-new-tokens", type=_positive_int, help="default: the benchmark's reference setting")
-    p.add_argument("--limit", type=int, help="only the first N questions (smoke runs; not scored)")
-    p.add_argument(
-        "--model-id", help="model_id written into answer lines (default: <name> of the output folder)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _add_score_args(p: argparse.ArgumentParser, bench: str) -> None:
-    p.add_argument("--answers", type=Path, required=True, help="answer file in LLaVA's answer format (JSONL)")
-    p.add_argument("--output", type=Path, help="also write the full metrics (per-item tables included) here")
-    if bench == "gqa":
-        p.add_argument("--predictions", type=Path, help="also write testdev_balanced_predictions.json here")
-    if bench == "pope":
-        p.add_argument(
-            "--llava-report", action="store_true", help="also print eval_pope.py's text report to stderr"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Building benchmarks from arguments
-
-
-def _judge(args: argparse.Namespace):
-    from mof_llava.benchmarks.judge import ChatJudge, JudgeConfig
-
-    if not getattr(args, "judge_url", None):
-        if getattr(args, "grader", None) == "judge":
-            raise SystemExit("--grader judge needs --judge-url and --judge-model")
-        return None
-    if not args.judge_model:
-        raise SystemExit("--judge-url needs --judge-model")
-    return ChatJudge(
-        JudgeConfig(args.judge_url, args.judge_model, args.judge_api_key_env, args.judge_temperature)
-    )
-
-
 def build_task(args: argparse.Namespace):
     """The `EvalTask` for `run`/`merge` from the parsed arguments."""
-    task = _benchmark_task(args)
+    bench = registry.get(args.benchmark)
+    if bench.build_task is None:
+        raise SystemExit(f"no generation task for {bench.name}")
+    task = bench.build_task(from_args(bench.options, args), getattr(args, "max_new_tokens", None))
     task.image_loading = getattr(args, "image_loading", DEFAULT_IMAGE_LOADING)
     return task
-
-
-def _benchmark_task(args: argparse.Namespace):
-    from mof_llava.benchmarks import gqa, mmbench, mmvp, pope
-
-    bench = args.benchmark
-    max_new = getattr(args, "max_new_tokens", None)
-    if bench == "mmvp":
-        return mmvp.build_task(
-            args.data, args.prompt, args.labels, args.grader, _judge(args), max_new_tokens=max_new
-        )
-    if bench == "pope":
-        paths = pope.resolve_paths(args.data, args.questions, args.annotations, args.images)
-        return pope.build_task(paths, max_new_tokens=max_new or pope.MAX_NEW_TOKENS)
-    if bench == "mmbench":
-        return mmbench.build_task(
-            args.data,
-            max_new_tokens=max_new or mmbench.MAX_NEW_TOKENS,
-            lang=args.lang,
-            matching=args.matching,
-            judge=_judge(args),
-        )
-    if bench == "gqa":
-        paths = gqa.resolve_paths(args.data, args.questions, args.images)
-        return gqa.build_task(paths, max_new_tokens=max_new or gqa.MAX_NEW_TOKENS)
-    raise SystemExit(f"no generation task for {bench}")
-
-
-def score_file(args: argparse.Namespace) -> dict[str, Any]:
-    """Metrics of `args.answers` for `args.benchmark`."""
-    from mof_llava.benchmarks import gqa, mmbench, mmvp, mmvp_vlm, pope
-
-    bench, answers = args.benchmark, args.answers
-    if bench == "mmvp":
-        questions = mmvp.read_questions(mmvp.find_files(args.data)[0])
-        return mmvp.score_answer_file(
-            answers, questions, grader=args.grader, labels=args.labels, judge=_judge(args)
-        )
-    if bench == "mmvp-vlm":
-        return mmvp_vlm.score_answer_file(answers, mmvp_vlm.read_pairs(args.data))
-    if bench == "pope":
-        paths = pope.resolve_paths(args.data, args.questions, args.annotations)
-        return pope.score_answer_file(answers, pope.load_pope(paths.annotations, paths.questions))
-    if bench == "mmbench":
-        return mmbench.score_answer_file(answers, mmbench.read_tsv(args.data), args.matching, _judge(args))
-    if bench == "gqa":
-        if args.data is None:
-            raise SystemExit("scoring GQA needs --data (testdev_balanced_questions.json or its folder)")
-        return gqa.score_answer_file(answers, gqa.read_official_questions(gqa.find_official(args.data)))
-    raise SystemExit(f"unknown benchmark {bench}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,11 +134,11 @@ def _setup_logging() -> None:
     setup_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
 
 
-def _cpu_threads(args: argparse.Namespace, device: str) -> None:
+def _cpu_threads(threads: int | None, device: str) -> None:
     if device.startswith("cpu"):
         from mof_llava.threads import apply_cpu_threads
 
-        apply_cpu_threads(args.threads, "--threads")
+        apply_cpu_threads(threads, "--threads")
 
 
 def _print_summary(metrics: dict[str, Any]) -> None:
@@ -367,97 +150,62 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from mof_llava.atomic import write_json_atomic
 
     _setup_logging()
-    metrics = score_file(args)
+    bench = registry.get(args.benchmark)
+    options = from_args(bench.options, args)
+    metrics = bench.score(options, args.answers)
     metrics["answers"] = str(args.answers)
     if args.output:
         write_json_atomic(args.output, metrics, indent=1, ensure_ascii=False)
-    if getattr(args, "predictions", None):
-        from mof_llava.benchmarks.gqa import write_predictions
-
-        write_predictions(args.answers, args.predictions)
-    if getattr(args, "llava_report", False):
-        from mof_llava.benchmarks.pope import llava_report
-
-        print(llava_report(metrics), file=sys.stderr, end="")
+    if bench.after_score is not None:
+        bench.after_score(options, args.answers, metrics)
     _print_summary(metrics)
     return 0
 
 
-def _default_output_dir(args: argparse.Namespace) -> Path:
-    from mof_llava.benchmarks.runner import default_output_dir
-
-    return args.output_dir or default_output_dir(args.model, args.benchmark)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
+    from mof_llava.benchmarks.runner import default_output_dir
     from mof_llava.paths import check_model_path
 
     check_model_path(args.model, "--model")
     _setup_logging()
-    if args.benchmark == "mmvp-vlm":
-        return _run_mmvp_vlm(args)
-    from mof_llava.benchmarks.generation import load_model, make_generate_fn, model_info, pick_device
-    from mof_llava.benchmarks.runner import Distributed, RunOptions, result_name, run_task
-
-    dist = Distributed.from_env()
-    task = build_task(args)
-    device = pick_device(args.device, dist.local_rank)
-    _cpu_threads(args, device)
-    options = RunOptions(
-        output_dir=_default_output_dir(args),
-        model=str(args.model),
-        model_id=args.model_id or result_name(args.model),
-        batch_size=args.batch_size,
-        limit=args.limit,
-        progress=not args.no_progress,
-        model_info=model_info(args.model, device, args.dtype),
-    )
-
-    def load_generator():
-        model, processor = load_model(args.model, device, args.dtype)
-        return make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio)
-
-    metrics = run_task(task, load_generator, options, dist)
+    bench = registry.get(args.benchmark)
+    output_dir = args.output_dir or default_output_dir(args.model, args.benchmark)
+    if bench.run is not None:  # not through the runner (MMVP-VLM)
+        flags = from_args(bench.run_flags or MllmRunFlags, args)
+        metrics = bench.run(from_args(bench.options, args), flags, output_dir)
+    else:
+        metrics = _generate(args, output_dir)
     if metrics is not None:
-        print(f"answers and metrics in {options.output_dir}", file=sys.stderr)
+        print(f"answers and metrics in {output_dir}", file=sys.stderr)
         _print_summary(metrics)
     return 0
 
 
-def _run_mmvp_vlm(args: argparse.Namespace) -> int:
-    from mof_llava.atomic import write_json_atomic
-    from mof_llava.benchmarks import mmvp_vlm
-    from mof_llava.benchmarks.answers import write_answers_atomic
-    from mof_llava.benchmarks.generation import pick_device
-    from mof_llava.benchmarks.provenance import code_version, describe_files
-    from mof_llava.benchmarks.runner import Distributed
+def _generate(args: argparse.Namespace, output_dir: Path) -> dict[str, Any] | None:
+    """The runner's path: sharded under torchrun, resumable, one mof-llava checkpoint."""
+    from mof_llava.benchmarks.generation import load_model, make_generate_fn, model_info, pick_device
+    from mof_llava.benchmarks.runner import Distributed, RunOptions, result_name, run_task
 
-    if Distributed.from_env().rank != 0:  # 270 images: one process does it; the others stand by
-        return 0
-    output_dir = _default_output_dir(args)
-    device = pick_device(args.device)
-    _cpu_threads(args, device)
-    pairs = mmvp_vlm.read_pairs(args.data)
-    model, processor, model_type = mmvp_vlm.load_contrastive_model(args.model, device)
-    lines = mmvp_vlm.evaluate_model(model, processor, pairs, model_type, args.batch_size, device)
-    answers_path = output_dir / "answers.jsonl"
-    write_answers_atomic(answers_path, lines)
-    metrics = mmvp_vlm.score_answer_file(answers_path, pairs)
-    csv_path, image_dir = mmvp_vlm.find_files(args.data)
-    metrics["run"] = {
-        "model": str(Path(args.model).resolve()),
-        "model_type": model_type,
-        "device": device,
-        "text_prefix": mmvp_vlm.TEXT_PREFIX,
-        "data_files": describe_files({"questions": csv_path, "images": image_dir}),
-        "code_version": code_version(),
-        "command": sys.argv,
-    }
-    write_json_atomic(output_dir / "metrics.json", metrics, indent=1)
-    mmvp_vlm.write_pairs_csv(metrics, output_dir / "pairs.csv")
-    print(f"answers and metrics in {output_dir}", file=sys.stderr)
-    _print_summary(metrics)
-    return 0
+    flags = from_args(MllmRunFlags, args)
+    dist = Distributed.from_env()
+    task = build_task(args)
+    device = pick_device(flags.device, dist.local_rank)
+    _cpu_threads(flags.threads, device)
+    options = RunOptions(
+        output_dir=output_dir,
+        model=str(flags.model),
+        model_id=flags.model_id or result_name(flags.model),
+        batch_size=flags.batch_size,
+        limit=flags.limit,
+        progress=not flags.no_progress,
+        model_info=model_info(flags.model, device, flags.dtype),
+    )
+
+    def load_generator():
+        model, processor = load_model(flags.model, device, flags.dtype)
+        return make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio)
+
+    return run_task(task, load_generator, options, dist)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -465,8 +213,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from mof_llava.benchmarks.runner import METRICS_FILE, RUN_FILE, merge_parts
 
     _setup_logging()
-    if args.benchmark == "mmvp-vlm":
-        raise SystemExit("mmvp-vlm runs are not sharded; nothing to merge")
+    bench = registry.get(args.benchmark)
+    if bench.build_task is None:
+        raise SystemExit(f"{bench.name} runs are not sharded; nothing to merge")
     task = build_task(args)
     answers_path = merge_parts(args.output_dir, task.questions)
     for name, export in task.exports.items():
@@ -483,16 +232,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    if args.benchmark == "gqa":
-        from mof_llava.benchmarks.gqa import write_predictions
-
-        write_predictions(args.answers, args.output)
-    else:
-        from mof_llava.benchmarks import mmbench
-
-        if args.data is None:
-            raise SystemExit("mof-llava eval export mmbench: --data (the MMBench TSV) is required")
-        mmbench.write_submission(args.answers, mmbench.read_tsv(args.data), args.output)
+    registry.get(args.benchmark).export(args.answers, args.data, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

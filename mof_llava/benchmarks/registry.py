@@ -1,0 +1,141 @@
+"""The benchmark registry: one module per benchmark, found by name, imported on first use.
+
+A benchmark module defines `BENCHMARK = Benchmark(...)`: its name, a one-line description, an
+options dataclass (data paths, prompt variant, grader, judge ... with defaults and help in the
+fields' metadata, see `option`), how those options become an `EvalTask` and how they score an
+answer file. `mof-llava eval` builds its subcommands, flags and help from these entries, so a new
+benchmark is one new module plus one line in `MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .judge import ChatJudge
+    from .task import EvalTask
+
+# benchmark name -> the module that defines its `BENCHMARK`; the order of `--help`
+MODULES: dict[str, str] = {
+    "mmvp": "mof_llava.benchmarks.mmvp",
+    "mmvp-vlm": "mof_llava.benchmarks.mmvp_vlm",
+    "pope": "mof_llava.benchmarks.pope",
+    "mmbench": "mof_llava.benchmarks.mmbench",
+    "gqa": "mof_llava.benchmarks.gqa",
+}
+
+ACTIONS = frozenset({"run", "score", "merge"})  # the `eval` actions that take benchmark options
+RUNNING = frozenset({"run", "merge"})  # the actions that build the EvalTask
+
+
+class BenchmarkRegistryError(LookupError):
+    """A benchmark name or module that the registry cannot serve."""
+
+
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    choices: Iterable[str] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    actions: frozenset[str] = ACTIONS,
+) -> Any:
+    """A dataclass field that is also a command-line flag (`--<name-with-dashes>`): no default
+    means required; `parse` turns the text into the value (default: the field's type); `actions`
+    are the `eval` actions that offer it (the others keep the default)."""
+    meta = {"help": help, "choices": list(choices) if choices is not None else None, "parse": parse}
+    return field(default=default, metadata={**meta, "actions": actions})
+
+
+def group(title: str, options: type) -> Any:
+    """A nested options dataclass shown as an argument group; its flags get the field's name as a
+    prefix (`judge` + `url` -> `--judge-url`)."""
+    return field(default_factory=options, metadata={"group": title})
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """The optional LLM judge (docs/evaluation.md, "LLM judge")."""
+
+    url: str | None = option(None, "OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+    model: str | None = option(None, "model name sent to the judge endpoint")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the key")
+    temperature: float = option(
+        0.0,
+        "sampling temperature of the judge (default 0; the official MMVP grader used 0.2)",
+        parse=non_negative_float,
+    )
+
+
+def judge_group() -> Any:
+    return group("LLM judge (off unless --judge-url is given)", JudgeOptions)
+
+
+def make_judge(options: JudgeOptions, grader: str | None = None) -> ChatJudge | None:
+    """The judge the options ask for (None when off); `grader` "judge" requires one."""
+    from .judge import ChatJudge, JudgeConfig
+
+    if not options.url:
+        if grader == "judge":
+            raise SystemExit("--grader judge needs --judge-url and --judge-model")
+        return None
+    if not options.model:
+        raise SystemExit("--judge-url needs --judge-model")
+    return ChatJudge(JudgeConfig(options.url, options.model, options.api_key_env, options.temperature))
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What `mof-llava eval` needs to know about one benchmark."""
+
+    name: str
+    description: str  # one line: what it is and what its `score` is
+    options: type  # dataclass of `option` fields
+    score: Callable[[Any, Path], dict[str, Any]]  # (options, answer file) -> metrics
+    # (options, max_new_tokens or None) -> the task the runner generates answers for (run, merge)
+    build_task: Callable[[Any, int | None], EvalTask] | None = None
+    # a benchmark not run by the runner: (options, run flags, output folder) -> metrics or None
+    run: Callable[[Any, Any, Path], dict[str, Any] | None] | None = None
+    run_flags: type | None = None  # dataclass of `eval run`'s model flags (default: run_options.MllmRunFlags)
+    after_score: Callable[[Any, Path, dict[str, Any]], None] | None = None  # `eval score` extras
+    export: Callable[[Path, Path | None, Path], None] | None = None  # `eval export`: (answers, data, out)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(MODULES)
+
+
+def get(name: str) -> Benchmark:
+    module_name = MODULES.get(name)
+    if module_name is None:
+        raise BenchmarkRegistryError(f"unknown benchmark {name!r}; choose from {list(MODULES)}")
+    benchmark = getattr(importlib.import_module(module_name), "BENCHMARK", None)
+    if not isinstance(benchmark, Benchmark) or benchmark.name != name:
+        raise BenchmarkRegistryError(f"{module_name}: BENCHMARK must be a Benchmark named {name!r}")
+    return benchmark
+
+
+def benchmarks() -> list[Benchmark]:
+    return [get(name) for name in MODULES]

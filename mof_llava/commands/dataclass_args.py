@@ -1,0 +1,69 @@
+"""Command-line flags generated from options dataclasses (fields made with
+`mof_llava.benchmarks.registry.option` / `group`), and the dataclass back from the parsed flags.
+
+A field `judge_temperature` is `--judge-temperature`; `bool` fields are switches; `X | None`
+fields are optional; a field without a default is a required flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+def _flag_type(hint: Any) -> Any:
+    """`Path | None` -> Path: the type the text is converted to."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def add_arguments(
+    parser: Any, options: type, action: str, only_this_action: bool | None = None, prefix: str = ""
+) -> None:
+    """Add the flags of `options` that `action` offers to `parser` (or an argument group); with
+    `only_this_action` True (False), only the flags offered by `action` alone (also by others)."""
+    hints = typing.get_type_hints(options)
+    for f in dataclasses.fields(options):
+        dest = prefix + f.name
+        if "group" in f.metadata:
+            group = parser.add_argument_group(f.metadata["group"])
+            add_arguments(group, hints[f.name], action, only_this_action, dest + "_")
+            continue
+        offered = f.metadata["actions"]
+        if action not in offered or only_this_action not in (None, offered == {action}):
+            continue
+        kind = _flag_type(hints[f.name])
+        flag = "--" + dest.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=dest, action="store_true", help=f.metadata["help"])
+            continue
+        kwargs: dict[str, Any] = {"dest": dest, "help": f.metadata["help"] or None}
+        parse = f.metadata["parse"] or (None if kind is str else kind)
+        if parse is not None:
+            kwargs["type"] = parse
+        if f.metadata["choices"] is not None:
+            kwargs["choices"] = f.metadata["choices"]
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        parser.add_argument(flag, **kwargs)
+
+
+def from_args(options: type, args: argparse.Namespace, prefix: str = "") -> Any:
+    """An `options` instance from parsed flags; fields the action did not offer keep their default."""
+    hints = typing.get_type_hints(options)
+    values = {}
+    for f in dataclasses.fields(options):
+        dest = prefix + f.name
+        if "group" in f.metadata:
+            values[f.name] = from_args(hints[f.name], args, dest + "_")
+        elif hasattr(args, dest):
+            values[f.name] = getattr(args, dest)
+    return options(**values)
