@@ -17,6 +17,7 @@ from mof_llava.cli import main, run
 from mof_llava.convert import import_llava_original
 from mof_llava.model import build_model, llava15_recipe
 from mof_llava.model.tokenizer import TokenizerLoadError, load_tokenizer
+from mof_llava.paths import ModelPathError
 from mof_llava.testing.sentencepiece_llm import copy_sentencepiece_tokenizer, save_sentencepiece_llm
 
 SP_FOLDER = Path(__file__).parent / "fixtures" / "tokenizers" / "llama-sentencepiece-32k"
@@ -173,7 +174,7 @@ def test_cli_prints_one_line_for_a_folder_without_vocabulary(no_vocabulary_folde
 
 
 def test_a_missing_folder_is_named(tmp_path):
-    with pytest.raises(TokenizerLoadError, match="no such tokenizer folder"):
+    with pytest.raises(ModelPathError, match=rf"^tokenizer: folder not found: {tmp_path}/nowhere$"):
         load_tokenizer(tmp_path / "nowhere")
 
 

@@ -92,7 +92,7 @@ class MofLlavaProcessor(ProcessorMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """transformers' loading, refusing a folder without a tokenizer vocabulary first (transformers
         would build an empty tokenizer there; see tokenizer.py)."""
-        check_tokenizer_files(pretrained_model_name_or_path)
+        check_tokenizer_files(pretrained_model_name_or_path, "processor")
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # -- text ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import first_line
+from ..paths import check_model_path
 from .configuration import MofLlavaConfigError
 
 # A fast tokenizer's `tokenizer.json`, a SentencePiece model, or a byte-level BPE vocabulary + merges.
@@ -37,12 +38,11 @@ def load_tokenizer(path: str | Path, **kwargs):
         raise TokenizerLoadError(f"{path}: cannot load the tokenizer: {reason}") from err
 
 
-def check_tokenizer_files(path: str | Path) -> str:
-    """The folder (user expanded) or hub id to load `path` from; `TokenizerLoadError` unless it holds one
-    of the vocabulary files transformers can load."""
+def check_tokenizer_files(path: str | Path, named_by: str = "tokenizer") -> str:
+    """The folder (user expanded) or hub id to load `path` from; `ModelPathError` (naming `named_by`) when
+    it is neither, `TokenizerLoadError` unless it holds one of the vocabulary files transformers can load."""
+    check_model_path(path, named_by)
     local = Path(path).expanduser()
-    if not local.is_dir() and (local.is_absolute() or str(path).startswith((".", "~"))):
-        raise TokenizerLoadError(f"{path}: no such tokenizer folder")
     source = str(local) if local.is_dir() else str(path)
     if not any(all(_has_file(source, name) for name in group) for group in _VOCABULARY_FILES):
         expected = ", ".join(" + ".join(group) for group in _VOCABULARY_FILES)
