@@ -32,11 +32,12 @@ def add_arguments(
     for f in dataclasses.fields(options):
         dest = prefix + f.name
         if "group" in f.metadata:
-            group = parser.add_argument_group(f.metadata["group"])
-            add_arguments(group, hints[f.name], action, only_this_action, dest + "_")
+            nested = hints[f.name]
+            if any(_offered(g, action, only_this_action) for g in dataclasses.fields(nested)):
+                group = parser.add_argument_group(f.metadata["group"])
+                add_arguments(group, nested, action, only_this_action, dest + "_")
             continue
-        offered = f.metadata["actions"]
-        if action not in offered or only_this_action not in (None, offered == {action}):
+        if not _offered(f, action, only_this_action):
             continue
         kind = _flag_type(hints[f.name])
         flag = "--" + dest.replace("_", "-")
@@ -54,6 +55,11 @@ def add_arguments(
         else:
             kwargs["default"] = f.default
         parser.add_argument(flag, **kwargs)
+
+
+def _offered(f: dataclasses.Field, action: str, only_this_action: bool | None) -> bool:
+    offered = f.metadata.get("actions", frozenset())
+    return action in offered and only_this_action in (None, offered == {action})
 
 
 def from_args(options: type, args: argparse.Namespace, prefix: str = "") -> Any:
