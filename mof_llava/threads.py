@@ -67,7 +67,7 @@ def choose_cpu_threads(requested: int | None = None, setting: str = "the thread 
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
             raise ThreadsError(f"{setting} must be a whole number of at least 1, got {requested!r}")
-        return ThreadChoice(requested, f"{setting}")
+        return ThreadChoice(requested, setting)
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp:
         if not omp.isdigit() or int(omp) < 1:

@@ -7,7 +7,8 @@ whenever it is installed, is dropped. Training and evaluation progress bars are 
 Verbose (`mof-llava -v ...` or MOF_LLAVA_VERBOSE=1): the libraries' defaults, and our debug lines.
 
 Everything here is set through environment variables and logger filters, so it costs no import and
-reaches the processes a run starts (torchrun workers, sweep jobs). A variable the user set wins.
+reaches the processes a run starts (torchrun workers, sweep jobs). Quiet mode leaves a variable the
+user set alone; verbose mode sets the libraries' defaults over it.
 """
 
 from __future__ import annotations
