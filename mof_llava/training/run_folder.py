@@ -60,8 +60,9 @@ RESUME_FREE = (
 )
 
 
-class RunFolderError(Exception):
-    """The run folder cannot be used as asked (in use, or holding a different run)."""
+class RunFolderError(ConfigError):
+    """The run folder cannot be used as asked: in use, holding a finished or a different run, or its data
+    file changed. A ConfigError: the fix is a setting (train.output_dir, train.resume, the config)."""
 
 
 # -- the lock --------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def check_resume_settings(old: dict[str, Any], new: dict[str, Any], folder: Path
     changed = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
     refused = [k for k in changed if not _covered(k, RESUME_APPLIED + RESUME_FREE)]  # RESUME_REFUSED, or unknown
     if refused:
-        raise ConfigError(
+        raise RunFolderError(
             f"{folder} holds checkpoints of a run with different {refused}; use another train.output_dir "
             "or train.resume=none to start over"
         )
@@ -179,7 +180,7 @@ def check_data_unchanged(folder: Path, fingerprint: dict[str, Any]) -> None:
         return
     changed = [k for k in ("size", "index_sha256") if recorded.get(k) != fingerprint[k]]
     if changed:
-        raise ConfigError(
+        raise RunFolderError(
             f"data.data_path {fingerprint['path']}: the file changed since the run in {folder} started "
             f"({', '.join(changed)} differ from {folder / RUN_RECORD}); restore it, or use train.resume=none "
             "(or another train.output_dir) to train on the new contents"
@@ -213,12 +214,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _covering(key: str, sections: tuple[str, ...]) -> str | None:
-    return next((s for s in sections if key == s or key.startswith(s + ".")), None)
-
-
 def _covered(key: str, sections: tuple[str, ...]) -> bool:
-    return _covering(key, sections) is not None
+    """Whether a dotted key is one of `sections` or below one of them."""
+    return any(key == s or key.startswith(s + ".") for s in sections)
 
 
 def _utc_now() -> str:
