@@ -42,7 +42,7 @@ from transformers.models.llava.image_processing_pil_llava import LlavaImageProce
 from .constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
 from .model.builder import _load_complete, _preprocessing_stats, _vision_config
 from .model.configuration import MixerSpec, MofLlavaConfig, TowerSpec
-from .model.llava_projector import _adapter_key, load_projector
+from .model.llava_projector import PROJECTOR_FILES, adapter_key, load_projector
 from .model.modeling import MofLlavaForConditionalGeneration
 from .model.processing import MofLlavaProcessor
 from .model.tokenizer import load_tokenizer
@@ -163,7 +163,7 @@ def is_projector_folder(src: str | Path) -> bool:
     """A stage-1 output of LLaVA or MMVP: a projector file and no full model weights."""
     src = Path(src)
     full = any(src.glob("*.safetensors")) or any(src.glob("pytorch_model*.bin"))
-    return not full and (src / "mm_projector.bin").is_file()
+    return not full and (src / PROJECTOR_FILES[0]).is_file()
 
 
 def _resolve_vision_tower(src: Path, raw: dict[str, Any], vision_tower: str | None) -> str:
@@ -248,7 +248,7 @@ def _map_original_key(key: str, layout: str) -> tuple[str, str] | None:
                 return None
             rest = key[len(prefix) :]
             if destination[1].startswith("mixer.adapters."):  # a `linear` projector's bare weight/bias
-                rest = _adapter_key(rest)
+                rest = adapter_key(rest)
             return destination[0], destination[1] + rest
     raise ConversionError(f"checkpoint key {key!r} has no place in a MoF-LLaVA model ({layout} layout)")
 

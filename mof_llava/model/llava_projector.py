@@ -56,7 +56,7 @@ def load_projector(model: MofLlavaForConditionalGeneration, path: str | Path) ->
     unknown = []
     for key, (file, value) in entries.items():
         prefix = next((p for p in targets if key.startswith(p)), None)
-        target = None if prefix is None else targets[prefix] + _adapter_key(key[len(prefix) :])
+        target = None if prefix is None else targets[prefix] + adapter_key(key[len(prefix) :])
         if target not in own:
             unknown.append(key)
         elif target in placed:
@@ -111,7 +111,7 @@ def _targets(model: MofLlavaForConditionalGeneration, path: Path, has_dino: bool
     return targets
 
 
-def _adapter_key(name: str) -> str:
+def adapter_key(name: str) -> str:
     """LLaVA's `linear` projector is a bare nn.Linear (`weight`, `bias`); ours is its one-layer Sequential."""
     return f"0.{name}" if name in ("weight", "bias") else name
 
