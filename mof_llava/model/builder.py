@@ -33,6 +33,7 @@ from .configuration import (
     MixerSpec,
     MofLlavaConfig,
     MofLlavaConfigError,
+    PosInterpolation,
     TowerSpec,
 )
 from .modeling import MofLlavaForConditionalGeneration
@@ -59,7 +60,7 @@ class TowerRecipe:
     feature_layer: int = -2
     drop_prefix_tokens: bool = True
     normalization: Literal["shared", "own"] = "shared"
-    pos_interpolation: Literal["transformers", "hub"] = "transformers"
+    pos_interpolation: PosInterpolation = "transformers"
 
 
 @dataclass
