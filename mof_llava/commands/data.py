@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..conversation import TEMPLATES
+from ..data.samples import LENGTH_BUDGETS, TRUNCATIONS
 
 MIXERS = ("none", "additive", "interleave", "concat")
 
@@ -46,14 +47,14 @@ def add_parser(subparsers) -> None:
     )
     check.add_argument(
         "--length-budget",
-        choices=("expanded", "text"),
+        choices=LENGTH_BUDGETS,
         default="expanded",
         help="what --max-length counts: every token the LLM reads (expanded, default) or the text and one "
         "token per image (text, the MMVP fork); the report compares all settings",
     )
     check.add_argument(
         "--truncation",
-        choices=("rounds", "tokens"),
+        choices=TRUNCATIONS,
         default="rounds",
         help="how a sample over budget is shortened: whole trailing rounds (default) or cut mid-round (tokens)",
     )
