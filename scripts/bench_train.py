@@ -156,6 +156,24 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def time_steps(model, optimizer, batch, autocast, args) -> tuple[list[float], list[float]]:
+    """Wall time and loss of each training step after the warm-up ones (the device synchronised)."""
+    times, losses = [], []
+    for step in range(args.warmup + args.steps):
+        synchronize(args.device)
+        start = time.perf_counter()
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(args.device)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+            losses.append(loss.item())
+    return times, losses
+
+
 def run(args) -> dict:
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -175,20 +193,7 @@ def run(args) -> dict:
     tokens = int(mask.sum()) if mask is not None else batch["input_ids"].numel()  # real tokens only
     step_flops = flops.step_flops(tokens, args.micro_batch)
 
-    times, losses = [], []
-    for step in range(args.warmup + args.steps):
-        synchronize(args.device)
-        start = time.perf_counter()
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(args.device)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-            losses.append(loss.item())
-
+    times, losses = time_steps(model, optimizer, batch, autocast, args)
     step_s = statistics.median(times)
     peak = device_peak_flops(args.peak_tflops)
     result = {
