@@ -2,7 +2,7 @@
 
 `lab towers --output DIR` trains a toy CLIP on the world's captions and a toy DINOv2 by
 self-distillation into DIR/clip and DIR/ssl (resumable: run it again to continue); `lab measure
---towers DIR` prints, per attribute, how different pairs look to each tower and what linear
+DIR...` prints, per attribute, how different pairs look to each tower and what linear
 probes read, as JSON.
 """
 
@@ -32,9 +32,10 @@ def add_parser(subparsers) -> None:
     towers.set_defaults(func=run_towers)
 
     measure = actions.add_parser("measure", help="pair distances and linear probes per attribute, as JSON")
-    measure.add_argument("--towers", type=Path, required=True, help="a `lab towers` output folder")
-    measure.add_argument("--seed", type=int, default=0, help="seed of the measured scenes")
-    measure.add_argument("--out", type=Path, help="also write the JSON here")
+    measure.add_argument("towers", type=Path, nargs="+", help="`lab towers` output folders (one per seed)")
+    measure.add_argument("--seed", type=int, help="seed of the measured scenes (default: each folder's tower seed)")
+    measure.add_argument("--out", type=Path, help="also write the JSON (a list, one entry per folder) here")
+    measure.add_argument("--markdown", action="store_true", help="print Markdown tables (mean ± half range) instead")
     measure.set_defaults(func=run_measure)
 
 
@@ -56,12 +57,18 @@ def run_towers(args: argparse.Namespace) -> int:
 
 def run_measure(args: argparse.Namespace) -> int:
     from ..lab.measure import MeasureConfig, measure
+    from ..lab.report import report
+    from ..lab.towers import INFO_FILE
     from ..threads import apply_cpu_threads
 
     apply_cpu_threads(None, "OMP_NUM_THREADS")
-    result = measure(str(args.towers / "clip"), str(args.towers / "ssl"), MeasureConfig(seed=args.seed))
-    text = json.dumps(result, indent=1)
+    results = []
+    for folder in args.towers:
+        seed = args.seed if args.seed is not None else json.loads((folder / "clip" / INFO_FILE).read_text())["seed"]
+        result = measure(str(folder / "clip"), str(folder / "ssl"), MeasureConfig(seed=seed))
+        results.append({"towers": str(folder), "seed": seed, **result})
+    text = json.dumps(results, indent=1)
     if args.out is not None:
         args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(report(results) if args.markdown else text + "\n")
     return 0

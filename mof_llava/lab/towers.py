@@ -59,7 +59,7 @@ class TowersConfig:
     seed: int = 0
     towers: tuple[str, ...] = TOWERS
     clip_steps: int = 1200
-    ssl_steps: int = 800
+    ssl_steps: int = 500
     batch: int = 64
     lr: float = 1e-3
     checkpoint_every: int = 250
@@ -305,7 +305,7 @@ def train_one(name: str, cfg: TowersConfig) -> TowerResult:
             rate = (done - start) / max(time.monotonic() - began, 1e-9)
             print(f"lab towers: {name} step {done}/{trainer.steps} loss {loss_value:.4f} ({rate:.1f} steps/s)",
                   file=sys.stderr, flush=True)  # fmt: skip
-    if start == trainer.steps:
+    if start == trainer.steps and start > 0:  # finished before: report its last loss
         loss_value = float(torch.load(folder / STATE_FILE, weights_only=True)["loss"])
     trainer.save(folder)
     digest = sha256(folder / "model.safetensors")

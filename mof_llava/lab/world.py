@@ -97,14 +97,15 @@ class LabScene:
 def labels(scene: LabScene) -> dict[str, int | None]:
     """Per-attribute class of a scene (None where the attribute does not apply)."""
     first = scene.main[0]
+    x = sum(t.centre[0] for t in scene.main) / scene.count  # where the main kind is, as a group
     relation = None
     if scene.companion is not None:
-        relation = int(first.centre[0] < scene.companion.centre[0])  # 1: main is left of the companion
+        relation = int(x < scene.companion.centre[0])  # 1: the main kind is left of the companion
     return {
         "colour": COLOURS.index(first.colour),
         "shape": SHAPES.index(first.shape),
         "count": scene.count - 1,
-        "position": int(first.centre[0] >= SIZE / 2),  # 0: left half, 1: right half
+        "position": int(x >= SIZE / 2),  # 0: left half, 1: right half
         "relation": relation,
         "size": int(scene.size_class == "big"),
         "orientation": ORIENTATIONS.index(first.orientation) if first.orientation else None,
