@@ -22,7 +22,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path, write_text_atomic
-from .llava_projector import is_projector_source, load_projector
 from .modeling import MofLlavaForConditionalGeneration
 
 WEIGHTS_NAME = "adapters.safetensors"
@@ -32,7 +31,8 @@ PREFIX = "mixer."
 
 
 class AdapterLoadError(ValueError):
-    """An adapters artifact that does not fit the model it is loaded into."""
+    """Adapters (an artifact, or a LLaVA/MMVP projector file: `ProjectorFileError`) that do not fit the
+    model they are loaded into, or cannot be read."""
 
 
 def adapter_signature(model: MofLlavaForConditionalGeneration) -> dict[str, Any]:
@@ -72,6 +72,8 @@ def save_adapters(
 
 def load_adapters(model: MofLlavaForConditionalGeneration, source: str | Path) -> None:
     """Load a stage-1 adapters artifact (this module's), or a LLaVA/MMVP `mm_projector.bin`, into the mixer."""
+    from .llava_projector import is_projector_source, load_projector  # it builds on AdapterLoadError
+
     directory = Path(source)
     weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     if not weights.is_file() and is_projector_source(directory):

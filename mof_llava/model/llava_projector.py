@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..safe_load import refused_globals
+from .adapter_artifact import AdapterLoadError
 from .mixer import SHARED
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ DINO_PREFIX = "model.dino_mm_projector."
 _DINOV2_TYPES = ("dinov2", "dinov2_with_registers")
 
 
-class ProjectorFileError(ValueError):
+class ProjectorFileError(AdapterLoadError):
     """A projector file that cannot start this model: unreadable, unknown keys, or shapes that do not fit."""
 
 
