@@ -19,7 +19,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..conversation import get_template
 from .images import ImageLoadError, load_rgb_image
-from .lengths import PROBLEMS, token_stats
+from .lengths import MALFORMED, PROBLEMS, token_stats
 from .record_file import RecordFile
 from .samples import LENGTH_BUDGETS, TRUNCATIONS, TextEncoder, check_length_settings
 
@@ -117,7 +117,7 @@ def check_dataset(
     stats, template_errors = by_setting[f"{length_budget}/{truncation}"]
     report.by_length_setting = {name: _fitting_summary(rows) for name, (rows, _) in by_setting.items()}
     report.malformed = [str(e) for e in records.errors + template_errors]
-    usable = stats["problem"] != 3  # neither malformed nor rejected by the template
+    usable = stats["problem"] != MALFORMED  # neither malformed nor rejected by the template
     has_image = np.asarray(records.has_image, dtype=bool)
     report.with_image = int(np.count_nonzero(usable & has_image))
     report.text_only = int(np.count_nonzero(usable & ~has_image))
@@ -157,7 +157,7 @@ def _stats_by_length_setting(records, template, processor, max_length, cache_dir
 
 
 def _fitting_summary(stats: np.ndarray) -> FittingSummary:
-    usable = stats["problem"] != 3  # neither malformed nor rejected by the template
+    usable = stats["problem"] != MALFORMED  # neither malformed nor rejected by the template
     rows = stats[usable]
     left_out = rows["num_supervised"] == 0
     total = rows["rounds_total"].astype(np.int64)

@@ -46,6 +46,7 @@ STATS_DTYPE = np.dtype(
 # Codes stored in the "problem" column.
 PROBLEMS = {0: None, 1: IMAGE_DOES_NOT_FIT, 2: NO_ANSWER_FITS, 3: "malformed record"}
 _PROBLEM_CODES = {text: code for code, text in PROBLEMS.items()}
+MALFORMED = _PROBLEM_CODES["malformed record"]  # rows with no sample at all
 _CHUNK = 2048
 
 
