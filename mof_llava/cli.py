@@ -59,13 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     only = command if command in COMMANDS else None
     parser = build_parser(only)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
     configure_output(args.verbose)  # before the command imports transformers or DeepSpeed
     result = args.func(args)
     return int(result or 0)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except that a command taking `key=value` overrides also takes them after its flags
+    (`train CFG --print-config a=b`): argparse ends a positional list at the first flag."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def run(argv: list[str] | None = None) -> None:

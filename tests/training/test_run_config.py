@@ -187,6 +187,14 @@ def test_print_config_checks_everything_first(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         cli.run(["train", str(path), "--print-config"])
     assert exit_info.value.code == 0 and yaml.safe_load(capsys.readouterr().out)["model"]["mixer"]["alpha"] == 0.5
+    # overrides after the flag count as overrides too (argparse alone refused them as unrecognized)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["train", str(path), "--print-config", "model.mixer.alpha=0.25", "train.seed=7"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert exit_info.value.code == 0 and printed["model"]["mixer"]["alpha"] == 0.25 and printed["train"]["seed"] == 7
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["train", str(path), "--print-config", "--no-such-flag"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
 def test_deepspeed_path_is_relative_to_the_file_that_names_it(tmp_path, monkeypatch):
