@@ -147,6 +147,8 @@ def check_resume_settings(old: dict[str, Any], new: dict[str, Any], folder: Path
     """Refuse settings that changed and may not; return (and log) the changed ones that are applied."""
     old_flat, new_flat = _flatten(old), _flatten(new)
     changed = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
+    if "train.deepspeed" in changed and _same_deepspeed_settings(folder, new_flat.get("train.deepspeed")):
+        changed.remove("train.deepspeed")  # the same JSON at another path: a moved or copied checkout
     refused = [k for k in changed if not _covered(k, RESUME_APPLIED + RESUME_FREE)]  # RESUME_REFUSED, or unknown
     if refused:
         raise RunFolderError(
@@ -194,10 +196,25 @@ def write_run_record(folder: Path, config: RunConfig, fingerprint: dict[str, Any
     record = _read_record(folder) if resumed_from is not None else {}
     record.setdefault("started", _utc_now())
     record["data"] = record.get("data") or fingerprint
+    if config.train.deepspeed and "deepspeed" not in record:
+        record["deepspeed"] = _read_json(config.train.deepspeed)  # what the run trains with, wherever it lives
     if resumed_from is not None:
         record.setdefault("resumes", []).append({"at": _utc_now(), "from": str(resumed_from)})
     record["name"] = config.name
     write_json_atomic(folder / RUN_RECORD, record, indent=1)
+
+
+def _same_deepspeed_settings(folder: Path, new_path: str | None) -> bool:
+    """Whether the DeepSpeed JSON at `new_path` holds the settings the run in `folder` started with."""
+    recorded = _read_record(folder).get("deepspeed")
+    return new_path is not None and recorded is not None and _read_json(new_path) == recorded
+
+
+def _read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _read_record(folder: Path) -> dict[str, Any]:

@@ -165,6 +165,30 @@ def test_resuming_with_a_setting_that_changes_the_run_is_refused(tmp_path, key, 
         _check_resumable_config(changed, out)
 
 
+def test_the_same_deepspeed_json_at_another_path_resumes_and_other_settings_do_not(tmp_path):
+    """A checkout moved or copied elsewhere names its DeepSpeed JSON by another absolute path: the run
+    record keeps the JSON's settings, and only different settings are refused."""
+    from mof_llava.training.config import run_config_from_dict
+    from mof_llava.training.run_folder import write_run_record
+
+    out, old_json, new_json = tmp_path / "run", tmp_path / "old" / "zero2.json", tmp_path / "new" / "zero2.json"
+    for path in (old_json, new_json):
+        path.parent.mkdir()
+        path.write_text('{"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto"}')
+    config = run_config_from_dict({"data": {"data_path": "d.json"},
+                                   "train": {"output_dir": str(out), "deepspeed": str(old_json)}})
+    config.save(out / "run_config.yaml")
+    write_run_record(out, config, {"size": 1}, resumed_from=None)
+    (out / "checkpoint-2").mkdir()
+    checkpoints.mark_complete(out / "checkpoint-2")
+    old_json.unlink()  # the old checkout is gone
+    moved = dataclasses.replace(config, train=dataclasses.replace(config.train, deepspeed=str(new_json)))
+    _check_resumable_config(moved, out)
+    new_json.write_text('{"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}')
+    with pytest.raises(ConfigError, match=r"with different \['train\.deepspeed'\]"):
+        _check_resumable_config(moved, out)
+
+
 def test_resuming_with_a_longer_schedule_or_other_clipping_is_applied_and_logged(tiny_parts, toy_data, tmp_path, train_log):
     train(run_config(tiny_parts, toy_data, tmp_path / "run", max_steps=2, save_steps=2))
     result = train(run_config(tiny_parts, toy_data, tmp_path / "run", max_steps=3, save_steps=2, max_grad_norm=0.5))
