@@ -77,6 +77,7 @@ class TowersConfig:
         data = asdict(self)
         for key in ("output", "threads", "progress", "towers", "checkpoint_every"):
             data.pop(key)
+        data.pop("ssl_steps" if tower == "clip" else "clip_steps")  # the other tower's length
         data["tower"] = tower
         return json.loads(json.dumps(data))
 
