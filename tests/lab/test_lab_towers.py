@@ -90,3 +90,15 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     train_towers(_config(tmp_path, towers=("clip",), clip_steps=2))
     with pytest.raises(LabError, match=r"train_state.pt: saved by a run with other settings \(clip_steps, seed\)"):
         train_towers(_config(tmp_path, towers=("clip",), clip_steps=3, seed=6))
+
+
+def test_the_lab_towers_command_trains_and_reports_the_hash(tmp_path, capsys):
+    from mof_llava.cli import main
+
+    code = main(["lab", "towers", "--output", str(tmp_path), "--tower", "clip", "--clip-steps", "2",
+                 "--batch", "4", "--threads", "1", "--quiet"])  # fmt: skip
+    assert code == 0
+    digest = _file_sha(tmp_path / "clip" / "model.safetensors")
+    assert f"clip: {tmp_path / 'clip'} (2 steps, resumed at 0" in capsys.readouterr().out
+    assert json.loads((tmp_path / "clip" / towers.INFO_FILE).read_text())["model.safetensors sha256"] == digest
+    assert not (tmp_path / "ssl").exists()
