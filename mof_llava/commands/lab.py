@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
     towers = actions.add_parser("towers", help="train the toy CLIP and self-supervised towers (resumable)")
     towers.add_argument("--output", type=Path, required=True, help="folder for <tower>/ checkpoints")
     towers.add_argument("--seed", type=int, default=0)
-    towers.add_argument("--tower", action="append", choices=("clip", "ssl"), help="train only this (repeatable)")
+    towers.add_argument(
+        "--tower", action="append", choices=("clip", "ssl"), help="train only this (repeatable)"
+    )
     towers.add_argument("--clip-steps", type=int, help="default: the lab's (see docs/toy-lab.md)")
     towers.add_argument("--ssl-steps", type=int)
     towers.add_argument("--batch", type=int)
@@ -33,9 +35,13 @@ def add_parser(subparsers) -> None:
 
     measure = actions.add_parser("measure", help="pair distances and linear probes per attribute, as JSON")
     measure.add_argument("towers", type=Path, nargs="+", help="`lab towers` output folders (one per seed)")
-    measure.add_argument("--seed", type=int, help="seed of the measured scenes (default: each folder's tower seed)")
+    measure.add_argument(
+        "--seed", type=int, help="seed of the measured scenes (default: each folder's tower seed)"
+    )
     measure.add_argument("--out", type=Path, help="also write the JSON (a list, one entry per folder) here")
-    measure.add_argument("--markdown", action="store_true", help="print Markdown tables (mean ± half range) instead")
+    measure.add_argument(
+        "--markdown", action="store_true", help="print Markdown tables (mean ± half range) instead"
+    )
     measure.set_defaults(func=run_measure)
 
 
@@ -64,7 +70,11 @@ def run_measure(args: argparse.Namespace) -> int:
     apply_cpu_threads(None, "OMP_NUM_THREADS")
     results = []
     for folder in args.towers:
-        seed = args.seed if args.seed is not None else json.loads((folder / "clip" / INFO_FILE).read_text())["seed"]
+        seed = (
+            args.seed
+            if args.seed is not None
+            else json.loads((folder / "clip" / INFO_FILE).read_text())["seed"]
+        )
         result = measure(str(folder / "clip"), str(folder / "ssl"), MeasureConfig(seed=seed))
         results.append({"towers": str(folder), "seed": seed, **result})
     text = json.dumps(results, indent=1)

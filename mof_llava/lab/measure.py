@@ -112,8 +112,13 @@ def measure(clip_path: str, ssl_path: str, cfg: MeasureConfig) -> dict:
     towers = load_towers(clip_path, ssl_path)
     pairs = {a: [world.attribute_pair(world.scene_rng(cfg.seed, "pairs", k * 97 + i), a) for i in range(cfg.pairs)]
              for k, a in enumerate(world.ATTRIBUTES)}  # fmt: skip
-    randoms = [world.random_scene(world.scene_rng(cfg.seed, "random", i)) for i in range(2 * cfg.random_pairs)]
-    probe = [world.random_scene(world.scene_rng(cfg.seed, "probe", i)) for i in range(cfg.probe_train + cfg.probe_test)]
+    randoms = [
+        world.random_scene(world.scene_rng(cfg.seed, "random", i)) for i in range(2 * cfg.random_pairs)
+    ]
+    probe = [
+        world.random_scene(world.scene_rng(cfg.seed, "probe", i))
+        for i in range(cfg.probe_train + cfg.probe_test)
+    ]
     result: dict = {"chance": _chance(probe, cfg.probe_train)}
     for name, (tower, global_model) in towers.items():
         scale = {f: random_scale(v) for f, v in features(tower, global_model, randoms).items()}
@@ -123,7 +128,10 @@ def measure(clip_path: str, ssl_path: str, cfg: MeasureConfig) -> dict:
             b = features(tower, global_model, [p[1] for p in members])
             for f in FEATURES:
                 distance[f][attribute] = float(pair_distances(a[f], b[f], scale[f]).mean())
-        result[name] = {"distance": distance, "probe": _probes(features(tower, global_model, probe), probe, cfg)}
+        result[name] = {
+            "distance": distance,
+            "probe": _probes(features(tower, global_model, probe), probe, cfg),
+        }
     return result
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..atomic import write_text_atomic
 from ..model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -177,7 +176,9 @@ class ClipTrainer:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         pixels = normalise(np.stack([s.pixels() for s in scenes]))
         pixels = random_crops(pixels, world.SIZE, self.cfg.clip_crop_area, generator)
-        return self.model(input_ids=ids, attention_mask=(ids > 0).long(), pixel_values=pixels, return_loss=True).loss
+        return self.model(
+            input_ids=ids, attention_mask=(ids > 0).long(), pixel_values=pixels, return_loss=True
+        ).loss
 
     def after_step(self, step: int) -> None:
         pass
@@ -218,7 +219,10 @@ class SslTrainer:
         pixels = normalise(np.stack([s.pixels() for s in batch_scenes(cfg.seed, step, cfg.batch)]))
         globals_ = [jitter_brightness(random_crops(pixels, world.SIZE, cfg.global_crop_area, generator), 0.2, generator)
                     for _ in range(2)]  # fmt: skip
-        locals_ = [random_crops(pixels, world.SIZE // 2, cfg.local_crop_area, generator) for _ in range(cfg.local_crops)]
+        locals_ = [
+            random_crops(pixels, world.SIZE // 2, cfg.local_crop_area, generator)
+            for _ in range(cfg.local_crops)
+        ]
         patches = (world.SIZE // PATCH) ** 2
         with torch.no_grad():
             teacher = [self.teacher.outputs(v) for v in globals_]
@@ -230,15 +234,21 @@ class SslTrainer:
             views = [s for i, (s, _) in enumerate(student_global) if i != t] + student_local
             for s_cls in views:
                 cls_loss, terms = cls_loss + self._distill(s_cls, t_cls, "cls_centre"), terms + 1
-        patch_loss = sum(self._masked_patches(s, t, m) for (_, s), (_, t), m in zip(student_global, teacher, masks))
+        patch_loss = sum(
+            self._masked_patches(s, t, m) for (_, s), (_, t), m in zip(student_global, teacher, masks)
+        )
         update_centre(self.teacher.cls_centre, torch.cat([t for t, _ in teacher]))
         update_centre(self.teacher.patch_centre, torch.cat([p for _, p in teacher]))
         return cls_loss / terms + patch_loss / len(masks)
 
     def _distill(self, student: torch.Tensor, teacher: torch.Tensor, centre: str) -> torch.Tensor:
-        return distill_loss(student, teacher, getattr(self.teacher, centre), self.student_temp, self.teacher_temp)
+        return distill_loss(
+            student, teacher, getattr(self.teacher, centre), self.student_temp, self.teacher_temp
+        )
 
-    def _masked_patches(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _masked_patches(
+        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         if not mask.any():
             return torch.zeros(())
         return self._distill(student[mask], teacher[mask], "patch_centre")
@@ -341,7 +351,9 @@ def _resume(folder: Path, name: str, cfg: TowersConfig, trainer, optimizer) -> i
     return int(state["step"])
 
 
-def _save_state(folder: Path, name: str, cfg: TowersConfig, trainer, optimizer, step: int, loss: float) -> None:
+def _save_state(
+    folder: Path, name: str, cfg: TowersConfig, trainer, optimizer, step: int, loss: float
+) -> None:
     state = {"trainer": trainer.state(), "optimizer": optimizer.state_dict(), "step": step, "loss": loss,
              "fingerprint": json.dumps(cfg.fingerprint(name))}  # fmt: skip
     partial = folder / (STATE_FILE + ".partial")

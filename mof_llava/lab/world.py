@@ -169,7 +169,9 @@ def place(rng: np.random.Generator, sides: list[int], restarts: int = 50) -> lis
     raise ValueError(f"cannot place objects of sides {sides} on a {SIZE} px picture")
 
 
-def _apart(a: tuple[float, float], side_a: int, b: tuple[float, float], side_b: int, gap: float = 2.0) -> bool:
+def _apart(
+    a: tuple[float, float], side_a: int, b: tuple[float, float], side_b: int, gap: float = 2.0
+) -> bool:
     reach = (side_a + side_b) / 2 + gap
     return abs(a[0] - b[0]) >= reach or abs(a[1] - b[1]) >= reach
 
@@ -245,7 +247,9 @@ def _try_pair(rng: np.random.Generator, attribute: str) -> tuple[LabScene, LabSc
     if attribute == "size":
         base = random_scene(rng, count=1)
         size_class = "big" if base.size_class == "small" else "small"
-        return base, replace(base, main=(replace(base.main[0], side=SIDES[size_class]),), size_class=size_class)
+        return base, replace(
+            base, main=(replace(base.main[0], side=SIDES[size_class]),), size_class=size_class
+        )
     if attribute == "orientation":
         base = random_scene(rng, shape=str(rng.choice(ORIENTED_SHAPES)))
         turn = str(rng.choice([o for o in ORIENTATIONS if o != base.main[0].orientation]))

@@ -40,7 +40,11 @@ def test_trained_towers_load_through_the_project_tower_path(tmp_path):
         folder = tmp_path / name
         info = json.loads((folder / towers.INFO_FILE).read_text())
         assert info["seed"] == 5 and info["steps"] == 4
-        assert info["model.safetensors sha256"] == _file_sha(folder / "model.safetensors") == results[name].sha256
+        assert (
+            info["model.safetensors sha256"]
+            == _file_sha(folder / "model.safetensors")
+            == results[name].sha256
+        )
         assert (folder / "preprocessor_config.json").exists()
     assert CLIPModel.from_pretrained(tmp_path / "clip").config.vision_config.image_size == world.SIZE
     CLIPVisionModel.from_pretrained(tmp_path / "clip")
@@ -88,7 +92,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, t
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     train_towers(_config(tmp_path, towers=("clip",), clip_steps=2))
-    with pytest.raises(LabError, match=r"train_state.pt: saved by a run with other settings \(clip_steps, seed\)"):
+    with pytest.raises(
+        LabError, match=r"train_state.pt: saved by a run with other settings \(clip_steps, seed\)"
+    ):
         train_towers(_config(tmp_path, towers=("clip",), clip_steps=3, seed=6))
 
 
@@ -100,5 +106,7 @@ def test_the_lab_towers_command_trains_and_reports_the_hash(tmp_path, capsys):
     assert code == 0
     digest = _file_sha(tmp_path / "clip" / "model.safetensors")
     assert f"clip: {tmp_path / 'clip'} (2 steps, resumed at 0" in capsys.readouterr().out
-    assert json.loads((tmp_path / "clip" / towers.INFO_FILE).read_text())["model.safetensors sha256"] == digest
+    assert (
+        json.loads((tmp_path / "clip" / towers.INFO_FILE).read_text())["model.safetensors sha256"] == digest
+    )
     assert not (tmp_path / "ssl").exists()

@@ -80,9 +80,10 @@ def test_outline_and_dot_show_in_the_pixels():
         solid, hollow = world.attribute_pair(world.scene_rng(5, "pairs", index), "fill")
         if not solid.main[0].filled:
             solid, hollow = hollow, solid
-        assert _colour_mask(solid.pixels(), solid.main[0].colour).sum() > _colour_mask(
-            hollow.pixels(), hollow.main[0].colour
-        ).sum()
+        assert (
+            _colour_mask(solid.pixels(), solid.main[0].colour).sum()
+            > _colour_mask(hollow.pixels(), hollow.main[0].colour).sum()
+        )
         with_dot, without = world.attribute_pair(world.scene_rng(6, "pairs", index), "detail")
         changed = np.any(with_dot.pixels() != without.pixels(), axis=-1)
         assert 0 < changed.sum() <= world.DOT_SIDE**2
