@@ -64,12 +64,17 @@ def run_towers(args: argparse.Namespace) -> int:
 def run_measure(args: argparse.Namespace) -> int:
     from ..lab.measure import MeasureConfig, measure
     from ..lab.report import report
-    from ..lab.towers import INFO_FILE
+    from ..lab.towers import INFO_FILE, LabError
     from ..threads import apply_cpu_threads
 
     apply_cpu_threads(None, "OMP_NUM_THREADS")
     results = []
     for folder in args.towers:
+        missing = [t for t in ("clip", "ssl") if not (folder / t / INFO_FILE).is_file()]
+        if missing:
+            raise LabError(
+                f"{folder}: no trained {' or '.join(missing)} tower there (run `mof-llava lab towers`)"
+            )
         seed = (
             args.seed
             if args.seed is not None

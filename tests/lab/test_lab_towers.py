@@ -110,3 +110,11 @@ def test_the_lab_towers_command_trains_and_reports_the_hash(tmp_path, capsys):
         json.loads((tmp_path / "clip" / towers.INFO_FILE).read_text())["model.safetensors sha256"] == digest
     )
     assert not (tmp_path / "ssl").exists()
+
+
+def test_measuring_a_folder_without_towers_names_it(tmp_path):
+    from mof_llava.cli import main
+
+    (tmp_path / "clip").mkdir()
+    with pytest.raises(LabError, match=r"no trained clip or ssl tower there"):
+        main(["lab", "measure", str(tmp_path)])
