@@ -2,15 +2,17 @@
 
 `import mof_llava` is light: it does not import torch or transformers, so the `mof-llava` command
 starts fast. The model classes load on first use (`from mof_llava import MofLlavaConfig` or
-`mof_llava.MofLlavaConfig`), and importing `mof_llava.model` registers them with transformers' Auto
-classes, so `AutoModelForImageTextToText.from_pretrained(dir)`, `AutoConfig` and `AutoProcessor` load
-our checkpoints without `trust_remote_code`. When transformers is already imported, `import mof_llava`
-registers at once, as it always did; otherwise import `mof_llava.model` (or any model class) first.
+`mof_llava.MofLlavaConfig`). They are registered with transformers' Auto classes as soon as both
+packages are imported, in either order, so after `import mof_llava`
+`AutoModelForImageTextToText.from_pretrained(dir)`, `AutoConfig` and `AutoProcessor` load our
+checkpoints without `trust_remote_code`, as they always did.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -45,8 +47,37 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_MODEL_NAMES))
 
 
-# Whoever imported transformers before us is about to use its Auto classes: register now, so that
-# `import transformers; import mof_llava; AutoModel...from_pretrained(dir)` works. Someone who has
-# not imported it yet pays nothing here.
+class _RegisterAfterTransformers(importlib.abc.MetaPathFinder):
+    """Registers our classes with transformers' Auto classes right after `transformers` is imported,
+    so `import mof_llava` then `AutoModelForImageTextToText.from_pretrained(dir)` works as it always
+    did, while `import mof_llava` alone (the CLI's --help) never imports transformers."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "transformers":
+            return None
+        sys.meta_path.remove(self)  # once; the real finders locate the package
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ThenRegister(spec.loader)
+        return spec
+
+
+class _ThenRegister(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        if "mof_llava.model" not in sys.modules:  # it registers itself (and may be what imports transformers)
+            importlib.import_module(".model", __name__)
+
+
+# Whoever imported transformers before us is about to use its Auto classes: register now. Otherwise
+# register once transformers is imported; someone who never imports it pays nothing.
 if "transformers" in sys.modules:
     importlib.import_module(".model", __name__)
+else:
+    sys.meta_path.insert(0, _RegisterAfterTransformers())

@@ -58,6 +58,22 @@ def test_import_is_light():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("first", ["import mof_llava", "import transformers; import mof_llava", "import mof_llava.model"])
+def test_auto_classes_know_us_whatever_was_imported_first(first):
+    """`import mof_llava` then transformers' Auto classes (the README's usage) works in every order:
+    registration happens as soon as both are imported, without `import mof_llava` importing transformers."""
+    result = _run_python(
+        f"import sys\n{first}\n"
+        "from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor\n"
+        "config = AutoConfig.for_model('mof_llava')\n"
+        "assert type(config).__name__ == 'MofLlavaConfig', type(config)\n"
+        "assert AutoModelForImageTextToText._model_mapping[type(config)].__name__ == 'MofLlavaForConditionalGeneration'\n"
+        "from transformers.models.auto.processing_auto import PROCESSOR_MAPPING\n"
+        "assert PROCESSOR_MAPPING[type(config)].__name__ == 'MofLlavaProcessor'\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["mine", "embed", "--help"]])
 def test_help_is_light(argv):
     result = _run_python(
