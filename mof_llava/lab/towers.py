@@ -16,7 +16,6 @@ knows about it.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
+from ..benchmarks.provenance import sha256_of
 from ..model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from . import world
 from .augment import jitter_brightness, random_crops
@@ -319,7 +319,7 @@ def train_one(name: str, cfg: TowersConfig) -> TowerResult:
     if start == trainer.steps and start > 0:  # finished before: report its last loss
         loss_value = float(torch.load(folder / STATE_FILE, weights_only=True)["loss"])
     trainer.save(folder)
-    digest = sha256(folder / "model.safetensors")
+    digest = sha256_of(folder / "model.safetensors")
     info = {"tower": name, "seed": cfg.seed, "steps": trainer.steps, "final_loss": loss_value,
             "model.safetensors sha256": digest, "config": cfg.fingerprint(name)}  # fmt: skip
     write_text_atomic(folder / INFO_FILE, json.dumps(info, indent=1) + "\n")
@@ -356,14 +356,7 @@ def _save_state(
 ) -> None:
     state = {"trainer": trainer.state(), "optimizer": optimizer.state_dict(), "step": step, "loss": loss,
              "fingerprint": json.dumps(cfg.fingerprint(name))}  # fmt: skip
-    partial = folder / (STATE_FILE + ".partial")
-    torch.save(state, partial)
-    partial.replace(folder / STATE_FILE)  # a crash mid-write keeps the previous state
+    with atomic_path(folder / STATE_FILE) as tmp:  # a crash mid-write keeps the previous state
+        torch.save(state, tmp)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
