@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text_atomic
+from ..errors import decode_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +85,7 @@ def _parse_line(line: str, path: Path, lineno: int) -> dict[str, Any]:
 
 
 def _decode(data: bytes, path: Path) -> str:
-    """The file's text; a byte that is not UTF-8 (a binary or wrongly encoded file) is an error
-    naming the file, line and byte offset."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise AnswerFileError(
-            f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); an answer file is JSON lines"
-        ) from None
+    return decode_utf8(data, str(path), AnswerFileError, "; an answer file is JSON lines")
 
 
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
