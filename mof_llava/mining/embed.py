@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mof_llava.atomic import write_text_atomic
+from mof_llava.atomic import write_json_atomic, write_text_atomic
 from mof_llava.mining.errors import MiningError
-from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS, write_json_atomic
+from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS
 from mof_llava.mining.towers import TowerSpec
 from mof_llava.threads import apply_cpu_threads, cap_workers
 
@@ -141,7 +141,7 @@ def _check_run(output: Path, run: dict) -> None:
     """Record what the run embeds; a resumed run must embed the same images with the same towers."""
     path = output / RUN
     if not path.exists():
-        write_json_atomic(path, run)
+        write_json_atomic(path, run, indent=2)
         return
     previous = json.loads(path.read_text(encoding="utf-8"))
     for key in ("ids_sha256", "images", "image_root", "towers", "shard_size", "dtype"):
@@ -309,5 +309,5 @@ def _merge(
         "towers": towers_info,
         "shards": shards,
     }
-    write_json_atomic(output / MANIFEST, manifest)  # last: its presence marks the set complete
+    write_json_atomic(output / MANIFEST, manifest, indent=2)  # last: its presence marks the set complete
     return EmbedResult(output, len(ids), rows, corrupt, done_here)

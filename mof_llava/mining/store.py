@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mof_llava.atomic import write_text_atomic
 from mof_llava.mining.errors import MiningError
 
 MANIFEST = "manifest.json"
@@ -139,10 +138,6 @@ def read_ids(path: str | Path) -> list[str]:
         if not value.strip():
             raise MiningError(f"{path}:{line}: empty image id")
     return ids
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 @dataclass(frozen=True)
