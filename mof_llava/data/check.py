@@ -262,21 +262,19 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines)
 
 
-def paper_processor(tokenizer: str, mixer: str, image_size: int = 336):
-    """The processor of a model with the paper's towers (CLIP ViT-L/14 [+ DINOv2 ViT-L/14]) at
-    `image_size` under `mixer`, made without any checkpoint but the tokenizer: for data checks and
+def paper_processor(tokenizer: str, mixer: str, image_size: int | None = None):
+    """The processor of a model with the paper's towers (the `CLIP_L14_336` [+ `DINOV2_L14`] presets) at
+    `image_size` (default: CLIP's 336 px) under `mixer`, made without any checkpoint but the tokenizer: for data checks and
     benchmarks. Visual token count from `MofLlavaConfig`, image preprocessing as the model builder's."""
-    from transformers import Dinov2Config
-
     from ..model import MofLlavaConfig, MofLlavaProcessor
     from ..model.builder import default_image_token_id
+    from ..model.presets import CLIP_L14_336, DINOV2_L14
     from ..model.tokenizer import load_tokenizer
 
-    dinov2 = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
-    clip = {**MofLlavaConfig().vision_towers[0]["vision_config"], "image_size": image_size}  # CLIP ViT-L/14
-    towers = [{"name": "clip", "vision_config": clip}]
+    image_size = image_size or CLIP_L14_336.architecture["image_size"]
+    towers = [CLIP_L14_336.spec(image_size)]
     if mixer != "none":
-        towers.append({"name": "dinov2", "vision_config": dinov2.to_dict(), "feature_layer": -1})
+        towers.append(DINOV2_L14.spec(image_size))
     tok = load_tokenizer(tokenizer)
     config = MofLlavaConfig(
         vision_towers=towers, mixer={"mode": mixer}, image_size=image_size, image_token_id=default_image_token_id(tok)

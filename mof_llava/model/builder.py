@@ -6,8 +6,7 @@ init. The recipe says which checkpoints and how they are used; nothing is inferr
 
     recipe = ModelRecipe(
         llm="lmsys/vicuna-7b-v1.5",
-        towers=[TowerRecipe("clip", "openai/clip-vit-large-patch14-336", feature_layer=-2),
-                TowerRecipe("dinov2", "facebook/dinov2-large", feature_layer=-1)],
+        towers=[TowerRecipe(preset="clip_l14_336"), TowerRecipe(preset="dinov2_l14")],  # presets.py
         mixer=MixerSpec(mode="interleave"),
     )
     model, processor = build_model(recipe)
@@ -17,9 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,6 +36,7 @@ from .configuration import (
     TowerSpec,
 )
 from .modeling import MofLlavaForConditionalGeneration
+from .presets import CLIP_L14_336, DINOV2_L14, PRESETS, Normalization, get_preset
 from .processing import MofLlavaProcessor
 from .tokenizer import load_tokenizer
 
@@ -47,6 +47,11 @@ logger = logging.getLogger(__name__)
 class TowerRecipe:
     """A vision tower checkpoint and how its features are taken.
 
+    `preset` names one of the paper's towers (`presets.PRESETS`: `clip_l14_336`, `dinov2_l14`); it
+    fills every field left unset, so `TowerRecipe(preset="dinov2_l14", normalization="own")` is the
+    paper's DINOv2 with its own statistics. Without a preset, unset fields take `TowerSpec`'s defaults
+    (CLIP's layer -2, prefix tokens dropped, transformers' position resize) and `normalization="shared"`.
+
     `normalization="shared"`: the tower sees the primary tower's preprocessed tensor unchanged (the
     paper fed DINOv2 the CLIP-normalised image); `"own"`: its input is re-normalised to the
     statistics in the tower checkpoint's `preprocessor_config.json`.
@@ -55,12 +60,30 @@ class TowerRecipe:
     which the paper ran; `"transformers"` as transformers' Dinov2Model (see `TowerSpec`).
     """
 
-    name: str
-    path: str
-    feature_layer: int = -2
-    drop_prefix_tokens: bool = True
-    normalization: Literal["shared", "own"] = "shared"
-    pos_interpolation: PosInterpolation = "transformers"
+    name: str | None = None
+    path: str | None = None
+    feature_layer: int | None = None
+    drop_prefix_tokens: bool | None = None
+    normalization: Normalization | None = None
+    pos_interpolation: PosInterpolation | None = None
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        defaults = get_preset(self.preset).recipe_fields() if self.preset is not None else _PLAIN_TOWER
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        for key in ("name", "path"):
+            if getattr(self, key) is None:
+                raise MofLlavaConfigError(f"a tower recipe needs a {key} (or a preset: {sorted(PRESETS)})")
+
+
+# What a tower without a preset gets: TowerSpec's own defaults, and the primary tower's pixels.
+_SPEC_DEFAULTS = {f.name: f.default for f in fields(TowerSpec)}
+_PLAIN_TOWER: dict[str, Any] = {
+    **{key: _SPEC_DEFAULTS[key] for key in ("feature_layer", "drop_prefix_tokens", "pos_interpolation")},
+    "normalization": "shared",
+}
 
 
 @dataclass
@@ -72,19 +95,18 @@ class ModelRecipe:
     image_token_id: int | None = None
 
 
-def llava15_recipe(llm: str, clip: str) -> ModelRecipe:
-    """LLaVA-1.5: CLIP layer -2 patch features, mlp2x_gelu adapter."""
-    return ModelRecipe(llm, [TowerRecipe("clip", clip, feature_layer=-2)], MixerSpec(mode="none"))
+def llava15_recipe(llm: str, clip: str = CLIP_L14_336.path) -> ModelRecipe:
+    """LLaVA-1.5: the `CLIP_L14_336` preset (layer -2 patch features), mlp2x_gelu adapter."""
+    return ModelRecipe(llm, [TowerRecipe(preset="clip_l14_336", path=clip)], MixerSpec(mode="none"))
 
 
-def mof_recipe(llm: str, clip: str, dinov2: str, mode: str = "interleave", alpha: float = 0.0) -> ModelRecipe:
-    """The paper's MoF models: CLIP layer -2 + DINOv2 last block before its final LayerNorm, DINOv2
-    fed the CLIP-preprocessed image, its position table resized the torch.hub way.
-    `mode="interleave"` is I-MoF, `mode="additive"` A-MoF with ratio alpha."""
-    towers = [
-        TowerRecipe("clip", clip, feature_layer=-2),
-        TowerRecipe("dinov2", dinov2, feature_layer=-1, pos_interpolation="hub"),
-    ]
+def mof_recipe(
+    llm: str, clip: str = CLIP_L14_336.path, dinov2: str = DINOV2_L14.path, mode: str = "interleave", alpha: float = 0.0
+) -> ModelRecipe:
+    """The paper's MoF models: the `CLIP_L14_336` and `DINOV2_L14` presets (CLIP layer -2 + DINOv2's
+    last block before its final LayerNorm, DINOv2 fed the CLIP-preprocessed image, its position table
+    resized the torch.hub way). `mode="interleave"` is I-MoF, `mode="additive"` A-MoF with ratio alpha."""
+    towers = [TowerRecipe(preset="clip_l14_336", path=clip), TowerRecipe(preset="dinov2_l14", path=dinov2)]
     return ModelRecipe(llm, towers, MixerSpec(mode=mode, alpha=alpha if mode == "additive" else 0.0))
 
 

@@ -13,6 +13,7 @@ Every invalid combination fails here, when the config is made, with a message sa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -134,6 +135,21 @@ class MixerSpec:
         return cls(**data)
 
 
+def num_visual_tokens(spec: MixerSpec, tower_grids: Sequence[tuple[int, int]]) -> int:
+    """Visual tokens per image, the one place that counts them: the mixing grid (`spec.grid`, else the
+    first tower's [h, w] grid) times the streams the LLM sees (every tower when interleaving, else one).
+    `tower_grids` are the towers' patch grids in tower order."""
+    grids = [tuple(int(v) for v in g) for g in tower_grids]
+    if not grids:
+        raise MofLlavaConfigError("at least one vision tower is needed")
+    if spec.mode != "none" and spec.grid is None and len(set(grids)) > 1:
+        raise MofLlavaConfigError(
+            f"towers produce different token grids {grids}; set mixer.grid=[h, w] to resample them to one grid"
+        )
+    h, w = spec.grid if spec.grid is not None else grids[0]
+    return h * w * (len(grids) if spec.mode == "interleave" else 1)
+
+
 def normalise_vision_config(vision_config: dict[str, Any] | PreTrainedConfig) -> dict[str, Any]:
     """The JSON form of a tower's transformers config, validated by building it once."""
     if isinstance(vision_config, dict):
@@ -154,20 +170,10 @@ def adapter_depth(adapter: str) -> int:
 
 
 def _default_clip_tower() -> dict[str, Any]:
-    """LLaVA-1.5's tower: CLIP ViT-L/14 at 336 px, layer -2 patch features."""
-    from transformers import CLIPVisionConfig
+    """LLaVA-1.5's tower: CLIP ViT-L/14 at 336 px, layer -2 patch features (presets.py)."""
+    from .presets import CLIP_L14_336
 
-    vision_config = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-    )
-    return TowerSpec("clip", normalise_vision_config(vision_config), feature_layer=-2).to_dict()
+    return CLIP_L14_336.spec().to_dict()
 
 
 class MofLlavaConfig(PreTrainedConfig):
@@ -232,9 +238,7 @@ class MofLlavaConfig(PreTrainedConfig):
     @property
     def num_image_tokens(self) -> int:
         """Visual tokens per image in the LLM sequence (the processor writes this many placeholders)."""
-        h, w = self.mixed_grid
-        n_streams = len(self.towers) if self.mixer_spec.mode == "interleave" else 1
-        return h * w * n_streams
+        return num_visual_tokens(self.mixer_spec, [self.tower_grid(t) for t in self.towers])
 
     # -- validation --------------------------------------------------------------------------
     def validate_mof(self) -> None:

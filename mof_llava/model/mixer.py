@@ -71,13 +71,9 @@ class FeatureMixer(nn.Module):
             return [self.tower_names[int(self.spec.alpha)]]
         return list(self.tower_names)
 
-    @property
-    def tokens_per_image(self) -> int:
-        n = self.grid[0] * self.grid[1]
-        return n * len(self.tower_names) if self.spec.mode == "interleave" else n
-
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{tower name: [n_images, tokens, width]} -> visual tokens [n_images, tokens_per_image, text_hidden]."""
+        """{tower name: [n_images, tokens, width]} -> visual tokens [n_images, n_visual, text_hidden], n_visual
+        being `configuration.num_visual_tokens` of this mixer's spec and tower grids."""
         features = {name: self._to_grid(name, features[name]) for name in self.required_towers}
         mode = self.spec.mode
         if mode == "none":

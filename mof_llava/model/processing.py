@@ -1,8 +1,9 @@
 """`MofLlavaProcessor`: text and images in, model inputs out. It alone decides token expansion.
 
-Text: each `<image>` marker becomes `num_image_tokens` placeholder ids (576 for LLaVA-1.5 and A-MoF,
-1152 for I-MoF at 336 px). The text between markers is tokenised chunk by chunk, the first chunk with
-BOS, exactly as LLaVA's `tokenizer_image_token` does, so prompts tokenise identically to LLaVA's.
+Text: each `<image>` marker becomes `num_image_tokens` placeholder ids `image_token_id`, both from the
+model's config (`for_config`; the count is `configuration.num_visual_tokens`). The text between
+markers is tokenised chunk by chunk, the first chunk with BOS, exactly as LLaVA's
+`tokenizer_image_token` does, so prompts tokenise identically to LLaVA's.
 
 Images: LLaVA-1.5's preprocessing through transformers' PIL image processor: with
 `image_aspect_ratio="pad"` the picture is centred on a square of the CLIP mean colour (122, 116, 104)
@@ -21,10 +22,13 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from ..constants import IMAGE_TOKEN
+from .configuration import MofLlavaConfigError
 from .tokenizer import check_tokenizer_files
 
 AspectRatio = Literal["pad", "crop"]
 ASPECT_RATIOS = ("pad", "crop")
+# LLaVA-1.5's evaluation preprocessing; training runs pass their `DataConfig.image_aspect_ratio`.
+DEFAULT_ASPECT_RATIO: AspectRatio = "pad"
 
 
 def _pil_backend(image_processor):
@@ -48,14 +52,23 @@ class EncodedText:
 class MofLlavaProcessor(ProcessorMixin):
     def __init__(
         self,
-        image_processor=None,
-        tokenizer=None,
-        num_image_tokens: int = 576,
-        image_token_id: int = -200,
-        image_aspect_ratio: AspectRatio = "pad",
+        image_processor,
+        tokenizer,
+        # Required (no keyword-only marker: transformers' loading passes only positional-or-keyword
+        # arguments from processor_config.json).
+        num_image_tokens: int,
+        image_token_id: int,
+        image_aspect_ratio: AspectRatio = DEFAULT_ASPECT_RATIO,
         chat_template: str | None = None,
         **kwargs,
     ):
+        # Both come from the model's config (`for_config`): a default here could disagree with it.
+        if isinstance(num_image_tokens, bool) or not isinstance(num_image_tokens, int) or num_image_tokens < 1:
+            raise ValueError(
+                f"num_image_tokens must be a positive integer (config.num_image_tokens), got {num_image_tokens!r}"
+            )
+        if isinstance(image_token_id, bool) or not isinstance(image_token_id, int):
+            raise ValueError(f"image_token_id must be an integer (config.image_token_id), got {image_token_id!r}")
         if image_aspect_ratio not in ASPECT_RATIOS:
             raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {image_aspect_ratio!r}")
         self.num_image_tokens = int(num_image_tokens)
@@ -65,7 +78,9 @@ class MofLlavaProcessor(ProcessorMixin):
         super().__init__(_pil_backend(image_processor), tokenizer, chat_template=chat_template)
 
     @classmethod
-    def for_config(cls, config, tokenizer, image_aspect_ratio: AspectRatio = "pad") -> MofLlavaProcessor:
+    def for_config(
+        cls, config, tokenizer, image_aspect_ratio: AspectRatio = DEFAULT_ASPECT_RATIO
+    ) -> MofLlavaProcessor:
         """The processor that matches a `MofLlavaConfig`: LLaVA-1.5's image preprocessing at the config's
         image size and statistics, and its visual token count and placeholder id."""
         from transformers.image_utils import PILImageResampling
@@ -93,7 +108,16 @@ class MofLlavaProcessor(ProcessorMixin):
         """transformers' loading, refusing a folder without a tokenizer vocabulary first (transformers
         would build an empty tokenizer there; see tokenizer.py)."""
         check_tokenizer_files(pretrained_model_name_or_path, "processor")
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except TypeError as err:
+            missing = [name for name in ("num_image_tokens", "image_token_id") if f"'{name}'" in str(err)]
+            if not missing:
+                raise
+            raise MofLlavaConfigError(
+                f"{pretrained_model_name_or_path}: processor_config.json lacks {' and '.join(missing)}; "
+                "save the processor of this model's config (MofLlavaProcessor.for_config(config, tokenizer))"
+            ) from None
 
     # -- text ------------------------------------------------------------------------------------
     def encode(self, text: str, add_bos: bool = True) -> EncodedText:

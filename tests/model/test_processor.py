@@ -66,7 +66,9 @@ def test_pad_id_is_the_tokenizers_pad_or_else_unk(processor):
     """One rule for every padder (collator, generation, the trainer's placeholder batch)."""
     tokenizer = processor.tokenizer
     assert tokenizer.pad_token is None and processor.pad_token_id == tokenizer.unk_token_id == 0  # like Vicuna
-    with_pad = MofLlavaProcessor(processor.image_processor, build_tiny_tokenizer())
+    with_pad = MofLlavaProcessor(
+        processor.image_processor, build_tiny_tokenizer(), num_image_tokens=32, image_token_id=processor.image_token_id
+    )
     with_pad.tokenizer.add_special_tokens({"pad_token": "<pad>"})
     assert with_pad.pad_token_id == with_pad.tokenizer.convert_tokens_to_ids("<pad>") != 0
     with_pad.tokenizer.unk_token, with_pad.tokenizer.pad_token = None, None
