@@ -2,7 +2,8 @@
 
 `random_crops` is a random resized crop done with one affine sampling grid per picture: a square
 window covering a random share of the picture's area, at a random place, resized to `out` pixels.
-No flips: a flip changes orientation and left/right, which the lab wants the towers able to see.
+`random_dihedral` flips and turns, for the CLIP only: a flip changes orientation and left/right,
+which the self-supervised tower must stay able to see.
 """
 
 from __future__ import annotations
@@ -31,3 +32,16 @@ def jitter_brightness(pixels: torch.Tensor, amount: float, generator: torch.Gene
     """Scale each picture's (normalised) values by 1 +- amount: light changes, colours stay apart."""
     factor = 1 + (torch.rand(pixels.shape[0], 1, 1, 1, generator=generator) * 2 - 1) * amount
     return pixels * factor
+
+
+def random_dihedral(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each square picture under its own one of the 8 flips and quarter turns: what this destroys
+    (orientation, position, left/right) is what a tower trained on it learns to ignore."""
+    choice = torch.randint(0, 8, (pixels.shape[0],), generator=generator)
+    out = pixels.clone()
+    for k in range(8):
+        rows = choice == k
+        if rows.any():
+            view = torch.rot90(pixels[rows], k % 4, dims=(2, 3))
+            out[rows] = view.flip(3) if k >= 4 else view
+    return out

@@ -30,13 +30,13 @@ from ..atomic import atomic_path, write_text_atomic
 from ..benchmarks.provenance import sha256_of
 from ..model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from . import world
-from .augment import jitter_brightness, random_crops
+from .augment import jitter_brightness, random_crops, random_dihedral
 from .ssl import SelfDistiller, distill_loss, random_patch_mask, update_centre, update_teacher
 
 TOWERS = ("clip", "ssl")
 STATE_FILE = "train_state.pt"
 INFO_FILE = "lab_tower.json"
-PATCH = 8
+PATCH = 4  # TowersConfig.patch's default: 144 patches of 4 px, so a 9 px object spans several
 MAX_TEXT = 12  # caption tokens, BOS and EOS included
 
 
@@ -63,11 +63,16 @@ class TowersConfig:
     lr: float = 1e-3
     checkpoint_every: int = 250
     size: TowerSize = field(default_factory=TowerSize)
+    patch: int = PATCH
     clip_crop_area: tuple[float, float] = (0.8, 1.0)
+    # Random flips and quarter turns for the CLIP only: its captions never name orientation,
+    # position or left/right, so it is taught to ignore them; the SSL tower never sees a flip.
+    clip_flips: bool = True
     global_crop_area: tuple[float, float] = (0.5, 1.0)
     local_crop_area: tuple[float, float] = (0.15, 0.4)
     local_crops: int = 2
     mask_ratio: tuple[float, float] = (0.1, 0.5)
+    patch_loss_weight: float = 1.0  # iBOT's masked-patch loss against DINO's CLS loss
     threads: int | None = None
     progress: bool = True
 
@@ -127,22 +132,22 @@ def encode_captions(captions: list[str], vocab: dict[str, int]) -> torch.Tensor:
 # Models
 
 
-def clip_config(size: TowerSize):
+def clip_config(size: TowerSize, patch: int = PATCH):
     from transformers import CLIPConfig
 
     vocab = vocabulary()
     text = dict(vocab_size=len(vocab), hidden_size=size.hidden, intermediate_size=size.mlp, num_hidden_layers=2,
                 num_attention_heads=size.heads, max_position_embeddings=MAX_TEXT, pad_token_id=0, bos_token_id=1,
                 eos_token_id=len(vocab) - 1)  # fmt: skip
-    vision = dict(image_size=world.SIZE, patch_size=PATCH, hidden_size=size.hidden, intermediate_size=size.mlp,
+    vision = dict(image_size=world.SIZE, patch_size=patch, hidden_size=size.hidden, intermediate_size=size.mlp,
                   num_hidden_layers=size.layers, num_attention_heads=size.heads)  # fmt: skip
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=size.hidden)
 
 
-def dinov2_config(size: TowerSize):
+def dinov2_config(size: TowerSize, patch: int = PATCH):
     from transformers import Dinov2Config
 
-    return Dinov2Config(image_size=world.SIZE, patch_size=PATCH, hidden_size=size.hidden,
+    return Dinov2Config(image_size=world.SIZE, patch_size=patch, hidden_size=size.hidden,
                         num_hidden_layers=size.layers, num_attention_heads=size.heads,
                         mlp_ratio=size.mlp // size.hidden)  # fmt: skip
 
@@ -157,7 +162,7 @@ class ClipTrainer:
 
         torch.manual_seed(cfg.seed)
         self.cfg, self.vocab = cfg, vocabulary()
-        self.model = CLIPModel(clip_config(cfg.size))
+        self.model = CLIPModel(clip_config(cfg.size, cfg.patch))
         self.steps = cfg.clip_steps
 
     def parameters(self):
@@ -176,6 +181,8 @@ class ClipTrainer:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         pixels = normalise(np.stack([s.pixels() for s in scenes]))
         pixels = random_crops(pixels, world.SIZE, self.cfg.clip_crop_area, generator)
+        if self.cfg.clip_flips:
+            pixels = random_dihedral(pixels, generator)
         return self.model(
             input_ids=ids, attention_mask=(ids > 0).long(), pixel_values=pixels, return_loss=True
         ).loss
@@ -199,7 +206,7 @@ class SslTrainer:
 
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
-        self.student = SelfDistiller(Dinov2Model(dinov2_config(cfg.size)))
+        self.student = SelfDistiller(Dinov2Model(dinov2_config(cfg.size, cfg.patch)))
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.steps = cfg.ssl_steps
 
@@ -223,7 +230,7 @@ class SslTrainer:
             random_crops(pixels, world.SIZE // 2, cfg.local_crop_area, generator)
             for _ in range(cfg.local_crops)
         ]
-        patches = (world.SIZE // PATCH) ** 2
+        patches = (world.SIZE // cfg.patch) ** 2
         with torch.no_grad():
             teacher = [self.teacher.outputs(v) for v in globals_]
         masks = [random_patch_mask(cfg.batch, patches, cfg.mask_ratio, generator) for _ in globals_]
@@ -239,7 +246,7 @@ class SslTrainer:
         )
         update_centre(self.teacher.cls_centre, torch.cat([t for t, _ in teacher]))
         update_centre(self.teacher.patch_centre, torch.cat([p for _, p in teacher]))
-        return cls_loss / terms + patch_loss / len(masks)
+        return cls_loss / terms + cfg.patch_loss_weight * patch_loss / len(masks)
 
     def _distill(self, student: torch.Tensor, teacher: torch.Tensor, centre: str) -> torch.Tensor:
         return distill_loss(
@@ -285,6 +292,8 @@ def train_towers(config: TowersConfig) -> dict[str, TowerResult]:
     unknown = [t for t in config.towers if t not in TRAINERS]
     if unknown:
         raise LabError(f"unknown tower(s) {unknown}; choose from {list(TRAINERS)}")
+    if config.patch < 1 or world.SIZE % config.patch:
+        raise LabError(f"patch must divide the world's {world.SIZE} px side, got {config.patch}")
     if config.checkpoint_every < 1:
         raise LabError(f"checkpoint_every must be at least 1, got {config.checkpoint_every}")
     if config.threads is not None:

@@ -118,3 +118,14 @@ def test_measuring_a_folder_without_towers_names_it(tmp_path):
     (tmp_path / "clip").mkdir()
     with pytest.raises(LabError, match=r"no trained clip or ssl tower there"):
         main(["lab", "measure", str(tmp_path)])
+
+
+def test_the_patch_size_is_a_recorded_setting(tmp_path):
+    train_towers(_config(tmp_path, towers=("ssl",), ssl_steps=1, patch=8))
+    info = json.loads((tmp_path / "ssl" / towers.INFO_FILE).read_text())
+    assert info["config"]["patch"] == 8 and "clip_flips" in info["config"]
+    assert Dinov2Model.from_pretrained(tmp_path / "ssl").config.patch_size == 8
+    with pytest.raises(LabError, match=r"other settings \(patch\)"):
+        train_towers(_config(tmp_path, towers=("ssl",), ssl_steps=1, patch=4))
+    with pytest.raises(LabError, match=rf"patch must divide the world.s {world.SIZE} px side, got 5"):
+        train_towers(_config(tmp_path / "other", patch=5))
