@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.images import DEFAULT_IMAGE_LOADING
 from .answers import answer_key, check_coverage, load_answer_index
-from .registry import Benchmark, option
+from .registry import Answerer, Benchmark, option
 from .run_options import RunFlags
+from .task import EvalQuestion, EvalTask
 
 QUESTIONS_CSV = "Questions.csv"
 IMAGE_DIR = "MLLM_VLM Images"
@@ -235,46 +236,67 @@ def text_padding(model_type: str) -> dict[str, Any]:
     )
 
 
+def image_text_logits(
+    model, processor, images: Sequence[Any], texts: Sequence[str], model_type: str, device="cpu"
+):
+    """The model's logits [text][image] for every text against every image, in one forward."""
+    import torch
+
+    inputs = processor(text=list(texts), images=list(images), return_tensors="pt", **text_padding(model_type))
+    with torch.no_grad():
+        return model(**{k: v.to(device) for k, v in inputs.items()}).logits_per_text.float().cpu()
+
+
 def pair_logits(model, processor, pairs: Sequence[ImagePair], model_type: str, device: str = "cpu") -> list:
     """For each pair, the 2x2 image-text logits [statement][image]. All pairs of the batch go
     through the model together; the embeddings of one image or text do not depend on the others."""
-    import torch
-
     from ..data.images import load_rgb_image
 
     images = [load_rgb_image(p) for pair in pairs for p in pair.image_paths]
     texts = [s.text for pair in pairs for s in (pair.first, pair.second)]
-    inputs = processor(text=texts, images=images, return_tensors="pt", **text_padding(model_type))
-    with torch.no_grad():
-        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits_per_text.float().cpu()
+    logits = image_text_logits(model, processor, images, texts, model_type, device)
     return [logits[2 * i : 2 * i + 2, 2 * i : 2 * i + 2].tolist() for i in range(len(pairs))]
 
 
-def evaluate_model(
-    model, processor, pairs: Sequence[ImagePair], model_type: str, batch_pairs: int = 8, device: str = "cpu"
-) -> list[dict[str, Any]]:
-    """Answer lines (LLaVA's format; `text` is the picked image) for every statement."""
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class StatementQuestion(EvalQuestion):
+    """A statement for the runner: its "image" is its pair's two images, the answer the one it picks."""
 
-    from .answers import make_answer
+    pair_images: tuple[Path, Path] = (Path(), Path())
 
-    model_id = Path(str(getattr(model.config, "_name_or_path", "") or model_type)).name
-    lines = []
-    for start in tqdm(range(0, len(pairs), batch_pairs), desc="mmvp-vlm", unit="batch"):
-        batch = pairs[start : start + batch_pairs]
-        for pair, block in zip(batch, pair_logits(model, processor, batch, model_type, device)):
-            for statement, logits in zip((pair.first, pair.second), block):
-                first, p_first = picks_first_image(logits)
-                lines.append(
-                    make_answer(
-                        statement.question_id,
-                        statement.text,
-                        pick_label(first),
-                        model_id,
-                        metadata={"p_img1": p_first, "logits": logits},
-                    )
-                )
-    return lines
+    def load_image(self, loading: str = DEFAULT_IMAGE_LOADING):
+        from ..data.images import load_rgb_image
+
+        return tuple(load_rgb_image(p, loading) for p in self.pair_images)
+
+
+def make_score_fn(model, processor, model_type: str, device: str = "cpu"):
+    """The runner's answerer for a CLIP-family model: each statement (text) against its pair's two
+    images; the answer is the picked image, with p_img1 and the two logits as metadata."""
+
+    def answer(image_pairs: list[tuple[Any, Any]], texts: list[str]) -> list[dict[str, Any]]:
+        images = [image for pair in image_pairs for image in pair]
+        logits = image_text_logits(model, processor, images, texts, model_type, device)
+        lines = []
+        for k in range(len(texts)):
+            row = logits[k, 2 * k : 2 * k + 2].tolist()
+            first, p_first = picks_first_image(row)
+            lines.append({"text": pick_label(first), "metadata": {"p_img1": p_first, "logits": row}})
+        return lines
+
+    return answer
+
+
+def _describe(config, device: str) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(config.model).model_type
+    return {"model_type": model_type, "device": device, "dtype": "float32"}
+
+
+def _load(task: EvalTask, config, device: str):
+    model, processor, model_type = load_contrastive_model(config.model, device)
+    return make_score_fn(model, processor, model_type, device)
 
 
 def write_pairs_csv(metrics: Mapping[str, Any], path: str | Path) -> None:
@@ -287,8 +309,8 @@ def write_pairs_csv(metrics: Mapping[str, Any], path: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Registration (mof-llava eval mmvp-vlm): not through the generation runner; 270 images take one
-# process, so `run` writes the answers in one go (no shards, nothing to resume).
+# Registration (mof-llava eval mmvp-vlm): through the runner like the MLLM benchmarks (sharded,
+# resumable), its "generator" the CLIP scorer above
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,42 +321,35 @@ class MMVPVLMOptions:
 @dataclass(frozen=True, kw_only=True)
 class ContrastiveRunFlags(RunFlags):
     model: Path = option(help="CLIP or SigLIP folder")
-    batch_size: int = option(8, "image pairs per batch")
+    batch_size: int = option(8, "statements per batch (each against its pair's two images)")
 
 
-def run(o: MMVPVLMOptions, flags: ContrastiveRunFlags, output_dir: Path) -> dict | None:
-    """Evaluate a CLIP-family model; writes answers.jsonl, metrics.json and pairs.csv."""
-    from ..atomic import write_json_atomic
-    from ..threads import apply_cpu_threads
-    from .answers import write_answers_atomic
-    from .generation import pick_device
-    from .provenance import code_version, describe_files
-    from .runner import Distributed
+def build_task(data: str | Path) -> EvalTask:
+    """One question per statement, in file order; scoring also writes the reference script's
+    per-pair table (pairs.csv) next to the answers."""
+    pairs = read_pairs(data)
+    questions = [
+        StatementQuestion(s.question_id, s.text, pair_images=pair.image_paths)
+        for pair in pairs
+        for s in (pair.first, pair.second)
+    ]
 
-    if Distributed.from_env().rank != 0:  # 270 images: one process does it; the others stand by
-        return None
-    device = pick_device(flags.device)
-    if device.startswith("cpu"):
-        apply_cpu_threads(flags.threads, "--threads")
-    pairs = read_pairs(o.data)
-    model, processor, model_type = load_contrastive_model(flags.model, device)
-    lines = evaluate_model(model, processor, pairs, model_type, flags.batch_size, device)
-    answers_path = output_dir / "answers.jsonl"
-    write_answers_atomic(answers_path, lines)
-    metrics = score_answer_file(answers_path, pairs)
-    csv_path, image_dir = find_files(o.data)
-    metrics["run"] = {
-        "model": str(Path(flags.model).resolve()),
-        "model_type": model_type,
-        "device": device,
-        "text_prefix": TEXT_PREFIX,
-        "data_files": describe_files({"questions": csv_path, "images": image_dir}),
-        "code_version": code_version(),
-        "command": sys.argv,
-    }
-    write_json_atomic(output_dir / "metrics.json", metrics, indent=1)
-    write_pairs_csv(metrics, output_dir / "pairs.csv")
-    return metrics
+    def score(answers_path: Path) -> dict[str, Any]:
+        metrics = score_answer_file(answers_path, pairs)
+        write_pairs_csv(metrics, Path(answers_path).parent / "pairs.csv")
+        return metrics
+
+    csv_path, image_dir = find_files(data)
+    return EvalTask(
+        benchmark="mmvp-vlm",
+        questions=questions,
+        template=None,  # a contrastive model reads the statement as it is
+        max_new_tokens=0,  # and generates nothing: it picks one of two images
+        settings={"text_prefix": TEXT_PREFIX},
+        data_files={"questions": str(csv_path), "images": str(image_dir)},
+        score=score,
+        image_aspect_ratio="processor",  # the CLIP processor's resize and centre crop
+    )
 
 
 BENCHMARK = Benchmark(
@@ -342,6 +357,7 @@ BENCHMARK = Benchmark(
     description="MMVP-VLM: CLIP-family models on 135 image pairs, 9 patterns; pair accuracy",
     options=MMVPVLMOptions,
     score=lambda o, answers: score_answer_file(answers, read_pairs(o.data)),
-    run=run,
+    build_task=lambda o, max_new_tokens: build_task(o.data),
+    answerer=Answerer(describe=_describe, load=_load),
     run_flags=ContrastiveRunFlags,
 )

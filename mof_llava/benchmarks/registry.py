@@ -4,7 +4,10 @@ A benchmark module defines `BENCHMARK = Benchmark(...)`: its name, a one-line de
 options dataclass (data paths, prompt variant, grader, judge ... with defaults and help in the
 fields' metadata, see `option`), how those options become an `EvalTask` and how they score an
 answer file. `mof-llava eval` builds its subcommands, flags and help from these entries, so a new
-benchmark is one new module plus one line in `MODULES`.
+benchmark is one new module plus one line in `MODULES`, the one list of benchmarks (its order is
+the paper's, and that of `--help`); tests/benchmarks/test_registry.py checks that every module of
+this package defining a `BENCHMARK` is in it. The library verb that runs an entry is
+`mof_llava.benchmarks.evaluate.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .judge import ChatJudge
+    from .runner import GenerateFn
     from .task import EvalTask
 
 # benchmark name -> the module that defines its `BENCHMARK`; the order of `--help`
@@ -107,6 +111,15 @@ def make_judge(options: JudgeOptions, grader: str | None = None) -> ChatJudge | 
 
 
 @dataclass(frozen=True)
+class Answerer:
+    """How a kind of model answers a task's questions for the runner (default: a mof-llava
+    checkpoint generating text, `evaluate.MLLM`; MMVP-VLM's is a CLIP image-text scorer)."""
+
+    describe: Callable[[Any, str], dict[str, Any]]  # (EvalConfig, device) -> what metrics record
+    load: Callable[[EvalTask, Any, str], GenerateFn]  # (task, EvalConfig, device) -> batch answerer
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """What `mof-llava eval` needs to know about one benchmark."""
 
@@ -116,8 +129,7 @@ class Benchmark:
     score: Callable[[Any, Path], dict[str, Any]]  # (options, answer file) -> metrics
     # (options, max_new_tokens or None) -> the task the runner generates answers for (run, merge)
     build_task: Callable[[Any, int | None], EvalTask] | None = None
-    # a benchmark not run by the runner: (options, run flags, output folder) -> metrics or None
-    run: Callable[[Any, Any, Path], dict[str, Any] | None] | None = None
+    answerer: Answerer | None = None  # the model kind that answers (default: a mof-llava checkpoint)
     run_flags: type | None = None  # dataclass of `eval run`'s model flags (default: run_options.MllmRunFlags)
     after_score: Callable[[Any, Path, dict[str, Any]], None] | None = None  # `eval score` extras
     export: Callable[[Path, Path | None, Path], None] | None = None  # `eval export`: (answers, data, out)

@@ -1,8 +1,9 @@
 """The model flags of `mof-llava eval run`: which model, where, on what, how many at a time.
 
-`RunFlags` is what every benchmark's run takes; `MllmRunFlags` adds what generating with a
-mof-llava checkpoint needs (the runner's path). A benchmark with another kind of model names its
-own subclass in `Benchmark.run_flags` (MMVP-VLM's CLIP models).
+`RunFlags` is what every benchmark's run takes (the runner's settings); `MllmRunFlags` adds what
+generating with a mof-llava checkpoint needs. A benchmark with another kind of model names its own
+subclass in `Benchmark.run_flags` (MMVP-VLM's CLIP models). `evaluate.EvalConfig` extends
+`MllmRunFlags`, so these fields, defaults and help are the library's too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class RunFlags:
         "torch threads per process on CPU (default: this process's share of the idle cores)",
         parse=positive_int,
     )
+    limit: int | None = option(None, "only the first N questions (smoke runs; not scored)")
+    model_id: str | None = option(
+        None, "model_id written into answer lines (default: <name> of the output folder)"
+    )
+    no_progress: bool = option(False, "no progress bar")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,8 +53,3 @@ class MllmRunFlags(RunFlags):
     max_new_tokens: int | None = option(
         None, "default: the benchmark's reference setting", parse=positive_int
     )
-    limit: int | None = option(None, "only the first N questions (smoke runs; not scored)")
-    model_id: str | None = option(
-        None, "model_id written into answer lines (default: <name> of the output folder)"
-    )
-    no_progress: bool = option(False, "no progress bar")

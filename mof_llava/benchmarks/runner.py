@@ -60,8 +60,9 @@ RESULTS_ROOT = Path("eval_results")
 _GENERIC_MODEL_DIR = re.compile(r"model|checkpoint-\d+")
 _STAGE_DIR = re.compile(r"stage\d+")
 
-# (images, prompts) -> answers, one per prompt
-GenerateFn = Callable[[list[Any], list[str]], list[str]]
+# (images, prompts) -> answers, one per prompt: the text, or {"text": ..., "metadata": {...}} for an
+# answerer that records more than its answer (MMVP-VLM's probabilities and logits)
+GenerateFn = Callable[[list[Any], list[str]], list[Any]]
 
 
 class RunMismatchError(ValueError):
@@ -241,6 +242,13 @@ def _load_images(batch: Sequence[EvalQuestion], loading: str) -> list[Any]:
     return images
 
 
+def _answer_line(q: EvalQuestion, answer: Any, model_id: str) -> dict[str, Any]:
+    text, metadata = (answer, None) if isinstance(answer, str) else (answer["text"], answer.get("metadata"))
+    return make_answer(
+        q.question_id, q.record_prompt or q.text, text, model_id, extra=q.answer_fields, metadata=metadata
+    )
+
+
 def generate_shard(
     task: EvalTask,
     questions: Sequence[EvalQuestion],
@@ -270,18 +278,12 @@ def generate_shard(
         for i, batch in enumerate(batches):
             images = pending.result()
             pending = loader.submit(_load_images, batches[i + 1], loading) if i + 1 < len(batches) else None
-            prompts = [model_prompt(q.text, task.template) for q in batch]
+            # no template: a contrastive model reads the text as it is
+            prompts = [model_prompt(q.text, task.template) if task.template else q.text for q in batch]
             texts = generate(images, prompts)
             if len(texts) != len(batch):
                 raise RuntimeError(f"the model returned {len(texts)} answers for a batch of {len(batch)}")
-            writer.write(
-                [
-                    make_answer(
-                        q.question_id, q.record_prompt or q.text, t, options.model_id, extra=q.answer_fields
-                    )
-                    for q, t in zip(batch, texts)
-                ]
-            )
+            writer.write([_answer_line(q, t, options.model_id) for q, t in zip(batch, texts)])
             done += len(batch)
             bar.update(len(batch))
     bar.close()

@@ -54,7 +54,7 @@ class EvalTask:
 
     benchmark: str
     questions: list[EvalQuestion]
-    template: str
+    template: str | None  # the conversation template; None: the model reads the text as it is
     max_new_tokens: int
     settings: dict[str, Any]  # prompt variant, label set, grader ...: recorded in the metrics
     data_files: dict[str, str]  # role -> path: recorded in the metrics

@@ -3,8 +3,8 @@
 A miniature of `configs/experiments/sweeps/paper.yaml`: LLaVA-1.5, A-MoF at alpha 0, 0.5 and 1,
 and I-MoF trained with two seeds, each through stage 1 and stage 2 (`run_demo`); every model
 evaluated on the demo's MMVP-format pairs and on small POPE, MMBench and GQA folders in the real
-formats, with the command a sweep's job script runs (`mof-llava eval run`); then the tables and
-figures through `mof-llava tables`' code. What it proves is that the pipeline runs end to end and
+formats, through the call a sweep's job script makes with `mof-llava eval run` (`evaluate`); then
+the tables and figures through `mof-llava tables`' code. What it proves is that the pipeline runs end to end and
 what its outputs look like: at this size the scores are near chance and say nothing about the
 paper's findings.
 
@@ -16,8 +16,6 @@ paper's findings.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +48,6 @@ def benchmark_data(data_dir: Path) -> dict[str, Path]:
 
 
 def run_rehearsal(out_dir: str | Path, settings: DemoSettings | None = None) -> Rehearsal:
-    from ..cli import main as cli_main
     from ..experiments.report import write_report
 
     settings = settings or DemoSettings()
@@ -61,20 +58,33 @@ def run_rehearsal(out_dir: str | Path, settings: DemoSettings | None = None) -> 
         folder = variant.stage2.output_dir.parent
         for bench in EXTRA_BENCHMARKS:
             # what a sweep's job script runs for this step (a finished one re-scores without the model)
-            argv = ["eval", "run", bench, "--model", str(variant.stage2.artifact), "--data", str(data[bench])]
-            argv += ["--output-dir", str(folder / "eval" / bench), "--model-id", variant.variant.name]
-            argv += ["--device", "cpu", "--batch-size", str(settings.eval_batch_size), "--no-progress"]
-            if settings.threads:
-                argv += ["--threads", str(settings.threads)]
-            if settings.max_new_tokens:
-                argv += ["--max-new-tokens", str(settings.max_new_tokens)]
-            with contextlib.redirect_stdout(io.StringIO()):  # the metrics summary; the tables show the scores
-                code = cli_main(argv)
-            if code:
-                raise RuntimeError(f"mof-llava {' '.join(argv)} exited with {code}")
+            model, out = variant.stage2.artifact, folder / "eval" / bench
+            evaluate_step(bench, data[bench], model, out, variant.variant.name, settings)
         write_run_record(folder, variant.variant, settings, benchmarks)
     tables_dir = demo.out_dir / "tables"
     report = write_report(
         [demo.out_dir], tables_dir, patterns=demo.data_dir / "mmvp_patterns.csv", proxy="mmbench"
     )
     return Rehearsal(demo, tables_dir, report)
+
+
+def evaluate_step(
+    bench: str, data: Path, model: Path, output_dir: Path, model_id: str, settings: DemoSettings
+):
+    """`mof-llava eval run BENCH` for one rehearsal model, as the library call it is."""
+    from ..benchmarks import registry
+    from ..benchmarks.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(
+        benchmark=bench,
+        options=registry.get(bench).options(data=data),
+        model=model,
+        output_dir=output_dir,
+        model_id=model_id,
+        device="cpu",
+        batch_size=settings.eval_batch_size,
+        no_progress=True,
+        threads=settings.threads or None,
+        max_new_tokens=settings.max_new_tokens or None,
+    )
+    return evaluate(config)

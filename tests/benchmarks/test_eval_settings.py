@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from mof_llava.benchmarks import synthetic
+from mof_llava.benchmarks.evaluate import EvalConfig, eval_task
 from mof_llava.benchmarks.runner import (
     Distributed,
     RunMismatchError,
@@ -93,7 +94,8 @@ def test_mmvp_prompt_help_says_what_the_default_is(capsys):
 def test_image_loading_flag_reaches_the_task(tmp_path, flag, expected):
     data = synthetic.write_pope(tmp_path / "pope", per_split=1)
     args = build_parser().parse_args(["eval", "run", "pope", "--model", "m", "--data", str(data), *flag])
-    assert eval_command.build_task(args).image_loading == expected
+    config = eval_command.config_from_args(EvalConfig, args)
+    assert eval_task(config).image_loading == expected
 
 
 def _rotated_task(tmp_path: Path, loading: str | None) -> EvalTask:
