@@ -83,45 +83,41 @@ def add_parser(subparsers) -> None:
     status.set_defaults(func=_cmd_status)
 
 
-def _spec(args: argparse.Namespace):
-    from dataclasses import replace
+def _options(args: argparse.Namespace):
+    from ..experiments import api as sweep
+    from ..experiments.spec import parse_seeds
 
-    from ..experiments.expand import modify
-    from ..experiments.spec import SweepError, load_sweep, parse_assignment, parse_seeds, with_launcher
-
-    try:
-        spec = load_sweep(args.sweep)
-        spec = modify(
-            spec,
-            grid=[parse_assignment(g, "--grid") for g in args.grid],
-            settings=[parse_assignment(s, "--set") for s in args.set],
-            seeds=parse_seeds(args.seeds) if args.seeds else None,
-            output_root=args.output_root,
-        )
-        launch = spec.launch
-        if args.launcher:
-            launch = with_launcher(launch, args.launcher, "--launcher")
-        for flag, value in (("nodes", args.nodes), ("gpus_per_node", args.gpus_per_node)):
-            if value is not None:
-                if value < 1:
-                    raise SweepError(f"--{flag.replace('_', '-')} must be at least 1")
-                launch = replace(launch, **{flag: value})
-        return replace(spec, launch=launch)
-    except SweepError as err:
-        raise SystemExit(f"mof-llava sweep: {err}") from None
+    given = {k: getattr(args, k) for k in ("launcher", "nodes", "gpus_per_node", "output_root", "force")}
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    only = tuple(args.only) if args.only else None
+    return sweep.SweepOptions(
+        args.sweep, grid=tuple(args.grid), settings=tuple(args.set), seeds=seeds, only=only, **given
+    )
 
 
-def _plan(args: argparse.Namespace):
-    from ..experiments.plan import plan_sweep
-    from ..experiments.spec import SweepError
+def _sweep_errors(command):
+    """The command with the library's SweepError as `mof-llava sweep: <message>` (exit status 1)."""
 
-    spec = _spec(args)
-    try:
-        plan = plan_sweep(spec, only=args.only, force=args.force)
-    except SweepError as err:
-        raise SystemExit(f"mof-llava sweep: {err}") from None
+    def run(args: argparse.Namespace) -> int:
+        from ..experiments.spec import SweepError
+
+        try:
+            return command(args)
+        except SweepError as err:
+            raise SystemExit(f"mof-llava sweep: {err}") from None
+
+    return run
+
+
+def _plan(options):
+    """Plan and show the runs (the launch script's marked *) and the data not found."""
+    from ..experiments import api as sweep
+
+    plan = sweep.plan(options)
     selected = {r.name for r in plan.selected}
-    print(f"sweep {spec.name}: {len(plan.runs)} run(s) in {plan.root} (launcher {spec.launch.launcher})")
+    print(
+        f"sweep {plan.spec.name}: {len(plan.runs)} run(s) in {plan.root} (launcher {plan.spec.launch.launcher})"
+    )
     for run in plan.runs:
         mark = "*" if run.name in selected else " "
         print(f" {mark} {run.name}  ({', '.join(s.name for s in run.steps)})")
@@ -132,76 +128,37 @@ def _plan(args: argparse.Namespace):
     return plan
 
 
+@_sweep_errors
 def _cmd_plan(args: argparse.Namespace) -> int:
-    plan = _plan(args)
+    plan = _plan(_options(args))
     print(f"job scripts written; start with: {plan.scripts.start_command(plan.spec.launch)}")
     print(f"progress: mof-llava sweep status {plan.root}")
     return 0
 
 
+@_sweep_errors
 def _cmd_launch(args: argparse.Namespace) -> int:
-    import subprocess
+    from ..experiments import api as sweep
 
-    plan = _plan(args)
-    command = plan.scripts.start_command(plan.spec.launch)
+    options = _options(args)
+    result = sweep.launch(sweep.LaunchOptions(options, args.dry_run, args.skip_data_check), _plan(options))
     if args.dry_run:  # prints only, so missing data is worth a warning, not a refusal
-        if plan.missing and not args.skip_data_check:
+        if result.plan.missing and not args.skip_data_check:
             print(
                 "warning: data not found (see the warnings above); a launch without --dry-run would be refused "
                 "unless --skip-data-check is given"
             )
-        print(f"dry run; would start: {command}")
-        return 0
-    if plan.missing and not args.skip_data_check:
-        raise SystemExit(
-            "mof-llava sweep: not launched, data not found (see the warnings above; docs/reproduce.md says where "
-            "it goes), or pass --skip-data-check"
-        )
-    if plan.spec.launch.launcher == "torchrun-multinode":
-        print(f"a multi-node sweep starts on every node; run there: {command}")
-        return 0
-    print(f"starting: {command}", flush=True)
-    return subprocess.run(["bash", str(plan.scripts.entry)], check=False).returncode
+        print(f"dry run; would start: {result.command}")
+    elif not result.started:
+        print(f"a multi-node sweep starts on every node; run there: {result.command}")
+    return result.returncode
 
 
+@_sweep_errors
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ..experiments.spec import SweepError, load_sweep
-    from ..experiments.status import format_status, sweep_status
+    from ..experiments import api as sweep
+    from ..experiments.status import format_status
 
-    target = args.target
-    if target.is_file():
-        try:
-            target = load_sweep(target).output_root
-        except SweepError as err:
-            raise SystemExit(f"mof-llava sweep: {err}") from None
-    try:
-        runs = sweep_status(target)
-    except (FileNotFoundError, ValueError) as err:  # no folder; an experiment.json of another version
-        raise SystemExit(f"mof-llava sweep: {err}") from None
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "run": r.name,
-                        "group": r.record.group,
-                        "folder": str(r.folder),
-                        "state": r.state,
-                        "steps": [
-                            {
-                                "step": s.step,
-                                "state": s.state,
-                                "detail": s.detail,
-                                "log": str(s.log) if s.log else None,
-                            }
-                            for s in r.steps
-                        ],
-                    }
-                    for r in runs
-                ],
-                indent=1,
-            )
-        )
-    else:
-        print(format_status(runs))
+    runs = sweep.status(args.target)
+    print(json.dumps([r.to_json() for r in runs], indent=1) if args.json else format_status(runs))
     return 0

@@ -54,22 +54,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments.report import write_report
+    from ..experiments import api
     from ..experiments.reported import ReportedError
     from ..experiments.results import ResultsError
 
-    first = args.results[0]
-    out = args.out or (first / "tables" if first.is_dir() else Path("tables"))
+    given = {k: getattr(args, k) for k in ("out", "reported", "patterns", "decimals", "allow_mixed")}
+    proxy = None if args.proxy == "none" else args.proxy
     try:
-        report = write_report(
-            args.results,
-            out,
-            reported=args.reported,
-            patterns=args.patterns,
-            proxy=None if args.proxy == "none" else args.proxy,
-            decimals=args.decimals,
-            allow_mixed=args.allow_mixed,
-        )
+        report = api.tables(api.TablesOptions(args.results, proxy=proxy, **given))
     except (ResultsError, ReportedError, ValueError) as err:
         raise SystemExit(f"mof-llava tables: {err}") from None
     print(report.text)

@@ -57,6 +57,20 @@ class RunStatus:
                 return state
         return "done" if states == {"done"} else "pending"
 
+    def to_json(self) -> dict:
+        """What `sweep status --json` prints per run."""
+        steps = [
+            {"step": s.step, "state": s.state, "detail": s.detail, "log": str(s.log) if s.log else None}
+            for s in self.steps
+        ]
+        return {
+            "run": self.name,
+            "group": self.record.group,
+            "folder": str(self.folder),
+            "state": self.state,
+            "steps": steps,
+        }
+
 
 def read_markers(path: Path) -> dict[str, str]:
     """key=value lines of a .running / .submitted marker."""

@@ -1,0 +1,145 @@
+"""The sweep verbs and `tables`, one typed input each; `mof-llava sweep` / `tables` and Python callers use the same calls.
+
+    from mof_llava.experiments import api as sweep
+    options = sweep.SweepOptions("configs/experiments/sweeps/paper.yaml", seeds=(1, 2))
+    plan = sweep.plan(options)                                   # run folders and job scripts
+    sweep.launch(sweep.LaunchOptions(options, dry_run=True))     # plan, then start (or say what would start)
+    runs = sweep.status("runs/paper")                            # a sweep file or its runs folder
+    report = sweep.tables(sweep.TablesOptions(["runs/paper"]))   # the paper's tables and figures
+
+Bad input raises `SweepError` (`tables`: `ResultsError`, `ReportedError`) naming the file, key or
+option at fault.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .plan import Plan, plan_sweep
+from .report import DEFAULT_PROXY, Report
+from .spec import SweepError, SweepSpec, load_sweep, parse_assignment, with_launcher
+from .status import RunStatus, sweep_status
+
+NOT_LAUNCHED = (
+    "not launched, data not found (see the warnings above; docs/reproduce.md says where it goes), "
+    "or pass --skip-data-check"
+)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """A sweep file and what the command line changes in it (the flags of `sweep plan`)."""
+
+    sweep: str | Path
+    launcher: str | None = None  # default: the file's launch.launcher
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    grid: tuple[str, ...] = ()  # "KEY=[V1,V2]": sweep a key over values for every arm
+    settings: tuple[str, ...] = ()  # "KEY=VALUE" in every run (stage1./stage2. prefix: one stage)
+    seeds: tuple[int, ...] | None = None  # replaces the file's seeds
+    only: tuple[str, ...] | None = None  # run or group name patterns in the launch script
+    output_root: str | Path | None = None
+    force: bool = False  # rewrite the configs of runs that have started
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    sweep: SweepOptions
+    dry_run: bool = False  # plan and report the command; start nothing
+    skip_data_check: bool = False  # launch although data the runs name is missing
+
+
+@dataclass
+class Launched:
+    plan: Plan
+    command: str  # the start command of the job scripts
+    started: bool  # False for a dry run and for a multi-node sweep (started on every node)
+    returncode: int = 0
+
+
+def spec(options: SweepOptions) -> SweepSpec:
+    """The sweep file with the options applied."""
+    from .expand import modify
+
+    result = modify(
+        load_sweep(options.sweep),
+        grid=[parse_assignment(g, "--grid") for g in options.grid],
+        settings=[parse_assignment(s, "--set") for s in options.settings],
+        seeds=options.seeds,
+        output_root=options.output_root,
+    )
+    launch = result.launch
+    if options.launcher:
+        launch = with_launcher(launch, options.launcher, "--launcher")
+    for name in ("nodes", "gpus_per_node"):
+        value = getattr(options, name)
+        if value is not None:
+            if value < 1:
+                raise SweepError(f"--{name.replace('_', '-')} must be at least 1")
+            launch = replace(launch, **{name: value})
+    return replace(result, launch=launch)
+
+
+def plan(options: SweepOptions) -> Plan:
+    """Write every run's resolved configs and the job scripts."""
+    only = list(options.only) if options.only else None
+    return plan_sweep(spec(options), only=only, force=options.force)
+
+
+def launch(options: LaunchOptions, planned: Plan | None = None) -> Launched:
+    """Plan (unless `planned`, the plan of these options, is given), then run the job scripts in
+    the foreground (announced on stdout first), or submit them to SLURM. Missing data refuses a
+    launch but not a dry run."""
+    planned = planned or plan(options.sweep)
+    command = planned.scripts.start_command(planned.spec.launch)
+    if options.dry_run:
+        return Launched(planned, command, started=False)
+    if planned.missing and not options.skip_data_check:
+        raise SweepError(NOT_LAUNCHED)
+    if planned.spec.launch.launcher == "torchrun-multinode":
+        return Launched(planned, command, started=False)
+    print(f"starting: {command}", flush=True)  # before the job scripts' own output
+    code = subprocess.run(["bash", str(planned.scripts.entry)], check=False).returncode
+    return Launched(planned, command, started=True, returncode=code)
+
+
+def status(target: str | Path) -> list[RunStatus]:
+    """Every run's state and steps, read from the run folders; `target` is the sweep file or the
+    folder holding its run folders."""
+    target = Path(target)
+    if target.is_file():
+        target = load_sweep(target).output_root
+    try:
+        return sweep_status(target)
+    except (FileNotFoundError, ValueError) as err:  # no folder; an experiment.json of another version
+        raise SweepError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class TablesOptions:
+    results: tuple[str | Path, ...] | list[str | Path]  # folders searched for metrics.json, or files
+    out: str | Path | None = None  # default: RESULTS[0]/tables (./tables when it is a file)
+    reported: str | Path | None = None  # numbers published by others, in their own columns
+    patterns: str | Path | None = None  # MMVP question -> pattern map (CSV or JSON)
+    proxy: str | None = DEFAULT_PROXY  # BENCH or BENCH:KEY plotted against alpha; None: none
+    decimals: int = 1
+    allow_mixed: bool = False  # one column for scores made with different questions/prompts/graders
+
+
+def tables(options: TablesOptions) -> Report:
+    """Write the Markdown, LaTeX and CSV tables and the PNG figures; the report holds their text."""
+    from .report import write_report
+
+    first = Path(options.results[0])
+    out = options.out or (first / "tables" if first.is_dir() else Path("tables"))
+    return write_report(
+        list(options.results),
+        out,
+        reported=options.reported,
+        patterns=options.patterns,
+        proxy=options.proxy,
+        decimals=options.decimals,
+        allow_mixed=options.allow_mixed,
+    )
