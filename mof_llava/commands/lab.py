@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("lab", help="the toy lab: train toy towers, measure what they see",
+    parser = subparsers.add_parser("lab", help="the toy lab: train toy towers, measure what they see, run the MLLMs on them",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     actions = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
 
@@ -43,6 +43,23 @@ def add_parser(subparsers) -> None:
         "--markdown", action="store_true", help="print Markdown tables (mean ± half range) instead"
     )
     measure.set_defaults(func=run_measure)
+
+    run = actions.add_parser(
+        "run", help="train and evaluate the MLLM variants on the toy towers, print the table"
+    )
+    run.add_argument(
+        "--out", type=Path, required=True, help="output folder (resumable: run again to continue)"
+    )
+    run.add_argument("--towers", type=Path, help="a `lab towers` folder (default: assets/toy-lab/seed0)")
+    run.add_argument("--seed", type=int, help="seed of the data, the LLM and the first training run")
+    run.add_argument("--seeds", type=int, help="training seeds per variant")
+    run.add_argument("--variant", action="append", help="llava-1.5, i-mof or a-mof-<alpha> (repeatable)")
+    run.add_argument("--samples", type=int, help="pictures per training stage")
+    run.add_argument("--epochs", type=float)
+    run.add_argument("--language-steps", type=int)
+    run.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
+    run.set_defaults(func=run_mllm)
 
 
 def run_towers(args: argparse.Namespace) -> int:
@@ -86,4 +103,19 @@ def run_measure(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.write_text(text + "\n")
     sys.stdout.write(report(results) if args.markdown else text + "\n")
+    return 0
+
+
+def run_mllm(args: argparse.Namespace) -> int:
+    from ..lab.mllm import LabConfig, run_lab, table
+
+    given = {"towers": None if args.towers is None else str(args.towers), "seed": args.seed,
+             "seeds": args.seeds, "variants": tuple(args.variant) if args.variant else None,
+             "samples": args.samples, "epochs": args.epochs, "language_steps": args.language_steps,
+             "threads": args.threads}  # fmt: skip
+    config = LabConfig(
+        out=str(args.out), progress=not args.quiet, **{k: v for k, v in given.items() if v is not None}
+    )
+    result = run_lab(config, say=lambda line: print(line, file=sys.stderr, flush=True))
+    sys.stdout.write(table(result.runs))
     return 0

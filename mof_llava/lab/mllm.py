@@ -1,0 +1,267 @@
+"""The lab's MLLM runs: LLaVA-1.5, I-MoF and A-MoF trained on the toy towers through the library.
+
+    run_lab(LabConfig(out="lab-runs", towers="assets/toy-lab/seed0"))
+
+1. Data from lab-world scenes (`mllm_data`): captions for stage 1, questions about every attribute
+   for stage 2, the toy MMVP and a held-out question set, in the demo's folder layout.
+2. A tiny Llama pre-trained on the data's text by the demo's `pretrain_language_model`.
+3. Per variant, stage 1 and stage 2 through `mof_llava.training.run.train` from run configs written
+   by the demo's `write_run_configs` (the toy CLIP as the `clip` tower, the toy SSL tower as
+   `dinov2`; layers -2 and -1 as for the real towers), then the MMVP runner on the toy MMVP and on
+   the held-out set (`demo.run.evaluate_mmvp`): pair accuracy per attribute, and question accuracy
+   per attribute on held-out scenes.
+
+    OUT/lab_mllm.json          settings, finished steps, scores (rewritten after every step)
+    OUT/data/  OUT/components/  OUT/cache/  OUT/<variant>/{stage1,stage2,eval/mmvp,eval/heldout}
+
+Running it again into the same folder with the same settings skips what is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..demo.run import I_MOF, LLAVA_15, Components, DemoSettings, Variant, a_mof, with_seed
+from . import world
+
+MANIFEST = "lab_mllm.json"
+# The committed toy towers (assets/toy-lab/README.md), found from the package, not the current folder.
+DEFAULT_TOWERS = str(Path(__file__).resolve().parents[2] / "assets" / "toy-lab" / "seed0")
+VARIANTS = (LLAVA_15, I_MOF, a_mof(0), a_mof(0.5), a_mof(1))
+
+
+class LabRunError(ValueError):
+    """The output folder holds something the lab must not overwrite or mix with."""
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    out: str
+    towers: str = DEFAULT_TOWERS  # a `lab towers` folder: clip/ and ssl/
+    seed: int = 0  # data, LLM and the first training seed
+    seeds: int = 1  # training seeds per variant (seed, seed + 1, ...)
+    variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
+    samples: int = 1800  # pictures per training stage
+    epochs: float = 1.0
+    batch_size: int = 16
+    stage1_learning_rate: float = 1e-2
+    stage2_learning_rate: float = 1e-3
+    language_steps: int = 300
+    mmvp_pairs: int = 153  # 17 per attribute
+    heldout_pairs: int = 270  # 30 per attribute (60 questions)
+    threads: int | None = 1
+    progress: bool = True
+
+    def settings(self) -> DemoSettings:
+        """The demo's settings for the run-config writer and the evaluation."""
+        return DemoSettings(
+            seed=self.seed, samples=self.samples, batch_size=self.batch_size, stage1_epochs=self.epochs,
+            stage2_epochs=self.epochs, stage1_learning_rate=self.stage1_learning_rate,
+            stage2_learning_rate=self.stage2_learning_rate, language_steps=self.language_steps,
+            threads=self.threads, progress=self.progress, mmvp_pairs=self.mmvp_pairs,
+        )  # fmt: skip
+
+
+@dataclass
+class VariantScores:
+    name: str
+    row: str  # the variant without its seed
+    seed: int
+    mmvp: dict  # pair_accuracy, question_accuracy, per_pattern (pair accuracy per attribute)
+    heldout: dict[str, float]  # question accuracy (%) per attribute on held-out scenes
+
+
+@dataclass
+class LabResult:
+    out: Path
+    runs: list[VariantScores] = field(default_factory=list)
+
+
+def lab_variants(config: LabConfig) -> list[Variant]:
+    from ..demo.run import parse_variant
+
+    base = [parse_variant(name) for name in config.variants]
+    return [with_seed(v, config.seed + s) for s in range(config.seeds) for v in base]
+
+
+def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
+    """Data, LLM, then each variant's two stages and evaluations (see the module docstring)."""
+    import torch
+
+    from ..threads import apply_cpu_threads
+
+    out = Path(config.out).resolve()
+    manifest = _open_manifest(out, config)
+    threads = torch.get_num_threads()
+    apply_cpu_threads(config.threads, "threads")
+    try:
+        components = _prepare(out, config, manifest, say)
+        variants = lab_variants(config)
+        for variant in variants:  # all training first: a long sweep's models are kept if evaluation fails
+            _train_variant(out, variant, config, components, manifest, say)
+        result = LabResult(out, [_evaluate_variant(out, v, config, manifest, say) for v in variants])
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def _prepare(out: Path, config: LabConfig, manifest: dict, say) -> Components:
+    from ..demo.language import pretrain_language_model, training_texts
+    from ..demo.synthetic import dataset_paths
+    from ..testing.tiny import save_tiny_checkpoints
+    from .mllm_data import write_lab_data
+
+    towers = Path(config.towers).resolve()
+    missing = [t for t in ("clip", "ssl") if not (towers / t / "config.json").is_file()]
+    if missing:
+        raise LabRunError(f"{towers}: no {' or '.join(missing)} tower there (run `mof-llava lab towers`)")
+    root = out / "components"
+    components = Components(root, root / "llm-text", towers / "clip", towers / "ssl", (0.0, 0.0))
+    data = dataset_paths(out / "data")
+    if "data" not in manifest["finished"]:
+        say(f"data: {config.samples} pictures per stage, {config.mmvp_pairs} toy MMVP pairs, "
+            f"{config.heldout_pairs} held-out pairs")  # fmt: skip
+        write_lab_data(
+            data.root, config.seed, config.samples, config.mmvp_pairs, config.heldout_pairs, towers
+        )
+        _finish(out, manifest, "data")
+    if "language" not in manifest["finished"]:
+        say(f"language pre-training of the tiny Llama: {config.language_steps} steps")
+        tiny = save_tiny_checkpoints(
+            root, llm_hidden_size=config.settings().llm_hidden_size, seed=config.seed
+        )
+        texts = training_texts(data.pretrain_file, data.instruct_file)
+        losses = pretrain_language_model(tiny.llm, components.llm, texts, config.language_steps,
+                                          config.settings().language_learning_rate, seed=config.seed,
+                                          progress=config.progress)  # fmt: skip
+        manifest["language_loss"] = [losses[0], losses[-1]]
+        _finish(out, manifest, "language")
+    return components
+
+
+def _train_variant(
+    out: Path, variant: Variant, config: LabConfig, components: Components, manifest: dict, say
+):
+    from ..demo.run import write_run_configs
+    from ..training.config import load_run_config
+    from ..training.run import finish_distributed, train
+
+    folder = out / variant.name
+    configs = write_run_configs(folder, variant, config.settings(), out / "data", components, out / "cache")
+    for stage, path in zip(("stage1", "stage2"), configs):
+        if f"{variant.name}/{stage}" not in manifest["finished"]:
+            say(f"{variant.name}: {stage}")
+            try:
+                train(load_run_config(path))
+            finally:
+                finish_distributed()
+            _finish(out, manifest, f"{variant.name}/{stage}")
+
+
+def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: dict, say) -> VariantScores:
+    from ..demo.run import evaluate_mmvp
+
+    folder, settings = out / variant.name, config.settings()
+    model = folder / "stage2" / "model"
+    scores = manifest.setdefault("scores", {})
+    if variant.name not in scores:
+        say(f"{variant.name}: evaluation")
+        mmvp = evaluate_mmvp(model, out / "data", folder / "eval" / "mmvp", variant.name, settings)
+        evaluate_mmvp(model, out / "data" / "heldout", folder / "eval" / "heldout", variant.name, settings)
+        heldout = question_accuracy(folder / "eval" / "heldout" / "metrics.json",
+                                    out / "data" / "heldout" / "mmvp_patterns.csv")  # fmt: skip
+        scores[variant.name] = {
+            "row": variant.row,
+            "seed": variant.train_seed,
+            "mmvp": mmvp,
+            "heldout": heldout,
+        }
+        _finish(out, manifest, f"{variant.name}/eval")
+    entry = scores[variant.name]
+    return VariantScores(variant.name, entry["row"], entry["seed"], entry["mmvp"], entry["heldout"])
+
+
+def question_accuracy(metrics_file: Path, patterns_file: Path) -> dict[str, float]:
+    """Per-attribute question accuracy (%) from an MMVP metrics file and its pattern map."""
+    from ..benchmarks.analysis import mmvp_correctness, read_pattern_map
+
+    correct = mmvp_correctness(json.loads(metrics_file.read_text()), str(metrics_file))
+    patterns = read_pattern_map(patterns_file)
+    by: dict[str, list[bool]] = {}
+    for index, ok in correct.items():
+        by.setdefault(patterns[index], []).append(ok)
+    return {a: 100.0 * sum(by[a]) / len(by[a]) for a in world.ATTRIBUTES if a in by}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def table(runs: Sequence[VariantScores]) -> str:
+    """Markdown: held-out question accuracy and toy-MMVP pair accuracy per attribute, one column per
+    variant, mean ± sample std over its seeds (n given in the header)."""
+    rows = list(dict.fromkeys(r.row for r in runs))
+    by_row = {row: [r for r in runs if r.row == row] for row in rows}
+    head = "| attribute | " + " | ".join(f"{row} (n={len(by_row[row])})" for row in rows) + " |"
+    lines = ["Held-out question accuracy (%), chance 50:", "", head, "|---" * (len(rows) + 1) + "|"]
+    for attribute in world.ATTRIBUTES:
+        cells = [_mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
+        lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
+    lines += ["", "Toy MMVP pair accuracy (%), chance 25:", "", head, "|---" * (len(rows) + 1) + "|"]
+    for attribute in [*world.ATTRIBUTES, "all"]:
+        cells = [_mean_std([_pair_score(r, attribute) for r in by_row[row]]) for row in rows]
+        lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pair_score(run: VariantScores, attribute: str) -> float | None:
+    if attribute == "all":
+        return run.mmvp["pair_accuracy"] * (100.0 if run.mmvp["pair_accuracy"] <= 1 else 1.0)
+    entry = run.mmvp.get("per_pattern", {}).get(attribute)
+    return None if entry is None else entry["accuracy"]
+
+
+def _mean_std(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.0f}"
+    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping
+
+
+_NOT_COMPARED = ("out", "progress", "threads", "variants", "seeds")
+
+
+def _open_manifest(out: Path, config: LabConfig) -> dict:
+    path = out / MANIFEST
+    # Which variants and how many seeds do not change a finished step: more may join a folder later.
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest["settings"] != settings:
+            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+            raise LabRunError(f"{out} holds a lab run with other settings ({', '.join(changed)}); "
+                              "use another folder, or delete this one to start over")  # fmt: skip
+        return manifest
+    if out.exists() and any(out.iterdir()):
+        raise LabRunError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new folder")
+    manifest = {"settings": settings, "finished": []}
+    _finish(out, manifest, None)
+    return manifest
+
+
+def _finish(out: Path, manifest: dict, step: str | None) -> None:
+    if step is not None:
+        manifest["finished"].append(step)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")

@@ -1,0 +1,136 @@
+"""The lab MLLM's data, in the demo's folder layout (`demo.synthetic.dataset_paths`), so the demo's
+run-config writer and MMVP evaluation read it as they read the demo's:
+
+    images/pretrain/<n>.png, images/instruct/<n>.png   training pictures (lossless: 1 px details)
+    stage1_pretrain.json       LLaVA-Pretrain format: an instruction and `world.caption` (kinds only)
+    stage2_instruct.json       LLaVA-1.5 mix format: two to four rounds about every attribute
+    mmvp/                      the toy MMVP: `mine export-mmvp` of world pairs, questions filled in
+    mmvp_patterns.csv          Index,Pattern (the attribute the pair differs in)
+    heldout/mmvp/, heldout/mmvp_patterns.csv   more pairs of held-out scenes, for per-attribute
+                               question accuracy (same format, another seed stream)
+
+Training picture i shows one side of a `world.attribute_pair` for attribute i mod 9, so every
+question applies equally often; its first round asks about that attribute. Everything is a function
+of the seed: each picture and pair has its own generator, seeded by (seed, stream, i).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..demo.synthetic import SyntheticDataset, dataset_paths
+from . import questions, world
+
+_STREAMS = {"pretrain": 101, "instruct": 102, "mmvp": 103, "heldout": 104}
+
+
+def stream_rng(seed: int, stream: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _STREAMS[stream], index])
+
+
+def training_scene(seed: int, stream: str, index: int) -> tuple[str, world.LabScene, np.random.Generator]:
+    """(attribute, picture, generator for its text) of training picture `index`."""
+    rng = stream_rng(seed, stream, index)
+    attribute = world.ATTRIBUTES[index % len(world.ATTRIBUTES)]
+    pair = world.attribute_pair(rng, attribute)
+    return attribute, pair[int(rng.integers(2))], rng
+
+
+def write_training_files(paths: SyntheticDataset, seed: int, pretrain: int, instruct: int) -> None:
+    for stream, n, out in (
+        ("pretrain", pretrain, paths.pretrain_file),
+        ("instruct", instruct, paths.instruct_file),
+    ):
+        records = []
+        for i in range(n):
+            attribute, scene, rng = training_scene(seed, stream, i)
+            image = f"{stream}/{i:06d}.png"
+            _save(scene, paths.image_folder / image)
+            if stream == "pretrain":
+                records.append(questions.pretrain_record(f"{stream}-{i:06d}", image, scene, rng))
+            else:
+                records.append(questions.instruct_record(f"{stream}-{i:06d}", image, scene, rng, attribute))
+        write_text_atomic(out, json.dumps(records, indent=1) + "\n")
+
+
+def benchmark_pairs(seed: int, stream: str, n: int) -> list[tuple[str, world.LabScene, world.LabScene, bool]]:
+    """n pairs cycling through the attributes: (attribute, scene a, scene b, whether a comes first)."""
+    out = []
+    for k in range(n):
+        rng = stream_rng(seed, stream, k)
+        attribute = world.ATTRIBUTES[k % len(world.ATTRIBUTES)]
+        a, b = world.attribute_pair(rng, attribute)
+        out.append((attribute, a, b, bool(rng.random() < 0.5)))
+    return out
+
+
+def write_benchmark(folder: Path, patterns_file: Path, pairs, towers: Path) -> None:
+    """An MMVP-format folder through `mine export-mmvp`'s writer: the pictures and a pairs CSV (with
+    the towers' global cosines) go in, the question columns are filled in from the scenes."""
+    from ..mining.export import export_mmvp
+    from ..mining.pairs import CSV_COLUMNS
+
+    source = folder.parent / f".{folder.name}-pairs"
+    rows = []
+    for k, (_, a, b, a_first) in enumerate(pairs):
+        first, second = (a, b) if a_first else (b, a)
+        for side, scene in (("a", first), ("b", second)):
+            _save(scene, source / f"{k:04d}{side}.png")
+        rows.append([f"{k:04d}a.png", f"{k:04d}b.png"])
+    cosines = global_cosines(towers, [(p[1], p[2]) for p in pairs])
+    _write_csv(source / "pairs.csv", CSV_COLUMNS, [r + list(c) for r, c in zip(rows, cosines)])
+    export_mmvp(source / "pairs.csv", folder, source, top=len(pairs))
+    questions_rows, pattern_rows = [], []
+    for k, (attribute, a, b, a_first) in enumerate(pairs):
+        first, second = (a, b) if a_first else (b, a)
+        options = (questions.value(first, attribute), questions.value(second, attribute))
+        text = f"(a) {options[0].capitalize()} (b) {options[1].capitalize()}"
+        for member, answer in ((1, "(a)"), (2, "(b)")):
+            questions_rows.append([2 * k + member, questions.ask(a, attribute), text, answer])
+            pattern_rows.append([2 * k + member, attribute])
+    _write_csv(folder / "Questions.csv", ["Index", "Question", "Options", "Correct Answer"], questions_rows)
+    _write_csv(patterns_file, ["Index", "Pattern"], pattern_rows)
+
+
+def global_cosines(towers: Path, pairs: list[tuple[world.LabScene, world.LabScene]]) -> list[tuple[str, str]]:
+    """CLIP and SSL cosine of each pair's global embeddings (what `mine pairs` compares)."""
+    import torch.nn.functional as F
+
+    from .measure import features, load_towers
+
+    loaded = load_towers(str(towers / "clip"), str(towers / "ssl"))
+    cos = {}
+    for name, (tower, global_model) in loaded.items():
+        fa = features(tower, global_model, [p[0] for p in pairs])["global"]
+        fb = features(tower, global_model, [p[1] for p in pairs])["global"]
+        cos[name] = F.cosine_similarity(fa, fb, dim=-1).tolist()
+    return [(f"{c:.6f}", f"{d:.6f}") for c, d in zip(cos["clip"], cos["ssl"])]
+
+
+def write_lab_data(root: Path, seed: int, samples: int, mmvp_pairs: int, heldout_pairs: int, towers: Path):
+    """Everything the MLLM runs read (see the module docstring); returns (data, held-out) paths."""
+    paths, heldout = dataset_paths(root), dataset_paths(root / "heldout")
+    write_training_files(paths, seed, samples, samples)
+    write_benchmark(paths.mmvp_dir, paths.mmvp_patterns, benchmark_pairs(seed, "mmvp", mmvp_pairs), towers)
+    write_benchmark(
+        heldout.mmvp_dir, heldout.mmvp_patterns, benchmark_pairs(seed, "heldout", heldout_pairs), towers
+    )
+    return paths, heldout
+
+
+def _save(scene: world.LabScene, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scene.render().save(path, format="PNG")
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

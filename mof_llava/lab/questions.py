@@ -1,0 +1,141 @@
+"""Questions about lab scenes, answered from their metadata, and the LLaVA-format records built from them.
+
+Every attribute of `world.ATTRIBUTES` has one question about the main kind (`ask`) whose answer is a
+word read from the scene (`value`). Multiple-choice questions offer the true value and one other
+(`distractor`); the toy MMVP offers the two values of a `world.attribute_pair`, so a training
+question and a benchmark question look alike. The question names the main kind by what the
+attribute leaves unchanged (its colour when asking the shape, its shape when asking the colour,
+both otherwise), so the two pictures of a pair get the same question.
+
+Stage 1 reads `world.caption` (the kinds only); stage 2 reads two to four rounds about one picture,
+in LLaVA-1.5's letter format (the MMVP prompt's) or as a short answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..benchmarks.prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
+from ..constants import IMAGE_TOKEN
+from ..demo.synthetic import ORIENTATIONS, PRETRAIN_INSTRUCTIONS, SHAPES
+from . import world
+
+NUMBERS = ("one", "two", "three")
+_HALF = ("left", "right")
+
+
+def value(scene: world.LabScene, attribute: str) -> str | None:
+    """The answer word for `attribute`, or None where the question does not apply (no companion for
+    a relation, a shape that points nowhere, several copies or a middle place for a position)."""
+    first = scene.main[0]
+    if attribute == "colour":
+        return first.colour
+    if attribute == "shape":
+        return first.shape
+    if attribute == "count":
+        return NUMBERS[scene.count - 1]
+    if attribute == "position":
+        if (
+            scene.count != 1
+            or scene.companion is not None
+            or abs(first.centre[0] - world.SIZE / 2) < first.side / 2
+        ):
+            return None
+        return _HALF[world.labels(scene)["position"]]
+    if attribute == "relation":
+        if (
+            scene.count != 1
+            or scene.companion is None
+            or abs(first.centre[0] - scene.companion.centre[0]) < 4
+        ):
+            return None
+        return "left" if world.labels(scene)["relation"] else "right"
+    if attribute == "size":
+        return scene.size_class
+    if attribute == "orientation":
+        return first.orientation
+    if attribute == "fill":
+        return "solid" if first.filled else "outlined"
+    if attribute == "detail":
+        return "yes" if first.dot else "no"
+    raise ValueError(f"unknown attribute {attribute!r}; choose one of {world.ATTRIBUTES}")
+
+
+def ask(scene: world.LabScene, attribute: str) -> str:
+    first, other = scene.main[0], scene.companion
+    kind = f"{first.colour} {first.shape}"
+    if attribute == "colour":
+        return f"What colour is the {first.shape}?"
+    if attribute == "shape":
+        return f"What shape is the {first.colour} object?"
+    if attribute == "count":
+        return f"How many {kind}s are there?"
+    if attribute == "position":
+        return f"Is the {kind} on the left or the right?"
+    if attribute == "relation":
+        return f"Is the {kind} to the left or to the right of the {other.colour} {other.shape}?"
+    if attribute == "size":
+        return f"Is the {kind} small or big?"
+    if attribute == "orientation":
+        return f"Which way does the {kind} point?"
+    if attribute == "fill":
+        return f"Is the {kind} solid or outlined?"
+    return f"Does a {kind} have a dot in its corner?"
+
+
+def distractor(scene: world.LabScene, attribute: str, rng: np.random.Generator) -> str:
+    """A wrong answer of the kind the attribute's pair would show (a colour not in the picture, a
+    count one off, another direction...)."""
+    right = value(scene, attribute)
+    if attribute == "colour":
+        taken = {t.colour for t in scene.things}
+        return str(rng.choice([c for c in world.COLOURS if c not in taken]))
+    if attribute == "shape":
+        return str(rng.choice([s for s in SHAPES if s != right]))
+    if attribute == "count":
+        near = [n for n in (scene.count - 1, scene.count + 1) if 1 <= n <= world.MAX_MAIN]
+        return NUMBERS[int(rng.choice(near)) - 1]
+    if attribute == "orientation":
+        return str(rng.choice([o for o in ORIENTATIONS if o != right]))
+    pairs = {"position": _HALF, "relation": _HALF, "size": ("small", "big"),
+             "fill": ("solid", "outlined"), "detail": ("yes", "no")}  # fmt: skip
+    return next(v for v in pairs[attribute] if v != right)
+
+
+def choice_prompt(question: str, options: tuple[str, str]) -> str:
+    """LLaVA-1.5's multiple-choice prompt, as the MMVP evaluation's `llava` prompt asks."""
+    return f"{question}\n{lettered_options([o.capitalize() for o in options])}\n{LETTER_ANSWER}"
+
+
+def pretrain_record(record_id: str, image: str, scene: world.LabScene, rng: np.random.Generator) -> dict:
+    instruction = PRETRAIN_INSTRUCTIONS[int(rng.integers(len(PRETRAIN_INSTRUCTIONS)))]
+    return _record(record_id, image, [(f"{IMAGE_TOKEN}\n{instruction}", world.caption(scene, rng))])
+
+
+def instruct_record(
+    record_id: str, image: str, scene: world.LabScene, rng: np.random.Generator, first: str | None = None
+) -> dict:
+    """Two to four rounds about the picture, each attribute at most once, `first` among the first two.
+    The questions name the main kind's colour and shape, so a record asks at most one of the two,
+    before any other: the text never tells what a later question asks."""
+    asked = [str(a) for a in rng.permutation([a for a in world.ATTRIBUTES if value(scene, a) is not None])]
+    captioned = [a for a in ([first] if first else []) + asked if a in world.CAPTIONED][:1]
+    chosen = captioned + [
+        a for a in dict.fromkeys(([first] if first else []) + asked) if a not in world.CAPTIONED
+    ]
+    rounds = []
+    for attribute in chosen[: int(rng.integers(2, 5))]:
+        right = value(scene, attribute)
+        if rng.random() < 0.75:
+            options = [right, distractor(scene, attribute, rng)]
+            rng.shuffle(options)
+            rounds.append((choice_prompt(ask(scene, attribute), tuple(options)), "AB"[options.index(right)]))
+        else:
+            rounds.append((f"{ask(scene, attribute)}\n{SHORT_ANSWER}", right))
+    rounds[0] = (f"{IMAGE_TOKEN}\n{rounds[0][0]}", rounds[0][1])
+    return _record(record_id, image, rounds)
+
+
+def _record(record_id: str, image: str, rounds: list[tuple[str, str]]) -> dict:
+    turns = [{"from": r, "value": t} for q, a in rounds for r, t in (("human", q), ("gpt", a))]
+    return {"id": record_id, "image": image, "conversations": turns}

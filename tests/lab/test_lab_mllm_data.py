@@ -1,0 +1,113 @@
+"""The lab MLLM's data: answers agree with the scenes, no round's text gives a later answer away,
+and the toy MMVP has MMVP's format (pairs with one question, opposite answers, a pattern map)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mof_llava.benchmarks.mmvp import IMAGE_DIR, QUESTIONS_CSV
+from mof_llava.lab import mllm, mllm_data, questions, world
+
+TOWERS = Path(__file__).resolve().parents[2] / "assets" / "toy-lab" / "seed0"
+
+
+def _scenes(n=300):
+    return [world.random_scene(np.random.default_rng([7, i])) for i in range(n)]
+
+
+def test_answers_are_read_from_the_scene():
+    checked = {a: 0 for a in world.ATTRIBUTES}
+    for scene in _scenes():
+        first = scene.main[0]
+        x = sum(t.centre[0] for t in scene.main) / scene.count
+        expected = {
+            "colour": first.colour, "shape": first.shape, "count": ("one", "two", "three")[len(scene.main) - 1],
+            "size": "big" if first.side == world.SIDES["big"] else "small", "orientation": first.orientation,
+            "fill": "solid" if first.filled else "outlined", "detail": "yes" if first.dot else "no",
+        }  # fmt: skip
+        if scene.count == 1 and scene.companion is None and abs(x - 24) >= first.side / 2:
+            expected["position"] = "left" if x < 24 else "right"
+        if scene.count == 1 and scene.companion is not None and abs(x - scene.companion.centre[0]) >= 4:
+            expected["relation"] = "left" if x < scene.companion.centre[0] else "right"
+        for attribute in world.ATTRIBUTES:
+            assert questions.value(scene, attribute) == expected.get(attribute), (attribute, scene)
+            checked[attribute] += expected.get(attribute) is not None
+    assert min(checked.values()) >= 20  # every question was asked of some scenes
+
+
+def test_distractors_are_wrong_and_colours_absent_from_the_picture():
+    rng = np.random.default_rng(0)
+    for scene in _scenes(100):
+        for attribute in world.ATTRIBUTES:
+            right = questions.value(scene, attribute)
+            if right is None:
+                continue
+            wrong = questions.distractor(scene, attribute, rng)
+            assert wrong != right
+            if attribute == "colour":
+                assert wrong not in {t.colour for t in scene.things}
+
+
+def test_no_round_gives_a_later_answer_away():
+    for i in range(200):
+        attribute, scene, rng = mllm_data.training_scene(3, "instruct", i)
+        turns = questions.instruct_record("r", "x.png", scene, rng, attribute)["conversations"]
+        humans = [t["value"] for t in turns[0::2]]
+        assert 2 <= len(humans) <= 4 and humans[0].startswith("<image>\n")
+        for k, text in enumerate(humans):
+            if text.lstrip("<image>\n").startswith("What colour is"):
+                assert not any(scene.main[0].colour in h for h in humans[:k]), humans
+            if text.lstrip("<image>\n").startswith("What shape is"):
+                assert not any(scene.main[0].shape in h for h in humans[:k]), humans
+
+
+def test_training_pictures_cover_every_attribute_first():
+    firsts = [mllm_data.training_scene(0, "instruct", i)[0] for i in range(18)]
+    assert sorted(set(firsts)) == sorted(world.ATTRIBUTES)
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_toy_mmvp_has_mmvp_format(tmp_path):
+    pairs = mllm_data.benchmark_pairs(0, "mmvp", 18)
+    folder, patterns = tmp_path / "mmvp", tmp_path / "mmvp_patterns.csv"
+    mllm_data.write_benchmark(folder, patterns, pairs, TOWERS)
+    rows = _read_csv(folder / QUESTIONS_CSV)
+    assert list(rows[0]) == ["Index", "Question", "Options", "Correct Answer"]
+    assert [int(r["Index"]) for r in rows] == list(range(1, 37))
+    assert all((folder / IMAGE_DIR / f"{i}.jpg").is_file() for i in range(1, 37))
+    pattern = {int(r["Index"]): r["Pattern"] for r in _read_csv(patterns)}
+    for k, (attribute, a, b, a_first) in enumerate(pairs):
+        one, two = rows[2 * k], rows[2 * k + 1]
+        assert one["Question"] == two["Question"] and one["Options"] == two["Options"]
+        assert (one["Correct Answer"], two["Correct Answer"]) == ("(a)", "(b)")
+        shown = (a, b) if a_first else (b, a)
+        words = [questions.value(s, attribute).capitalize() for s in shown]
+        assert one["Options"] == f"(a) {words[0]} (b) {words[1]}" and words[0] != words[1]
+        assert pattern[2 * k + 1] == pattern[2 * k + 2] == attribute
+    sources = _read_csv(folder / "sources.csv")  # mine export-mmvp's record, with the towers' cosines
+    assert len(sources) == 36 and all(-1 <= float(s["clip_cos"]) <= 1 for s in sources)
+
+
+def test_question_accuracy_per_attribute(tmp_path):
+    metrics = {"benchmark": "mmvp", "per_question": {"1": {"correct": True}, "2": {"correct": False},
+                                                     "3": {"correct": True}, "4": {"correct": True}}}  # fmt: skip
+    (tmp_path / "m.json").write_text(json.dumps(metrics))
+    (tmp_path / "p.csv").write_text("Index,Pattern\n1,colour\n2,colour\n3,count\n4,count\n")
+    assert mllm.question_accuracy(tmp_path / "m.json", tmp_path / "p.csv") == {"colour": 50.0, "count": 100.0}
+
+
+def test_a_folder_of_something_else_is_refused_in_one_line(tmp_path):
+    (tmp_path / "other.txt").write_text("x")
+    with pytest.raises(mllm.LabRunError, match="not empty and holds no lab_mllm.json"):
+        mllm.run_lab(mllm.LabConfig(out=str(tmp_path), variants=()), say=lambda _: None)
+    with pytest.raises(mllm.LabRunError, match="no clip or ssl tower there"):
+        mllm.run_lab(mllm.LabConfig(out=str(tmp_path / "new"), towers=str(tmp_path)), say=lambda _: None)
