@@ -18,12 +18,15 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..conversation import get_template
+from .config import DataConfig
 from .images import ImageLoadError, load_rgb_image
 from .lengths import MALFORMED, PROBLEMS, token_stats
 from .record_file import RecordFile
-from .samples import LENGTH_BUDGETS, TRUNCATIONS, TextEncoder, check_length_settings
+from .samples import LENGTH_BUDGETS, TRUNCATIONS, TextEncoder
 
 _EXAMPLES = 20
+# The `DataConfig` settings that change what a check reports.
+CHECK_SETTINGS = ("template", "max_length", "length_budget", "truncation")
 _PERCENTILES = (0, 10, 50, 90, 95, 99, 100)
 
 
@@ -59,8 +62,8 @@ class DataReport:
     template: str
     max_length: int
     num_image_tokens: int
-    length_budget: str = "expanded"
-    truncation: str = "rounds"
+    length_budget: str
+    truncation: str
     records: int = 0
     malformed: list[str] = field(default_factory=list)
     with_image: int = 0
@@ -97,15 +100,19 @@ def check_dataset(
     processor: TextEncoder,
     *,
     image_folder: str | Path | None = None,
-    template: str = "vicuna_v1",
-    max_length: int = 2048,
     check_images: bool = True,
     num_workers: int | None = None,
     cache_dir: str | Path | None = None,
-    length_budget: str = "expanded",
-    truncation: str = "rounds",
+    **settings,
 ) -> DataReport:
-    check_length_settings(length_budget, truncation)
+    """`settings`: the `DataConfig` fields the check uses (template, max_length, length_budget,
+    truncation); what is not given takes `DataConfig`'s default, as training would."""
+    unknown = sorted(set(settings) - set(CHECK_SETTINGS))
+    if unknown:
+        raise TypeError(f"check_dataset: unknown settings {unknown}; it takes {list(CHECK_SETTINGS)}")
+    config = DataConfig(data_path=str(data_path), **settings)  # defaults and checks of training's settings
+    template, max_length = config.template, config.max_length
+    length_budget, truncation = config.length_budget, config.truncation
     records = RecordFile(data_path, cache_dir, strict=False)
     report = DataReport(
         str(records.path), template, max_length, int(processor.num_image_tokens), length_budget, truncation,

@@ -22,7 +22,7 @@ import torch
 
 from ..conversation import get_template
 from .config import DataConfig
-from .images import DEFAULT_IMAGE_LOADING, ImageLoadError, load_rgb_image
+from .images import ImageLoadError, load_rgb_image
 from .lengths import PROBLEMS, token_stats
 from .record_file import RecordFile
 from .samples import TextEncoder, tokenize_record
@@ -49,35 +49,29 @@ class LlavaDataset(torch.utils.data.Dataset):
         processor: TextEncoder,
         *,
         image_folder: str | Path | None = None,
-        template: str = "vicuna_v1",
-        max_length: int = 2048,
-        length_budget: str = "expanded",
-        truncation: str = "rounds",
-        image_aspect_ratio: str = "pad",
-        on_bad_image: str = "fail",
-        image_loading: str = DEFAULT_IMAGE_LOADING,
         cache_dir: str | Path | None = None,
-        num_proc: int | None = None,
+        **settings,
     ):
+        """`settings` are `DataConfig` fields (template, max_length, length_budget, truncation,
+        image_aspect_ratio, on_bad_image, image_loading, num_proc, ...); what is not given takes
+        `DataConfig`'s default, so the defaults live there only."""
         self.config = DataConfig(  # validates the settings
             data_path=str(data_path),
             image_folder=None if image_folder is None else str(image_folder),
-            template=template,
-            image_aspect_ratio=image_aspect_ratio,
-            max_length=max_length,
-            length_budget=length_budget,
-            truncation=truncation,
-            on_bad_image=on_bad_image,
-            image_loading=image_loading,
             cache_dir=None if cache_dir is None else str(cache_dir),
-            num_proc=num_proc,
+            **settings,
         )
+        self._load(processor)
+
+    def _load(self, processor: TextEncoder) -> None:
+        config = self.config
         self.processor = processor
-        self.template = get_template(template)
-        self.records = RecordFile(data_path, cache_dir)
-        self._fitting = {"length_budget": length_budget, "truncation": truncation}
+        self.template = get_template(config.template)
+        self.records = RecordFile(config.data_path, config.cache_dir)
+        self._fitting = {"length_budget": config.length_budget, "truncation": config.truncation}
         stats, _ = token_stats(
-            self.records, self.template, processor, max_length, cache_dir, num_proc, **self._fitting
+            self.records, self.template, processor, config.max_length, config.cache_dir, config.num_proc,
+            **self._fitting,
         )
         usable = stats["num_supervised"] > 0
         self.record_indices = np.flatnonzero(usable)
@@ -89,30 +83,20 @@ class LlavaDataset(torch.utils.data.Dataset):
         self._problems = stats["problem"]
         if len(self.record_indices) == 0:
             raise ValueError(
-                f"{data_path}: no record has anything to train on within max_length={max_length}"
+                f"{config.data_path}: no record has anything to train on within max_length={config.max_length}"
             )
-        self.image_folder = Path(image_folder) if image_folder is not None else None
+        self.image_folder = Path(config.image_folder) if config.image_folder is not None else None
         if self.image_folder is None and self.has_image.any():
-            raise ValueError(f"{data_path} has records with images: pass image_folder")
+            raise ValueError(f"{config.data_path} has records with images: pass image_folder")
         if len(self.excluded_indices):
             logger.warning(self.summary())
 
     @classmethod
     def from_config(cls, config: DataConfig, processor: TextEncoder) -> LlavaDataset:
-        return cls(
-            config.data_path,
-            processor,
-            image_folder=config.image_folder,
-            template=config.template,
-            max_length=config.max_length,
-            length_budget=config.length_budget,
-            truncation=config.truncation,
-            image_aspect_ratio=config.image_aspect_ratio,
-            on_bad_image=config.on_bad_image,
-            image_loading=config.image_loading,
-            cache_dir=config.cache_dir,
-            num_proc=config.num_proc,
-        )
+        dataset = cls.__new__(cls)  # the config is made and checked already
+        dataset.config = config
+        dataset._load(processor)
+        return dataset
 
     def __len__(self) -> int:
         return len(self.record_indices)
