@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from ..conversation import TEMPLATES
+from ..typed_config import STRICT_KEYS, check, validate
 from .images import DEFAULT_IMAGE_LOADING, ImageLoading, check_image_loading
 from .samples import LengthBudget, Truncation, check_length_settings
 
 AspectRatio = Literal["pad", "crop"]
+
+
+def _known_template(name: str) -> str:
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}")
+    return name
+
+
+def _square_is_crop(value: object) -> object:
+    if value == "square":
+        raise ValueError("must be 'pad' or 'crop', got 'square' (LLaVA's 'square', resize and centre-crop, is 'crop' here)")
+    return value
+
+
+Template = Annotated[str, AfterValidator(_known_template)]
 BadImagePolicy = Literal["fail", "skip"]
 BatchArrangement = Literal["sorted", "balanced"]
 Stage = Literal["pretrain", "finetune"]
@@ -55,11 +73,13 @@ class DataConfig:
     num_proc: processes for the one-time tokenisation pass (default: all cores).
     """
 
+    __pydantic_config__ = STRICT_KEYS
+
     data_path: str
     image_folder: str | None = None
-    template: str = "vicuna_v1"
-    image_aspect_ratio: AspectRatio = "pad"
-    max_length: int = 2048
+    template: Template = "vicuna_v1"
+    image_aspect_ratio: Annotated[AspectRatio, BeforeValidator(_square_is_crop)] = "pad"
+    max_length: Annotated[int, Field(gt=0)] = 2048
     length_budget: LengthBudget = "expanded"
     truncation: Truncation = "rounds"
     on_bad_image: BadImagePolicy = "fail"
@@ -72,26 +92,10 @@ class DataConfig:
     num_proc: int | None = None
 
     def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise ValueError(
-                f"data.template: unknown template {self.template!r}; choose one of {sorted(TEMPLATES)}"
-            )
-        if self.image_aspect_ratio not in ("pad", "crop"):
-            hint = (
-                " (LLaVA's 'square', resize and centre-crop, is 'crop' here)"
-                if self.image_aspect_ratio == "square"
-                else ""
-            )
-            raise ValueError(
-                f"data.image_aspect_ratio must be 'pad' or 'crop', got {self.image_aspect_ratio!r}{hint}"
-            )
-        if self.on_bad_image not in ("fail", "skip"):
-            raise ValueError(f"data.on_bad_image must be 'fail' or 'skip', got {self.on_bad_image!r}")
+        # The shared checks of images.py and samples.py first: their messages name their choices.
         check_image_loading(self.image_loading, "data.image_loading")
-        if self.batch_arrangement not in ("sorted", "balanced"):
-            raise ValueError(
-                f"data.batch_arrangement must be 'sorted' or 'balanced', got {self.batch_arrangement!r}"
-            )
+        check_length_settings(self.length_budget, self.truncation, "data.")
+        check(self, "data.")  # built in code as well as read from a file
         if self.packing_tokens is not None and not self.packing:
             raise ValueError(f"data.packing_tokens = {self.packing_tokens} needs data.packing: true")
         if self.packing_tokens is not None and self.packing_tokens < self.max_length:
@@ -99,17 +103,10 @@ class DataConfig:
                 f"data.packing_tokens = {self.packing_tokens} is below data.max_length ({self.max_length}): "
                 "a sample could not fit"
             )
-        if self.max_length < 1:
-            raise ValueError(f"data.max_length must be positive, got {self.max_length}")
-        check_length_settings(self.length_budget, self.truncation, "data.")
 
     @classmethod
     def for_stage(cls, stage: Stage, data_path: str, **overrides) -> DataConfig:
         """LLaVA-1.5's settings for `stage` ("pretrain" or "finetune"), then `overrides`."""
         if stage not in STAGE_DEFAULTS:
             raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGE_DEFAULTS)}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown data settings {sorted(unknown)}; known: {sorted(known)}")
-        return replace(cls(data_path=data_path, **STAGE_DEFAULTS[stage]), **overrides)
+        return validate(cls, {"data_path": data_path, **STAGE_DEFAULTS[stage], **overrides}, what="data settings")
