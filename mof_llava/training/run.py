@@ -78,13 +78,12 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     output_dir = Path(config.train.output_dir)
     if config.train.deepspeed:  # DeepSpeed needs a rendezvous even for one process
         set_single_process_rendezvous()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = launch_rank()  # as the lock's: under mpirun RANK is set only once DeepSpeed starts
+    world = World.from_environment()
+    rank, on_gpu = world.rank, world.on_gpu
     _setup_logging(rank)
     tcfg = config.train
-    accumulation = gradient_accumulation_steps(tcfg.global_batch_size, tcfg.per_device_batch_size, world_size)
-    on_gpu = torch.cuda.is_available()
-    precision = _resolve_precision(tcfg.precision, on_gpu)
+    gradient_accumulation_steps(tcfg.global_batch_size, tcfg.per_device_batch_size, world.size)  # refused early
+    precision = resolve_precision(tcfg.precision, on_gpu)
     if not on_gpu:
         from ..threads import apply_cpu_threads
 
@@ -107,7 +106,7 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     if rank == 0:
         _prepare_run_folder(config, output_dir, resume)
         config.save(output_dir / "run_config.yaml")
-    args = _training_arguments(config, accumulation, precision, on_gpu, rank)
+    args = training_arguments(config, world)
     # Rank 0 builds the record index and token-length cache; the others then read it.
     with args.main_process_first(desc="indexing the training data"):
         dataset = LlavaDataset.from_config(config.data, processor)
@@ -128,41 +127,45 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     return TrainResult(output_dir, artifact, trainer.state.global_step, skipped, trainer)
 
 
-def _training_arguments(config: RunConfig, accumulation: int, precision: str, on_gpu: bool, rank: int):
-    """The Trainer's arguments for this run (the run config is their one source)."""
+@dataclass(frozen=True)
+class World:
+    """What the Trainer's arguments take from where the run is launched, not from its config."""
+
+    size: int = 1  # processes
+    rank: int = 0
+    on_gpu: bool = False
+
+    @classmethod
+    def from_environment(cls) -> World:
+        # launch_rank, as the lock's: under mpirun RANK is set only once DeepSpeed starts
+        return cls(int(os.environ.get("WORLD_SIZE", "1")), launch_rank(), torch.cuda.is_available())
+
+
+def training_arguments(config: RunConfig, world: World):
+    """The Trainer's `TrainingArguments` for this run: the run config is their one source."""
     from transformers import TrainingArguments
 
     tcfg = config.train
+    precision = resolve_precision(tcfg.precision, world.on_gpu)
     return TrainingArguments(
-        output_dir=str(Path(tcfg.output_dir)),
-        run_name=config.name,
+        output_dir=str(Path(tcfg.output_dir)), run_name=config.name, seed=tcfg.seed, data_seed=tcfg.seed,
         per_device_train_batch_size=tcfg.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
-        learning_rate=tcfg.learning_rate,
-        weight_decay=tcfg.weight_decay,
+        gradient_accumulation_steps=gradient_accumulation_steps(
+            tcfg.global_batch_size, tcfg.per_device_batch_size, world.size),
+        learning_rate=tcfg.learning_rate, weight_decay=tcfg.weight_decay, max_grad_norm=tcfg.max_grad_norm,
         warmup_steps=tcfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        lr_scheduler_type=tcfg.lr_scheduler,
-        num_train_epochs=tcfg.num_epochs,
-        max_steps=tcfg.max_steps,
-        max_grad_norm=tcfg.max_grad_norm,
-        seed=tcfg.seed,
-        data_seed=tcfg.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        tf32=tcfg.tf32 if on_gpu else None,
-        use_cpu=not on_gpu,  # on CPU, without it each torchrun process silently trains alone
-        deepspeed=tcfg.deepspeed,
-        logging_steps=tcfg.logging_steps,
-        save_strategy="steps",
-        save_steps=tcfg.save_steps,
-        save_total_limit=None,  # rotation happens after the COMPLETE marker (see checkpoints.py)
+        lr_scheduler_type=tcfg.lr_scheduler, num_train_epochs=tcfg.num_epochs, max_steps=tcfg.max_steps,
+        bf16=precision == "bf16", fp16=precision == "fp16", tf32=tcfg.tf32 if world.on_gpu else None,
+        use_cpu=not world.on_gpu,  # on CPU, without it each torchrun process silently trains alone
+        deepspeed=tcfg.deepspeed, ddp_timeout=tcfg.ddp_timeout, ddp_find_unused_parameters=False,
+        # the LLM only (enable_activation_checkpointing): the Trainer's option would take the towers too
+        activation_checkpointing=False,
+        logging_steps=tcfg.logging_steps, disable_tqdm=world.rank != 0,
         report_to=[] if tcfg.report_to == "none" else [tcfg.report_to],
+        save_strategy="steps", save_steps=tcfg.save_steps,
+        save_total_limit=None,  # rotation waits for the COMPLETE marker (MarkCompleteCallback)
         dataloader_num_workers=tcfg.dataloader_num_workers,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        ddp_find_unused_parameters=False,
-        ddp_timeout=tcfg.ddp_timeout,
-        disable_tqdm=rank != 0,
+        remove_unused_columns=False, label_names=["labels"],  # the collator's batches go to the model as they are
     )
 
 
@@ -277,7 +280,8 @@ def _report_skips(trainer, rank: int) -> int:
 
 
 # -- environment ---------------------------------------------------------------------------------------
-def _resolve_precision(precision: str, on_gpu: bool) -> str:
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """`train.precision` on this machine: auto is bf16 on GPUs that have it, fp32 otherwise."""
     if precision == "auto":
         return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
     if precision in ("bf16", "fp16") and not on_gpu:
@@ -361,4 +365,7 @@ def finish_distributed() -> None:
         dist.destroy_process_group()  # without it, CPU/gloo runs sometimes abort at exit
 
 
-__all__ = ["TrainResult", "finish_distributed", "gradient_accumulation_steps", "load_model", "train", "trainable_by_module"]
+__all__ = [
+    "TrainResult", "World", "finish_distributed", "gradient_accumulation_steps", "load_model", "resolve_precision",
+    "train", "trainable_by_module", "training_arguments",
+]

@@ -24,19 +24,17 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
+import re
 import shutil
 import time
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
 from ..atomic import write_text_atomic
 from ..constants import IGNORE_INDEX
@@ -48,7 +46,7 @@ from .throughput import FlopsModel
 
 logger = logging.getLogger(__name__)
 
-TRAINABLE_WEIGHTS = "model.safetensors"
+TRAINABLE_WEIGHTS = checkpoints.TRAINABLE_WEIGHTS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,15 +78,17 @@ class MofLlavaTrainer(Trainer):
         self.packing = packing
         self.packing_tokens = packing_tokens
         self._packed_sampler: PackedBatchSampler | None = None
-        self.keep_checkpoints = save_total_limit
         self.flops_model = flops_model
         self.peak_flops = peak_flops
         self.skips = SkipTally()
         self.trainable_names = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
-        self._saving_checkpoint = False
+        # Rotation waits for the COMPLETE marker: the Trainer's own save_total_limit stays off.
+        self.add_callback(MarkCompleteCallback(self.accelerator.wait_for_everyone, save_total_limit))
         self._window = {"tokens": 0, "samples": 0, "images": 0, "start": None, "step": 0}
 
     # -- data order -------------------------------------------------------------------------------
+    # Private: the Trainer builds its sampler only here, and none of its `train_sampling_strategy`s groups
+    # by modality; get_train_dataloader would have to repeat its collator/worker-seed/accelerate wiring.
     def _get_train_sampler(self, train_dataset=None):
         # A global order, seeded by (seed, epoch): the same on every rank and again after a resume.
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -181,6 +181,19 @@ class MofLlavaTrainer(Trainer):
         return self.optimizer
 
     # -- training loop ----------------------------------------------------------------------------
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        except (OSError, RuntimeError) as err:
+            # `should_save` is still set when the failure came from writing this step's checkpoint
+            step_dir = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            culprit = _failed_checkpoint_file(err, step_dir) if self.control.should_save else None
+            if culprit is None:
+                raise
+            raise CheckpointWriteError(_disk_full_message(step_dir, culprit)) from None
+
+    # Private: no hook runs between the Trainer's epoch start and its first micro-batch (on_epoch_begin's
+    # should_training_stop is read only after a forward/backward), and none is told the epoch number.
     def _run_epoch(self, model, epoch, *args, **kwargs):
         if self._packed_sampler is not None:
             # accelerate's skip wrapper (on resume) hides the batch sampler from the Trainer's set_epoch
@@ -194,60 +207,22 @@ class MofLlavaTrainer(Trainer):
         return super()._run_epoch(model, epoch, *args, **kwargs)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _save_checkpoint(self, model, trial):
-        step_dir = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        self._saving_checkpoint = True
-        try:
-            with _tracking_torch_save() as writing:
-                super()._save_checkpoint(model, trial)
-        except (OSError, RuntimeError) as err:
-            if not _is_disk_full(err):
-                raise
-            raise CheckpointWriteError(_disk_full_message(step_dir, writing, err)) from None
-        finally:
-            self._saving_checkpoint = False
-        self.accelerator.wait_for_everyone()  # every rank has written its part
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not _internal_call:  # the final model/ or lora/ artifact: the Trainer's complete save
+            return super().save_model(output_dir, _internal_call)
+        # The Trainer's own calls (its checkpoints) keep only what training changes: the rest is
+        # rebuilt from the run config. ZeRO-3 gathers the weights on every rank.
+        state = self.accelerator.get_state_dict(self.model_wrapped)
         if self.args.should_save:
-            checkpoints.mark_complete(step_dir)
-            for removed in checkpoints.rotate(self.args.output_dir, self.keep_checkpoints):
-                logger.info("removed old checkpoint %s", removed)
-        self.accelerator.wait_for_everyone()
+            checkpoints.write_trainable(output_dir or self.args.output_dir, state, self.trainable_names)
 
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        if not self._saving_checkpoint:
-            return super()._save(output_dir, state_dict)
-        # A checkpoint keeps only what training changes; the rest is rebuilt from the run config.
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        if state_dict is None:
-            state_dict = self.accelerator.unwrap_model(self.model).state_dict()
-        trainable = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if k in self._trainable_set}
-        missing = sorted(self._trainable_set - set(trainable))
-        if missing:
-            raise RuntimeError(f"checkpoint would miss trainable weights {missing[:5]}")
-        _WRITING[-1:] = [os.path.join(output_dir, TRAINABLE_WEIGHTS)]
-        save_file(trainable, os.path.join(output_dir, TRAINABLE_WEIGHTS), metadata={"format": "pt"})
-        (Path(output_dir) / "trainable_parameters.json").write_text(json.dumps(self.trainable_names, indent=0))
-
-    @property
-    def _trainable_set(self) -> set[str]:
-        return set(self.trainable_names)
-
+    # Private: the Trainer loads a checkpoint's weights only here (inside train()), and its own loader
+    # wants a complete or peft-format model; ours holds the trainable weights, checked by exact keys.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = model if model is not None else self.model
-        path = Path(resume_from_checkpoint) / TRAINABLE_WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; {resume_from_checkpoint} is not a complete checkpoint")
-        state = load_file(str(path))
-        unexpected = sorted(set(state) - self._trainable_set)
-        missing = sorted(self._trainable_set - set(state))
-        if unexpected or missing:
-            raise ValueError(
-                f"{path} does not fit this run's trainable weights (missing {missing[:5]}, unexpected {unexpected[:5]}); "
-                "was it written by a run with a different stage, mixer or LoRA setting?"
-            )
+        state = checkpoints.read_trainable(resume_from_checkpoint, self.trainable_names)
         model.load_state_dict(state, strict=False)
-        logger.info("resumed %d trainable tensors from %s", len(state), path)
+        logger.info("resumed %d trainable tensors from %s", len(state), resume_from_checkpoint)
 
     # -- logging ----------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -286,37 +261,33 @@ class MofLlavaTrainer(Trainer):
         return tensor.cpu()
 
 
-def _is_disk_full(err: BaseException) -> bool:
-    """ENOSPC/EDQUOT, or what torch's zip writer and safetensors raise when a write comes up short."""
+# What torch's zip writer raises when a write came up short (at once, or at its next position check);
+# it keeps no errno: on a checkpoint, a full disk or quota.
+_TORCH_SHORT_WRITE = re.compile(
+    r"inline_container\.cc:\d+\] \. (unexpected pos \d+ vs \d+|PytorchStreamWriter failed writing file .*: file write failed)"
+)
+
+
+def _failed_checkpoint_file(err: BaseException, step_dir: Path) -> Path | None:
+    """The file of `step_dir` a write ran out of space on, or None when `err` is not that: ENOSPC/EDQUOT
+    naming a file in it, or torch's short write (then the file written last, the one it was writing)."""
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(err)
-    return any(sign in text for sign in ("inline_container", "PytorchStreamWriter", "No space left", "StorageFull"))
+        culprit = Path(err.filename) if err.filename else _newest_file(step_dir)
+    elif isinstance(err, RuntimeError) and _TORCH_SHORT_WRITE.search(str(err)):
+        culprit = _newest_file(step_dir)
+    else:
+        return None
+    if culprit is None or step_dir not in (culprit, *culprit.parents):
+        return None  # metrics.jsonl or another file outside the checkpoint: not a checkpoint write
+    return culprit
 
 
-# The file a checkpoint save is writing: torch's zip writer does not say which file failed.
-_WRITING: list = []
+def _newest_file(folder: Path) -> Path | None:
+    files = [path for path in folder.rglob("*") if path.is_file()] if folder.is_dir() else []
+    return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
-@contextmanager
-def _tracking_torch_save():
-    """Note the path of every `torch.save` (the Trainer's and DeepSpeed's) while a checkpoint is written."""
-    original = torch.save
-    _WRITING[:] = [None]
-
-    def save(obj, f, *args, **kwargs):
-        _WRITING[-1:] = [f]
-        return original(obj, f, *args, **kwargs)
-
-    torch.save = save
-    try:
-        yield _WRITING
-    finally:
-        torch.save = original
-
-
-def _disk_full_message(step_dir: Path, writing: list, err: BaseException) -> str:
-    culprit = getattr(err, "filename", None) or (writing[-1] if writing and writing[-1] else step_dir)
+def _disk_full_message(step_dir: Path, culprit: Path) -> str:
     free = shutil.disk_usage(step_dir if step_dir.is_dir() else step_dir.parent).free / 2**30
     return (
         f"{culprit}: no space left on the device while writing {step_dir.name} ({free:.1f} GiB free now); it is "
@@ -334,6 +305,22 @@ def _placeholder_batch(inputs: dict[str, Any], processing_class) -> dict[str, An
         "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device),
         "labels": torch.full((1, 1), IGNORE_INDEX, dtype=torch.long, device=device),
     }
+
+
+class MarkCompleteCallback(TrainerCallback):
+    """Once every rank has written its part of a checkpoint, rank 0 marks it COMPLETE and rotates
+    (checkpoints.py); a failed write never gets here, so its checkpoint stays unmarked."""
+
+    def __init__(self, wait_for_everyone, keep: int | None):
+        self.wait_for_everyone, self.keep = wait_for_everyone, keep
+
+    def on_save(self, args, state, control, **kwargs):
+        self.wait_for_everyone()
+        if args.should_save:
+            checkpoints.mark_complete(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            for removed in checkpoints.rotate(args.output_dir, self.keep):
+                logger.info("removed old checkpoint %s", removed)
+        self.wait_for_everyone()
 
 
 class MetricsFileCallback(TrainerCallback):
