@@ -2,7 +2,8 @@
 
 For tests, demos and speed measurements: every writer produces exactly the layout and file
 formats the loaders read for the released benchmarks (CSV headers, JSON Lines, base64 TSV, GQA's
-question JSON), so a run on these folders exercises the same code paths as a real evaluation.
+question JSON), so a run on these folders exercises the same code paths as a real evaluation. The
+pictures come from the one scene generator (`mof_llava.scenes`).
 """
 
 from __future__ import annotations
@@ -13,28 +14,16 @@ import io
 import json
 from pathlib import Path
 
+from ..scenes import canvas
+from ..scenes.drawing import SHAPE_COLOURS
 from . import gqa, mmvp, mmvp_vlm, pope
 
-_COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
-_RGB = {
-    "red": (220, 30, 30),
-    "green": (30, 200, 30),
-    "blue": (30, 30, 220),
-    "yellow": (230, 230, 20),
-    "white": (250, 250, 250),
-    "black": (5, 5, 5),
-}
+_COLOURS = list(SHAPE_COLOURS)  # red, green, blue, yellow, white, black: the words of the made-up text
 
 
 def picture(seed: int, size: tuple[int, int] = (72, 56)):
-    """A small picture: a coloured square on a background, varying with `seed`."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", size, _RGB[_COLOURS[seed % 6]])
-    draw = ImageDraw.Draw(image)
-    x = 4 + (seed * 7) % (size[0] - 24)
-    draw.rectangle([x, 8, x + 20, 28], fill=_RGB[_COLOURS[(seed + 3) % 6]])
-    return image
+    """A small picture of coloured shapes (`mof_llava.scenes.canvas.picture`), varying with `seed`."""
+    return canvas.picture(seed, size)
 
 
 def _save_jpeg(path: Path, seed: int) -> None:
