@@ -179,7 +179,7 @@ def run_embed(args) -> int:
 
     from mof_llava.mining import api as mine
     from mof_llava.mining.embed import EmbedConfig
-    from mof_llava.mining.towers import TowerSpec
+    from mof_llava.mining.towers import EmbeddingTowerSpec
     from mof_llava.verbosity import setup_logging
 
     setup_logging(logging.INFO, "%(message)s")  # the thread choice, a capped --workers
@@ -190,7 +190,7 @@ def run_embed(args) -> int:
         raise SystemExit(
             f"--pooling names unknown tower(s) {', '.join(unknown)} (towers: {', '.join(towers)})"
         )
-    specs = [TowerSpec(name, model, pooling.get(name, "auto")) for name, model in towers.items()]
+    specs = [EmbeddingTowerSpec(name, model, pooling.get(name, "auto")) for name, model in towers.items()]
     settings = {
         k: getattr(args, k) for k in ("batch_size", "shard_size", "workers", "device", "dtype", "threads")
     }

@@ -1,7 +1,7 @@
 """The four mining verbs, one typed job each; `mof-llava mine` and Python callers use the same calls.
 
     from mof_llava.mining import api as mine
-    mine.embed(mine.EmbedJob("images/", "emb/", EmbedConfig(towers=[TowerSpec("clip", ...), ...])))
+    mine.embed(mine.EmbedJob("images/", "emb/", EmbedConfig(towers=[EmbeddingTowerSpec("clip", ...), ...])))
     mine.pairs(mine.PairsJob("pairs.csv", embeddings="emb/"))
     mine.sheet(mine.SheetJob("pairs.csv", "sheet.png"))
     mine.export(mine.ExportJob("pairs.csv", "bench/"))

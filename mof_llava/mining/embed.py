@@ -27,7 +27,7 @@ import numpy as np
 from mof_llava.atomic import write_json_atomic, write_text_atomic
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS
-from mof_llava.mining.towers import TowerSpec
+from mof_llava.mining.towers import EmbeddingTowerSpec
 from mof_llava.threads import apply_cpu_threads, cap_workers
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
@@ -36,7 +36,7 @@ RUN = "run.json"
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    towers: list[TowerSpec] = field(default_factory=list)
+    towers: list[EmbeddingTowerSpec] = field(default_factory=list)
     batch_size: int = 64
     shard_size: int = 10_000
     workers: int = 4  # image decoding processes per rank (0 = decode in the main process)

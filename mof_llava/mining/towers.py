@@ -31,7 +31,12 @@ _CLIP_TYPES = {"clip", "clip_vision_model"}
 
 
 @dataclass(frozen=True)
-class TowerSpec:
+class EmbeddingTowerSpec:
+    """A checkpoint and the pooling that gives one embedding per image. Not the model's `TowerSpec`
+    (`mof_llava.model.configuration`): that one says which hidden layer's patch tokens an LLM receives,
+    with the encoder's config inline; mining compares whole-image embeddings of any checkpoint (MMVP
+    mined with CLIP ViT-L/14 at 224 px, not the model's 336 px tower), preprocessed its own way."""
+
     name: str  # the name the embeddings are stored under (e.g. "clip", "dinov2")
     model: str  # local checkpoint folder or hub id
     pooling: str = "auto"  # one of POOLINGS, or "auto" for the model's default
@@ -45,10 +50,14 @@ class TowerSpec:
             )
 
 
+# The old name, for one release.
+TowerSpec = EmbeddingTowerSpec
+
+
 class Tower:
     """A loaded tower: `preprocess(image) -> pixel tensor`, `embed(pixels) -> unit vectors`."""
 
-    def __init__(self, spec: TowerSpec, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, spec: EmbeddingTowerSpec, device: str = "cpu", dtype: str = "float32"):
         import torch
         from transformers import AutoConfig, AutoImageProcessor
 

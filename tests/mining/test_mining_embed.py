@@ -18,13 +18,13 @@ from mining_helpers import write_image_folder
 from mof_llava.mining import embed as embed_module
 from mof_llava.mining.embed import EmbedConfig, embed_collection, list_images
 from mof_llava.mining.store import EmbeddingStore
-from mof_llava.mining.towers import TowerSpec
+from mof_llava.mining.towers import EmbeddingTowerSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def config(towers, **kw) -> EmbedConfig:
-    specs = [TowerSpec("clip", str(towers.clip)), TowerSpec("dinov2", str(towers.dinov2))]
+    specs = [EmbeddingTowerSpec("clip", str(towers.clip)), EmbeddingTowerSpec("dinov2", str(towers.dinov2))]
     return EmbedConfig(
         towers=kw.pop("specs", specs), **{"batch_size": 3, "shard_size": 4, "workers": 0, **kw}
     )
@@ -117,8 +117,8 @@ def test_image_list_input(tmp_path, tiny_towers, images):
 def test_pooling_choices(tmp_path, tiny_towers, images):
     root, ids = images
     specs = [
-        TowerSpec("dino_mean", str(tiny_towers.dinov2), "mean"),
-        TowerSpec("dino_cls", str(tiny_towers.dinov2), "cls"),
+        EmbeddingTowerSpec("dino_mean", str(tiny_towers.dinov2), "mean"),
+        EmbeddingTowerSpec("dino_cls", str(tiny_towers.dinov2), "cls"),
     ]
     embed_collection(root, tmp_path / "emb", config(tiny_towers, specs=specs, shard_size=100))
     store = EmbeddingStore(tmp_path / "emb")
@@ -137,11 +137,11 @@ def test_pooling_choices(tmp_path, tiny_towers, images):
 
 def test_clip_checkpoint_without_projection_is_refused(tmp_path, tiny_towers, images):
     root, _ = images
-    specs = [TowerSpec("clip", str(tiny_towers.clip_no_projection))]
+    specs = [EmbeddingTowerSpec("clip", str(tiny_towers.clip_no_projection))]
     with pytest.raises(ValueError, match=r"lacks weights visual_projection.weight .*--pooling clip=pooler"):
         embed_collection(root, tmp_path / "emb", config(tiny_towers, specs=specs))
     with pytest.raises(ValueError, match="unknown pooling"):
-        TowerSpec("clip", "x", "max")
+        EmbeddingTowerSpec("clip", "x", "max")
 
 
 def test_interrupted_run_resumes_without_redoing_finished_shards(tmp_path, tiny_towers, images, monkeypatch):
@@ -194,7 +194,7 @@ def test_resume_with_other_images_or_towers_is_refused(tmp_path, tiny_towers, im
     listing.write_text("\n".join(str(root / i) for i in ids[:3]) + "\n")
     with pytest.raises(ValueError, match="different ids_sha256"):
         embed_collection(listing, out, config(tiny_towers))
-    specs = [TowerSpec("clip", str(tiny_towers.clip))]
+    specs = [EmbeddingTowerSpec("clip", str(tiny_towers.clip))]
     with pytest.raises(ValueError, match="different towers"):
         embed_collection(root, out, config(tiny_towers, specs=specs))
     # Same file names in another folder are other images: the shards would mix two collections.
