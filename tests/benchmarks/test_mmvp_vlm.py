@@ -252,3 +252,69 @@ def test_half_precision_checkpoints_run_in_float32(tiny_clip, vlm_data, tmp_path
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     pairs = mmvp_vlm.read_pairs(vlm_data)[:1]
     assert len(mmvp_vlm.pair_logits(model, processor, pairs, model_type)) == 1
+
+
+def _vlm_config(model, data, out, **extra):
+    from mof_llava.benchmarks.evaluate import EvalConfig
+    from mof_llava.benchmarks.runner import Distributed
+
+    return EvalConfig(
+        benchmark="mmvp-vlm",
+        options=mmvp_vlm.MMVPVLMOptions(data=data),
+        model=model,
+        output_dir=out,
+        device="cpu",
+        threads=1,
+        batch_size=5,
+        no_progress=True,
+        dist=Distributed(),
+        **extra,
+    )
+
+
+def test_the_runner_s_answers_are_the_pair_forward_s_picks(tiny_clip, vlm_data, tmp_path):
+    """Through the runner each statement is scored in batches of statements (longest first), each
+    against its pair's two images; its logits are those of the per-pair forward the reference does."""
+    from mof_llava.benchmarks.evaluate import evaluate
+
+    result = evaluate(_vlm_config(tiny_clip, vlm_data, tmp_path / "out"))
+    model, processor, model_type = mmvp_vlm.load_contrastive_model(tiny_clip)
+    pairs = mmvp_vlm.read_pairs(vlm_data)
+    expected, statements = {}, {s.question_id: s.statement for p in pairs for s in (p.first, p.second)}
+    for pair, block in zip(pairs, mmvp_vlm.pair_logits(model, processor, pairs, model_type)):
+        expected |= {pair.first.question_id: block[0], pair.second.question_id: block[1]}
+    lines = [json.loads(x) for x in result.answers.read_text().splitlines()]
+    assert [x["question_id"] for x in lines] == [s.question_id for p in pairs for s in (p.first, p.second)]
+    for line in lines:
+        assert line["metadata"]["logits"] == pytest.approx(expected[line["question_id"]], abs=1e-4)
+        assert line["prompt"] == "a photo of " + statements[line["question_id"]]  # no template around it
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["benchmark"] == "mmvp-vlm" and run["template"] is None and run["questions"] == 18
+    assert result.metrics["run"]["settings"] == {"text_prefix": "a photo of "}
+
+
+def test_an_interrupted_run_resumes_with_the_statements_left(tiny_clip, vlm_data, tmp_path, monkeypatch):
+    from mof_llava.benchmarks.evaluate import evaluate
+
+    finished = evaluate(_vlm_config(tiny_clip, vlm_data, tmp_path / "full"))
+    out = tmp_path / "resumed"
+    evaluate(_vlm_config(tiny_clip, vlm_data, out, limit=6))  # a smoke run: 6 statements, not scored
+    scored_texts = []
+    make_score_fn = mmvp_vlm.make_score_fn
+
+    def counting(*args):
+        score_batch = make_score_fn(*args)
+
+        def answer(images, texts):
+            scored_texts.extend(texts)
+            return score_batch(images, texts)
+
+        return answer
+
+    monkeypatch.setattr(mmvp_vlm, "make_score_fn", counting)
+    resumed = evaluate(_vlm_config(tiny_clip, vlm_data, out))
+    assert len(scored_texts) == 12  # the 6 answered statements are not scored again
+    texts = [(x["question_id"], x["text"]) for x in map(json.loads, resumed.answers.read_text().splitlines())]
+    full = [(x["question_id"], x["text"]) for x in map(json.loads, finished.answers.read_text().splitlines())]
+    assert texts == full and resumed.metrics["score"] == finished.metrics["score"]
+    assert (out / "pairs.csv").read_text() == (tmp_path / "full" / "pairs.csv").read_text()

@@ -144,3 +144,20 @@ def test_the_registry_names_what_it_cannot_serve(monkeypatch):
     monkeypatch.setitem(registry.MODULES, "other", __name__)  # this module's BENCHMARK is "toy"
     with pytest.raises(BenchmarkRegistryError, match="BENCHMARK must be a Benchmark named 'other'"):
         registry.get("other")
+
+
+def test_every_benchmark_module_is_in_the_one_list():
+    """`MODULES` is the only list of benchmarks (the CLI, the sweep specs and the verbs read it):
+    every module of mof_llava/benchmarks that assigns a top-level `BENCHMARK` is in it, under the
+    name its entry gives, and nothing else is."""
+    import ast
+
+    package = Path(registry.__file__).parent
+    defining = set()
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        targets = [t for node in tree.body if isinstance(node, ast.Assign) for t in node.targets]
+        if any(isinstance(t, ast.Name) and t.id == "BENCHMARK" for t in targets):
+            defining.add(f"mof_llava.benchmarks.{path.stem}")
+    assert defining and defining == set(registry.MODULES.values())
+    assert [registry.get(name).name for name in registry.MODULES] == list(registry.MODULES)
