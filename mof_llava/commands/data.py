@@ -67,42 +67,22 @@ def add_parser(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..data.check import check_dataset, format_report
+    from ..data.check import format_report
+    from ..data.check_job import CheckJob, CheckOptionsError, check, load_processor
     from ..data.record_file import MalformedRecordsError
 
-    if args.tokenizer and not args.mixer:
-        raise SystemExit("error: --tokenizer needs --mixer (or pass --model)")
-    if args.model and args.mixer:
-        raise SystemExit("error: --mixer is for --tokenizer; a saved --model already has its mixer")
-    processor = load_processor(args)
+    given = ("model", "tokenizer", "mixer", "image_size", "image_folder", "template", "max_length")
+    given += ("length_budget", "truncation", "workers", "cache_dir")
+    job = CheckJob(args.data, check_images=not args.no_images, **{k: getattr(args, k) for k in given})
     try:
-        report = check_dataset(
-            args.data,
-            processor,
-            image_folder=args.image_folder,
-            template=args.template,
-            max_length=args.max_length,
-            length_budget=args.length_budget,
-            truncation=args.truncation,
-            check_images=not args.no_images,
-            num_workers=args.workers,
-            cache_dir=args.cache_dir,
-        )
+        processor = load_processor(job)  # a missing --model is `mof-llava: error: --model: ...`
+    except CheckOptionsError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        report = check(job, processor)
     except (MalformedRecordsError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     print(format_report(report))
     if args.json:
         report.save_json(args.json)
     return 0 if report.ok else 1
-
-
-def load_processor(args: argparse.Namespace):
-    from .. import MofLlavaProcessor
-    from ..data.check import paper_processor
-    from ..paths import check_model_path
-
-    if args.model:
-        check_model_path(args.model, "--model")
-        return MofLlavaProcessor.from_pretrained(args.model)
-    check_model_path(args.tokenizer, "--tokenizer")
-    return paper_processor(args.tokenizer, args.mixer, args.image_size)

@@ -79,44 +79,25 @@ def _threads(text: str) -> int | None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo reads is local
-    from ..demo.report import format_report
-    from ..demo.run import DemoFolderError, DemoSettings, parse_variant, run_demo
+    os.environ.setdefault(
+        "HF_HUB_OFFLINE", "1"
+    )  # everything the demo reads is local; before the hub's import
+    from ..demo.api import DemoConfig, DemoConfigError, DemoFolderError, demo
+    from ..demo.run import DemoSettings
 
-    if args.sweep and (args.models or args.no_eval):
-        raise SystemExit("mof-llava demo: --sweep trains and evaluates its own list of models; drop --model / --no-eval")
-    try:
-        variants = [parse_variant(name) for name in (args.models or ["i-mof"])]
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
+    given = {
+        k: getattr(args, k) for k in ("seed", "samples", "mmvp_pairs", "batch_size", "report_to", "threads")
+    }
     try:
         settings = DemoSettings(
-            seed=args.seed,
-            samples=args.samples,
-            mmvp_pairs=args.mmvp_pairs,
-            batch_size=args.batch_size,
-            stage1_epochs=args.epochs,
-            stage2_epochs=args.epochs,
-            report_to=args.report_to,
-            progress=not args.no_progress,
-            threads=args.threads,
+            **given, stage1_epochs=args.epochs, stage2_epochs=args.epochs, progress=not args.no_progress
         )
-    except ValueError as err:
+    except ValueError as err:  # a size out of range
         raise SystemExit(f"mof-llava demo: {err}") from None
+    models = tuple(args.models) if args.models else None
     try:
-        if args.sweep:
-            from ..demo.sweep import run_rehearsal
-
-            rehearsal = run_rehearsal(args.out, settings)
-            result = rehearsal.demo
-        else:
-            result = run_demo(args.out, settings, variants, evaluate=not args.no_eval)
-    except DemoFolderError as err:
+        outcome = demo(DemoConfig(args.out, settings, models, sweep=args.sweep, evaluate=not args.no_eval))
+    except (DemoConfigError, DemoFolderError) as err:
         raise SystemExit(f"mof-llava demo: {err}") from None
-    print(format_report(result))
-    if args.sweep:
-        print()
-        print(rehearsal.report.text)
-        print(f"tables and figures in {rehearsal.tables_dir}/ (the same as `mof-llava tables {result.out_dir}`)")
-        print("At this size the scores are near chance: the rehearsal shows the pipeline runs, not the paper's findings.")
+    print(outcome.describe())
     return 0
