@@ -48,11 +48,11 @@ class ConfigError(ValueError):
 
 # -- validation ----------------------------------------------------------------------------------------
 def validate(cls: type[T], raw: Any, where: str | None = None, origins: Origins | None = None,
-             what: str = "top-level keys") -> T:
+             what: str = "keys") -> T:
     """`raw` (a mapping, or an instance) as a `cls`, values converted as YAML leaves them ("2e-5" to a
     float, lists to tuples, mappings to nested dataclasses). The first problem raises ConfigError
     naming the key, prefixed by where its value came from: its file in `origins`, else `where`.
-    `what`: how messages call the keys at the top (`unknown top-level keys [...]`)."""
+    `what`: how messages call the keys at the top (`unknown keys [...]`)."""
     try:
         return _adapter(cls).validate_python(raw)
     except ValidationError as err:
@@ -134,7 +134,7 @@ def _describe(cls: type, errors: list[dict[str, Any]], what: str) -> tuple[str, 
     if not whole:  # every member of a union refused the value
         names = [getattr(a, "__name__", str(a)) if get_origin(a) is None else str(a) for a in get_args(hint)]
         return key, f"{key}: {first['input']!r} fits none of {names}"
-    return key, f"{key}{_sentence(first, hint, colon=True)}"
+    return key, f"{key}{_sentence(first, hint, colon=True)}".removeprefix(": ")
 
 
 def _own_check(key: str, hint: Any, error: BaseException) -> tuple[str, str]:
@@ -253,11 +253,15 @@ def parse_override(text: str, example: str = "train.learning_rate=2e-5") -> tupl
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected key=value, e.g. {example}")
+    return key.strip().split("."), yaml_value(value, f"override {text!r}")
+
+
+def yaml_value(text: str, where: str) -> Any:
+    """A value typed on the command line, read as YAML (empty: None)."""
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        return yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
-    return key.strip().split("."), parsed
+        raise ConfigError(f"{where}: value is not valid YAML ({err})") from None
 
 
 def to_plain(instance: Any) -> Any:

@@ -17,7 +17,8 @@ An arm is a pair of stage configs plus `set` (dotted key -> value, applied to bo
 with a `stage1.` / `stage2.` prefix) and `grid` (dotted key -> list of values, or label -> value for
 values that are not scalars; every combination is one run). `set` and `grid` at the top apply to
 every arm. Config paths are relative to the sweep file; `output_root`, and data paths as in run
-configs, to the directory the jobs run in (the repository root). Unknown keys are errors naming the file and key.
+configs, to the directory the jobs run in (the repository root). Keys and types are checked by pydantic
+(mof_llava/typed_config.py): unknown keys and wrong types are errors naming the file and key.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
+from pydantic import BeforeValidator, Field
 
 from ..benchmarks import BENCHMARKS
+from ..typed_config import STRICT_KEYS, ConfigError, read_yaml_mapping, validate, yaml_value
 from .layout import repo_root
+
+T = TypeVar("T")
 
 LAUNCHERS = ("deepspeed", "torchrun", "python", "deepspeed-hostfile", "torchrun-multinode", "slurm")
 SINGLE_NODE_LAUNCHERS = ("deepspeed", "torchrun", "python")
@@ -62,26 +66,48 @@ class EvaluationSpec:
         return [b.name for b in self.benchmarks]
 
 
+SLURM_TIMES = {"stage1": "12:00:00", "stage2": "48:00:00", "eval": "06:00:00"}
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _with_default_times(value: Any) -> Any:
+    """The jobs a file gives no time keep the default; times as text (YAML reads 12:00 as a number)."""
+    if isinstance(value, dict):
+        return {**SLURM_TIMES, **{k: v if v is None else str(v) for k, v in value.items()}}
+    return value
+
+
+Lines = Annotated[tuple[str, ...], BeforeValidator(_one_or_many)]  # one string or a list of them
+AtLeast1 = Annotated[int, Field(ge=1)]
+
+
 @dataclass(frozen=True)
 class SlurmSpec:
+    __pydantic_config__ = STRICT_KEYS
+
     partition: str | None = None
     account: str | None = None
     # wall-time limit per job: stage1, stage2, eval
-    time: dict[str, str] = field(
-        default_factory=lambda: {"stage1": "12:00:00", "stage2": "48:00:00", "eval": "06:00:00"}
+    time: Annotated[dict[Literal["stage1", "stage2", "eval"], str], BeforeValidator(_with_default_times)] = field(
+        default_factory=lambda: dict(SLURM_TIMES)
     )
-    cpus_per_task: int | None = None
-    extra: tuple[str, ...] = ()  # more `#SBATCH` options, e.g. "--qos=high"
+    cpus_per_task: AtLeast1 | None = None
+    extra: Lines = ()  # more `#SBATCH` options, e.g. "--qos=high"
 
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    launcher: str = "deepspeed"
-    nodes: int = 1
-    gpus_per_node: int = 8
+    __pydantic_config__ = STRICT_KEYS
+
+    launcher: str = "deepspeed"  # checked by with_launcher, which the --launcher flag shares
+    nodes: AtLeast1 = 1
+    gpus_per_node: AtLeast1 = 8
     hostfile: str = "hostfile"  # deepspeed-hostfile
-    master_port: int = 29500
-    setup: tuple[str, ...] = ()  # shell lines every job runs first (module load, source .venv/bin/activate)
+    master_port: AtLeast1 = 29500
+    setup: Lines = ()  # shell lines every job runs first (module load, source .venv/bin/activate)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
 
     @property
@@ -130,48 +156,92 @@ class SweepSpec:
     launch: LaunchSpec = field(default_factory=LaunchSpec)
 
 
+# -- the files' keys (their values are checked below, where the messages need more than a type) ------
+@dataclass
+class _ArmFile:
+    __pydantic_config__ = STRICT_KEYS
+
+    stage1: Any = None
+    stage2: Any = None
+    set: Any = None
+    grid: Any = None
+    seeds: Any = None
+    evaluation: Any = None
+
+
+@dataclass
+class _SweepFile:
+    __pydantic_config__ = STRICT_KEYS
+
+    arms: dict[str, _ArmFile] | None = None
+    name: str | int | None = None
+    output_root: str | None = None
+    evaluation: Any = None
+    seeds: Any = None
+    set: Any = None
+    grid: Any = None
+    launch: LaunchSpec | None = None
+
+
+@dataclass
+class _BenchmarkFile:
+    __pydantic_config__ = STRICT_KEYS
+
+    data: str
+    args: list[str | int | float] = field(default_factory=list)
+
+
+@dataclass
+class _EvaluationFile:
+    __pydantic_config__ = STRICT_KEYS
+
+    benchmarks: dict[str, Any] | None = None
+
+
+def _checked(cls: type[T], raw: Any, where: str) -> T:
+    try:
+        return validate(cls, raw, where)
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+
+
 # -- reading -------------------------------------------------------------------------------------------
 def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
-    raw = _read_yaml(path)
     where = str(path)
-    _check_keys(raw, {"name", "output_root", "evaluation", "seeds", "set", "grid", "launch", "arms"}, where)
-    arms_raw = raw.get("arms")
-    if not isinstance(arms_raw, dict) or not arms_raw:
+    raw = _checked(_SweepFile, _read_yaml(path), where)
+    if not raw.arms:
         raise SweepError(f"{where}: `arms` must map arm names to their stage configs")
     base = path.parent
-    name = _label(str(raw.get("name") or path.stem), f"{where}: name")
-    output_root = Path(str(raw.get("output_root") or f"runs/{name}"))
+    name = _label(str(raw.name or path.stem), f"{where}: name")
+    output_root = Path(raw.output_root or f"runs/{name}")
+    launch = raw.launch or LaunchSpec()
     return SweepSpec(
         name=name,
         source=path.resolve(),
         # relative to the checkout the jobs run in, like train.output_dir in run configs
         output_root=output_root if output_root.is_absolute() else repo_root() / output_root,
-        arms=tuple(_arm(str(name), value, base, f"{where}: arms.{name}") for name, value in arms_raw.items()),
-        evaluation=_evaluation(raw.get("evaluation"), base, f"{where}: evaluation"),
-        seeds=_seeds(raw.get("seeds"), f"{where}: seeds"),
-        set=_settings(raw.get("set"), f"{where}: set"),
-        grid=_grid(raw.get("grid"), f"{where}: grid"),
-        launch=_launch(raw.get("launch"), f"{where}: launch"),
+        arms=tuple(_arm(str(name), value, base, f"{where}: arms.{name}") for name, value in raw.arms.items()),
+        evaluation=_evaluation(raw.evaluation, base, f"{where}: evaluation"),
+        seeds=_seeds(raw.seeds, f"{where}: seeds"),
+        set=_settings(raw.set, f"{where}: set"),
+        grid=_grid(raw.grid, f"{where}: grid"),
+        launch=with_launcher(launch, launch.launcher, f"{where}: launch"),
     )
 
 
-def _arm(name: str, raw: Any, base: Path, where: str) -> ArmSpec:
-    if not isinstance(raw, dict):
-        raise SweepError(f"{where}: expected a mapping with stage1 and stage2")
-    _check_keys(raw, {"stage1", "stage2", "set", "grid", "seeds", "evaluation"}, where)
+def _arm(name: str, raw: _ArmFile, base: Path, where: str) -> ArmSpec:
     for stage in ("stage1", "stage2"):
-        if not isinstance(raw.get(stage), str):
+        if not isinstance(getattr(raw, stage), str):
             raise SweepError(f"{where}: `{stage}` must name a run config file")
-    evaluation = raw.get("evaluation")
     return ArmSpec(
         name=_label(name, where),
-        stage1=(base / raw["stage1"]).resolve(),
-        stage2=(base / raw["stage2"]).resolve(),
-        set=_settings(raw.get("set"), f"{where}.set"),
-        grid=_grid(raw.get("grid"), f"{where}.grid"),
-        seeds=_seeds(raw.get("seeds"), f"{where}.seeds"),
-        evaluation=None if evaluation is None else _evaluation(evaluation, base, f"{where}.evaluation"),
+        stage1=(base / raw.stage1).resolve(),
+        stage2=(base / raw.stage2).resolve(),
+        set=_settings(raw.set, f"{where}.set"),
+        grid=_grid(raw.grid, f"{where}.grid"),
+        seeds=_seeds(raw.seeds, f"{where}.seeds"),
+        evaluation=None if raw.evaluation is None else _evaluation(raw.evaluation, base, f"{where}.evaluation"),
     )
 
 
@@ -182,77 +252,21 @@ def _evaluation(raw: Any, base: Path, where: str) -> EvaluationSpec:
         path = base / raw
         where = str(path)
         raw = _read_yaml(path)
-    if not isinstance(raw, dict):
-        raise SweepError(f"{where}: expected a mapping with `benchmarks`")
-    _check_keys(raw, {"benchmarks"}, where)
-    benchmarks = raw.get("benchmarks") or {}
-    if not isinstance(benchmarks, dict):
-        raise SweepError(
-            f"{where}: `benchmarks` maps benchmark names ({', '.join(SWEEP_BENCHMARKS)}) to their data"
-        )
+    benchmarks = _checked(_EvaluationFile, raw, where).benchmarks or {}
     specs = []
     for name, value in benchmarks.items():
         here = f"{where}: benchmarks.{name}"
         if name not in SWEEP_BENCHMARKS:
             raise SweepError(f"{here}: unknown benchmark; choose from {list(SWEEP_BENCHMARKS)}")
-        if not isinstance(value, dict) or not isinstance(value.get("data"), str):
-            raise SweepError(f"{here}: expected {{data: PATH}} (and optionally args: [...])")
-        _check_keys(value, {"data", "args"}, here)
-        args = value.get("args") or []
-        if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
-            raise SweepError(
-                f"{here}.args: expected a list of command-line arguments, e.g. [--prompt, llava]"
-            )
-        specs.append(BenchmarkSpec(name, value["data"], tuple(str(a) for a in args)))
+        bench = _checked(_BenchmarkFile, value, here)
+        specs.append(BenchmarkSpec(name, bench.data, tuple(str(a) for a in bench.args)))
     return EvaluationSpec(tuple(specs))
-
-
-def _launch(raw: Any, where: str) -> LaunchSpec:
-    if raw is None:
-        return LaunchSpec()
-    if not isinstance(raw, dict):
-        raise SweepError(f"{where}: expected a mapping")
-    _check_keys(
-        raw, {"launcher", "nodes", "gpus_per_node", "hostfile", "master_port", "setup", "slurm"}, where
-    )
-    values: dict[str, Any] = {}
-    for key in ("nodes", "gpus_per_node", "master_port"):
-        if key in raw:
-            values[key] = _positive_int(raw[key], f"{where}.{key}")
-    if "hostfile" in raw:
-        values["hostfile"] = str(raw["hostfile"])
-    if "setup" in raw:
-        values["setup"] = _strings(raw["setup"], f"{where}.setup")
-    if "slurm" in raw:
-        values["slurm"] = _slurm(raw["slurm"], f"{where}.slurm")
-    launch = LaunchSpec(**values)
-    return with_launcher(launch, raw.get("launcher", launch.launcher), where)
 
 
 def with_launcher(launch: LaunchSpec, launcher: str, where: str = "launcher") -> LaunchSpec:
     if launcher not in LAUNCHERS:
         raise SweepError(f"{where}: launcher {launcher!r} is not one of {list(LAUNCHERS)}")
     return replace(launch, launcher=launcher)
-
-
-def _slurm(raw: Any, where: str) -> SlurmSpec:
-    if not isinstance(raw, dict):
-        raise SweepError(f"{where}: expected a mapping")
-    _check_keys(raw, {"partition", "account", "time", "cpus_per_task", "extra"}, where)
-    values: dict[str, Any] = {}
-    for key in ("partition", "account"):
-        if raw.get(key) is not None:
-            values[key] = str(raw[key])
-    if raw.get("time") is not None:
-        time = raw["time"]
-        if not isinstance(time, dict) or set(time) - {"stage1", "stage2", "eval"}:
-            raise SweepError(f"{where}.time: expected {{stage1: HH:MM:SS, stage2: ..., eval: ...}}")
-        values["time"] = {**SlurmSpec().time, **{k: str(v) for k, v in time.items()}}
-    if raw.get("cpus_per_task") is not None:
-        values["cpus_per_task"] = _positive_int(raw["cpus_per_task"], f"{where}.cpus_per_task")
-    if raw.get("extra") is not None:
-        values["extra"] = _strings(raw["extra"], f"{where}.extra")
-    return SlurmSpec(**values)
 
 
 # -- values ------------------------------------------------------------------------------------------
@@ -350,25 +364,11 @@ def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise SweepError(f"{flag} {text!r}: expected KEY=VALUE, e.g. {flag} model.mixer.alpha=0.5")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as err:
-        raise SweepError(f"{flag} {text!r}: value is not valid YAML ({err})") from None
+        parsed = yaml_value(value, f"{flag} {text!r}")
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
     check_dotted_key(key.strip(), flag)
     return key.strip(), parsed
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SweepError(f"{where}: expected a positive integer, got {value!r}")
-    return value
-
-
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SweepError(f"{where}: expected a list of strings")
-    return tuple(value)
 
 
 def _label(text: str, where: str) -> str:
@@ -379,19 +379,8 @@ def _label(text: str, where: str) -> str:
     return text
 
 
-def _check_keys(raw: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(map(str, raw)) - known)
-    if unknown:
-        raise SweepError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SweepError(f"{path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise SweepError(f"{path}: expected a mapping, got {type(raw).__name__}")
-    return raw
+        return read_yaml_mapping(path)
+    except ConfigError as err:
+        raise SweepError(str(err)) from None

@@ -170,7 +170,7 @@ def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>", origins: O
         raw["data"] = {**(STAGE_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}), **raw["data"]}
     if raw.get("name") is not None:
         raw["name"] = str(raw["name"])
-    config = validate(RunConfig, {"name": "", **raw}, source, origins)
+    config = validate(RunConfig, {"name": "", **raw}, source, origins, what="top-level keys")
     try:
         _check_mixer(config.model)
     except ConfigError as err:
