@@ -211,10 +211,18 @@ class MofLlavaTrainer(Trainer):
         if not _internal_call:  # the final model/ or lora/ artifact: the Trainer's complete save
             return super().save_model(output_dir, _internal_call)
         # The Trainer's own calls (its checkpoints) keep only what training changes: the rest is
-        # rebuilt from the run config. ZeRO-3 gathers the weights on every rank.
-        state = self.accelerator.get_state_dict(self.model_wrapped)
+        # rebuilt from the run config.
+        state = self._gathered_state_dict()
         if self.args.should_save:
             checkpoints.write_trainable(output_dir or self.args.output_dir, state, self.trainable_names)
+
+    def _gathered_state_dict(self) -> dict:
+        """The weights as the Trainer's save_model gathers them: under ZeRO-3 on every rank, and for a
+        LoRA model without the frozen ones."""
+        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if zero3 and hasattr(self.model, "get_base_model"):
+            return self.deepspeed._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=True)
+        return self.accelerator.get_state_dict(self.model_wrapped)
 
     # Private: the Trainer loads a checkpoint's weights only here (inside train()), and its own loader
     # wants a complete or peft-format model; ours holds the trainable weights, checked by exact keys.
