@@ -34,10 +34,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from ..atomic import write_text_atomic
 from ..model.configuration import MixerSpec
+from ..typed_config import check
 from .synthetic import DatasetSizes, dataset_paths, write_dataset
 
 logger = logging.getLogger("mof_llava.demo")
@@ -102,27 +105,31 @@ def parse_variant(text: str) -> Variant:
     )
 
 
+AtLeast1 = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0)]
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     """Sizes and optimisation of the demo. The defaults take 1-2 minutes on a 2-core CPU (measured
     times in docs/demo.md)."""
 
     seed: int = 0
-    samples: int = 512  # pictures per training stage
-    mmvp_pairs: int = 24
-    batch_size: int = 16
-    stage1_epochs: float = 1.0
-    stage2_epochs: float = 1.0
+    samples: AtLeast1 = 512  # pictures per training stage
+    mmvp_pairs: AtLeast1 = 24
+    batch_size: AtLeast1 = 16
+    stage1_epochs: Positive = 1.0
+    stage2_epochs: Positive = 1.0
     # Far above LLaVA's 1e-3 / 2e-5: the models are tiny, and the loss should fall visibly within a
     # few dozen steps.
-    stage1_learning_rate: float = 1e-2
-    stage2_learning_rate: float = 1e-3
-    llm_hidden_size: int = 64
-    language_steps: int = 200  # the LLM's language pre-training (see language.py)
+    stage1_learning_rate: Positive = 1e-2
+    stage2_learning_rate: Positive = 1e-3
+    llm_hidden_size: AtLeast1 = 64
+    language_steps: AtLeast1 = 200  # the LLM's language pre-training (see language.py)
     language_learning_rate: float = 3e-3
     max_length: int = 512
     dataloader_workers: int = 0
-    eval_batch_size: int = 8
+    eval_batch_size: AtLeast1 = 8
     max_new_tokens: int | None = None  # None: the MMVP prompt's reference setting
     report_to: str = "none"
     progress: bool = True
@@ -132,19 +139,7 @@ class DemoSettings:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
-        for name in (
-            "samples",
-            "mmvp_pairs",
-            "batch_size",
-            "language_steps",
-            "eval_batch_size",
-            "llm_hidden_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"demo setting {name} must be at least 1, got {getattr(self, name)}")
-        for name in ("stage1_epochs", "stage2_epochs", "stage1_learning_rate", "stage2_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"demo setting {name} must be positive, got {getattr(self, name)}")
+        check(self, "demo setting ")  # the types and bounds above (mof_llava/typed_config.py)
 
     def sizes(self) -> DatasetSizes:
         return DatasetSizes(pretrain=self.samples, instruct=self.samples, mmvp_pairs=self.mmvp_pairs)
