@@ -17,12 +17,15 @@ Keys are mapped by exact prefixes, most specific first, and every key must be ac
 matching does exactly that), and an unknown key is an error, not a silent drop.
 
 Export: a baseline model (one CLIP tower, mixer `none`, `mlp2x_gelu`) to `LlavaForConditionalGeneration`.
+
+`convert(ConvertJob(...))` is `mof-llava convert` from Python: one call, either direction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -413,3 +416,44 @@ def _tokenizer_dir(processor: MofLlavaProcessor) -> str:
         raise ConversionError("cannot re-load the tokenizer to add <image>: save the processor first")
     return path
 
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """`mof-llava convert`: read `src` in `source_format` (import) or write `out` in `target_format`
+    (export of a baseline MoF-LLaVA model); exactly one of the two formats is given."""
+
+    src: str | Path
+    out: str | Path
+    source_format: str | None = None  # llava-hf | llava | mmvp
+    target_format: str | None = None  # llava-hf
+    vision_tower: str | None = None  # CLIP checkpoint when SRC holds no CLIP weights
+    dino_tower: str | None = None  # transformers DINOv2 checkpoint for the mmvp layout
+
+
+def convert(job: ConvertJob) -> str:
+    """Convert and save; returns the line the command prints (what was written where)."""
+    if (job.source_format is None) == (job.target_format is None):
+        raise ConversionError("give one of source_format (import) and target_format (export)")
+    towers = {"vision_tower": job.vision_tower, "dino_tower": job.dino_tower}
+    if job.target_format:
+        model = MofLlavaForConditionalGeneration.from_pretrained(job.src)
+        out_model, out_processor = export_llava_hf(model, MofLlavaProcessor.from_pretrained(job.src))
+    elif job.source_format == "llava-hf":
+        out_model, out_processor = import_llava_hf(job.src)
+    elif is_projector_folder(job.src):
+        from .model.adapter_artifact import save_adapters
+
+        model = import_projector(job.src, layout=job.source_format, **towers)
+        save_adapters(model, job.out)
+        return (
+            f"wrote adapters artifact (mixer {model.config.mixer['mode']}) to {job.out}; "
+            f"start stage 2 with model.adapters_from={job.out}"
+        )
+    else:
+        out_model, out_processor = import_llava_original(job.src, layout=job.source_format, **towers)
+    out_model.save_pretrained(job.out)
+    out_processor.save_pretrained(job.out)
+    if job.target_format:
+        return f"wrote llava-hf ({type(out_model).__name__}) to {job.out}"
+    return f"wrote MoF-LLaVA (mixer {out_model.config.mixer['mode']}) to {job.out}"

@@ -29,36 +29,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import MofLlavaForConditionalGeneration, MofLlavaProcessor
-    from ..convert import (
-        export_llava_hf,
-        import_llava_hf,
-        import_llava_original,
-        import_projector,
-        is_projector_folder,
-    )
-    from ..model.adapter_artifact import save_adapters
+    from ..convert import ConvertJob, convert
 
-    if args.target_format:
-        model = MofLlavaForConditionalGeneration.from_pretrained(args.src)
-        processor = MofLlavaProcessor.from_pretrained(args.src)
-        out_model, out_processor = export_llava_hf(model, processor)
-    elif args.source_format == "llava-hf":
-        out_model, out_processor = import_llava_hf(args.src)
-    elif is_projector_folder(args.src):
-        model = import_projector(
-            args.src, layout=args.source_format, vision_tower=args.vision_tower, dino_tower=args.dino_tower
-        )
-        save_adapters(model, args.out)
-        mode = model.config.mixer["mode"]
-        print(f"wrote adapters artifact (mixer {mode}) to {args.out}; start stage 2 with model.adapters_from={args.out}")
-        return 0
-    else:
-        out_model, out_processor = import_llava_original(
-            args.src, layout=args.source_format, vision_tower=args.vision_tower, dino_tower=args.dino_tower
-        )
-    out_model.save_pretrained(args.out)
-    out_processor.save_pretrained(args.out)
-    kind = f"llava-hf ({type(out_model).__name__})" if args.target_format else f"MoF-LLaVA (mixer {out_model.config.mixer['mode']})"
-    print(f"wrote {kind} to {args.out}")
+    given = ("source_format", "target_format", "vision_tower", "dino_tower")
+    print(convert(ConvertJob(args.src, args.out, **{k: getattr(args, k) for k in given})))
     return 0
