@@ -14,6 +14,7 @@ over the processes (see benchmarks/runner.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from mof_llava.benchmarks import registry
-from mof_llava.benchmarks.run_options import MllmRunFlags
 from mof_llava.commands.dataclass_args import add_arguments, from_args
 
 # Per-item tables and run provenance kept out of the printed summary (they are in the --output /
@@ -30,7 +30,7 @@ _BULKY_KEYS = ("groups", "per_question", "per_pair", "run")
 
 
 def add_parser(subparsers) -> None:
-    from mof_llava.benchmarks.evaluate import MergeConfig, ScoreConfig
+    from mof_llava.benchmarks import evaluate as verbs
 
     parser = subparsers.add_parser(
         "eval",
@@ -40,10 +40,15 @@ def add_parser(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="eval_action", metavar="ACTION", required=True)
     entries = registry.benchmarks()
-    for action, help_text, func, flags in (
-        ("run", "generate a benchmark's answers with a model, then score them", _cmd_run, None),
-        ("score", "score an answer file in LLaVA's answer format", _cmd_score, ScoreConfig),
-        ("merge", "merge the part files of a sharded run and score", _cmd_merge, MergeConfig),
+    for action, help_text, kind, verb in (
+        (
+            "run",
+            "generate a benchmark's answers with a model, then score them",
+            verbs.EvalConfig,
+            verbs.evaluate,
+        ),
+        ("score", "score an answer file in LLaVA's answer format", verbs.ScoreConfig, verbs.score),
+        ("merge", "merge the part files of a sharded run and score", verbs.MergeConfig, verbs.merge),
     ):
         benches = actions.add_parser(action, help=help_text).add_subparsers(
             dest="benchmark", metavar="BENCH", required=True
@@ -52,9 +57,9 @@ def add_parser(subparsers) -> None:
             sub = benches.add_parser(bench.name, help=bench.description, description=bench.description)
             # the benchmark's files and settings, the action's flags, then this action's extras
             add_arguments(sub, bench.options, action, only_this_action=False)
-            add_arguments(sub, flags or bench.run_flags or MllmRunFlags, action)
+            add_arguments(sub, (action == "run" and bench.run_flags) or kind, action)
             add_arguments(sub, bench.options, action, only_this_action=True)
-            sub.set_defaults(func=func)
+            sub.set_defaults(func=functools.partial(_cmd_verb, kind, verb))
     _add_export(actions, entries)
     _add_analyze(actions)
 
@@ -100,27 +105,14 @@ def _print_summary(metrics: dict[str, Any]) -> None:
     print(json.dumps(summary, indent=1, ensure_ascii=False))
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from mof_llava.benchmarks.evaluate import EvalConfig, evaluate
-
-    result = evaluate(config_from_args(EvalConfig, args))
-    if result.metrics is not None:
-        print(f"answers and metrics in {result.output_dir}", file=sys.stderr)
-        _print_summary(result.metrics)
-    return 0
-
-
-def _cmd_score(args: argparse.Namespace) -> int:
-    from mof_llava.benchmarks.evaluate import ScoreConfig, score
-
-    _print_summary(score(config_from_args(ScoreConfig, args)))
-    return 0
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    from mof_llava.benchmarks.evaluate import MergeConfig, merge
-
-    _print_summary(merge(config_from_args(MergeConfig, args)).metrics)
+def _cmd_verb(kind: type, verb, args: argparse.Namespace) -> int:
+    """`run`, `score`, `merge`: the verb on its config; the metrics' summary printed."""
+    result = verb(config_from_args(kind, args))
+    metrics = result if isinstance(result, dict) else result.metrics
+    if metrics is not None:  # None: a process other than rank 0 of a sharded run
+        if not isinstance(result, dict):
+            print(f"answers and metrics in {result.output_dir}", file=sys.stderr)
+        _print_summary(metrics)
     return 0
 
 
