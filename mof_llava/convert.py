@@ -47,6 +47,7 @@ from .model.builder import _load_complete, _preprocessing_stats, _vision_config
 from .model.configuration import MixerSpec, MofLlavaConfig, TowerSpec
 from .model.llava_projector import PROJECTOR_FILES, adapter_key, load_projector
 from .model.modeling import MofLlavaForConditionalGeneration
+from .model.presets import CLIP_L14_336, DINOV2_L14
 from .model.processing import MofLlavaProcessor
 from .model.tokenizer import load_tokenizer
 
@@ -190,7 +191,7 @@ def _original_config(
         TowerSpec(
             name="clip",
             vision_config=clip_config.to_dict(),
-            feature_layer=int(raw.get("mm_vision_select_layer", -2)),
+            feature_layer=int(raw.get("mm_vision_select_layer", CLIP_L14_336.feature_layer)),  # LLaVA-1.5 when absent
             drop_prefix_tokens=raw.get("mm_vision_select_feature", "patch") == "patch",
             image_mean=clip_stats["image_mean"],
             image_std=clip_stats["image_std"],
@@ -200,18 +201,19 @@ def _original_config(
         if dino_tower is None:
             raise ConversionError(
                 f"{src}: the MMVP layout keeps no usable DINOv2 weights; pass a transformers DINOv2 checkpoint "
-                "with --dino-tower (the reference used DINOv2 ViT-L/14, e.g. facebook/dinov2-large)"
+                f"with --dino-tower (the reference used DINOv2 ViT-L/14, e.g. {DINOV2_L14.path})"
             )
-        # The reference fed torch.hub's DINOv2 the CLIP-preprocessed tensor, took its last block before
-        # the final norm, and resized the position table the hub's way.
+        # The reference ran the DINOV2_L14 preset: torch.hub's DINOv2 fed the CLIP-preprocessed tensor,
+        # its last block before the final norm, the position table resized the hub's way.
         towers.append(
             TowerSpec(
-                name="dinov2",
+                name=DINOV2_L14.name,
                 vision_config=_vision_config(dino_tower).to_dict(),
-                feature_layer=-1,
+                feature_layer=DINOV2_L14.feature_layer,
+                drop_prefix_tokens=DINOV2_L14.drop_prefix_tokens,
                 image_mean=clip_stats["image_mean"],
                 image_std=clip_stats["image_std"],
-                pos_interpolation="hub",
+                pos_interpolation=DINOV2_L14.pos_interpolation,
             )
         )
     text_fields = {k: v for k, v in raw.items() if not k.startswith("mm_") and k not in _LLAVA_ONLY_FIELDS}
