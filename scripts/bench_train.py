@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mof_llava.model import MixerSpec, MofLlavaConfig, MofLlavaForConditionalGeneration, TowerSpec  # noqa: E402
 from mof_llava.model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
+from mof_llava.model.presets import CLIP_L14_336, DINOV2_L14  # noqa: E402
 from mof_llava.training.run import enable_activation_checkpointing  # noqa: E402
 from mof_llava.training.stages import apply_stage, trainable_by_module  # noqa: E402
 from mof_llava.training.throughput import FlopsModel, device_peak_flops  # noqa: E402
@@ -72,24 +73,16 @@ def llm_config(size: str, layers: int | None):
 
 
 def tower_specs(size: str) -> tuple[list[TowerSpec], int]:
-    """[CLIP, DINOv2] specs as the paper uses them, and the image side."""
-    from transformers import CLIPVisionConfig, Dinov2Config
-
+    """[CLIP, DINOv2] specs as the paper uses them (the presets' layers), and the image side."""
     from mof_llava.testing.tiny import tiny_clip_vision_config, tiny_dinov2_config
 
-    if size == "tiny":
-        image_size, clip, dino = 56, tiny_clip_vision_config(56), tiny_dinov2_config(56)
-    else:
-        image_size = 336
-        clip = CLIPVisionConfig(
-            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-            image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-        )
+    if size != "tiny":
         # DINOv2-L/14 as released (518 px position table, interpolated to the 24 x 24 grid at 336 px).
-        dino = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=518, patch_size=14)
+        return [CLIP_L14_336.spec(), DINOV2_L14.spec()], CLIP_L14_336.architecture["image_size"]
+    image_size = 56
     specs = [
-        TowerSpec("clip", clip.to_dict(), feature_layer=-2),
-        TowerSpec("dinov2", dino.to_dict(), feature_layer=-1),
+        TowerSpec("clip", tiny_clip_vision_config(image_size).to_dict(), feature_layer=CLIP_L14_336.feature_layer),
+        TowerSpec("dinov2", tiny_dinov2_config(image_size).to_dict(), feature_layer=DINOV2_L14.feature_layer),
     ]
     return specs, image_size
 
