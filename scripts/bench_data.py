@@ -50,6 +50,15 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def paper_visual_tokens() -> tuple[int, int]:
+    """Visual tokens per image of LLaVA-1.5 / A-MoF and of I-MoF with the paper's towers (576, 1152)."""
+    from mof_llava.model.configuration import MixerSpec, num_visual_tokens
+    from mof_llava.model.presets import CLIP_L14_336
+
+    grid = CLIP_L14_336.spec().grid(CLIP_L14_336.architecture["image_size"])
+    return tuple(num_visual_tokens(MixerSpec(mode=mode), [grid] * n) for mode, n in (("none", 1), ("interleave", 2)))
+
+
 # -- synthetic data ---------------------------------------------------------------------------------
 def sentence(rng, n_words: int) -> str:
     return " ".join(rng.choice(WORDS, n_words))
@@ -184,7 +193,7 @@ def bench_throughput(root: Path, n_images: int, n_samples: int, workers: list[in
             n += len(batch["input_ids"])
         rate = n / (time.perf_counter() - t0)
         lines.append(
-            f"| interleave (1152) | {n_workers} | 16 | {rate:.0f} | {rate / max(n_workers, 1):.0f} |"
+            f"| interleave ({processor.num_image_tokens}) | {n_workers} | 16 | {rate:.0f} | {rate / max(n_workers, 1):.0f} |"
         )
         log(lines[-1])
     return lines
@@ -236,7 +245,7 @@ def bench_padding(n: int) -> list[str]:
         "| visual tokens | per-device batch x GPUs x accum | sampler | padding per batch | useful compute | steps |",
         "|---|---|---|---|---|---|",
     ]
-    for visual in (576, 1152):
+    for visual in paper_visual_tokens():
         lengths, has_image = synthetic_lengths(np.random.default_rng(0), n, visual)
         for batch, world, accum in ((16, 8, 1), (8, 8, 2), (4, 8, 4)):
             samplers = {
@@ -268,7 +277,7 @@ def bench_padding(n: int) -> list[str]:
                 )
                 log(lines[-1])
     p = np.percentile
-    for visual in (576, 1152):
+    for visual in paper_visual_tokens():
         lengths, has_image = synthetic_lengths(np.random.default_rng(0), n, visual)
         lines.append("")
         lines.append(
@@ -350,7 +359,8 @@ def bench_scale(root: Path, n: int, num_proc: int) -> list[str]:
         "| step | time | memory |",
         "|---|---|---|",
         f"| build the byte-offset index (one pass, validates every record) | {index_s:.1f} s | - |",
-        f"| one-time token-length pass, {num_proc} processes, I-MoF (1152) | {lengths_s:.1f} s | - |",
+        f"| one-time token-length pass, {num_proc} processes, I-MoF ({processor.num_image_tokens}) "
+        f"| {lengths_s:.1f} s | - |",
         f"| of which CPU per record (1 process, {min(n, 20_000)} records) | {cpu_ms:.2f} ms | - |",
         f"| open the dataset from the cache | {open_s * 1e3:.0f} ms | +{dataset_mb:.0f} MB RSS after 2000 random reads |",
         f"| `json.load` of the same file (what LLaVA does in every rank) | - | +{json_mb:.0f} MB RSS |",
