@@ -294,3 +294,18 @@ def test_a_stage1_projector_that_does_not_fit_is_one_line_and_writes_nothing(tin
         assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
         assert err.startswith(f"mof-llava: error: {folder / 'mm_projector.bin'}: ") and message in err
         assert not (tmp_path / f"out-{name}").exists()
+
+
+def test_convert_from_python_without_argv(llava_hf_dir, tmp_path):
+    from mof_llava.convert import ConversionError, ConvertJob, convert
+
+    for formats in ({}, {"source_format": "llava-hf", "target_format": "llava-hf"}):
+        with pytest.raises(ConversionError, match="give one of source_format"):
+            convert(ConvertJob(llava_hf_dir, tmp_path / "none", **formats))
+    line = convert(ConvertJob(llava_hf_dir, tmp_path / "mof", source_format="llava-hf"))
+    assert line == f"wrote MoF-LLaVA (mixer none) to {tmp_path / 'mof'}"
+    assert MofLlavaProcessor.from_pretrained(tmp_path / "mof").num_image_tokens == 16
+    line = convert(ConvertJob(tmp_path / "mof", tmp_path / "back", target_format="llava-hf"))
+    assert line == f"wrote llava-hf (LlavaForConditionalGeneration) to {tmp_path / 'back'}"
+    assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "back").config.image_seq_length == 16
+    assert not (tmp_path / "none").exists()
