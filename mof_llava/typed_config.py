@@ -89,7 +89,7 @@ def convert(hint: Any, value: Any, key: str) -> Any:
     try:
         return _adapter(hint).validate_python(value)
     except ValidationError as err:
-        raise ConfigError(f"{key}{_sentence(err.errors()[0], hint, colon=True)}", key) from None
+        raise ConfigError(f"{key}{_sentence(err.errors()[0], hint, colon=True)}".removeprefix(": "), key) from None
 
 
 @functools.cache

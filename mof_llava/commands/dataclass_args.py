@@ -2,7 +2,8 @@
 `mof_llava.benchmarks.registry.option` / `group`), and the dataclass back from the parsed flags.
 
 A field `judge_temperature` is `--judge-temperature`; `bool` fields are switches; `X | None`
-fields are optional; a field without a default is a required flag.
+fields are optional; a field without a default is a required flag. A flag's text becomes its field's
+type through `mof_llava.typed_config.convert`, the validation of the YAML configs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dataclasses
 import types
 import typing
 from typing import Any
+
+from mof_llava.typed_config import ConfigError, convert
 
 
 def _flag_type(hint: Any) -> Any:
@@ -45,7 +48,7 @@ def add_arguments(
             parser.add_argument(flag, dest=dest, action="store_true", help=f.metadata["help"])
             continue
         kwargs: dict[str, Any] = {"dest": dest, "help": f.metadata["help"] or None}
-        parse = f.metadata["parse"] or (None if kind is str else kind)
+        parse = f.metadata["parse"] or (None if kind is str else _converter(hints[f.name]))
         if parse is not None:
             kwargs["type"] = parse
         if f.metadata["choices"] is not None:
@@ -55,6 +58,19 @@ def add_arguments(
         else:
             kwargs["default"] = f.default
         parser.add_argument(flag, **kwargs)
+
+
+def _converter(hint: Any) -> Any:
+    """argparse's `type=`: the text as `hint`, or the one-line reason argparse prints after the flag."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(hint, text, "")
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = getattr(_flag_type(hint), "__name__", "value")  # argparse's name for the type
+    return parse
 
 
 def _offered(f: dataclasses.Field, action: str, only_this_action: bool | None) -> bool:
