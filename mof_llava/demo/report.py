@@ -19,7 +19,8 @@ def format_report(result: DemoResult) -> str:
         "  losses: median of the first and of the last steps of each run (5, fewer on short runs); "
         "every step is in metrics.jsonl",
         f"  data:        {result.data_dir}/ (stage1_pretrain.json, stage2_instruct.json, images/, mmvp/)",
-        f"  components:  {result.components.root}/ (tiny random clip/, dinov2/, llm/; llm-text/ = llm after "
+        f"  components:  {result.components.root}/ (clip/, dinov2/ = the toy lab's trained towers; tiny random "
+        f"llm/; llm-text/ = llm after "
         f"language pre-training, loss {language[0]:.3f} -> {language[1]:.3f})",
     ]
     for r in result.variants:

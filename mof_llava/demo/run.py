@@ -1,14 +1,17 @@
-"""The demo pipeline: synthetic data -> tiny towers and LLM -> stage 1 -> stage 2 -> MMVP-format evaluation.
+"""The demo pipeline: lab-world data -> toy towers and a tiny LLM -> stage 1 -> stage 2 -> MMVP-format evaluation.
 
 Everything runs through the same code as a real experiment: the run configs are YAML files loaded
 with `load_run_config` (so `mof-llava train OUT/i-mof/stage2.yaml` repeats a stage by hand),
 training goes through `train()`, and the evaluation through the benchmark runner of
-`mof-llava eval run mmvp`. Only the sizes are small.
+`mof-llava eval run mmvp`. Only the sizes are small. The towers are the toy lab's trained CLIP and
+self-supervised towers (`assets/toy-lab/seed0`, docs/toy-lab.md), loaded like real towers; the
+pictures are the toy lab's 48 px scenes they were trained on, at their resolution.
 
     OUT/
       demo.json              settings, the steps finished so far, losses, scores and timings
-      data/                  the synthetic dataset (see synthetic.py)
-      components/            tiny random LLM (+ tokenizer), CLIP-vision and DINOv2 checkpoints
+      data/                  the lab-world dataset (see synthetic.py, world LAB)
+      components/            tiny random LLM (+ tokenizer), llm-text/ (after language pre-training),
+                             clip/ and dinov2/ (copies of the toy towers)
       cache/                 the data pipeline's record index and token-length cache
       <variant>/             one folder per trained model, e.g. i-mof/ (a sweep run's layout)
         experiment.json        what the run is (for `mof-llava sweep status` and `mof-llava tables`)
@@ -41,11 +44,12 @@ from pydantic import Field
 from ..atomic import write_text_atomic
 from ..model.configuration import MixerSpec
 from ..typed_config import check
-from .synthetic import DatasetSizes, dataset_paths, write_dataset
+from .synthetic import LAB, DatasetSizes, dataset_paths, write_dataset
 
 logger = logging.getLogger("mof_llava.demo")
 
 MANIFEST = "demo.json"
+TOWER_SEED = 0  # the committed toy towers the demo reads (assets/toy-lab/seed0)
 
 
 class DemoFolderError(ValueError):
@@ -244,12 +248,12 @@ def run_demo(
         with steps.step("data", f"data: {settings.samples} pictures per stage, {settings.mmvp_pairs} MMVP pairs"):
             data = dataset_paths(out / "data")
             if not manifest.done("data"):
-                write_dataset(data.root, settings.seed, settings.sizes())
+                write_dataset(data.root, settings.seed, settings.sizes(), world=LAB)
                 manifest.finish("data")
         with steps.step(
             "components",
-            f"components: tiny random towers and LLM, then {settings.language_steps} steps of language "
-            "pre-training of the LLM (the longest step)",
+            f"components: the toy lab's trained towers and a tiny random LLM, then {settings.language_steps} "
+            "steps of language pre-training of the LLM (the longest step)",
         ):
             components = _components(out / "components", data, settings, manifest)
         results = [_run_variant(out, v, settings, components, manifest, evaluate, steps) for v in variants]
@@ -261,18 +265,24 @@ def run_demo(
 
 
 def _components(root: Path, data, settings: DemoSettings, manifest: _Manifest) -> Components:
-    """Tiny random CLIP-vision, DINOv2 and LLM checkpoints (`save_tiny_checkpoints`), and the LLM
-    after its language pre-training in `llm-text/`."""
-    from ..testing.tiny import save_tiny_checkpoints
+    """Copies of the toy towers (`clip/`, `dinov2/`), a tiny random LLM with its tokenizer (`llm/`),
+    and the LLM after its language pre-training (`llm-text/`)."""
+    import shutil
+
+    from ..lab.assets import toy_towers
     from .language import pretrain_language_model, training_texts
 
     parts = Components(root, root / "llm-text", root / "clip", root / "dinov2", (0.0, 0.0))
     if manifest.done("components"):
         return replace(parts, language_loss=tuple(manifest.content["language_loss"]))
-    tiny = save_tiny_checkpoints(root, llm_hidden_size=settings.llm_hidden_size, seed=settings.seed)
+    towers = toy_towers(TOWER_SEED)
+    # Copied, so the run configs point inside OUT/ and the folder stays whole on its own.
+    shutil.copytree(towers.clip, parts.clip, dirs_exist_ok=True)
+    shutil.copytree(towers.ssl, parts.dinov2, dirs_exist_ok=True)
+    _save_random_llm(root / "llm", settings.llm_hidden_size, settings.seed)
     texts = training_texts(data.pretrain_file, data.instruct_file)
     losses = pretrain_language_model(
-        tiny.llm,
+        root / "llm",
         parts.llm,
         texts,
         settings.language_steps,
@@ -284,6 +294,19 @@ def _components(root: Path, data, settings: DemoSettings, manifest: _Manifest) -
     manifest.content["language_loss"] = list(ends)  # medians of the first / last steps
     manifest.finish("components")
     return replace(parts, language_loss=ends)
+
+
+def _save_random_llm(path: Path, hidden_size: int, seed: int) -> None:
+    """A tiny random Llama and its tokenizer, as the tests build them (`mof_llava.testing.tiny`)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from ..testing.tiny import build_tiny_tokenizer, tiny_llama_config
+
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden_size=hidden_size)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
 
 
 def _run_variant(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mof_llava.data.images import load_rgb_image
-from mof_llava.demo.synthetic import SHAPE_COLOURS
+from mof_llava.scenes.drawing import SHAPE_COLOURS
 
 NEAR = 50  # RGB distance to an object colour that counts as that colour (backgrounds are >= 98 away)
 MIN_BLOB = 20  # pixels; smaller specks would be compression noise

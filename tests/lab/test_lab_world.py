@@ -7,8 +7,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from mof_llava.demo.synthetic import SHAPE_COLOURS
 from mof_llava.lab import world
+from mof_llava.scenes.drawing import SHAPE_COLOURS
 
 
 def _blobs(mask: np.ndarray) -> list[np.ndarray]:
