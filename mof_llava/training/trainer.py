@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from accelerate import PartialState
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
@@ -45,8 +46,6 @@ from . import checkpoints
 from .throughput import FlopsModel
 
 logger = logging.getLogger(__name__)
-
-TRAINABLE_WEIGHTS = checkpoints.TRAINABLE_WEIGHTS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -71,6 +70,9 @@ class MofLlavaTrainer(Trainer):
         peak_flops: float | None = None,
         **kwargs,
     ):
+        # Ours first, so the on_save callbacks after it find the checkpoint marked. Rotation waits for
+        # the COMPLETE marker: the Trainer's own save_total_limit stays off.
+        kwargs["callbacks"] = [MarkCompleteCallback(save_total_limit), *(kwargs.get("callbacks") or [])]
         super().__init__(*args, **kwargs)
         self.adapter_learning_rate = adapter_learning_rate
         self.group_by_modality_length = group_by_modality_length
@@ -82,8 +84,6 @@ class MofLlavaTrainer(Trainer):
         self.peak_flops = peak_flops
         self.skips = SkipTally()
         self.trainable_names = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
-        # Rotation waits for the COMPLETE marker: the Trainer's own save_total_limit stays off.
-        self.add_callback(MarkCompleteCallback(self.accelerator.wait_for_everyone, save_total_limit))
         self._window = {"tokens": 0, "samples": 0, "images": 0, "start": None, "step": 0}
 
     # -- data order -------------------------------------------------------------------------------
@@ -182,6 +182,7 @@ class MofLlavaTrainer(Trainer):
 
     # -- training loop ----------------------------------------------------------------------------
     def train(self, *args, **kwargs):
+        """The Trainer's train(); a full disk while writing a checkpoint becomes one CheckpointWriteError."""
         try:
             return super().train(*args, **kwargs)
         except (OSError, RuntimeError) as err:
@@ -319,16 +320,16 @@ class MarkCompleteCallback(TrainerCallback):
     """Once every rank has written its part of a checkpoint, rank 0 marks it COMPLETE and rotates
     (checkpoints.py); a failed write never gets here, so its checkpoint stays unmarked."""
 
-    def __init__(self, wait_for_everyone, keep: int | None):
-        self.wait_for_everyone, self.keep = wait_for_everyone, keep
+    def __init__(self, keep: int | None):
+        self.keep = keep
 
     def on_save(self, args, state, control, **kwargs):
-        self.wait_for_everyone()
+        PartialState().wait_for_everyone()  # the Trainer's accelerator's process group
         if args.should_save:
             checkpoints.mark_complete(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             for removed in checkpoints.rotate(args.output_dir, self.keep):
                 logger.info("removed old checkpoint %s", removed)
-        self.wait_for_everyone()
+        PartialState().wait_for_everyone()
 
 
 class MetricsFileCallback(TrainerCallback):

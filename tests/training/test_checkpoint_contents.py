@@ -98,3 +98,18 @@ def test_only_a_full_disk_inside_the_checkpoint_counts(tmp_path):
     assert _failed_checkpoint_file(OSError(errno.EIO, "Input/output error", str(inside)), step) is None
     assert _failed_checkpoint_file(OSError("disk full (simulated)"), step) is None
     assert _failed_checkpoint_file(RuntimeError("CUDA out of memory"), step) is None
+
+
+def test_a_saved_checkpoint_is_marked_complete_and_then_older_ones_rotate(tmp_path):
+    from types import SimpleNamespace
+
+    from mof_llava.training.trainer import MarkCompleteCallback
+
+    for step in (1, 2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    checkpoints.mark_complete(tmp_path / "checkpoint-2")  # checkpoint-1: left incomplete by a crash
+    state = SimpleNamespace(global_step=4)
+    MarkCompleteCallback(keep=1).on_save(SimpleNamespace(should_save=False, output_dir=str(tmp_path)), state, None)
+    assert [ok for _, _, ok in checkpoints.checkpoints(tmp_path)] == [False, True, False]  # only rank 0 marks
+    MarkCompleteCallback(keep=1).on_save(SimpleNamespace(should_save=True, output_dir=str(tmp_path)), state, None)
+    assert checkpoints.checkpoints(tmp_path) == [(4, tmp_path / "checkpoint-4", True)]
