@@ -43,6 +43,7 @@ from pydantic import Field
 
 from ..atomic import write_text_atomic
 from ..model.configuration import MixerSpec
+from ..model.presets import CLIP_L14_336, DINOV2_L14
 from ..typed_config import check
 from .synthetic import LAB, DatasetSizes, dataset_paths, write_dataset
 
@@ -402,8 +403,8 @@ def run_config_dicts(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stage-1 config, and the stage-2 settings that go on top of it."""
     tower_paths = {"clip": components.clip, "dinov2": components.dinov2}
-    # CLIP: hidden states of layer -2; DINOv2: the last block before its final LayerNorm.
-    feature_layers = {"clip": -2, "dinov2": -1}
+    # The paper's layers (presets.py): CLIP's layer -2, DINOv2's last block before its final LayerNorm.
+    feature_layers = {"clip": CLIP_L14_336.feature_layer, "dinov2": DINOV2_L14.feature_layer}
     towers = [
         {"name": t, "path": str(tower_paths[t]), "feature_layer": feature_layers[t]} for t in variant.towers
     ]
