@@ -174,8 +174,12 @@ def _walk(cls: type, loc: tuple) -> tuple[str, Any, str, bool]:
     """pydantic's `loc` as (the dotted key, towers[1].path; the type declared there; the key of the
     mapping holding it; False when it stopped at a union's member tag)."""
     key, hint, parent = "", cls, ""
+    mapping: tuple = ()  # the key and value types of the dict last stepped into
     for item in loc:
         inner = _unwrap(hint)
+        if item == "[key]" and mapping:  # the key itself is refused, not its value
+            hint = mapping[0]
+            continue
         if isinstance(item, int) and get_origin(inner) in (list, tuple):
             args = get_args(inner)
             hint = (args[0] if len(args) == 2 and args[1] is Ellipsis or len(args) == 1 else args[item]) if args else Any
@@ -184,7 +188,8 @@ def _walk(cls: type, loc: tuple) -> tuple[str, Any, str, bool]:
         if dataclasses.is_dataclass(inner) and isinstance(item, str):
             parent, hint = key, get_type_hints(inner, include_extras=True).get(item, Any)
         elif get_origin(inner) is dict:
-            parent, hint = key, (get_args(inner) or (Any, Any))[1]
+            mapping = get_args(inner) or (Any, Any)
+            parent, hint = key, mapping[1]
         else:
             return key, hint, parent, False  # a union's member tag
         key = f"{key}.{item}" if key else str(item)
