@@ -50,7 +50,11 @@ def add_parser(subparsers) -> None:
     run.add_argument(
         "--out", type=Path, required=True, help="output folder (resumable: run again to continue)"
     )
-    run.add_argument("--towers", type=Path, help="a `lab towers` folder (default: assets/toy-lab/seed0)")
+    run.add_argument(
+        "--towers",
+        type=Path,
+        help="a `lab towers` folder (default: assets/toy-lab/seed0, or $MOF_LLAVA_TOY_TOWERS)",
+    )
     run.add_argument("--seed", type=int, help="seed of the data, the LLM and the first training run")
     run.add_argument("--seeds", type=int, help="training seeds per variant")
     run.add_argument("--variant", action="append", help="llava-1.5, i-mof or a-mof-<alpha> (repeatable)")

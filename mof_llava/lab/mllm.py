@@ -30,8 +30,6 @@ from ..demo.run import I_MOF, LLAVA_15, Components, DemoSettings, Variant, a_mof
 from . import world
 
 MANIFEST = "lab_mllm.json"
-# The committed toy towers (assets/toy-lab/README.md), found from the package, not the current folder.
-DEFAULT_TOWERS = str(Path(__file__).resolve().parents[2] / "assets" / "toy-lab" / "seed0")
 VARIANTS = (LLAVA_15, I_MOF, a_mof(0), a_mof(0.5), a_mof(1))
 
 
@@ -42,7 +40,7 @@ class LabRunError(ValueError):
 @dataclass(frozen=True)
 class LabConfig:
     out: str
-    towers: str = DEFAULT_TOWERS  # a `lab towers` folder: clip/ and ssl/
+    towers: str | None = None  # a `lab towers` folder (clip/, ssl/); None: the committed ones (lab.assets)
     seed: int = 0  # data, LLM and the first training seed
     seeds: int = 1  # training seeds per variant (seed, seed + 1, ...)
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
@@ -110,16 +108,25 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
     return result
 
 
+def tower_folder(config: LabConfig) -> Path:
+    from .assets import toy_towers
+
+    if config.towers is None:
+        return toy_towers(0).root.resolve()
+    towers = Path(config.towers).resolve()
+    missing = [t for t in ("clip", "ssl") if not (towers / t / "config.json").is_file()]
+    if missing:
+        raise LabRunError(f"{towers}: no {' or '.join(missing)} tower there (run `mof-llava lab towers`)")
+    return towers
+
+
 def _prepare(out: Path, config: LabConfig, manifest: dict, say) -> Components:
     from ..demo.language import pretrain_language_model, training_texts
     from ..demo.synthetic import dataset_paths
     from ..testing.tiny import save_tiny_checkpoints
     from .mllm_data import write_lab_data
 
-    towers = Path(config.towers).resolve()
-    missing = [t for t in ("clip", "ssl") if not (towers / t / "config.json").is_file()]
-    if missing:
-        raise LabRunError(f"{towers}: no {' or '.join(missing)} tower there (run `mof-llava lab towers`)")
+    towers = tower_folder(config)
     root = out / "components"
     components = Components(root, root / "llm-text", towers / "clip", towers / "ssl", (0.0, 0.0))
     data = dataset_paths(out / "data")
@@ -194,8 +201,16 @@ def question_accuracy(metrics_file: Path, patterns_file: Path) -> dict[str, floa
     patterns = read_pattern_map(patterns_file)
     by: dict[str, list[bool]] = {}
     for index, ok in correct.items():
-        by.setdefault(patterns[index], []).append(ok)
+        by.setdefault(attribute_of(patterns[index]), []).append(ok)
     return {a: 100.0 * sum(by[a]) / len(by[a]) for a in world.ATTRIBUTES if a in by}
+
+
+def attribute_of(pattern: str) -> str:
+    """The attribute a pattern-map name stands for: the map holds attribute names, but the pattern
+    reader turns MMVP-VLM's short names into long ones ("orientation" -> "Orientation and Direction")."""
+    from ..benchmarks.analysis import canonical_pattern
+
+    return {canonical_pattern(a): a for a in world.ATTRIBUTES}.get(pattern, pattern)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +236,9 @@ def table(runs: Sequence[VariantScores]) -> str:
 
 def _pair_score(run: VariantScores, attribute: str) -> float | None:
     if attribute == "all":
-        return run.mmvp["pair_accuracy"] * (100.0 if run.mmvp["pair_accuracy"] <= 1 else 1.0)
-    entry = run.mmvp.get("per_pattern", {}).get(attribute)
+        return run.mmvp["pair_accuracy"]  # percent
+    per_attribute = {attribute_of(p): v for p, v in run.mmvp.get("per_pattern", {}).items()}
+    entry = per_attribute.get(attribute)
     return None if entry is None else entry["accuracy"]
 
 
@@ -246,6 +262,7 @@ def _open_manifest(out: Path, config: LabConfig) -> dict:
     path = out / MANIFEST
     # Which variants and how many seeds do not change a finished step: more may join a folder later.
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
+    settings["towers"] = str(tower_folder(config))
     if path.is_file():
         manifest = json.loads(path.read_text())
         if manifest["settings"] != settings:

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..benchmarks.prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
 from ..constants import IMAGE_TOKEN
-from ..demo.synthetic import ORIENTATIONS, PRETRAIN_INSTRUCTIONS, SHAPES
+from ..demo.synthetic import PRETRAIN_INSTRUCTIONS
+from ..scenes.drawing import ORIENTATIONS, SHAPES
 from . import world
 
 NUMBERS = ("one", "two", "three")

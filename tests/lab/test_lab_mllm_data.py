@@ -111,3 +111,13 @@ def test_a_folder_of_something_else_is_refused_in_one_line(tmp_path):
         mllm.run_lab(mllm.LabConfig(out=str(tmp_path), variants=()), say=lambda _: None)
     with pytest.raises(mllm.LabRunError, match="no clip or ssl tower there"):
         mllm.run_lab(mllm.LabConfig(out=str(tmp_path / "new"), towers=str(tmp_path)), say=lambda _: None)
+
+
+def test_lab_run_command_fails_in_one_line_without_towers(tmp_path, capsys):
+    from mof_llava.cli import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["lab", "run", "--out", str(tmp_path / "out"), "--towers", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mof-llava: error: {tmp_path}: no clip or ssl tower there (run `mof-llava lab towers`)"]
