@@ -6,7 +6,9 @@
     mine.sheet(mine.SheetJob("pairs.csv", "sheet.png"))
     mine.export(mine.ExportJob("pairs.csv", "bench/"))
 
-Each returns its result object; `describe()` is the line the command prints.
+Each returns its result object; `describe()` is the line the command prints. The jobs' option
+fields (and those of EmbedConfig, PairCriteria, SearchConfig) are the steps' flags: `mof-llava mine`
+generates them with `commands/dataclass_args.py`, help and defaults from here.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mof_llava.atomic import write_json_atomic
+from mof_llava.benchmarks.registry import option
 from mof_llava.mining.embed import EmbedConfig, EmbedResult, embed_collection
 from mof_llava.mining.errors import MiningError
-from mof_llava.mining.export import ExportResult, export_mmvp
+from mof_llava.mining.export import QUALITY_MAX, QUALITY_MIN, ExportResult, export_mmvp
 from mof_llava.mining.pairs import MiningStats, PairCriteria, format_recall, summary_path
-from mof_llava.mining.search import SearchConfig
+from mof_llava.mining.search import PAIRS, SearchConfig
 from mof_llava.mining.sheet import SheetResult, draw_contact_sheet, image_root_for
 
 DEFAULT_TOWERS = ("clip=openai/clip-vit-large-patch14", "dinov2=facebook/dinov2-large")
+SHEET, EXPORT = frozenset({"sheet"}), frozenset({"export-mmvp"})  # the `mine` steps of these flags
 
 
 class PairsInputError(MiningError):
@@ -42,33 +46,54 @@ class EmbedJob:
 class PairsJob:
     output: str | Path  # the CSV; <name>.summary.json is written beside it
     embeddings: str | Path | None = None  # a `mine embed` folder, or the three .npy/ids inputs
-    clip_npy: str | Path | None = None
-    dino_npy: str | Path | None = None
-    ids: str | Path | None = None
-    image_root: str | Path | None = None
-    clip_tower: str = "clip"
-    dino_tower: str = "dinov2"
+    clip_npy: str | Path | None = option(
+        None, ".npy matrix, row i = image i, searched with --clip-min", actions=PAIRS
+    )
+    dino_npy: str | Path | None = option(
+        None, ".npy matrix, row i = image i, tested with --dino-max", actions=PAIRS
+    )
+    ids: str | Path | None = option(
+        None, "text file, line i = id (path) of image i (with --clip-npy/--dino-npy)", actions=PAIRS
+    )
+    image_root: str | Path | None = option(
+        None, "folder relative image ids resolve against (recorded for sheet/export)", actions=PAIRS
+    )
+    clip_tower: str = option(
+        "clip", "embed-folder tower searched with --clip-min (default %(default)s)", actions=PAIRS
+    )
+    dino_tower: str = option(
+        "dinov2", "embed-folder tower tested with --dino-max (default %(default)s)", actions=PAIRS
+    )
     criteria: PairCriteria = field(default_factory=PairCriteria)
     search: SearchConfig = field(default_factory=SearchConfig)
+
+
+ROOT_HELP = "folder relative ids resolve against (default: from the pairs summary)"
 
 
 @dataclass(frozen=True)
 class SheetJob:
     pairs: str | Path
     output: str | Path
-    top: int = 50
-    image_root: str | Path | None = None  # default: the pairs summary's
-    columns: int = 2
-    thumb: int = 224
+    top: int = option(50, "pairs to show, from the top of the CSV (default %(default)s)", actions=SHEET)
+    image_root: str | Path | None = option(None, ROOT_HELP, actions=SHEET)  # default: the pairs summary's
+    columns: int = option(2, "pairs per row of the sheet (default %(default)s)", actions=SHEET)
+    thumb: int = option(224, "thumbnail size in pixels (default %(default)s)", actions=SHEET)
 
 
 @dataclass(frozen=True)
 class ExportJob:
     pairs: str | Path
     output: str | Path
-    top: int = 150
-    image_root: str | Path | None = None  # default: the pairs summary's
-    quality: int = 95
+    top: int = option(
+        150, "pairs to export, from the top of the CSV (default %(default)s, as MMVP)", actions=EXPORT
+    )
+    image_root: str | Path | None = option(None, ROOT_HELP, actions=EXPORT)  # default: the pairs summary's
+    quality: int = option(
+        95,
+        f"JPEG quality of the exported images, {QUALITY_MIN} to {QUALITY_MAX} (default %(default)s)",
+        actions=EXPORT,
+    )
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mof_llava.atomic import write_json_atomic, write_text_atomic
+from mof_llava.benchmarks.registry import option
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS
 from mof_llava.mining.towers import EmbeddingTowerSpec
@@ -32,17 +33,36 @@ from mof_llava.threads import apply_cpu_threads, cap_workers
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 RUN = "run.json"
+EMBED = frozenset({"embed"})  # the `mine` step whose flags the options are
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
+    """The towers and how `mine embed` runs them; the other fields are also its flags."""
+
     towers: list[EmbeddingTowerSpec] = field(default_factory=list)
-    batch_size: int = 64
-    shard_size: int = 10_000
-    workers: int = 4  # image decoding processes per rank (0 = decode in the main process)
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int | None = None  # torch threads on CPU; None: mof_llava/threads.py decides
+    batch_size: int = option(64, "images per forward pass (default %(default)s)", actions=EMBED)
+    shard_size: int = option(
+        10_000, "images per shard, the unit of resumption (default %(default)s)", actions=EMBED
+    )
+    workers: int = option(
+        4, "image decoding processes per rank (default %(default)s; 0 = in-process)", actions=EMBED
+    )
+    device: str = option(
+        "auto",
+        "auto (CUDA when available, else cpu), cpu, cuda (cuda:LOCAL_RANK under torchrun), "
+        "cuda:N (that GPU on every rank), ... (default %(default)s)",
+        actions=EMBED,
+    )
+    dtype: str = option(
+        "auto",
+        "model dtype (auto: float16 on CUDA, float32 on CPU); embeddings are stored as float16",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        actions=EMBED,
+    )
+    threads: int | None = option(  # None: mof_llava/threads.py decides
+        None, "torch threads per rank on CPU (default: this rank's share of the idle cores)", actions=EMBED
+    )
 
     def __post_init__(self):
         for name, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):

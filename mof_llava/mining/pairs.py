@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from mof_llava.atomic import atomic_path
+from mof_llava.benchmarks.registry import option
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.ivf import ivf_pairs, plan_ivf
 from mof_llava.mining.kernel import BadEmbeddingError, Candidates, checked_norms
 from mof_llava.mining.search import (
+    PAIRS,
     RecallEstimate,
     SearchConfig,
     SearchReport,
@@ -38,9 +40,15 @@ CSV_COLUMNS = ["image_a", "image_b", "clip_cos", "dino_cos"]
 
 @dataclass(frozen=True)
 class PairCriteria:
-    clip_min: float = 0.95
-    dino_max: float = 0.6
-    duplicate_tol: float = 1e-3  # both cosines >= 1 - duplicate_tol: an exact duplicate
+    clip_min: float = option(0.95, "keep pairs with CLIP cosine >= this (default %(default)s)", actions=PAIRS)
+    dino_max: float = option(
+        0.6, "keep pairs with DINOv2 cosine <= this (default %(default)s)", actions=PAIRS
+    )
+    duplicate_tol: float = option(
+        1e-3,
+        "pairs with both cosines >= 1 - this are exact duplicates: left out and counted (default %(default)s)",
+        actions=PAIRS,
+    )
 
     def __post_init__(self):
         for name in ("clip_min", "dino_max"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mof_llava.benchmarks.registry import option
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.kernel import (
     SCORE_SLACK,
@@ -34,22 +35,48 @@ from mof_llava.mining.kernel import (
     pairs_between,
 )
 
+PAIRS = frozenset({"pairs"})  # the `mine` step whose flags the options are
+
 
 @dataclass(frozen=True)
 class SearchConfig:
-    method: str = "auto"  # "auto" (exact up to exact_max_rows, else ivf), "exact" or "ivf"
-    exact_max_rows: int = 50_000
-    lists: int = 0  # IVF clusters; 0 picks about 2 sqrt(N), a power of two
-    probe_slack: float = 0.25  # the IVF probe rule's slack: 1 = exact, smaller = faster
-    max_probes: int = 16  # the rule looks at this many most similar clusters besides a row's own (0 = all)
+    method: str = option(  # auto: exact up to exact_max_rows, else ivf
+        "auto",
+        "exact: every pair, O(N^2); ivf: clustered search; auto: exact up to --exact-max-rows",
+        choices=("auto", "exact", "ivf"),
+        actions=PAIRS,
+    )
+    exact_max_rows: int = option(
+        50_000, "largest collection auto searches exactly (default %(default)s)", actions=PAIRS
+    )
+    lists: int = option(0, "IVF clusters (default: about 2 sqrt(N), a power of two)", actions=PAIRS)
+    probe_slack: float = option(  # 1 = exact, smaller = faster
+        0.25,
+        "IVF probe rule slack: 1 misses no pair (with --max-probes 0), smaller is faster (default %(default)s)",
+        actions=PAIRS,
+    )
+    max_probes: int = option(
+        16,
+        "IVF: the probe rule looks at this many most similar clusters besides an image's own "
+        "(0 = all; default %(default)s)",
+        actions=PAIRS,
+    )
     train_rows_per_list: int = 40  # k-means training sample = lists x this many rows
     kmeans_iterations: int = 10
     block_rows: int = 8192  # rows per block when streaming the matrix
     tile_rows: int = 2048  # query rows per matrix product
     tile_cols: int = 8192  # database rows per matrix product
-    recall_sample: int = 2000  # ivf: rows whose exact-search pairs measure the recall (0 = skip)
-    workers: int = 0  # threads; 0 = one per available core
-    seed: int = 0
+    recall_sample: int = option(  # ivf: rows whose exact-search pairs measure the recall
+        2000,
+        "IVF: measure recall against exact search on this many random images (0 = skip; default %(default)s)",
+        actions=PAIRS,
+    )
+    workers: int = option(0, "threads (default: one per core)", actions=PAIRS)  # 0 = one per core
+    seed: int = option(
+        0,
+        "seeds the IVF k-means training sample and the recall sample (default %(default)s)",
+        actions=PAIRS,
+    )
 
     def __post_init__(self):
         if self.recall_sample < 0:
