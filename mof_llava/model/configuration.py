@@ -13,7 +13,7 @@ Every invalid combination fails here, when the config is made, with a message sa
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -135,16 +135,19 @@ class MixerSpec:
         return cls(**data)
 
 
-def num_visual_tokens(spec: MixerSpec, tower_grids: Sequence[tuple[int, int]]) -> int:
+def num_visual_tokens(
+    spec: MixerSpec, tower_grids: Mapping[str, tuple[int, int]] | Sequence[tuple[int, int]]
+) -> int:
     """Visual tokens per image, the one place that counts them: the mixing grid (`spec.grid`, else the
     first tower's [h, w] grid) times the streams the LLM sees (every tower when interleaving, else one).
-    `tower_grids` are the towers' patch grids in tower order."""
-    grids = [tuple(int(v) for v in g) for g in tower_grids]
+    `tower_grids` are the towers' patch grids in tower order ({name: grid} names them in errors)."""
+    grids = list(tower_grids.values()) if isinstance(tower_grids, Mapping) else list(tower_grids)
+    grids = [tuple(int(v) for v in g) for g in grids]
     if not grids:
         raise MofLlavaConfigError("at least one vision tower is needed")
     if spec.mode != "none" and spec.grid is None and len(set(grids)) > 1:
         raise MofLlavaConfigError(
-            f"towers produce different token grids {grids}; set mixer.grid=[h, w] to resample them to one grid"
+            f"towers produce different token grids {tower_grids}; set mixer.grid=[h, w] to resample them to one grid"
         )
     h, w = spec.grid if spec.grid is not None else grids[0]
     return h * w * (len(grids) if spec.mode == "interleave" else 1)
@@ -238,7 +241,7 @@ class MofLlavaConfig(PreTrainedConfig):
     @property
     def num_image_tokens(self) -> int:
         """Visual tokens per image in the LLM sequence (the processor writes this many placeholders)."""
-        return num_visual_tokens(self.mixer_spec, [self.tower_grid(t) for t in self.towers])
+        return num_visual_tokens(self.mixer_spec, {t.name: self.tower_grid(t) for t in self.towers})
 
     # -- validation --------------------------------------------------------------------------
     def validate_mof(self) -> None:
@@ -262,11 +265,7 @@ class MofLlavaConfig(PreTrainedConfig):
                 raise MofLlavaConfigError(
                     f"tower {tower.name!r} is a CLIP model trained at {configured} px but images are {self.image_size} px"
                 )
-        grids = {t.name: self.tower_grid(t) for t in towers}
-        if spec.mode != "none" and spec.grid is None and len(set(grids.values())) > 1:
-            raise MofLlavaConfigError(
-                f"towers produce different token grids {grids}; set mixer.grid=[h, w] to resample them to one grid"
-            )
+        num_visual_tokens(spec, {t.name: self.tower_grid(t) for t in towers})  # refuses grids it cannot mix
 
 
 def validate_mixer(spec: MixerSpec, names: list[str]) -> None:

@@ -47,6 +47,9 @@ def test_token_count_of_non_square_grids(mixer, grids, expected):
 def test_towers_with_different_grids_need_a_mixing_grid():
     with pytest.raises(MofLlavaConfigError, match=r"different token grids \[\(16, 24\), \(24, 24\)\].*mixer.grid"):
         num_visual_tokens(MixerSpec(mode="interleave"), [(16, 24), (24, 24)])
+    with pytest.raises(MofLlavaConfigError, match=r"grids \{'clip': \(16, 24\), 'dinov2': \(24, 24\)\}"):
+        num_visual_tokens(MixerSpec(mode="concat"), {"clip": (16, 24), "dinov2": (24, 24)})
+    assert num_visual_tokens(MixerSpec(mode="none"), {"clip": (16, 24)}) == 384
 
 
 @pytest.mark.parametrize(
