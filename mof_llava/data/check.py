@@ -271,8 +271,9 @@ def format_report(report: DataReport) -> str:
 
 def paper_processor(tokenizer: str, mixer: str, image_size: int | None = None):
     """The processor of a model with the paper's towers (the `CLIP_L14_336` [+ `DINOV2_L14`] presets) at
-    `image_size` (default: CLIP's 336 px) under `mixer`, made without any checkpoint but the tokenizer: for data checks and
-    benchmarks. Visual token count from `MofLlavaConfig`, image preprocessing as the model builder's."""
+    `image_size` (default: CLIP's 336 px) under `mixer`, made without any checkpoint but the tokenizer:
+    for data checks and benchmarks. Visual token count from `MofLlavaConfig`, image preprocessing as
+    the model builder's."""
     from ..model import MofLlavaConfig, MofLlavaProcessor
     from ..model.builder import default_image_token_id
     from ..model.presets import CLIP_L14_336, DINOV2_L14
