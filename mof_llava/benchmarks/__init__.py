@@ -6,8 +6,9 @@ shared pieces: `answers` (LLaVA's answer-file format, crash-safe writing, mergin
 module's `BENCHMARK` entry: options, task, scorer), `runner` (batched, sharded, resumable
 generation), `generation` (a mof-llava checkpoint as a batch answerer), `judge` (optional LLM
 judge), `analysis` and `plots` (per-pattern analysis), `provenance`, `synthetic` (small folders
-in the real formats). The command line is `mof-llava eval` (mof_llava/commands/eval.py); the user
-guide is docs/evaluation.md.
+in the real formats), and `evaluate` (the library verbs: `evaluate(EvalConfig)`, `score`, `merge`,
+`export`). The command line is `mof-llava eval` (mof_llava/commands/eval.py), a skin over those
+verbs; the user guide is docs/evaluation.md.
 """
 
 from .registry import MODULES as _MODULES
