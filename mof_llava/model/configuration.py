@@ -135,12 +135,12 @@ class MixerSpec:
         return cls(**data)
 
 
-def num_visual_tokens(
-    spec: MixerSpec, tower_grids: Mapping[str, tuple[int, int]] | Sequence[tuple[int, int]]
-) -> int:
-    """Visual tokens per image, the one place that counts them: the mixing grid (`spec.grid`, else the
-    first tower's [h, w] grid) times the streams the LLM sees (every tower when interleaving, else one).
-    `tower_grids` are the towers' patch grids in tower order ({name: grid} names them in errors)."""
+Grids = Mapping[str, tuple[int, int]] | Sequence[tuple[int, int]]
+
+
+def mixing_grid(spec: MixerSpec, tower_grids: Grids) -> tuple[int, int]:
+    """The token grid every tower is brought to before mixing: `spec.grid`, else the first tower's.
+    `tower_grids` are the towers' [h, w] patch grids in tower order ({name: grid} names them in errors)."""
     grids = list(tower_grids.values()) if isinstance(tower_grids, Mapping) else list(tower_grids)
     grids = [tuple(int(v) for v in g) for g in grids]
     if not grids:
@@ -149,8 +149,14 @@ def num_visual_tokens(
         raise MofLlavaConfigError(
             f"towers produce different token grids {tower_grids}; set mixer.grid=[h, w] to resample them to one grid"
         )
-    h, w = spec.grid if spec.grid is not None else grids[0]
-    return h * w * (len(grids) if spec.mode == "interleave" else 1)
+    return tuple(spec.grid) if spec.grid is not None else grids[0]
+
+
+def num_visual_tokens(spec: MixerSpec, tower_grids: Grids) -> int:
+    """Visual tokens per image, the one place that counts them: the mixing grid times the streams the
+    LLM sees (every tower when interleaving, else one)."""
+    h, w = mixing_grid(spec, tower_grids)
+    return h * w * (len(tower_grids) if spec.mode == "interleave" else 1)
 
 
 def normalise_vision_config(vision_config: dict[str, Any] | PreTrainedConfig) -> dict[str, Any]:
@@ -233,15 +239,18 @@ class MofLlavaConfig(PreTrainedConfig):
         return tower.grid(self.image_size)
 
     @property
+    def tower_grids(self) -> dict[str, tuple[int, int]]:
+        return {t.name: self.tower_grid(t) for t in self.towers}
+
+    @property
     def mixed_grid(self) -> tuple[int, int]:
         """The token grid every tower is brought to before mixing."""
-        spec = self.mixer_spec
-        return spec.grid if spec.grid is not None else self.tower_grid(self.towers[0])
+        return mixing_grid(self.mixer_spec, self.tower_grids)
 
     @property
     def num_image_tokens(self) -> int:
         """Visual tokens per image in the LLM sequence (the processor writes this many placeholders)."""
-        return num_visual_tokens(self.mixer_spec, {t.name: self.tower_grid(t) for t in self.towers})
+        return num_visual_tokens(self.mixer_spec, self.tower_grids)
 
     # -- validation --------------------------------------------------------------------------
     def validate_mof(self) -> None:
@@ -265,7 +274,7 @@ class MofLlavaConfig(PreTrainedConfig):
                 raise MofLlavaConfigError(
                     f"tower {tower.name!r} is a CLIP model trained at {configured} px but images are {self.image_size} px"
                 )
-        num_visual_tokens(spec, {t.name: self.tower_grid(t) for t in towers})  # refuses grids it cannot mix
+        mixing_grid(spec, self.tower_grids)  # refuses grids it cannot mix
 
 
 def validate_mixer(spec: MixerSpec, names: list[str]) -> None:

@@ -67,7 +67,7 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
         self.mixer = FeatureMixer(
             config.mixer_spec,
             towers,
-            tower_grids={t.name: config.tower_grid(t) for t in towers},
+            tower_grids=config.tower_grids,
             grid=config.mixed_grid,
             text_hidden_size=config.text_config.hidden_size,
         )
