@@ -318,3 +318,21 @@ def test_an_interrupted_run_resumes_with_the_statements_left(tiny_clip, vlm_data
     full = [(x["question_id"], x["text"]) for x in map(json.loads, finished.answers.read_text().splitlines())]
     assert texts == full and resumed.metrics["score"] == finished.metrics["score"]
     assert (out / "pairs.csv").read_text() == (tmp_path / "full" / "pairs.csv").read_text()
+
+
+def test_the_parts_of_a_two_process_run_merge_into_the_same_answers(tiny_clip, vlm_data, tmp_path):
+    """What rank r of 2 writes (statements r, r+2, ...) merges, with `eval merge`'s verb, into the
+    answer file and scores of a one-process run, pairs.csv included."""
+    from mof_llava.benchmarks.evaluate import MergeConfig, evaluate, merge
+
+    finished = evaluate(_vlm_config(tiny_clip, vlm_data, tmp_path / "one"))
+    lines = finished.answers.read_text().splitlines(keepends=True)
+    out = tmp_path / "two"
+    out.mkdir()
+    for rank in (0, 1):
+        (out / f"answers.part-00{rank}-of-002.jsonl").write_text("".join(lines[rank::2]))
+    options = mmvp_vlm.MMVPVLMOptions(data=vlm_data)
+    merged = merge(MergeConfig(benchmark="mmvp-vlm", options=options, output_dir=out))
+    assert merged.answers.read_text() == finished.answers.read_text()
+    assert merged.metrics["score"] == finished.metrics["score"] and merged.metrics["pairs"] == 9
+    assert (out / "pairs.csv").read_text() == (tmp_path / "one" / "pairs.csv").read_text()
