@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..benchmarks.registry import option
 from .plan import Plan, plan_sweep
 from .report import DEFAULT_PROXY, Report
 from .spec import SweepError, SweepSpec, load_sweep, parse_assignment, with_launcher
@@ -117,15 +118,44 @@ def status(target: str | Path) -> list[RunStatus]:
         raise SweepError(str(err)) from None
 
 
+TABLES = frozenset({"tables"})  # the command whose flags these options are
+
+
+def _proxy(text: str) -> str | None:
+    return None if text == "none" else text
+
+
 @dataclass(frozen=True)
 class TablesOptions:
+    """The inputs of `tables`; the option fields are its flags (help and defaults here)."""
+
     results: tuple[str | Path, ...] | list[str | Path]  # folders searched for metrics.json, or files
-    out: str | Path | None = None  # default: RESULTS[0]/tables (./tables when it is a file)
-    reported: str | Path | None = None  # numbers published by others, in their own columns
-    patterns: str | Path | None = None  # MMVP question -> pattern map (CSV or JSON)
-    proxy: str | None = DEFAULT_PROXY  # BENCH or BENCH:KEY plotted against alpha; None: none
-    decimals: int = 1
-    allow_mixed: bool = False  # one column for scores made with different questions/prompts/graders
+    out: Path | None = option(
+        None, "output folder (default: RESULTS/tables, for the first RESULTS folder)", actions=TABLES
+    )
+    reported: Path | None = option(
+        None,
+        "numbers published by others, shown in their own columns (e.g. configs/experiments/reported.yaml)",
+        actions=TABLES,
+    )
+    patterns: Path | None = option(
+        None,
+        "MMVP question -> pattern map (CSV Index,Pattern or JSON) for the per-pattern table and radar charts",
+        actions=TABLES,
+    )
+    proxy: str | None = option(
+        DEFAULT_PROXY,
+        "instruction-following proxy plotted against alpha: BENCH or BENCH:KEY (default: %(default)s; "
+        "'none' for none)",
+        parse=_proxy,
+        actions=TABLES,
+    )
+    decimals: int = option(1, "decimals in Markdown and LaTeX (default: %(default)s)", actions=TABLES)
+    allow_mixed: bool = option(
+        False,
+        "put scores made with different question files, prompts or graders in one column anyway",
+        actions=TABLES,
+    )
 
 
 def tables(options: TablesOptions) -> Report:
