@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,12 @@ class TowerRecipe:
     drop_prefix_tokens: bool | None = None
     normalization: Normalization | None = None
     pos_interpolation: PosInterpolation | None = None
-    preset: str | None = None
+    # Init-only: the recipe keeps the expanded fields, so a resolved config reads the same however
+    # its towers were written (and a run started before presets existed resumes).
+    preset: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
-        defaults = get_preset(self.preset).recipe_fields() if self.preset is not None else _PLAIN_TOWER
+    def __post_init__(self, preset: str | None) -> None:
+        defaults = get_preset(preset).recipe_fields() if preset is not None else _PLAIN_TOWER
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)

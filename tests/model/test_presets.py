@@ -98,9 +98,8 @@ def test_recipes_use_the_paper_towers():
     # fed the CLIP-preprocessed tensor, CLS dropped, position table resized as torch.hub's.
     clip = TowerRecipe("clip", "openai/clip-vit-large-patch14-336", -2, True, "shared", "transformers")
     dinov2 = TowerRecipe("dinov2", "facebook/dinov2-large", -1, True, "shared", "hub")
-    strip = lambda towers: [TowerRecipe(**{**vars(t), "preset": None}) for t in towers]  # noqa: E731
-    assert strip(mof_recipe("llm").towers) == [clip, dinov2]
-    assert strip(llava15_recipe("llm").towers) == [clip]
+    assert mof_recipe("llm").towers == [clip, dinov2]
+    assert llava15_recipe("llm").towers == [clip]
     assert mof_recipe("llm", clip="c", dinov2="d").towers[1].path == "d"
     assert {name: p.name for name, p in PRESETS.items()} == {"clip_l14_336": "clip", "dinov2_l14": "dinov2"}
 
@@ -127,12 +126,18 @@ def test_a_preset_expands_in_a_yaml_config_and_explicit_keys_override_it(tmp_pat
     from mof_llava.training.config import ConfigError, load_run_config
 
     towers = [{"preset": "clip_l14_336"}, {"preset": "dinov2_l14", "normalization": "own", "path": "/dino"}]
-    clip, dinov2 = load_run_config(_run_yaml(tmp_path, towers)).model.towers
+    config = load_run_config(_run_yaml(tmp_path, towers))
+    clip, dinov2 = config.model.towers
     assert (clip.name, clip.path, clip.feature_layer, clip.pos_interpolation) == (
         "clip", "openai/clip-vit-large-patch14-336", -2, "transformers"
     )
     assert (dinov2.name, dinov2.path, dinov2.feature_layer, dinov2.drop_prefix_tokens) == ("dinov2", "/dino", -1, True)
     assert (dinov2.normalization, dinov2.pos_interpolation) == ("own", "hub")  # overridden, from the preset
+    # the resolved config holds the expanded keys only: it reads the same as explicit towers (and resumes)
+    assert config.to_dict()["model"]["towers"][0] == {
+        "name": "clip", "path": "openai/clip-vit-large-patch14-336", "feature_layer": -2,
+        "drop_prefix_tokens": True, "normalization": "shared", "pos_interpolation": "transformers",
+    }  # fmt: skip
     with pytest.raises(ConfigError, match=r"model.towers\[0\].*unknown tower preset 'clip_l14'"):
         load_run_config(_run_yaml(tmp_path, [{"preset": "clip_l14"}, {"preset": "dinov2_l14"}]))
     with pytest.raises(ConfigError, match=r"model.towers\[1\].*needs a path"):
