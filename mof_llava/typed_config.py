@@ -140,9 +140,10 @@ def _describe(cls: type, errors: list[dict[str, Any]], what: str) -> tuple[str, 
 def _own_check(key: str, hint: Any, error: BaseException) -> tuple[str, str]:
     """An error of a dataclass's `__post_init__`: the key it names (data.packing_tokens), else the section."""
     text = str(error)
-    named = getattr(error, "key", None) or next(
-        (f"{key}.{f.name}" for f in dataclasses.fields(_unwrap(hint)) if re.search(rf"\b{key}\.{f.name}\b", text)), None)
-    return named or key, f"{key}: {text}" if key else text
+    found = [(m.start(), f"{key}.{f.name}") for f in dataclasses.fields(_unwrap(hint))
+             if (m := re.search(rf"\b{re.escape(key)}\.{f.name}\b", text))]
+    named = getattr(error, "key", None) or (min(found)[1] if found else key)  # the key the sentence is about
+    return named, f"{key}: {text}" if key else text
 
 
 def _sentence(error: dict[str, Any], hint: Any, colon: bool = False) -> str:

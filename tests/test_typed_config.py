@@ -63,6 +63,16 @@ def test_an_unknown_key_in_an_inherited_file_names_that_file(tmp_path):
         load_run_config(child)
 
 
+def test_a_dataclass_own_check_blames_the_file_of_the_key_it_names(tmp_path):
+    # the sentence names packing_tokens (set by the inherited file) before max_length (left default)
+    base = _write(tmp_path / "base.yaml", {"data": {"data_path": "d.json", "packing_tokens": 100}})
+    child = _write(tmp_path / "child.yaml", {"inherit": "base.yaml", "data": {"packing": True}})
+    with pytest.raises(ConfigError) as err:
+        load_run_config(child)
+    assert str(err.value) == (f"{base.resolve()}: data: data.packing_tokens = 100 is below data.max_length (2048): "
+                              "a sample could not fit")
+
+
 def test_2e_5_without_a_dot_is_read_as_a_float(tmp_path):
     text = "data: {data_path: d.json}\ntrain: {learning_rate: 2e-5, adapter_learning_rate: 1e-3}\n"
     assert yaml.safe_load(text)["train"]["learning_rate"] == "2e-5"  # YAML 1.1 leaves it a string
