@@ -11,28 +11,69 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..benchmarks.registry import option
+from ..conversation import TEMPLATES
 from .check import DataReport, check_dataset
+from .config import DataConfig
+from .samples import LENGTH_BUDGETS, TRUNCATIONS
 
 
 class CheckOptionsError(ValueError):
     """Options of a data check that do not go together; the message names the flags."""
 
 
+CHECK = frozenset({"check"})  # the `data` subcommand whose flags these options are
+MIXERS = ("none", "additive", "interleave", "concat")
+
+
 @dataclass(frozen=True)
 class CheckJob:
+    """The dataset, where the tokenizer and visual token count come from (`model`, or `tokenizer` and
+    `mixer`), and training's settings; defaults of the settings are DataConfig's. The option fields
+    are `data check`'s flags."""
+
     data: str | Path  # LLaVA JSON array or JSONL file
     model: str | None = None  # a saved MoF-LLaVA model directory (its processor is used), or
     tokenizer: str | None = None  # an LLM tokenizer with the paper's towers under `mixer`
-    mixer: str | None = None  # none | additive | interleave | concat (with `tokenizer` only)
-    image_size: int | None = None  # with `tokenizer`; None: CLIP's 336 px
-    image_folder: str | Path | None = None
-    template: str = "vicuna_v1"
-    max_length: int = 2048
-    length_budget: str = "expanded"
-    truncation: str = "rounds"
-    check_images: bool = True
-    workers: int | None = None
-    cache_dir: str | Path | None = None
+    mixer: str | None = option(
+        None,
+        "with --tokenizer: the mixer of the paper's towers (CLIP ViT-L/14 + DINOv2 ViT-L/14), which decides "
+        "the visual tokens per image (none/additive/concat: 576, interleave: 1152 at 336 px)",
+        choices=MIXERS,
+        actions=CHECK,
+    )
+    image_size: int | None = option(
+        None, "with --tokenizer: image side in pixels (default: CLIP's 336)", actions=CHECK
+    )
+    image_folder: str | Path | None = option(None, "root of the records' relative image paths", actions=CHECK)
+    template: str = option(
+        DataConfig.template,
+        "conversation template the data is rendered with: vicuna_v1 (default, LLaVA-1.5's stage 2), "
+        "llava_v1, or plain (stage 1: one image and its caption)",
+        choices=tuple(TEMPLATES),
+        actions=CHECK,
+    )
+    max_length: int = option(
+        DataConfig.max_length, "token budget per sample (model_max_length)", actions=CHECK
+    )
+    length_budget: str = option(
+        DataConfig.length_budget,
+        "what --max-length counts: every token the LLM reads (expanded, default) or the text and one "
+        "token per image (text, the MMVP fork); the report compares all settings",
+        choices=LENGTH_BUDGETS,
+        actions=CHECK,
+    )
+    truncation: str = option(
+        DataConfig.truncation,
+        "how a sample over budget is shortened: whole trailing rounds (default) or cut mid-round (tokens)",
+        choices=TRUNCATIONS,
+        actions=CHECK,
+    )
+    check_images: bool = True  # the flag is --no-images
+    workers: int | None = option(None, "processes for tokenising and image checks", actions=CHECK)
+    cache_dir: str | Path | None = option(
+        None, "where the record index and token lengths are cached", actions=CHECK
+    )
 
 
 def load_processor(job: CheckJob):
