@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-LAUNCHER_HELP = (
-    "deepspeed | torchrun (one node) | python (one process, CPU rehearsals) | deepspeed-hostfile | "
-    "torchrun-multinode | slurm (default: the sweep file's launch.launcher)"
-)
+from .dataclass_args import add_arguments, from_args
 
 
 def add_parser(subparsers) -> None:
+    from ..experiments.api import LaunchOptions, SweepOptions  # flags with their help and defaults
+
     parser = subparsers.add_parser(
         "sweep",
         help="expand a sweep into runs, write/launch their job scripts (local, multi-node, SLURM), show status",
@@ -32,11 +32,9 @@ def add_parser(subparsers) -> None:
     actions = parser.add_subparsers(dest="sweep_action", metavar="ACTION", required=True)
     plan = actions.add_parser("plan", help="write every run's resolved configs and job scripts")
     launch = actions.add_parser("launch", help="plan, then run the job scripts (or submit them to SLURM)")
-    for action in (plan, launch):
+    for name, action in (("plan", plan), ("launch", launch)):
         action.add_argument("sweep", type=Path, help="sweep file, e.g. configs/experiments/sweeps/paper.yaml")
-        action.add_argument("--launcher", help=LAUNCHER_HELP)
-        action.add_argument("--nodes", type=int, help="nodes per training job")
-        action.add_argument("--gpus-per-node", type=int, help="GPUs (processes) per node")
+        add_arguments(action, SweepOptions, name)
         action.add_argument(
             "--grid",
             action="append",
@@ -60,18 +58,7 @@ def add_parser(subparsers) -> None:
             metavar="GLOB",
             help="only these runs in the launch script (shell pattern on run or group name, repeatable)",
         )
-        action.add_argument(
-            "--output-root", type=Path, help="folder of the run folders (default: the file's output_root)"
-        )
-        action.add_argument(
-            "--force", action="store_true", help="rewrite the configs of runs that have started"
-        )
-    launch.add_argument("--dry-run", action="store_true", help="plan and print the command, start nothing")
-    launch.add_argument(
-        "--skip-data-check",
-        action="store_true",
-        help="launch although data files named by the runs are missing",
-    )
+    add_arguments(launch, LaunchOptions, "launch")
     plan.set_defaults(func=_cmd_plan)
     launch.set_defaults(func=_cmd_launch)
 
@@ -87,12 +74,10 @@ def _options(args: argparse.Namespace):
     from ..experiments import api as sweep
     from ..experiments.spec import parse_seeds
 
-    given = {k: getattr(args, k) for k in ("launcher", "nodes", "gpus_per_node", "output_root", "force")}
     seeds = parse_seeds(args.seeds) if args.seeds else None
     only = tuple(args.only) if args.only else None
-    return sweep.SweepOptions(
-        args.sweep, grid=tuple(args.grid), settings=tuple(args.set), seeds=seeds, only=only, **given
-    )
+    given = from_args(sweep.SweepOptions, args)
+    return replace(given, grid=tuple(args.grid), settings=tuple(args.set), seeds=seeds, only=only)
 
 
 def _sweep_errors(command):

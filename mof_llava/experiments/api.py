@@ -29,27 +29,42 @@ NOT_LAUNCHED = (
 )
 
 
+PLANNING = frozenset({"plan", "launch"})  # the `sweep` actions whose flags these options are
+LAUNCHER_HELP = (
+    "deepspeed | torchrun (one node) | python (one process, CPU rehearsals) | deepspeed-hostfile | "
+    "torchrun-multinode | slurm (default: the sweep file's launch.launcher)"
+)
+
+
 @dataclass(frozen=True)
 class SweepOptions:
-    """A sweep file and what the command line changes in it (the flags of `sweep plan`)."""
+    """A sweep file and what the command line changes in it; the option fields are flags of `sweep
+    plan` and `launch` (the others are --grid, --set, --seeds and --only)."""
 
     sweep: str | Path
-    launcher: str | None = None  # default: the file's launch.launcher
-    nodes: int | None = None
-    gpus_per_node: int | None = None
+    launcher: str | None = option(None, LAUNCHER_HELP, actions=PLANNING)
+    nodes: int | None = option(None, "nodes per training job", actions=PLANNING)
+    gpus_per_node: int | None = option(None, "GPUs (processes) per node", actions=PLANNING)
     grid: tuple[str, ...] = ()  # "KEY=[V1,V2]": sweep a key over values for every arm
     settings: tuple[str, ...] = ()  # "KEY=VALUE" in every run (stage1./stage2. prefix: one stage)
     seeds: tuple[int, ...] | None = None  # replaces the file's seeds
     only: tuple[str, ...] | None = None  # run or group name patterns in the launch script
-    output_root: str | Path | None = None
-    force: bool = False  # rewrite the configs of runs that have started
+    output_root: Path | None = option(
+        None, "folder of the run folders (default: the file's output_root)", actions=PLANNING
+    )
+    force: bool = option(False, "rewrite the configs of runs that have started", actions=PLANNING)
+
+
+LAUNCH = frozenset({"launch"})
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
     sweep: SweepOptions
-    dry_run: bool = False  # plan and report the command; start nothing
-    skip_data_check: bool = False  # launch although data the runs name is missing
+    dry_run: bool = option(False, "plan and print the command, start nothing", actions=LAUNCH)
+    skip_data_check: bool = option(
+        False, "launch although data files named by the runs are missing", actions=LAUNCH
+    )
 
 
 @dataclass
