@@ -74,7 +74,7 @@ def _one_or_many(value: Any) -> Any:
 
 
 def _with_default_times(value: Any) -> Any:
-    """The jobs a file gives no time keep the default; times as text (YAML reads 12:00 as a number)."""
+    """The jobs a file gives no time keep the default; a time YAML read as a number is passed as its text."""
     if isinstance(value, dict):
         return {**SLURM_TIMES, **{k: v if v is None else str(v) for k, v in value.items()}}
     return value
