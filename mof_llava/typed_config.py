@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -47,8 +47,9 @@ class ConfigError(ValueError):
 
 
 # -- validation ----------------------------------------------------------------------------------------
-def validate(cls: type[T], raw: Any, where: str | None = None, origins: Origins | None = None,
-             what: str = "keys") -> T:
+def validate(
+    cls: type[T], raw: Any, where: str | None = None, origins: Origins | None = None, what: str = "keys"
+) -> T:
     """`raw` (a mapping, or an instance) as a `cls`, values converted as YAML leaves them ("2e-5" to a
     float, lists to tuples, mappings to nested dataclasses). The first problem raises ConfigError
     naming the key, prefixed by where its value came from: its file in `origins`, else `where`.
@@ -81,7 +82,9 @@ def check(instance: Any, prefix: str = "") -> None:
         try:
             adapter.validate_python(getattr(instance, name))
         except ValidationError as err:
-            raise ConfigError(f"{prefix}{name}{_sentence(err.errors()[0], hint)}", f"{prefix}{name}") from None
+            raise ConfigError(
+                f"{prefix}{name}{_sentence(err.errors()[0], hint)}", f"{prefix}{name}"
+            ) from None
 
 
 def convert(hint: Any, value: Any, key: str) -> Any:
@@ -89,7 +92,9 @@ def convert(hint: Any, value: Any, key: str) -> Any:
     try:
         return _adapter(hint).validate_python(value)
     except ValidationError as err:
-        raise ConfigError(f"{key}{_sentence(err.errors()[0], hint, colon=True)}".removeprefix(": "), key) from None
+        raise ConfigError(
+            f"{key}{_sentence(err.errors()[0], hint, colon=True)}".removeprefix(": "), key
+        ) from None
 
 
 @functools.cache
@@ -105,9 +110,18 @@ def _field_adapters(cls: type) -> dict[str, tuple[Any, TypeAdapter]]:
 
 # -- pydantic's errors as one line ---------------------------------------------------------------------
 _EXPECTED = {
-    "int_type": "int", "int_parsing": "int", "int_from_float": "int", "float_type": "a number",
-    "float_parsing": "a number", "string_type": "str", "bool_type": "bool", "bool_parsing": "bool",
-    "list_type": "a list", "tuple_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping",
+    "int_type": "int",
+    "int_parsing": "int",
+    "int_from_float": "int",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "str",
+    "bool_type": "bool",
+    "bool_parsing": "bool",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
     "path_type": "a path",
 }
 _RANGES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
@@ -120,7 +134,9 @@ def _describe(cls: type, errors: list[dict[str, Any]], what: str) -> tuple[str, 
     first = next((e for e in errors if e["type"] in _UNKNOWN), errors[0])
     key, hint, parent, whole = _walk(cls, first["loc"])
     if first["type"] in _UNKNOWN:
-        unknown = sorted(str(e["loc"][-1]) for e in errors if e["type"] in _UNKNOWN and e["loc"][:-1] == first["loc"][:-1])
+        unknown = sorted(
+            str(e["loc"][-1]) for e in errors if e["type"] in _UNKNOWN and e["loc"][:-1] == first["loc"][:-1]
+        )
         holder = _walk(cls, first["loc"][:-1])[1]
         known = sorted(f.name for f in dataclasses.fields(_unwrap(holder)))
         head = f"{parent}: unknown keys" if parent else f"unknown {what}"
@@ -140,8 +156,11 @@ def _describe(cls: type, errors: list[dict[str, Any]], what: str) -> tuple[str, 
 def _own_check(key: str, hint: Any, error: BaseException) -> tuple[str, str]:
     """An error of a dataclass's `__post_init__`: the key it names (data.packing_tokens), else the section."""
     text = str(error)
-    found = [(m.start(), f"{key}.{f.name}") for f in dataclasses.fields(_unwrap(hint))
-             if (m := re.search(rf"\b{re.escape(key)}\.{f.name}\b", text))]
+    found = [
+        (m.start(), f"{key}.{f.name}")
+        for f in dataclasses.fields(_unwrap(hint))
+        if (m := re.search(rf"\b{re.escape(key)}\.{f.name}\b", text))
+    ]
     named = getattr(error, "key", None) or (min(found)[1] if found else key)  # the key the sentence is about
     return named, f"{key}: {text}" if key else text
 
@@ -183,7 +202,11 @@ def _walk(cls: type, loc: tuple) -> tuple[str, Any, str, bool]:
             continue
         if isinstance(item, int) and get_origin(inner) in (list, tuple):
             args = get_args(inner)
-            hint = (args[0] if len(args) == 2 and args[1] is Ellipsis or len(args) == 1 else args[item]) if args else Any
+            hint = (
+                (args[0] if len(args) == 2 and args[1] is Ellipsis or len(args) == 1 else args[item])
+                if args
+                else Any
+            )
             key += f"[{item}]"
             continue
         if dataclasses.is_dataclass(inner) and isinstance(item, str):
@@ -241,8 +264,12 @@ def _range_text(b: dict[str, Any]) -> str:
 
 
 # -- YAML files ----------------------------------------------------------------------------------------
-def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), origins: Origins | None = None,
-                relative_keys: tuple[tuple[str, ...], ...] = ()) -> dict[str, Any]:
+def read_config(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    origins: Origins | None = None,
+    relative_keys: tuple[tuple[str, ...], ...] = (),
+) -> dict[str, Any]:
     """The mapping of a YAML file after its `inherit:` files (deep-merged in order, then the file) and
     the `key=value` overrides. `relative_keys` name files: a relative path there is resolved against
     the folder of the file that names it (an override's, against the working directory). `origins`
@@ -272,6 +299,7 @@ def yaml_value(text: str, where: str) -> Any:
 
 def to_plain(instance: Any) -> Any:
     """A dataclass as plain YAML-able values (tuples as lists)."""
+
     def plain(value):
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
@@ -287,8 +315,13 @@ def dump_yaml(instance: Any) -> str:
     return yaml.safe_dump(to_plain(instance), sort_keys=False)
 
 
-def _read_with_inheritance(path: Path, seen: tuple[Path, ...], origins: Origins,
-                           relative_keys: tuple[tuple[str, ...], ...], shown: str | None = None) -> dict[str, Any]:
+def _read_with_inheritance(
+    path: Path,
+    seen: tuple[Path, ...],
+    origins: Origins,
+    relative_keys: tuple[tuple[str, ...], ...],
+    shown: str | None = None,
+) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: inheritance cycle through {[str(p) for p in seen]}")
@@ -299,7 +332,11 @@ def _read_with_inheritance(path: Path, seen: tuple[Path, ...], origins: Origins,
     _resolve_relative_paths(raw, path.parent, relative_keys)
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged = _deep_merge(merged, _read_with_inheritance(path.parent / parent, (*seen, path), origins, relative_keys), origins)
+        merged = _deep_merge(
+            merged,
+            _read_with_inheritance(path.parent / parent, (*seen, path), origins, relative_keys),
+            origins,
+        )
     return _deep_merge(merged, raw, origins, shown or str(path))
 
 
@@ -316,7 +353,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _resolve_relative_paths(raw: dict[str, Any], folder: Path, relative_keys: tuple[tuple[str, ...], ...]) -> None:
+def _resolve_relative_paths(
+    raw: dict[str, Any], folder: Path, relative_keys: tuple[tuple[str, ...], ...]
+) -> None:
     for keys in relative_keys:
         node = raw
         for key in keys[:-1]:
@@ -326,8 +365,13 @@ def _resolve_relative_paths(raw: dict[str, Any], folder: Path, relative_keys: tu
             node[keys[-1]] = os.path.normpath(folder / value)
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any], origins: Origins | None = None,
-                source: str = "", prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+def _deep_merge(
+    base: dict[str, Any],
+    update: dict[str, Any],
+    origins: Origins | None = None,
+    source: str = "",
+    prefix: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """`update` merged into `base`; with `origins`, every value taken from `update` is recorded as set by `source`."""
     out = dict(base)
     for key, value in update.items():
@@ -356,8 +400,9 @@ def _forget_below(origins: Origins, path: tuple[str, ...]) -> None:
         del origins[known]
 
 
-def _apply_override(raw: dict[str, Any], override: str, origins: Origins,
-                    relative_keys: tuple[tuple[str, ...], ...]) -> None:
+def _apply_override(
+    raw: dict[str, Any], override: str, origins: Origins, relative_keys: tuple[tuple[str, ...], ...]
+) -> None:
     parts, parsed = parse_override(override)
     node = raw
     for part in parts[:-1]:
@@ -369,4 +414,3 @@ def _apply_override(raw: dict[str, Any], override: str, origins: Origins,
     node[parts[-1]] = parsed
     _forget_below(origins, tuple(parts))  # the override replaces the value at its key as a whole
     _record_origin(origins, tuple(parts), parsed, f"the override `{override}` on the command line")
-

@@ -30,7 +30,9 @@ TOWERS = [{"name": "clip", "path": "c"}, {"name": "dinov2", "path": "d", "featur
 
 def test_a_nested_wrong_type_names_the_key_and_the_file_that_set_it(tmp_path):
     towers = [TOWERS[0], {**TOWERS[1], "feature_layer": "last"}]
-    base = _write(tmp_path / "base.yaml", {"model": {"llm": "v", "towers": towers}, "data": {"data_path": "d.json"}})
+    base = _write(
+        tmp_path / "base.yaml", {"model": {"llm": "v", "towers": towers}, "data": {"data_path": "d.json"}}
+    )
     child = _write(tmp_path / "child.yaml", {"inherit": "base.yaml", "train": {"seed": 3}})
     with pytest.raises(ConfigError) as err:
         load_run_config(child)
@@ -39,14 +41,24 @@ def test_a_nested_wrong_type_names_the_key_and_the_file_that_set_it(tmp_path):
 
 
 def test_a_wrong_override_is_named_as_the_override(tmp_path):
-    path = _write(tmp_path / "run.yaml", {"model": {"llm": "v", "towers": TOWERS, "mixer": {"mode": "interleave"}},
-                                          "data": {"data_path": "d.json"}})
+    path = _write(
+        tmp_path / "run.yaml",
+        {
+            "model": {"llm": "v", "towers": TOWERS, "mixer": {"mode": "interleave"}},
+            "data": {"data_path": "d.json"},
+        },
+    )
     with pytest.raises(ConfigError) as err:
         load_run_config(path, ["model.mixer.grid=[3, three]"])
-    assert str(err.value) == ("the override `model.mixer.grid=[3, three]` on the command line: "
-                              "model.mixer.grid[1]: expected int, got 'three'")
-    with pytest.raises(ConfigError, match=r"^the override `data.on_bad_image=retry` on the command line: "
-                                          r"data.on_bad_image: must be one of \['fail', 'skip'\], got 'retry'$"):
+    assert str(err.value) == (
+        "the override `model.mixer.grid=[3, three]` on the command line: "
+        "model.mixer.grid[1]: expected int, got 'three'"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^the override `data.on_bad_image=retry` on the command line: "
+        r"data.on_bad_image: must be one of \['fail', 'skip'\], got 'retry'$",
+    ):
         load_run_config(path, ["data.on_bad_image=retry"])
 
 
@@ -57,8 +69,13 @@ def test_an_unknown_key_in_an_inherited_file_names_that_file(tmp_path):
         load_run_config(child)
     assert str(err.value).startswith(f"{base.resolve()}: data: unknown keys ['max_lenght']; known: [")
     # a tower's typo, deeper down, inside a list
-    _write(tmp_path / "base.yaml", {"model": {"llm": "v", "towers": [TOWERS[0], {**TOWERS[1], "layer": 1}]},
-                                    "data": {"data_path": "d.json"}})
+    _write(
+        tmp_path / "base.yaml",
+        {
+            "model": {"llm": "v", "towers": [TOWERS[0], {**TOWERS[1], "layer": 1}]},
+            "data": {"data_path": "d.json"},
+        },
+    )
     with pytest.raises(ConfigError, match=rf"^{base.resolve()}: model.towers\[1\]: unknown keys \['layer'\]"):
         load_run_config(child)
 
@@ -69,8 +86,10 @@ def test_a_dataclass_own_check_blames_the_file_of_the_key_it_names(tmp_path):
     child = _write(tmp_path / "child.yaml", {"inherit": "base.yaml", "data": {"packing": True}})
     with pytest.raises(ConfigError) as err:
         load_run_config(child)
-    assert str(err.value) == (f"{base.resolve()}: data: data.packing_tokens = 100 is below data.max_length (2048): "
-                              "a sample could not fit")
+    assert str(err.value) == (
+        f"{base.resolve()}: data: data.packing_tokens = 100 is below data.max_length (2048): "
+        "a sample could not fit"
+    )
 
 
 def test_2e_5_without_a_dot_is_read_as_a_float(tmp_path):
@@ -79,17 +98,28 @@ def test_2e_5_without_a_dot_is_read_as_a_float(tmp_path):
     (tmp_path / "run.yaml").write_text(text)
     train = load_run_config(tmp_path / "run.yaml", ["train.warmup_ratio=3e-2"]).train
     assert (train.learning_rate, train.adapter_learning_rate, train.warmup_ratio) == (2e-5, 1e-3, 0.03)
-    assert all(type(v) is float for v in (train.learning_rate, train.adapter_learning_rate, train.warmup_ratio))
+    assert all(
+        type(v) is float for v in (train.learning_rate, train.adapter_learning_rate, train.warmup_ratio)
+    )
 
 
 def test_the_saved_resolved_config_validates_back_to_an_equal_object(tmp_path):
-    path = _write(tmp_path / "run.yaml", {
-        "model": {"llm": "v", "towers": TOWERS, "mixer": {"mode": "interleave", "grid": [4, 4]}},
-        "data": {"data_path": "d.json", "packing": True, "packing_tokens": 4096},
-        "train": {"stage": "pretrain", "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}, "seed": 7},
-    })
+    path = _write(
+        tmp_path / "run.yaml",
+        {
+            "model": {"llm": "v", "towers": TOWERS, "mixer": {"mode": "interleave", "grid": [4, 4]}},
+            "data": {"data_path": "d.json", "packing": True, "packing_tokens": 4096},
+            "train": {
+                "stage": "pretrain",
+                "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]},
+                "seed": 7,
+            },
+        },
+    )
     config = load_run_config(path)
-    assert config.model.mixer.grid == (4, 4) and config.train.lora == LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+    assert config.model.mixer.grid == (4, 4) and config.train.lora == LoraConfig(
+        r=8, target_modules=["q_proj", "v_proj"]
+    )
     assert config.model.towers[1] == TowerRecipe("dinov2", "d", feature_layer=-1)
     assert config.data.template == "plain"  # the stage's default, saved resolved
     again = validate(RunConfig, yaml.safe_load(dump_yaml(config)))
@@ -107,8 +137,12 @@ def test_range_checks_and_choices_of_code_built_configs_use_the_same_rules():
 
 
 def test_a_value_no_member_of_a_union_takes(tmp_path):
-    path = _write(tmp_path / "run.yaml", {"data": {"data_path": "d.json"}, "train": {"lora": {"target_modules": 5}}})
-    with pytest.raises(ConfigError, match=rf"^{path}: train.lora.target_modules: 5 fits none of \['list\[str\]', 'str'\]$"):
+    path = _write(
+        tmp_path / "run.yaml", {"data": {"data_path": "d.json"}, "train": {"lora": {"target_modules": 5}}}
+    )
+    with pytest.raises(
+        ConfigError, match=rf"^{path}: train.lora.target_modules: 5 fits none of \['list\[str\]', 'str'\]$"
+    ):
         load_run_config(path)
 
 
@@ -119,8 +153,10 @@ def test_reader_resolves_relative_keys_against_the_file_that_names_them(tmp_path
     origins: dict = {}
     raw = read_config(child, ["train.seed=1"], origins, relative_keys=(("train", "deepspeed"),))
     assert raw["train"] == {"deepspeed": str(tmp_path / "shared" / "zero2.json"), "seed": 1}
-    assert origins == {("train", "deepspeed"): str((tmp_path / "shared" / "base.yaml").resolve()),
-                       ("train", "seed"): "the override `train.seed=1` on the command line"}
+    assert origins == {
+        ("train", "deepspeed"): str((tmp_path / "shared" / "base.yaml").resolve()),
+        ("train", "seed"): "the override `train.seed=1` on the command line",
+    }
 
 
 def test_sweep_launch_settings_are_checked_naming_the_file_and_key(tmp_path):
@@ -129,9 +165,13 @@ def test_sweep_launch_settings_are_checked_naming_the_file_and_key(tmp_path):
     with pytest.raises(SweepError, match=rf"^{path}: launch: launch.nodes must be at least 1, got 0$"):
         load_sweep(path)
     _write(path, {"arms": arms, "launch": {"slurm": {"time": {"stage3": "1:00:00"}}}})
-    with pytest.raises(SweepError, match=rf"^{path}: launch.slurm.time.stage3: must be one of \['stage1', 'stage2', 'eval'\]"):
+    with pytest.raises(
+        SweepError, match=rf"^{path}: launch.slurm.time.stage3: must be one of \['stage1', 'stage2', 'eval'\]"
+    ):
         load_sweep(path)
-    _write(path, {"arms": arms, "launch": {"setup": "module load cuda", "slurm": {"time": {"eval": "01:00:00"}}}})
+    _write(
+        path, {"arms": arms, "launch": {"setup": "module load cuda", "slurm": {"time": {"eval": "01:00:00"}}}}
+    )
     launch = load_sweep(path).launch
     assert launch.setup == ("module load cuda",)
     assert launch.slurm.time == {"stage1": "12:00:00", "stage2": "48:00:00", "eval": "01:00:00"}

@@ -29,7 +29,17 @@ from ..atomic import write_text_atomic
 from ..data.config import STAGE_DEFAULTS, DataConfig
 from ..model.builder import ModelRecipe, TowerRecipe
 from ..model.configuration import MixerSpec, MofLlavaConfigError, validate_mixer
-from ..typed_config import STRICT_KEYS, ConfigError, Origins, check, dump_yaml, located, read_config, to_plain, validate
+from ..typed_config import (
+    STRICT_KEYS,
+    ConfigError,
+    Origins,
+    check,
+    dump_yaml,
+    located,
+    read_config,
+    to_plain,
+    validate,
+)
 
 Stage = Literal["pretrain", "finetune"]
 Positive = Annotated[float, Field(gt=0)]
