@@ -178,9 +178,8 @@ def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>", origins: O
         # Settings not given in the file take LLaVA-1.5's defaults for the stage.
         stage = raw["train"].get("stage", TrainConfig.stage)  # an unknown stage is refused below
         raw["data"] = {**(STAGE_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}), **raw["data"]}
-    if raw.get("name") is not None:
-        raw["name"] = str(raw["name"])
-    config = validate(RunConfig, {"name": "", **raw}, source, origins, what="top-level keys")
+    name = raw.pop("name", None)  # unset: the output folder's name, below
+    config = validate(RunConfig, {"name": "" if name is None else str(name), **raw}, source, origins, what="top-level keys")
     try:
         _check_mixer(config.model)
     except ConfigError as err:
