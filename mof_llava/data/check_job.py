@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..benchmarks.registry import option
 from ..conversation import TEMPLATES
-from .check import DataReport, check_dataset
 from .config import DataConfig
 from .samples import LENGTH_BUDGETS, TRUNCATIONS
+
+if TYPE_CHECKING:  # loads on first use: `mof-llava --help` reads only the options
+    from .check import DataReport
 
 
 class CheckOptionsError(ValueError):
@@ -98,6 +101,8 @@ def load_processor(job: CheckJob):
 def check(job: CheckJob, processor=None) -> DataReport:
     """Validate every record and image and measure the token lengths; `processor` defaults to
     `load_processor(job)`."""
+    from .check import check_dataset
+
     return check_dataset(
         job.data,
         processor if processor is not None else load_processor(job),

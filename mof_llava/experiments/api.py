@@ -16,12 +16,16 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..benchmarks.registry import option
-from .plan import Plan, plan_sweep
-from .report import DEFAULT_PROXY, Report
-from .spec import SweepError, SweepSpec, load_sweep, parse_assignment, with_launcher
-from .status import RunStatus, sweep_status
+from .results import DEFAULT_PROXY
+
+if TYPE_CHECKING:  # the modules doing the work load on first use: `mof-llava --help` reads only the options
+    from .plan import Plan
+    from .report import Report
+    from .spec import SweepSpec
+    from .status import RunStatus
 
 NOT_LAUNCHED = (
     "not launched, data not found (see the warnings above; docs/reproduce.md says where it goes), "
@@ -78,6 +82,7 @@ class Launched:
 def spec(options: SweepOptions) -> SweepSpec:
     """The sweep file with the options applied."""
     from .expand import modify
+    from .spec import SweepError, load_sweep, parse_assignment, with_launcher
 
     result = modify(
         load_sweep(options.sweep),
@@ -100,6 +105,8 @@ def spec(options: SweepOptions) -> SweepSpec:
 
 def plan(options: SweepOptions) -> Plan:
     """Write every run's resolved configs and the job scripts."""
+    from .plan import plan_sweep
+
     only = list(options.only) if options.only else None
     return plan_sweep(spec(options), only=only, force=options.force)
 
@@ -108,6 +115,8 @@ def launch(options: LaunchOptions, planned: Plan | None = None) -> Launched:
     """Plan (unless `planned`, the plan of these options, is given), then run the job scripts in
     the foreground (announced on stdout first), or submit them to SLURM. Missing data refuses a
     launch but not a dry run."""
+    from .spec import SweepError
+
     planned = planned or plan(options.sweep)
     command = planned.scripts.start_command(planned.spec.launch)
     if options.dry_run:
@@ -124,6 +133,9 @@ def launch(options: LaunchOptions, planned: Plan | None = None) -> Launched:
 def status(target: str | Path) -> list[RunStatus]:
     """Every run's state and steps, read from the run folders; `target` is the sweep file or the
     folder holding its run folders."""
+    from .spec import SweepError, load_sweep
+    from .status import sweep_status
+
     target = Path(target)
     if target.is_file():
         target = load_sweep(target).output_root

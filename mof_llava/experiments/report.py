@@ -21,10 +21,8 @@ from ..atomic import write_text_atomic
 from .figures import Measure, alpha_figure, pattern_stats, radar_figures
 from .render import csv_text, latex, markdown
 from .reported import load_reported
-from .results import Result, ResultsError, check_comparable, collect
+from .results import DEFAULT_PROXY, Result, ResultsError, check_comparable, collect
 from .tables import Table, group_results, main_table, pattern_table, ratio_table
-
-DEFAULT_PROXY = "mmbench"
 
 
 @dataclass

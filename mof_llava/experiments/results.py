@@ -22,6 +22,8 @@ from typing import Any
 
 from .layout import find_record
 
+DEFAULT_PROXY = "mmbench"  # the instruction-following score `tables` plots against alpha
+
 METRICS_FILE = "metrics.json"
 # The paper's column order; other benchmarks follow by name.
 BENCHMARK_ORDER = ("mmvp", "pope", "mmbench", "gqa")
