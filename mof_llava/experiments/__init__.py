@@ -10,6 +10,7 @@ Modules: `spec` (reading a sweep file), `layout` (where everything lives inside 
 one place that names paths), `expand` (a sweep into runs and their resolved configs), `scripts`
 (job scripts from the templates in scripts/launch/), `status`, `results` (metrics files into
 comparable results), `tables`, `render` (Markdown / LaTeX / CSV), `figures`, `reported` (numbers
-published by others, kept apart from ours). The commands are `mof-llava sweep` and
+published by others, kept apart from ours), `api` (plan / launch / status / tables as one call
+each, with typed options). The commands are `mof-llava sweep` and
 `mof-llava tables`; the user guide is docs/experiments.md, the whole path docs/reproduce.md.
 """

@@ -1,5 +1,6 @@
 """CLIP-blind pair mining (the way the MMVP benchmark was built).
 
+api.py               the four steps as one call each (embed, pairs, sheet, export), typed jobs
 embed.py/towers.py   images -> float16 L2-normalised embeddings per tower, sharded and resumable
 search.py/ivf.py     every pair of rows with cosine >= t, exact or clustered, in bounded memory
 pairs.py             CLIP cos >= clip_min and DINOv2 cos <= dino_max, counted exclusions, CSV
