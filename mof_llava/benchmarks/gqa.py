@@ -211,6 +211,21 @@ def score_gqa(
         "per_semantic_type": _breakdown(by_semantic),
         "per_steps": _breakdown(by_steps),
         "per_question_length": _breakdown(by_length),
+        **_intervals(correct_all, by_kind),
+    }
+
+
+def _intervals(correct: Sequence[bool], by_kind: Mapping[str, Sequence[bool]]) -> dict[str, Any]:
+    """Bootstrap intervals of accuracy (and of binary / open accuracy), resampling questions."""
+    from . import intervals
+
+    accuracy = intervals.mean_interval(correct)
+    kinds = {f"{k}_ci95": intervals.mean_interval(by_kind[k]) for k in ("binary", "open") if by_kind[k]}
+    return {
+        "score_ci95": accuracy,
+        "accuracy_ci95": accuracy,
+        **kinds,
+        "bootstrap": intervals.describe("question"),
     }
 
 

@@ -354,7 +354,17 @@ def score_mmbench(
         "single_pass_accuracy_base_rows": _mean([exact[m.index] for m in main_rows]),
         "single_pass_accuracy_all_rows": _mean(list(exact.values())),
         "groups": {str(i): h for i, h in hits.items()},
+        **_intervals(list(hits.values())),
     }
+
+
+def _intervals(hits: Sequence[int]) -> dict[str, Any]:
+    """Bootstrap interval of Overall, resampling questions (a question's circular rows are one
+    unit: they share the question and the image)."""
+    from . import intervals
+
+    overall = intervals.mean_interval(hits)
+    return {"score_ci95": overall, "overall_ci95": overall, "bootstrap": intervals.describe("circular group")}
 
 
 def score_answer_file(

@@ -363,6 +363,23 @@ def pair_accuracy(correct: Mapping[int, bool]) -> tuple[float, int, int]:
     return (100.0 * both / len(pairs) if pairs else 0.0), both, len(pairs)
 
 
+def pair_intervals(correct: Mapping[int, bool]) -> dict[str, Any]:
+    """Bootstrap intervals of pair and question accuracy, resampling pairs (a pair's two
+    questions share their images, so they are not independent)."""
+    from . import intervals
+
+    pairs: dict[int, list[bool]] = {}
+    for index, ok in sorted(correct.items()):
+        pairs.setdefault((index - 1) // 2, []).append(ok)
+    both = [float(len(v) == 2 and all(v)) for v in pairs.values()]
+    share = [sum(v) / len(v) for v in pairs.values()]
+    return {
+        "pair_accuracy_ci95": intervals.mean_interval(both),
+        "question_accuracy_ci95": intervals.mean_interval(share),
+        "bootstrap": intervals.describe("pair"),
+    }
+
+
 def score_mmvp(
     answers: Mapping[str, Mapping[str, Any]],
     questions: Sequence[MMVPQuestion],
@@ -379,6 +396,7 @@ def score_mmvp(
         correct[q.index] = ok
         per_question[str(q.index)] = {"correct": ok, "read": letter, "answer": q.answer}
     accuracy, both, n_pairs = pair_accuracy(correct)
+    cis = pair_intervals(correct)
     return {
         "benchmark": "mmvp",
         "score": accuracy,
@@ -391,6 +409,8 @@ def score_mmvp(
         "grader": grader,
         "labels": labels,
         "per_question": per_question,
+        "score_ci95": cis["pair_accuracy_ci95"],
+        **cis,
     }
 
 

@@ -181,6 +181,24 @@ def score_pairs(choices: Mapping[int, str], pairs: Sequence[ImagePair]) -> dict:
         "pairs": len(records),
         "per_pattern": patterns,
         "per_pair": records,
+        **_intervals(per_pattern, order),
+    }
+
+
+def _intervals(per_pattern: Mapping[str, Sequence[bool]], order: Sequence[str]) -> dict[str, Any]:
+    """Bootstrap interval of the average, resampling pairs within each pattern (the patterns are
+    fixed in size, so each is a stratum)."""
+    import numpy as np
+
+    from . import intervals
+
+    drawn = intervals.draw([np.asarray(per_pattern[p], dtype=float) for p in order])
+    average = np.mean([100.0 * d.mean(axis=1) for d in drawn], axis=0)
+    ci = intervals.percentile_interval(average)
+    return {
+        "score_ci95": ci,
+        "average_ci95": ci,
+        "bootstrap": intervals.describe("pair, within each pattern"),
     }
 
 

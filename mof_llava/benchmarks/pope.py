@@ -31,12 +31,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .prompts import SHORT_ANSWER
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPLITS = ("adversarial", "random", "popular")  # order of LLaVA's question file
 # question_id offsets LLaVA's question file adds per split
@@ -251,22 +254,61 @@ def rates(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
     }
 
 
+def _f1_accuracy(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Percent F1 and accuracy of each resample; `drawn` is (resamples, n, 2) of (said yes, is yes)."""
+    import numpy as np
+
+    said, truth = drawn[..., 0], drawn[..., 1]
+    tp, fp, fn = (said & truth).sum(1), (said & ~truth).sum(1), (~said & truth).sum(1)
+    zeros = np.zeros(len(tp))
+    precision = np.divide(tp, tp + fp, out=zeros.copy(), where=tp + fp > 0)
+    recall = np.divide(tp, tp + fn, out=zeros.copy(), where=tp + fn > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=zeros, where=precision + recall > 0)
+    return 100 * f1, 100 * (said == truth).mean(1)
+
+
+def add_intervals(splits: dict[str, dict[str, Any]], outcomes: Mapping[str, Sequence]) -> dict[str, Any]:
+    """Per-split F1 / accuracy intervals (written into `splits`) and those of the means over the
+    splits; questions are resampled within each split. `outcomes`: split -> [(said yes, is yes)]."""
+    import numpy as np
+
+    from . import intervals
+
+    names = list(outcomes)
+    drawn = intervals.draw([np.asarray(outcomes[n], dtype=bool) for n in names])
+    per_split = {name: _f1_accuracy(d) for name, d in zip(names, drawn)}
+    for name, (f1, acc) in per_split.items():
+        splits[name]["f1_ci95"] = intervals.percentile_interval(f1)
+        splits[name]["accuracy_ci95"] = intervals.percentile_interval(acc)
+    return {
+        "mean_f1_ci95": intervals.percentile_interval(np.mean([f1 for f1, _ in per_split.values()], axis=0)),
+        "mean_accuracy_ci95": intervals.percentile_interval(
+            np.mean([a for _, a in per_split.values()], axis=0)
+        ),
+        "bootstrap": intervals.describe("question, within each split"),
+    }
+
+
 def score_pope(
     answers: Mapping[str, Mapping[str, Any]], data: PopeData, answers_path: Path | str = "<answers>"
 ) -> dict:
     """Metrics of an answer index (see `answers.load_answer_index`). Rates in the result are percent."""
     check_coverage(answers, [q.question_id for q in data.questions], answers_path, "the POPE question file")
     splits = {}
+    outcomes = {}
     for split, pairs in data.labels.items():
         preds = [
             llava_yes_no(answer_text(answers[answer_key(q.question_id)], answers_path)) for q, _ in pairs
         ]
-        tp, fp, tn, fn = confusion(preds, [a.label for _, a in pairs])
+        labels = [a.label for _, a in pairs]
+        tp, fp, tn, fn = confusion(preds, labels)
         percent = {k: 100 * v for k, v in rates(tp, fp, tn, fn).items()}
         splits[split] = {"n": len(preds), "tp": tp, "fp": fp, "tn": tn, "fn": fn, **percent}
+        outcomes[split] = [(p == "yes", g == "yes") for p, g in zip(preds, labels)]
     mean = {
         m: sum(s[m] for s in splits.values()) / len(splits) for m in ("f1", "accuracy", "precision", "recall")
     }
+    cis = add_intervals(splits, outcomes)
     return {
         "benchmark": "pope",
         "score": mean["f1"],
@@ -277,6 +319,8 @@ def score_pope(
         "mean_recall": mean["recall"],
         "splits": splits,
         "questions_per_split": {s: len(p) for s, p in data.labels.items()},
+        "score_ci95": cis["mean_f1_ci95"],
+        **cis,
     }
 
 
