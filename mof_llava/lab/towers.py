@@ -36,7 +36,9 @@ from .ssl import SelfDistiller, distill_loss, random_patch_mask, update_centre, 
 TOWERS = ("clip", "ssl")
 STATE_FILE = "train_state.pt"
 INFO_FILE = "lab_tower.json"
-PATCH = 4  # TowersConfig.patch's default: 144 patches of 4 px, so a 9 px object spans several
+# TowersConfig.patch's default: 36 patches. Patch 4 (144 patches) ran 4x slower, about 0.1 CLIP
+# steps/s on the loaded shared CPU, too slow for the ~30 min a tower may take (docs/toy-lab.md).
+PATCH = 8
 MAX_TEXT = 12  # caption tokens, BOS and EOS included
 
 
@@ -65,14 +67,14 @@ class TowersConfig:
     size: TowerSize = field(default_factory=TowerSize)
     patch: int = PATCH
     clip_crop_area: tuple[float, float] = (0.8, 1.0)
-    # Random flips and quarter turns for the CLIP only: its captions never name orientation,
-    # position or left/right, so it is taught to ignore them; the SSL tower never sees a flip.
-    clip_flips: bool = True
+    # Random flips and quarter turns for the CLIP only (its captions never name orientation,
+    # position or left/right); off by default: it left the CLIP's patch tokens as they were.
+    clip_flips: bool = False
     global_crop_area: tuple[float, float] = (0.5, 1.0)
     local_crop_area: tuple[float, float] = (0.15, 0.4)
     local_crops: int = 2
     mask_ratio: tuple[float, float] = (0.1, 0.5)
-    patch_loss_weight: float = 1.0  # iBOT's masked-patch loss against DINO's CLS loss
+    patch_loss_weight: float = 1.0  # iBOT's masked-patch loss against DINO's CLS loss (3 changed nothing)
     threads: int | None = None
     progress: bool = True
 
