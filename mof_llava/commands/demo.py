@@ -1,8 +1,8 @@
 """`mof-llava demo`: the whole pipeline in miniature, on procedural data, in 1-2 minutes on 2 CPU cores.
 
 Generates a synthetic dataset (stage-1 captions, stage-2 multi-turn Q&A, an MMVP-format benchmark),
-builds tiny random CLIP / DINOv2 / LLM checkpoints, trains I-MoF through stage 1 and stage 2 with the
-normal training code and evaluates it on the synthetic MMVP pairs. Nothing is downloaded.
+of the toy lab's 48 px scenes, takes the toy lab's trained CLIP and DINOv2 towers (assets/toy-lab/seed0)
+and a tiny random LLM, trains I-MoF through stage 1 and stage 2 with the normal training code and evaluates it on the synthetic MMVP pairs. Nothing is downloaded.
 `--sweep` rehearses the paper's whole sweep in miniature, up to its tables and figures.
 See docs/demo.md.
 """

@@ -16,6 +16,11 @@ from pathlib import Path
 from ..constants import IMAGE_TOKEN
 from ..conversation import get_template
 
+# A batch costs its longest text: the lab world's four-round conversations reach 316 tokens. Cutting
+# at 192 (a third of the demo's texts lose their last round or two; the words and the chat format
+# are all in the first rounds) nearly halves a step's cost: 0.91 -> 0.50 CPU s, measured.
+MAX_TOKENS = 192
+
 
 def training_texts(pretrain_file: Path, instruct_file: Path) -> list[str]:
     """Captions as the `plain` template ends them, and conversations in `vicuna_v1` without the
@@ -44,9 +49,11 @@ def pretrain_language_model(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    max_tokens: int = MAX_TOKENS,
 ) -> list[float]:
     """Train the causal LM in `source` on `texts` (every token supervised, linear decay) and save it
-    with its tokenizer to `target`. Returns the loss of every step. `progress`: a bar with the loss."""
+    with its tokenizer to `target`. Returns the loss of every step. `progress`: a bar with the loss.
+    Texts are cut at `max_tokens`."""
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
@@ -66,7 +73,13 @@ def pretrain_language_model(
     bar = tqdm(total=steps, desc="language pre-training", unit=" step", disable=not progress, leave=False)
     for _ in range(steps):
         picked = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
-        batch = tokenizer([texts[i] for i in picked], return_tensors="pt", padding=True)
+        batch = tokenizer(
+            [texts[i] for i in picked],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_tokens,
+        )
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
         loss.backward()
