@@ -129,3 +129,11 @@ def test_the_patch_size_is_a_recorded_setting(tmp_path):
         train_towers(_config(tmp_path, towers=("ssl",), ssl_steps=1, patch=4))
     with pytest.raises(LabError, match=rf"patch must divide the world.s {world.SIZE} px side, got 5"):
         train_towers(_config(tmp_path / "other", patch=5))
+
+
+def test_clip_flips_change_the_training_and_are_recorded(tmp_path):
+    plain = train_towers(_config(tmp_path / "plain", towers=("clip",), clip_steps=1))["clip"]
+    flipped = train_towers(_config(tmp_path / "flips", towers=("clip",), clip_steps=1, clip_flips=True))["clip"]
+    assert flipped.sha256 != plain.sha256  # the same scenes and captions, other views
+    info = json.loads((tmp_path / "flips" / "clip" / towers.INFO_FILE).read_text())
+    assert info["config"]["clip_flips"] is True
