@@ -31,6 +31,7 @@ MODULES: dict[str, str] = {
     "pope": "mof_llava.benchmarks.pope",
     "mmbench": "mof_llava.benchmarks.mmbench",
     "gqa": "mof_llava.benchmarks.gqa",
+    "naturalbench": "mof_llava.benchmarks.naturalbench",
 }
 
 ACTIONS = frozenset({"run", "score", "merge"})  # the `eval` actions that take benchmark options
