@@ -139,3 +139,57 @@ def test_tiny_model_pair_scores_only_the_response_and_matches_the_models_loss(ti
         )
     assert counts.tolist() == [len(scored)]
     torch.testing.assert_close(-logps / counts, out.loss.reshape(1), rtol=0, atol=1e-5)
+
+
+def test_one_optimiser_step_on_a_toy_pair_lowers_the_loss(tiny_model_dirs):
+    """Gradients flow through the checkpointed chunks: one SGD step on the LLM raises the chosen
+    answer's margin over the rejected one against the frozen starting point (the reference)."""
+    from PIL import Image
+
+    from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
+    from mof_llava.conversation import get_template
+    from mof_llava.data.records import Record
+    from mof_llava.data.samples import tokenize_record
+
+    torch.manual_seed(0)
+    directory = tiny_model_dirs("interleave")
+    processor = MofLlavaProcessor.from_pretrained(directory)
+    model = MofLlavaForConditionalGeneration.from_pretrained(directory)
+    question = "<image>\nWhat colour is the sky?"
+    samples = [
+        tokenize_record(
+            Record("p", "a.jpg", ((question, answer),)), get_template("vicuna_v1"), processor, 10**6
+        )
+        for answer in ("The sky is green.", "The sky is blue, as skies always are.")
+    ]
+    width = max(len(s.input_ids) for s in samples)
+    ids = torch.zeros(2, width, dtype=torch.long)  # right-padded, the padding ignored
+    labels = torch.full((2, width), IGNORE_INDEX)
+    for row, s in enumerate(samples):
+        ids[row, : len(s.input_ids)], labels[row, : len(s.labels)] = (
+            torch.tensor(s.input_ids),
+            torch.tensor(s.labels),
+        )
+    mask = labels.ne(IGNORE_INDEX) | (
+        torch.arange(width) < torch.tensor([[len(s.input_ids)] for s in samples])
+    )
+    pixels = processor.preprocess_images([Image.new("RGB", (56, 56), (20, 200, 40))] * 2)
+
+    def loss():
+        out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask.long(), output_hidden_states=True)
+        logps, counts = sequence_logps(
+            out.hidden_states[-1], model.get_output_embeddings(), labels, chunk_size=5
+        )
+        return logps, counts
+
+    with torch.no_grad():
+        reference, counts = loss()
+    optimiser = torch.optim.SGD(model.language_model.parameters(), lr=0.5)
+    first = dpo_loss(loss()[0], reference, counts, beta=0.5)
+    assert first.loss.item() == pytest.approx(math.log(2), abs=1e-6)  # policy = reference at the start
+    first.loss.backward()
+    optimiser.step()
+    with torch.no_grad():
+        after = dpo_loss(loss()[0], reference, counts, beta=0.5)
+    assert after.loss.item() < first.loss.item() - 1e-4
+    assert after.metrics()["rewards/margins"] > 0
