@@ -32,6 +32,7 @@ MODULES: dict[str, str] = {
     "mmbench": "mof_llava.benchmarks.mmbench",
     "gqa": "mof_llava.benchmarks.gqa",
     "naturalbench": "mof_llava.benchmarks.naturalbench",
+    "cvbench": "mof_llava.benchmarks.cvbench",
 }
 
 ACTIONS = frozenset({"run", "score", "merge"})  # the `eval` actions that take benchmark options
