@@ -129,7 +129,9 @@ def _add_record(
         result.pairs.append(_flat_pair(raw, location, prompt, image))
         return
     pairs = list(_native_pairs(raw, location, path, prompt, image))
-    (result.pairs.extend(pairs) if pairs else result.without_pair.append(location))
+    result.pairs.extend(pairs)
+    if not pairs:
+        result.without_pair.append(location)
 
 
 def _native_responses(raw: dict, location: RecordLocation) -> list[str]:
