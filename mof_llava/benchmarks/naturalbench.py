@@ -232,7 +232,7 @@ def score_naturalbench(
         "metric": "G-Acc: samples with all four answers right (percent)",
         **overall,
         "samples": len(samples),
-        "answers": len(ids),
+        "questions": len(ids),  # question-image pairs answered
         "unread": unread,
         "samples_off_official_layout": sum(s.answers != OFFICIAL_LAYOUT for s in samples),
         "per_type": {k: {**means(v), "samples": len(v)} for k, v in sorted(by_type.items())},

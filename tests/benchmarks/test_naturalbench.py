@@ -71,7 +71,7 @@ def test_excerpt_scores_as_the_official_scorer_and_by_hand(fixtures_dir):
         (80, 70, 60, 40)
     )
     assert metrics["score"] == metrics["g_acc"] and metrics["unread"] == 2
-    assert metrics["samples"] == 5 and metrics["samples_off_official_layout"] == 0
+    assert metrics["samples"] == 5 and metrics["questions"] == 20 and metrics["samples_off_official_layout"] == 0
     assert metrics["per_type"]["multiple_choice"]["g_acc"] == pytest.approx(50.0)
     # interval over samples, the four answers of a sample together
     per_sample_g = [float(all(x == y for x, y in zip(r, (1, 0, 0, 1)))) for r in raw]
