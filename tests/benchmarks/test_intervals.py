@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mof_llava.benchmarks import intervals, mmbench, mmvp, pope
+from mof_llava.benchmarks import gqa, intervals, mmbench, mmvp, mmvp_vlm, pope
 
 B, SEED = intervals.RESAMPLES, intervals.SEED
 
@@ -127,3 +127,37 @@ def test_mmbench_resamples_circular_groups(fixtures_dir, tmp_path):
         and metrics["score_ci95"] == metrics["overall_ci95"]
     )
     assert metrics["bootstrap"]["unit"] == "circular group"
+
+
+def test_gqa_intervals_resample_questions():
+    def q(answer, structural):
+        return {
+            "isBalanced": True,
+            "answer": answer,
+            "question": "what is it ?",
+            "semantic": [],
+            "types": {"structural": structural, "semantic": "attr"},
+        }
+
+    questions = {str(i): q("yes" if i % 2 else "red", "verify" if i % 2 else "query") for i in range(12)}
+    answers = {str(i): {"question_id": str(i), "text": ("Yes" if i % 3 else "blue")} for i in range(12)}
+    metrics = gqa.score_gqa(answers, questions)
+    correct = [(("yes" if i % 3 else "blue") == questions[str(i)]["answer"]) for i in range(12)]
+    assert metrics["accuracy_ci95"] == pytest.approx(
+        _loop_interval([correct], lambda d: 100 * sum(d[0]) / len(d[0])), abs=1e-9
+    )
+    binary = [c for i, c in enumerate(correct) if i % 2]
+    assert metrics["binary_ci95"] == pytest.approx(
+        _loop_interval([binary], lambda d: 100 * sum(d[0]) / len(d[0])), abs=1e-9
+    )
+    assert metrics["score_ci95"] == metrics["accuracy_ci95"] and metrics["bootstrap"]["unit"] == "question"
+
+
+def test_mmvp_vlm_average_resamples_pairs_within_patterns():
+    per_pattern = {"Texts": [True, False, True], "Color and Appearance": [False, False, True, True]}
+    order = list(per_pattern)
+    cis = mmvp_vlm._intervals(per_pattern, order)
+    expected = _loop_interval(
+        [per_pattern[p] for p in order], lambda d: sum(100 * sum(s) / len(s) for s in d) / len(d)
+    )
+    assert cis["average_ci95"] == pytest.approx(expected, abs=1e-9) == cis["score_ci95"]
