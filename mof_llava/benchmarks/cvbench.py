@@ -20,7 +20,6 @@ Scoring (Cambrian's cv-bench evaluation script):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .prompts import LETTER_ANSWER
+from .records import read_records
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask
 
@@ -90,24 +90,7 @@ def _rows(path: Path) -> list[tuple[str, Mapping[str, Any]]]:
         files = sorted(path.glob("test*.parquet"))
     if not files:
         raise CVBenchDataError(f"{path}: no CV-Bench files ({', '.join(ANNOTATION_FILES)} or test*.parquet)")
-    rows: list[tuple[str, Mapping[str, Any]]] = []
-    for f in files:
-        if f.suffix == ".parquet":
-            import pandas as pd
-
-            try:
-                frame = pd.read_parquet(f)
-            except ImportError as err:
-                raise CVBenchDataError(f"{f}: reading parquet needs pyarrow ({err})") from None
-            rows += [(f"{f} row {n}", r) for n, r in enumerate(frame.to_dict("records"))]
-            continue
-        for lineno, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append((f"{f}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise CVBenchDataError(f"{f}:{lineno}: not valid JSON ({err.msg})") from None
-    return rows
+    return read_records(files, CVBenchDataError)
 
 
 def read_questions(path: str | Path) -> list[CVBenchQuestion]:

@@ -28,7 +28,6 @@ layout (`samples_off_official_layout`), on which the official scorer would grade
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
+from .records import read_records
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 
@@ -127,25 +127,10 @@ def sample_from_row(row: Mapping[str, Any], base: Path, where: str) -> Sample:
 
 
 def _rows(path: Path) -> list[tuple[str, Mapping[str, Any]]]:
-    if path.suffix == ".parquet" or path.is_dir():
-        import pandas as pd
-
-        files = sorted(path.glob("**/*.parquet")) if path.is_dir() else [path]
-        if not files:
-            raise NaturalBenchDataError(f"{path}: no .parquet files")
-        try:
-            frames = [(f, pd.read_parquet(f)) for f in files]
-        except ImportError as err:
-            raise NaturalBenchDataError(f"{path}: reading parquet needs pyarrow ({err})") from None
-        return [(f"{f} row {n}", r) for f, df in frames for n, r in enumerate(df.to_dict("records"))]
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise NaturalBenchDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-    return rows
+    files = sorted(path.glob("**/*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise NaturalBenchDataError(f"{path}: no .parquet files")
+    return read_records(files, NaturalBenchDataError)
 
 
 def read_samples(path: str | Path) -> list[Sample]:

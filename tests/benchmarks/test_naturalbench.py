@@ -71,7 +71,9 @@ def test_excerpt_scores_as_the_official_scorer_and_by_hand(fixtures_dir):
         (80, 70, 60, 40)
     )
     assert metrics["score"] == metrics["g_acc"] and metrics["unread"] == 2
-    assert metrics["samples"] == 5 and metrics["questions"] == 20 and metrics["samples_off_official_layout"] == 0
+    assert (
+        metrics["samples"] == 5 and metrics["questions"] == 20 and metrics["samples_off_official_layout"] == 0
+    )
     assert metrics["per_type"]["multiple_choice"]["g_acc"] == pytest.approx(50.0)
     # interval over samples, the four answers of a sample together
     per_sample_g = [float(all(x == y for x, y in zip(r, (1, 0, 0, 1)))) for r in raw]
@@ -138,3 +140,25 @@ def test_bad_rows_and_missing_answers_fail_in_one_line(fixtures_dir, tmp_path):
     partial.write_text("\n".join(_answers(fixtures_dir).read_text().splitlines()[:-1]) + "\n")
     with pytest.raises(AnswerFileError, match="4_q1_i1"):
         naturalbench.score_answer_file(partial, naturalbench.read_samples(_data(fixtures_dir)))
+
+
+def test_parquet_release_is_read_or_refused_in_one_line(fixtures_dir, tmp_path):
+    import base64
+    import importlib.util
+
+    import pandas as pd
+
+    rows = [json.loads(line) for line in _data(fixtures_dir).read_text().splitlines()]
+    for r in rows:  # the parquet release holds the image bytes themselves
+        for k in ("Image_0", "Image_1"):
+            r[k] = {"bytes": base64.b64decode(r[k]["bytes"]), "path": None}
+    path = tmp_path / "train-00000-of-00001.parquet"
+    if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:
+        path.write_bytes(b"PAR1")
+        with pytest.raises(naturalbench.NaturalBenchDataError, match="reading parquet needs pyarrow"):
+            naturalbench.read_samples(tmp_path)
+        return
+    pd.DataFrame(rows).to_parquet(path)
+    samples = naturalbench.read_samples(tmp_path)
+    from_jsonl = naturalbench.read_samples(_data(fixtures_dir))
+    assert [s.images for s in samples] == [s.images for s in from_jsonl]
