@@ -2,8 +2,8 @@
 
 A benchmark module defines `BENCHMARK = Benchmark(...)`: its name, a one-line description, an
 options dataclass (data paths, prompt variant, grader, judge ... with defaults and help in the
-fields' metadata, see `option`), how those options become an `EvalTask` and how they score an
-answer file. `mof-llava eval` builds its subcommands, flags and help from these entries, so a new
+fields' metadata, see `mof_llava.options.option`), how those options become an `EvalTask` and how
+they score an answer file. `mof-llava eval` builds its subcommands, flags and help from these entries, so a new
 benchmark is one new module plus one line in `MODULES`, the one list of benchmarks (its order is
 the paper's, and that of `--help`); tests/benchmarks/test_registry.py checks that every module of
 this package defining a `BENCHMARK` is in it. The library verb that runs an entry is
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable, Iterable
-from dataclasses import MISSING, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..options import group, option  # also re-exported: benchmark modules declare their options with them
 
 if TYPE_CHECKING:
     from .judge import ChatJudge
@@ -35,33 +37,11 @@ MODULES: dict[str, str] = {
     "cvbench": "mof_llava.benchmarks.cvbench",
 }
 
-ACTIONS = frozenset({"run", "score", "merge"})  # the `eval` actions that take benchmark options
 RUNNING = frozenset({"run", "merge"})  # the actions that build the EvalTask
 
 
 class BenchmarkRegistryError(LookupError):
     """A benchmark name or module that the registry cannot serve."""
-
-
-def option(
-    default: Any = MISSING,
-    help: str = "",
-    *,
-    choices: Iterable[str] | None = None,
-    parse: Callable[[str], Any] | None = None,
-    actions: frozenset[str] = ACTIONS,
-) -> Any:
-    """A dataclass field that is also a command-line flag (`--<name-with-dashes>`): no default
-    means required; `parse` turns the text into the value (default: the field's type); `actions`
-    are the `eval` actions that offer it (the others keep the default)."""
-    meta = {"help": help, "choices": list(choices) if choices is not None else None, "parse": parse}
-    return field(default=default, metadata={**meta, "actions": actions})
-
-
-def group(title: str, options: type) -> Any:
-    """A nested options dataclass shown as an argument group; its flags get the field's name as a
-    prefix (`judge` + `url` -> `--judge-url`)."""
-    return field(default_factory=options, metadata={"group": title})
 
 
 def positive_int(text: str) -> int:

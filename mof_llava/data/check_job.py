@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..benchmarks.registry import option
 from ..conversation import TEMPLATES
+from ..options import option
 from .config import DataConfig
 from .samples import LENGTH_BUDGETS, TRUNCATIONS
 

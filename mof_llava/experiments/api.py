@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..benchmarks.registry import option
+from ..options import option
 from .results import DEFAULT_PROXY
 
 if TYPE_CHECKING:  # the modules doing the work load on first use: `mof-llava --help` reads only the options

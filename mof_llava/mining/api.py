@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mof_llava.atomic import write_json_atomic
-from mof_llava.benchmarks.registry import option
 from mof_llava.mining.embed import EmbedConfig, EmbedResult, embed_collection
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.export import QUALITY_MAX, QUALITY_MIN, ExportResult, export_mmvp
 from mof_llava.mining.pairs import MiningStats, PairCriteria, format_recall, summary_path
 from mof_llava.mining.search import PAIRS, SearchConfig
 from mof_llava.mining.sheet import SheetResult, draw_contact_sheet, image_root_for
+from mof_llava.options import option
 
 DEFAULT_TOWERS = ("clip=openai/clip-vit-large-patch14", "dinov2=facebook/dinov2-large")
 SHEET, EXPORT = frozenset({"sheet"}), frozenset({"export-mmvp"})  # the `mine` steps of these flags

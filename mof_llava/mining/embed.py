@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from mof_llava.atomic import write_json_atomic, write_text_atomic
-from mof_llava.benchmarks.registry import option
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.store import CORRUPT, IDS, MANIFEST, SHARDS
 from mof_llava.mining.towers import EmbeddingTowerSpec
+from mof_llava.options import option
 from mof_llava.threads import apply_cpu_threads, cap_workers
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}

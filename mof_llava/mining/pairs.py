@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from mof_llava.atomic import atomic_path
-from mof_llava.benchmarks.registry import option
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.ivf import ivf_pairs, plan_ivf
 from mof_llava.mining.kernel import BadEmbeddingError, Candidates, checked_norms
@@ -34,6 +33,7 @@ from mof_llava.mining.search import (
     sample_rows,
     sample_true_pairs,
 )
+from mof_llava.options import option
 
 CSV_COLUMNS = ["image_a", "image_b", "clip_cos", "dino_cos"]
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mof_llava.benchmarks.registry import option
 from mof_llava.mining.errors import MiningError
 from mof_llava.mining.kernel import (
     SCORE_SLACK,
@@ -34,6 +33,7 @@ from mof_llava.mining.kernel import (
     load_rows,
     pairs_between,
 )
+from mof_llava.options import option
 
 PAIRS = frozenset({"pairs"})  # the `mine` step whose flags the options are
 
