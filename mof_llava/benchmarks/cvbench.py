@@ -28,7 +28,7 @@ from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .prompts import LETTER_ANSWER
-from .records import read_records
+from .records import check_unique, release_rows
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask
 
@@ -84,26 +84,18 @@ def _question(row: Mapping[str, Any], base: Path, where: str) -> CVBenchQuestion
     )
 
 
-def _rows(path: Path) -> list[tuple[str, Mapping[str, Any]]]:
-    files = [path] if path.is_file() else [path / n for n in ANNOTATION_FILES if (path / n).is_file()]
-    if not files and path.is_dir():
-        files = sorted(path.glob("test*.parquet"))
-    if not files:
-        raise CVBenchDataError(f"{path}: no CV-Bench files ({', '.join(ANNOTATION_FILES)} or test*.parquet)")
-    return read_records(files, CVBenchDataError)
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    found = [path / n for n in ANNOTATION_FILES if (path / n).is_file()]
+    return found or sorted(path.glob("test*.parquet"))
 
 
 def read_questions(path: str | Path) -> list[CVBenchQuestion]:
-    path = Path(path)
-    if not path.exists():
-        raise CVBenchDataError(f"{path}: CV-Bench file or folder not found")
-    base = path if path.is_dir() else path.parent
-    questions = [_question(row, base, where) for where, row in _rows(path)]
-    seen: dict[int, str] = {}
-    for q in questions:
-        if q.idx in seen:
-            raise CVBenchDataError(f"{q.where}: idx {q.idx} already used at {seen[q.idx]}")
-        seen[q.idx] = q.where
+    expected = f"{', '.join(ANNOTATION_FILES)} or test*.parquet"
+    base, rows = release_rows(path, _files, CVBenchDataError, "CV-Bench", expected)
+    questions = [_question(row, base, where) for where, row in rows]
+    check_unique([(q.idx, q.where) for q in questions], "idx", CVBenchDataError)
     return questions
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
-from .records import read_records
+from .records import check_unique, release_rows
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 
@@ -126,26 +126,16 @@ def sample_from_row(row: Mapping[str, Any], base: Path, where: str) -> Sample:
     )
 
 
-def _rows(path: Path) -> list[tuple[str, Mapping[str, Any]]]:
-    files = sorted(path.glob("**/*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise NaturalBenchDataError(f"{path}: no .parquet files")
-    return read_records(files, NaturalBenchDataError)
+def _files(path: Path) -> list[Path]:
+    return sorted(path.glob("**/*.parquet")) if path.is_dir() else [path]
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    path = Path(path)
-    if not path.exists():
-        raise NaturalBenchDataError(f"{path}: NaturalBench file not found")
-    base = path if path.is_dir() else path.parent
-    samples = [sample_from_row(row, base, where) for where, row in _rows(path)]
+    base, rows = release_rows(path, _files, NaturalBenchDataError, "NaturalBench", "*.parquet or one .jsonl")
+    samples = [sample_from_row(row, base, where) for where, row in rows]
     if not samples:
         raise NaturalBenchDataError(f"{path}: no samples")
-    seen: dict[str, str] = {}
-    for s in samples:
-        if str(s.index) in seen:
-            raise NaturalBenchDataError(f"{s.where}: Index {s.index} already used at {seen[str(s.index)]}")
-        seen[str(s.index)] = s.where
+    check_unique([(s.index, s.where) for s in samples], "Index", NaturalBenchDataError)
     return samples
 
 

@@ -7,7 +7,7 @@ that cannot be read raises the benchmark's own error class with that place.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +31,30 @@ def read_records(files: Sequence[Path], error: type[Exception]) -> list[tuple[st
                 except json.JSONDecodeError as err:
                     raise error(f"{f}:{lineno}: not valid JSON ({err.msg})") from None
     return rows
+
+
+def check_unique(ids: Sequence[tuple[Any, str]], column: str, error: type[Exception]) -> None:
+    """(id, where) pairs: the second use of an id (compared as text) is an error naming both places."""
+    seen: dict[str, str] = {}
+    for value, where in ids:
+        if str(value) in seen:
+            raise error(f"{where}: {column} {value} already used at {seen[str(value)]}")
+        seen[str(value)] = where
+
+
+def release_rows(
+    path: str | Path,
+    files: Callable[[Path], list[Path]],
+    error: type[Exception],
+    what: str,
+    expected: str,
+) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
+    """(folder that relative image paths start from, rows) of a release given as a file or a
+    folder; `files` lists the files to read, `expected` names them in the error when there are none."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: {what} file or folder not found")
+    found = files(path)
+    if not found:
+        raise error(f"{path}: no {what} files ({expected})")
+    return (path if path.is_dir() else path.parent), read_records(found, error)

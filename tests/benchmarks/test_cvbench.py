@@ -87,3 +87,13 @@ def test_partial_data_has_no_score_and_bad_rows_fail_in_one_line(fixtures_dir, t
         cvbench.read_questions(bad)
     with pytest.raises(AnswerFileError):
         cvbench.score_answer_file(partial, cvbench.read_questions(_data(fixtures_dir)))
+
+
+def test_repeated_idx_is_refused_naming_both_lines(fixtures_dir, tmp_path):
+    line = (_data(fixtures_dir) / "test_2d.jsonl").read_text().splitlines()[0]
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(f"{line}\n{line}\n")
+    with pytest.raises(
+        cvbench.CVBenchDataError, match=r"twice.jsonl:2: idx 0 already used at .*twice.jsonl:1"
+    ):
+        cvbench.read_questions(twice)
