@@ -94,7 +94,10 @@ def _text(kind: str, value, decimals: int, refs: dict[tuple[str, str], int], tar
 def _stat(stat: Stat, decimals: int, target: str) -> str:
     mean = f"{stat.mean:.{decimals}f}"
     if stat.std is None:
-        return mean
+        if stat.interval is None:
+            return mean
+        lo, hi = (f"{v:.{decimals}f}" for v in stat.interval)
+        return f"{mean} [{lo}, {hi}]"
     std = f"{stat.std:.{decimals}f}"
     return f"{mean} ± {std}" if target == "md" else f"{mean} $\\pm$ {std}"
 

@@ -13,7 +13,7 @@ their own columns, marked as reported, with their sources as notes.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ class Stat:
     """Mean and sample standard deviation of a group's values (std None for one value)."""
 
     values: tuple[float, ...]
+    interval: tuple[float, float] | None = None  # one run's bootstrap 95 % interval (score_ci95)
 
     @property
     def n(self) -> int:
@@ -54,9 +55,25 @@ class Group:
     runs: list[str] = field(default_factory=list)
     results: dict[str, list[Result]] = field(default_factory=dict)  # benchmark -> one per run
 
-    def stat(self, benchmark: str, value=lambda r: r.score) -> Stat | None:
-        values = tuple(v for v in (value(r) for r in self.results.get(benchmark, [])) if v is not None)
-        return Stat(values) if values else None
+    def stat(self, benchmark: str, value: Callable[[Result], float | None] | None = None) -> Stat | None:
+        """The cell of `benchmark` (by default its score, with the interval of a one-run cell)."""
+        read = value or _score
+        results = [r for r in self.results.get(benchmark, []) if read(r) is not None]
+        if not results:
+            return None
+        return Stat(tuple(read(r) for r in results), _one_run_interval(results) if value is None else None)
+
+
+def _score(result: Result) -> float | None:
+    return result.score
+
+
+def _one_run_interval(results: Sequence[Result]) -> tuple[float, float] | None:
+    """The bootstrap interval of a cell made of one run (several runs show mean ± std instead)."""
+    interval = results[0].metrics.get("score_ci95") if len(results) == 1 else None
+    if not (isinstance(interval, list) and len(interval) == 2):
+        return None
+    return float(interval[0]), float(interval[1])
 
 
 def group_results(results: Sequence[Result]) -> list[Group]:
@@ -174,6 +191,11 @@ def _score_table(name, title_text, rows: Sequence[Group], lead: list[Column], le
                 row.append((reported or {}).get(group.name, {}).get(bench))
         table_rows.append(row)
     table = Table(name, title_text, columns, table_rows, [_stat_note()])
+    if any(isinstance(cell, Stat) and cell.interval for row in table_rows for cell in row):
+        table.notes.append(
+            "A one-run cell shows its score's bootstrap 95 % interval in brackets (score_ci95 of its metrics; "
+            "docs/evaluation.md, Confidence intervals)."
+        )
     missing = [
         f"{g.name}: {title(b)} on {g.stat(b).n if g.stat(b) else 0} of {len(g.runs)} runs"
         for g in rows
