@@ -171,7 +171,7 @@ def build_model(
         model.vision_towers[tower.name].attach_encoder(encoder)
     model.mixer.to_empty(device="cpu")
     for module in model.mixer.modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.LayerNorm)):  # the aggregator's too (zero outputs, aggregator.py)
             module.reset_parameters()
     if dtype is not None:
         model.mixer.to(dtype)

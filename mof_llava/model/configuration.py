@@ -95,6 +95,54 @@ class TowerSpec:
         return cls(**data)
 
 
+# LION's aggregator: block i cross-attends to the hidden state `offset_i` blocks before the query layer.
+LION_LAYER_OFFSETS: tuple[int, ...] = (-10, -20)
+
+
+@dataclass(frozen=True)
+class AggregatorSpec:
+    """LION's multi-level vision aggregator, one per tower (`mof_llava.model.aggregator`).
+
+    The tower's selected layer (`feature_layer`) is the query; block i (pre-norm cross-attention +
+    MLP) attends to the tower's `hidden_states` at `feature_layer + layer_offsets[i]` (LION: -10 and
+    -20, two blocks). Output projections start at zero, so the aggregator is the identity at init;
+    the token count is unchanged. `towers` names the towers that get one (None: every tower).
+    `num_heads` None takes the tower's own head count. `lr_multiplier` scales the aggregator's
+    learning rate (LION's `boost_lr_scale`).
+    """
+
+    layer_offsets: tuple[int, ...] = LION_LAYER_OFFSETS
+    towers: tuple[str, ...] | None = None
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+    lr_multiplier: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layer_offsets"] = list(self.layer_offsets)
+        data["towers"] = list(self.towers) if self.towers is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AggregatorSpec:
+        data = dict(data)
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise MofLlavaConfigError(f"mixer.aggregator: unknown keys {sorted(unknown)}")
+        if "layer_offsets" in data:
+            data["layer_offsets"] = tuple(int(v) for v in data["layer_offsets"])
+        if data.get("towers") is not None:
+            data["towers"] = tuple(str(v) for v in data["towers"])
+        for key in ("mlp_ratio", "lr_multiplier"):
+            if key in data:
+                data[key] = float(data[key])
+        return cls(**data)
+
+    def tower_names(self, names: Sequence[str]) -> list[str]:
+        """The towers, of `names`, that get an aggregator."""
+        return [n for n in names if self.towers is None or n in self.towers]
+
+
 @dataclass(frozen=True)
 class MixerSpec:
     """How tower features become visual tokens (see `mof_llava.model.mixer.FeatureMixer`).
@@ -109,6 +157,9 @@ class MixerSpec:
 
     When towers produce different token grids, `grid` = [h, w] resamples every tower's 2-D grid to
     that size (bilinear) before mixing; without it, differing grids are a configuration error.
+
+    `aggregator` (an `AggregatorSpec`, off when None) refines each tower's features with LION's
+    multi-level aggregator before mixing; it keeps the token count, so it composes with every mode.
     """
 
     mode: MixMode = "none"
@@ -116,10 +167,15 @@ class MixerSpec:
     adapter: str = "mlp2x_gelu"
     grid: tuple[int, int] | None = None
     additive_projection: bool = False
+    aggregator: AggregatorSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["grid"] = list(self.grid) if self.grid is not None else None
+        # Without an aggregator the saved mixer reads exactly as before the option existed.
+        data.pop("aggregator")
+        if self.aggregator is not None:
+            data["aggregator"] = self.aggregator.to_dict()
         return data
 
     @classmethod
@@ -132,6 +188,8 @@ class MixerSpec:
             data["grid"] = tuple(int(v) for v in data["grid"])
         if "alpha" in data:
             data["alpha"] = float(data["alpha"])
+        if isinstance(data.get("aggregator"), Mapping):
+            data["aggregator"] = AggregatorSpec.from_dict(data["aggregator"])
         return cls(**data)
 
 
@@ -275,6 +333,10 @@ class MofLlavaConfig(PreTrainedConfig):
                     f"tower {tower.name!r} is a CLIP model trained at {configured} px but images are {self.image_size} px"
                 )
         mixing_grid(spec, self.tower_grids)  # refuses grids it cannot mix
+        if spec.aggregator is not None:
+            for tower in towers:
+                if tower.name in spec.aggregator.tower_names([t.name for t in towers]):
+                    aggregator_layers(spec.aggregator, tower)  # refuses layers the tower lacks
 
 
 def validate_mixer(spec: MixerSpec, names: list[str]) -> None:
@@ -305,6 +367,45 @@ def validate_mixer(spec: MixerSpec, names: list[str]) -> None:
         raise MofLlavaConfigError("mixer.additive_projection only applies to additive mixing")
     if spec.grid is not None and (len(spec.grid) != 2 or min(spec.grid) < 1):
         raise MofLlavaConfigError(f"mixer.grid must be two positive integers [h, w], got {list(spec.grid)}")
+    if spec.aggregator is not None:
+        _validate_aggregator(spec.aggregator, names)
+
+
+def _validate_aggregator(spec: AggregatorSpec, names: list[str]) -> None:
+    if not spec.layer_offsets or any(o >= 0 for o in spec.layer_offsets):
+        raise MofLlavaConfigError(
+            f"mixer.aggregator.layer_offsets must be negative offsets from the query layer (LION: [-10, -20]), "
+            f"got {list(spec.layer_offsets)}"
+        )
+    if spec.towers is not None and (not spec.towers or set(spec.towers) - set(names)):
+        raise MofLlavaConfigError(f"mixer.aggregator.towers {list(spec.towers)} must name some of the towers {names}")
+    if spec.num_heads is not None and spec.num_heads < 1:
+        raise MofLlavaConfigError(f"mixer.aggregator.num_heads must be positive, got {spec.num_heads}")
+    if spec.mlp_ratio <= 0 or spec.lr_multiplier <= 0:
+        raise MofLlavaConfigError(
+            f"mixer.aggregator.mlp_ratio and lr_multiplier must be positive, got {spec.mlp_ratio} and {spec.lr_multiplier}"
+        )
+
+
+def aggregator_layers(spec: AggregatorSpec, tower: TowerSpec) -> tuple[int, ...]:
+    """The `hidden_states` indices (0 = embeddings) tower's aggregator reads, query first: the one place
+    that turns LION's offsets into layers. A 24-block CLIP at layer -2 gives (23, 13, 3)."""
+    n_states = int(tower.vision_config["num_hidden_layers"]) + 1
+    query = tower.feature_layer if tower.feature_layer >= 0 else n_states + tower.feature_layer
+    layers = (query, *(query + offset for offset in spec.layer_offsets))
+    if not 0 <= query < n_states or min(layers) < 0:
+        raise MofLlavaConfigError(
+            f"tower {tower.name!r}: the aggregator reads hidden_states {list(layers)} (feature_layer "
+            f"{tower.feature_layer} + offsets {list(spec.layer_offsets)}) but the tower has only {n_states} (0..{n_states - 1})"
+        )
+    width, heads = tower.hidden_size, aggregator_heads(spec, tower)
+    if width % heads:
+        raise MofLlavaConfigError(f"tower {tower.name!r}: aggregator num_heads {heads} does not divide the width {width}")
+    return layers
+
+
+def aggregator_heads(spec: AggregatorSpec, tower: TowerSpec) -> int:
+    return spec.num_heads or int(tower.vision_config.get("num_attention_heads", 1))
 
 
 def _validate_pos_interpolation(tower: TowerSpec) -> None:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import build_adapter
-from .configuration import MixerSpec, TowerSpec
+from .aggregator import MultiLevelAggregator
+from .configuration import MixerSpec, TowerSpec, aggregator_layers
 
 SHARED = "shared"  # adapter key for modes that mix before a single adapter
 
@@ -61,6 +62,19 @@ class FeatureMixer(nn.Module):
         else:  # configuration validation rejects this earlier
             raise ValueError(f"unknown mixer mode {spec.mode!r}")
         self.adapters = nn.ModuleDict(adapters)
+        self._init_aggregators(spec, towers)
+
+    def _init_aggregators(self, spec: MixerSpec, towers: tuple[TowerSpec, ...]) -> None:
+        """LION's aggregator per tower (`mixer.aggregator`); `tower_layers` says which hidden states
+        each tower must give, the selected layer first."""
+        self.aggregators = nn.ModuleDict()
+        self.tower_layers = {t.name: (t.feature_layer,) for t in towers}
+        if spec.aggregator is None:
+            return
+        for tower in towers:
+            if tower.name in spec.aggregator.tower_names(self.tower_names):
+                self.aggregators[tower.name] = MultiLevelAggregator(spec.aggregator, tower)
+                self.tower_layers[tower.name] = aggregator_layers(spec.aggregator, tower)
 
     @property
     def required_towers(self) -> list[str]:
@@ -71,10 +85,14 @@ class FeatureMixer(nn.Module):
             return [self.tower_names[int(self.spec.alpha)]]
         return list(self.tower_names)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, features: dict[str, torch.Tensor], earlier: dict[str, tuple[torch.Tensor, ...]] | None = None
+    ) -> torch.Tensor:
         """{tower name: [n_images, tokens, width]} -> visual tokens [n_images, n_visual, text_hidden], n_visual
-        being `configuration.num_visual_tokens` of this mixer's spec and tower grids."""
-        features = {name: self._to_grid(name, features[name]) for name in self.required_towers}
+        being `configuration.num_visual_tokens` of this mixer's spec and tower grids. `earlier` holds, for
+        each tower with an aggregator, its other `tower_layers` (in that order)."""
+        features = {name: self._aggregate(name, features[name], earlier) for name in self.required_towers}
+        features = {name: self._to_grid(name, f) for name, f in features.items()}
         mode = self.spec.mode
         if mode == "none":
             (name,) = features
@@ -86,6 +104,13 @@ class FeatureMixer(nn.Module):
         if mode == "concat":
             return self.adapters[SHARED](torch.cat([features[name] for name in self.tower_names], dim=-1))
         return self.adapters[SHARED](self._additive_mix(features))
+
+    def _aggregate(self, name: str, features: torch.Tensor, earlier: dict | None) -> torch.Tensor:
+        if name not in self.aggregators:
+            return features
+        if earlier is None or name not in earlier:
+            raise ValueError(f"tower {name!r} has an aggregator: pass its hidden states {self.tower_layers[name][1:]}")
+        return self.aggregators[name](features, tuple(earlier[name]))
 
     def _additive_mix(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         first, second = self.tower_names

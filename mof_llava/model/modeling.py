@@ -30,6 +30,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from ..constants import IGNORE_INDEX
+from .aggregator import ZeroInitLinear
 from .configuration import MofLlavaConfig
 from .mixer import FeatureMixer
 from .towers import VisionTower
@@ -49,8 +50,16 @@ class MofLlavaPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         # The adapters start from PyTorch's default Linear init, as LLaVA's projector does; towers and
-        # the LLM are transformers models and initialise themselves.
-        if isinstance(module, nn.Linear):
+        # the LLM are transformers models and initialise themselves. The aggregator's output
+        # projections start at zero and its norms at the identity (aggregator.py).
+        if isinstance(module, ZeroInitLinear):
+            init.zeros_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 bound = 1 / math.sqrt(module.in_features)
@@ -93,8 +102,13 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
     # -- vision -----------------------------------------------------------------------------------
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[n_images, 3, H, W] -> visual tokens [n_images, num_image_tokens, text_hidden_size]."""
-        features = {name: self.vision_towers[name](pixel_values) for name in self.mixer.required_towers}
-        return self.mixer(features)
+        features, earlier = {}, {}
+        for name in self.mixer.required_towers:
+            # The tower's selected layer, plus the earlier layers its aggregator reads (if any).
+            features[name], *earlier[name] = self.vision_towers[name].hidden_states(
+                pixel_values, self.mixer.tower_layers[name]
+            )
+        return self.mixer(features, earlier)
 
     def _dummy_visual_term(self, like: torch.Tensor) -> torch.Tensor:
         """A zero that depends on every tower and adapter in use.

@@ -62,19 +62,24 @@ class VisionTower(nn.Module):
         # Frozen towers stay in eval mode whatever the surrounding model does.
         return super().train(False)
 
-    @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[n_images, 3, H, W] -> patch features [n_images, grid_h * grid_w, hidden_size]."""
+        return self.hidden_states(pixel_values, (self.spec.feature_layer,))[0]
+
+    @torch.no_grad()
+    def hidden_states(self, pixel_values: torch.Tensor, layers: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """The encoder's `hidden_states[i]` for each i of `layers` (one forward pass), each taken as
+        `forward`'s features are (prefix tokens dropped when the spec says so)."""
         if self.renorm is not None:
             scale, shift = (torch.tensor(v, device=pixel_values.device).view(1, 3, 1, 1) for v in self.renorm)
             pixel_values = pixel_values.float() * scale + shift
         pixel_values = pixel_values.to(self.encoder.dtype)
         outputs = self.encoder(pixel_values=pixel_values, output_hidden_states=True)
-        features = outputs.hidden_states[self.spec.feature_layer]
+        selected = tuple(outputs.hidden_states[i] for i in layers)
         if self.spec.drop_prefix_tokens:
             # Patch tokens come last in every ViT here ([CLS, registers..., patches]).
-            features = features[:, -self.num_patches :]
-        return features
+            selected = tuple(features[:, -self.num_patches :] for features in selected)
+        return selected
 
 
 def hub_interpolate_pos_encoding(self: nn.Module, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -4,6 +4,8 @@
               (I-MoF: both adapters, jointly; A-MoF: its single shared adapter)
     finetune  (stage 2, instruction tuning)  towers frozen; adapters and the LLM trained,
               fully or through LoRA on the LLM's linear layers (the adapters are then still trained in full)
+    Both stages train the whole mixer, so LION's aggregators (`mixer.aggregators`, when configured)
+    train with the adapters; they get their own log line.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def trainable_by_module(model: nn.Module) -> dict[str, ModuleCount]:
     base = _unwrap(model)
     parts: dict[str, nn.Module] = {f"vision_towers.{n}": t for n, t in base.vision_towers.items()}
     parts["mixer"] = base.mixer
+    if len(base.mixer.aggregators):  # LION's aggregators are part of the mixer; their own line says so
+        parts["mixer.aggregators"] = base.mixer.aggregators
     parts["language_model"] = base.language_model
     counts = {}
     for name, module in parts.items():
