@@ -89,6 +89,24 @@ def test_help_is_light(argv):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["data", "check", "--help"], ["mine", "pairs", "--help"]])
+def test_help_does_not_load_the_config_validator(argv):
+    """Flags are built from the options dataclasses alone; pydantic (typed_config) loads when a value
+    is converted."""
+    result = _run_python(
+        "import sys\n"
+        "from mof_llava import cli\n"
+        "try:\n"
+        f"    cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'pydantic' not in sys.modules and 'mof_llava.typed_config' not in sys.modules\n"
+        "from mof_llava.commands.dataclass_args import _converter\n"
+        "assert _converter(int)('3') == 3 and 'pydantic' in sys.modules\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     "setup",
     [

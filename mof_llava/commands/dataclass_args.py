@@ -1,9 +1,10 @@
 """Command-line flags generated from options dataclasses (fields made with
-`mof_llava.benchmarks.registry.option` / `group`), and the dataclass back from the parsed flags.
+`mof_llava.options.option` / `group`), and the dataclass back from the parsed flags.
 
 A field `judge_temperature` is `--judge-temperature`; `bool` fields are switches; `X | None`
 fields are optional; a field without a default is a required flag. A flag's text becomes its field's
-type through `mof_llava.typed_config.convert`, the validation of the YAML configs.
+type through `mof_llava.typed_config.convert`, the validation of the YAML configs, imported when a
+flag is converted: building the parser (`mof-llava --help`) does not load pydantic.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import dataclasses
 import types
 import typing
 from typing import Any
-
-from mof_llava.typed_config import ConfigError, convert
 
 
 def _flag_type(hint: Any) -> Any:
@@ -64,6 +63,8 @@ def _converter(hint: Any) -> Any:
     """argparse's `type=`: the text as `hint`, or the one-line reason argparse prints after the flag."""
 
     def parse(text: str) -> Any:
+        from mof_llava.typed_config import ConfigError, convert
+
         try:
             return convert(hint, text, "")
         except ConfigError as err:

@@ -8,16 +8,15 @@ from, and the length settings, in one typed job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..conversation import TEMPLATES
 from ..options import option
-from .config import DataConfig
 from .samples import LENGTH_BUDGETS, TRUNCATIONS
 
-if TYPE_CHECKING:  # loads on first use: `mof-llava --help` reads only the options
+if TYPE_CHECKING:  # loads on first use: `mof-llava --help` reads only the options (no pydantic)
     from .check import DataReport
 
 
@@ -32,8 +31,9 @@ MIXERS = ("none", "additive", "interleave", "concat")
 @dataclass(frozen=True)
 class CheckJob:
     """The dataset, where the tokenizer and visual token count come from (`model`, or `tokenizer` and
-    `mixer`), and training's settings; defaults of the settings are DataConfig's. The option fields
-    are `data check`'s flags."""
+    `mixer`), and training's settings; a setting left None is DataConfig's default (read on use, so
+    that building the parser does not load the config types). The option fields are `data check`'s
+    flags."""
 
     data: str | Path  # LLaVA JSON array or JSONL file
     model: str | None = None  # a saved MoF-LLaVA model directory (its processor is used), or
@@ -49,25 +49,23 @@ class CheckJob:
         None, "with --tokenizer: image side in pixels (default: CLIP's 336)", actions=CHECK
     )
     image_folder: str | Path | None = option(None, "root of the records' relative image paths", actions=CHECK)
-    template: str = option(
-        DataConfig.template,
+    template: str | None = option(
+        None,
         "conversation template the data is rendered with: vicuna_v1 (default, LLaVA-1.5's stage 2), "
         "llava_v1, or plain (stage 1: one image and its caption)",
         choices=tuple(TEMPLATES),
         actions=CHECK,
     )
-    max_length: int = option(
-        DataConfig.max_length, "token budget per sample (model_max_length)", actions=CHECK
-    )
-    length_budget: str = option(
-        DataConfig.length_budget,
+    max_length: int | None = option(None, "token budget per sample (model_max_length)", actions=CHECK)
+    length_budget: str | None = option(
+        None,
         "what --max-length counts: every token the LLM reads (expanded, default) or the text and one "
         "token per image (text, the MMVP fork); the report compares all settings",
         choices=LENGTH_BUDGETS,
         actions=CHECK,
     )
-    truncation: str = option(
-        DataConfig.truncation,
+    truncation: str | None = option(
+        None,
         "how a sample over budget is shortened: whole trailing rounds (default) or cut mid-round (tokens)",
         choices=TRUNCATIONS,
         actions=CHECK,
@@ -98,11 +96,23 @@ def load_processor(job: CheckJob):
     return paper_processor(job.tokenizer, job.mixer, job.image_size)
 
 
+TRAINING_SETTINGS = ("template", "max_length", "length_budget", "truncation")  # defaults: DataConfig's
+
+
+def with_training_defaults(job: CheckJob) -> CheckJob:
+    """`job` with each setting left None set to DataConfig's default."""
+    from .config import DataConfig
+
+    unset = [name for name in TRAINING_SETTINGS if getattr(job, name) is None]
+    return replace(job, **{name: getattr(DataConfig, name) for name in unset})
+
+
 def check(job: CheckJob, processor=None) -> DataReport:
     """Validate every record and image and measure the token lengths; `processor` defaults to
     `load_processor(job)`."""
     from .check import check_dataset
 
+    job = with_training_defaults(job)
     return check_dataset(
         job.data,
         processor if processor is not None else load_processor(job),
