@@ -8,7 +8,7 @@ Importing this package registers the model with transformers' Auto classes (`Aut
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from .builder import ModelRecipe, TowerRecipe, build_model, llava15_recipe, mof_recipe
-from .configuration import MixerSpec, MofLlavaConfig, MofLlavaConfigError, TowerSpec
+from .configuration import AggregatorSpec, MixerSpec, MofLlavaConfig, MofLlavaConfigError, TowerSpec
 from .modeling import MofLlavaForConditionalGeneration, MofLlavaPreTrainedModel
 from .processing import EncodedText, MofLlavaProcessor
 
@@ -17,6 +17,7 @@ AutoModelForImageTextToText.register(MofLlavaConfig, MofLlavaForConditionalGener
 AutoProcessor.register(MofLlavaConfig, MofLlavaProcessor, exist_ok=True)
 
 __all__ = [
+    "AggregatorSpec",
     "EncodedText",
     "MixerSpec",
     "ModelRecipe",

@@ -89,9 +89,7 @@ class TowerSpec:
         for key in ("image_mean", "image_std"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
-        unknown = set(data) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise MofLlavaConfigError(f"tower {data.get('name')!r}: unknown keys {sorted(unknown)}")
+        _refuse_unknown_keys(cls, data, f"tower {data.get('name')!r}")
         return cls(**data)
 
 
@@ -126,9 +124,7 @@ class AggregatorSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AggregatorSpec:
         data = dict(data)
-        unknown = set(data) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise MofLlavaConfigError(f"mixer.aggregator: unknown keys {sorted(unknown)}")
+        _refuse_unknown_keys(cls, data, "mixer.aggregator")
         if "layer_offsets" in data:
             data["layer_offsets"] = tuple(int(v) for v in data["layer_offsets"])
         if data.get("towers") is not None:
@@ -181,9 +177,7 @@ class MixerSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MixerSpec:
         data = dict(data)
-        unknown = set(data) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise MofLlavaConfigError(f"mixer: unknown keys {sorted(unknown)}")
+        _refuse_unknown_keys(cls, data, "mixer")
         if data.get("grid") is not None:
             data["grid"] = tuple(int(v) for v in data["grid"])
         if "alpha" in data:
@@ -191,6 +185,12 @@ class MixerSpec:
         if isinstance(data.get("aggregator"), Mapping):
             data["aggregator"] = AggregatorSpec.from_dict(data["aggregator"])
         return cls(**data)
+
+
+def _refuse_unknown_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    unknown = set(data) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise MofLlavaConfigError(f"{what}: unknown keys {sorted(unknown)}")
 
 
 Grids = Mapping[str, tuple[int, int]] | Sequence[tuple[int, int]]

@@ -217,3 +217,16 @@ def test_built_from_component_checkpoints_the_aggregator_starts_as_the_identity(
     pixels = torch.randn(2, 3, model.config.image_size, model.config.image_size)
     with torch.no_grad():
         assert torch.equal(model.get_image_features(pixels), base.get_image_features(pixels))
+
+
+def test_stage1_adapters_artifact_carries_the_aggregator(tmp_path):
+    from mof_llava.model.adapter_artifact import AdapterLoadError, load_adapters, save_adapters
+
+    base, model = _pair("interleave")
+    _randomise(model.mixer.aggregators)
+    save_adapters(model, tmp_path)
+    _, fresh = _pair("interleave")
+    load_adapters(fresh, tmp_path)
+    assert all(torch.equal(p, q) for p, q in zip(fresh.mixer.parameters(), model.mixer.parameters()))
+    with pytest.raises(AdapterLoadError, match="trained for a different model"):
+        load_adapters(base, tmp_path)  # a mixer without the aggregator refuses it
