@@ -274,9 +274,10 @@ def export_llava_hf(
     config = model.config
     spec = config.mixer_spec
     towers = config.towers
-    if spec.mode != "none" or spec.adapter != "mlp2x_gelu" or len(towers) != 1:
+    if spec.mode != "none" or spec.adapter != "mlp2x_gelu" or len(towers) != 1 or spec.aggregator is not None:
         raise ConversionError(
-            "only baseline models (one tower, mixer 'none', adapter 'mlp2x_gelu') map onto LlavaForConditionalGeneration; "
+            "only baseline models (one tower, mixer 'none', adapter 'mlp2x_gelu', no aggregator) map onto "
+            "LlavaForConditionalGeneration; "
             f"this one has mixer {config.mixer} and towers {[t.name for t in towers]}"
         )
     tower = towers[0]

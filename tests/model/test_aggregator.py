@@ -230,3 +230,12 @@ def test_stage1_adapters_artifact_carries_the_aggregator(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(fresh.mixer.parameters(), model.mixer.parameters()))
     with pytest.raises(AdapterLoadError, match="trained for a different model"):
         load_adapters(base, tmp_path)  # a mixer without the aggregator refuses it
+
+
+def test_llava_hf_export_refuses_a_model_with_an_aggregator():
+    # llava-hf has no place for the aggregator: exporting would drop it silently.
+    from mof_llava.convert import ConversionError, export_llava_hf
+
+    _, model = _pair("none")
+    with pytest.raises(ConversionError, match="no aggregator"):
+        export_llava_hf(model, processor=None)
