@@ -239,3 +239,10 @@ def test_llava_hf_export_refuses_a_model_with_an_aggregator():
     _, model = _pair("none")
     with pytest.raises(ConversionError, match="no aggregator"):
         export_llava_hf(model, processor=None)
+
+
+def test_stage2_trains_the_aggregator_towers_stay_frozen():
+    _, model = _pair("interleave")
+    model = apply_stage(model, "finetune")
+    assert all(p.requires_grad for p in model.mixer.aggregators.parameters())
+    assert not any(p.requires_grad for p in model.vision_towers.parameters())
