@@ -22,12 +22,15 @@ def option(
     choices: Iterable[str] | None = None,
     parse: Callable[[str], Any] | None = None,
     actions: frozenset[str] = ACTIONS,
+    flag: str | None = None,
+    metavar: str | None = None,
 ) -> Any:
-    """A dataclass field that is also a command-line flag (`--<name-with-dashes>`): no default
-    means required; `parse` turns the text into the value (default: the field's type); `actions`
-    are the actions that offer it (the others keep the default)."""
+    """A dataclass field that is also a command-line flag (`--<name-with-dashes>`, or `flag`): no
+    default means required; `parse` turns the text into the value (default: the field's type; a
+    `tuple[X, ...]` field is a repeatable flag, each use one item); `actions` are the actions that
+    offer it (the others keep the default)."""
     meta = {"help": help, "choices": list(choices) if choices is not None else None, "parse": parse}
-    return field(default=default, metadata={**meta, "actions": actions})
+    return field(default=default, metadata={**meta, "actions": actions, "flag": flag, "metavar": metavar})
 
 
 def group(title: str, options: type) -> Any:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mof_llava.benchmarks.registry import option
 from mof_llava.commands.dataclass_args import add_arguments, from_args
 from mof_llava.data.config import DataConfig
 from mof_llava.experiments.spec import SweepError, load_sweep
 from mof_llava.model.builder import TowerRecipe
 from mof_llava.model.configuration import MixerSpec
+from mof_llava.options import option
 from mof_llava.training.config import LoraConfig, RunConfig, load_run_config
 from mof_llava.typed_config import ConfigError, dump_yaml, read_config, validate
 
@@ -192,3 +192,23 @@ def test_generated_flags_convert_through_the_same_validation(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--count", "three"])
     assert "argument --count: expected int, got 'three'" in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class _Repeated:
+    sizes: tuple[int, ...] = option((4,), "a size (repeatable)", actions=frozenset({"run"}), metavar="N")
+    names: tuple[str, ...] | None = option(None, "a name", actions=frozenset({"run"}), flag="--name")
+
+
+def test_a_tuple_field_is_a_repeatable_flag_of_typed_items(capsys):
+    parser = argparse.ArgumentParser(prog="p")
+    add_arguments(parser, _Repeated, "run")
+    given = from_args(
+        _Repeated, parser.parse_args(["--sizes", "1", "--name", "a", "--sizes", "2", "--name", "b"])
+    )
+    assert given == _Repeated(sizes=(1, 2), names=("a", "b"))
+    assert from_args(_Repeated, parser.parse_args([])) == _Repeated()  # absent: the field's default
+    assert "--sizes N" in parser.format_help() and "--names" not in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--sizes", "x"])
+    assert "argument --sizes: expected int, got 'x'" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 `mof_llava.options.option` / `group`), and the dataclass back from the parsed flags.
 
 A field `judge_temperature` is `--judge-temperature`; `bool` fields are switches; `X | None`
-fields are optional; a field without a default is a required flag. A flag's text becomes its field's
+fields are optional; `tuple[X, ...]` fields are repeatable flags (`--only a --only b`, absent: the
+field's default); a field without a default is a required flag. A flag's text becomes its field's
 type through `mof_llava.typed_config.convert`, the validation of the YAML configs, imported when a
 flag is converted: building the parser (`mof-llava --help`) does not load pydantic.
 """
@@ -42,21 +43,34 @@ def add_arguments(
         if not _offered(f, action, only_this_action):
             continue
         kind = _flag_type(hints[f.name])
-        flag = "--" + dest.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + dest.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, dest=dest, action="store_true", help=f.metadata["help"])
             continue
         kwargs: dict[str, Any] = {"dest": dest, "help": f.metadata["help"] or None}
-        parse = f.metadata["parse"] or (None if kind is str else _converter(hints[f.name]))
+        hint, item = hints[f.name], _repeated(kind)
+        if item is not None:  # absent: no attribute, so from_args keeps the field's default
+            hint = kind = item
+            kwargs.update(action="append", default=argparse.SUPPRESS)
+        parse = f.metadata["parse"] or (None if kind is str else _converter(hint))
         if parse is not None:
             kwargs["type"] = parse
-        if f.metadata["choices"] is not None:
-            kwargs["choices"] = f.metadata["choices"]
+        for key in ("choices", "metavar"):
+            if f.metadata.get(key) is not None:
+                kwargs[key] = f.metadata[key]
         if f.default is dataclasses.MISSING:
             kwargs["required"] = True
-        else:
+        elif item is None:
             kwargs["default"] = f.default
         parser.add_argument(flag, **kwargs)
+
+
+def _repeated(kind: Any) -> Any:
+    """`tuple[str, ...]` -> str: the item type of a repeatable flag (None: not repeatable)."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
 
 
 def _converter(hint: Any) -> Any:
@@ -88,5 +102,6 @@ def from_args(options: type, args: argparse.Namespace, prefix: str = "") -> Any:
         if "group" in f.metadata:
             values[f.name] = from_args(hints[f.name], args, dest + "_")
         elif hasattr(args, dest):
-            values[f.name] = getattr(args, dest)
+            value = getattr(args, dest)
+            values[f.name] = tuple(value) if isinstance(value, list) else value  # a repeated flag's items
     return options(**values)

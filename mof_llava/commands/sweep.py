@@ -35,28 +35,8 @@ def add_parser(subparsers) -> None:
     for name, action in (("plan", plan), ("launch", launch)):
         action.add_argument("sweep", type=Path, help="sweep file, e.g. configs/experiments/sweeps/paper.yaml")
         add_arguments(action, SweepOptions, name)
-        action.add_argument(
-            "--grid",
-            action="append",
-            default=[],
-            metavar="KEY=[V1,V2]",
-            help="sweep a config key over values for every arm (YAML list), e.g. model.mixer.alpha=[0,0.5,1]",
-        )
-        action.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="set a config key in every run (prefix stage1. or stage2. for one stage), e.g. train.per_device_batch_size=8",
-        )
-        action.add_argument(
+        action.add_argument(  # text, read as seeds by _options (its errors are the sweep's)
             "--seeds", help="train every run once per seed, e.g. 1,2,3 (replaces the file's seeds)"
-        )
-        action.add_argument(
-            "--only",
-            action="append",
-            metavar="GLOB",
-            help="only these runs in the launch script (shell pattern on run or group name, repeatable)",
         )
     add_arguments(launch, LaunchOptions, "launch")
     plan.set_defaults(func=_cmd_plan)
@@ -75,9 +55,7 @@ def _options(args: argparse.Namespace):
     from ..experiments.spec import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds else None
-    only = tuple(args.only) if args.only else None
-    given = from_args(sweep.SweepOptions, args)
-    return replace(given, grid=tuple(args.grid), settings=tuple(args.set), seeds=seeds, only=only)
+    return replace(from_args(sweep.SweepOptions, args), seeds=seeds)
 
 
 def _sweep_errors(command):

@@ -43,20 +43,37 @@ LAUNCHER_HELP = (
 @dataclass(frozen=True)
 class SweepOptions:
     """A sweep file and what the command line changes in it; the option fields are flags of `sweep
-    plan` and `launch` (the others are --grid, --set, --seeds and --only)."""
+    plan` and `launch` (`seeds` is --seeds, text such as 1,2,3)."""
 
     sweep: str | Path
     launcher: str | None = option(None, LAUNCHER_HELP, actions=PLANNING)
     nodes: int | None = option(None, "nodes per training job", actions=PLANNING)
     gpus_per_node: int | None = option(None, "GPUs (processes) per node", actions=PLANNING)
-    grid: tuple[str, ...] = ()  # "KEY=[V1,V2]": sweep a key over values for every arm
-    settings: tuple[str, ...] = ()  # "KEY=VALUE" in every run (stage1./stage2. prefix: one stage)
-    seeds: tuple[int, ...] | None = None  # replaces the file's seeds
-    only: tuple[str, ...] | None = None  # run or group name patterns in the launch script
     output_root: Path | None = option(
         None, "folder of the run folders (default: the file's output_root)", actions=PLANNING
     )
     force: bool = option(False, "rewrite the configs of runs that have started", actions=PLANNING)
+    grid: tuple[str, ...] = option(
+        (),
+        "sweep a config key over values for every arm (YAML list), e.g. model.mixer.alpha=[0,0.5,1]",
+        actions=PLANNING,
+        metavar="KEY=[V1,V2]",
+    )
+    settings: tuple[str, ...] = option(
+        (),
+        "set a config key in every run (prefix stage1. or stage2. for one stage), e.g. "
+        "train.per_device_batch_size=8",
+        actions=PLANNING,
+        flag="--set",
+        metavar="KEY=VALUE",
+    )
+    seeds: tuple[int, ...] | None = None  # replaces the file's seeds
+    only: tuple[str, ...] | None = option(
+        None,
+        "only these runs in the launch script (shell pattern on run or group name, repeatable)",
+        actions=PLANNING,
+        metavar="GLOB",
+    )
 
 
 LAUNCH = frozenset({"launch"})
