@@ -76,33 +76,30 @@ def test_auto_classes_know_us_whatever_was_imported_first(first):
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["mine", "embed", "--help"]])
 def test_help_is_light(argv):
-    result = _run_python(
-        "import sys\n"
-        "from mof_llava import cli\n"
-        "try:\n"
-        f"    cli.main({argv!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
+    result = _after_main(
+        argv,
         "heavy = [m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
+        "assert not heavy, heavy\n",
     )
     assert result.returncode == 0, result.stderr
+
+
+def _after_main(argv: list[str], code: str) -> subprocess.CompletedProcess:
+    """`code` run in a fresh interpreter after `cli.main(argv)` (and its SystemExit)."""
+    return _run_python(
+        f"import sys\nfrom mof_llava import cli\ntry:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n{code}"
+    )
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "check", "--help"], ["mine", "pairs", "--help"]])
 def test_help_does_not_load_the_config_validator(argv):
     """Flags are built from the options dataclasses alone; pydantic (typed_config) loads when a value
     is converted."""
-    result = _run_python(
-        "import sys\n"
-        "from mof_llava import cli\n"
-        "try:\n"
-        f"    cli.main({argv!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
+    result = _after_main(
+        argv,
         "assert 'pydantic' not in sys.modules and 'mof_llava.typed_config' not in sys.modules\n"
         "from mof_llava.commands.dataclass_args import _converter\n"
-        "assert _converter(int)('3') == 3 and 'pydantic' in sys.modules\n"
+        "assert _converter(int)('3') == 3 and 'pydantic' in sys.modules\n",
     )
     assert result.returncode == 0, result.stderr
 
