@@ -79,11 +79,12 @@ step() {
   fi
   mkdir -p "$run/status"
   rm -f "$status.exit" "$status.submitted"
+  # named before the marker is written: a signal from here on records the step as failed
+  _STEP_RUN=$run
+  _STEP_NAME=$name
   printf 'host=%s\npid=%s\nslurm_job=%s\nstarted=%s\n' \
     "$(hostname)" "$$" "${SLURM_JOB_ID:-}" "$(_now)" > "$status.running"
   echo "[$name] $(_now) $*" | tee -a "$status.log"
-  _STEP_RUN=$run
-  _STEP_NAME=$name
   set +e
   "$@" 2>&1 | tee -a "$status.log"
   local code=${PIPESTATUS[0]}
