@@ -272,37 +272,10 @@ def export_llava_hf(
     is unchanged and the new token's logit is 0.
     """
     config = model.config
-    spec = config.mixer_spec
-    towers = config.towers
-    if spec.mode != "none" or spec.adapter != "mlp2x_gelu" or len(towers) != 1 or spec.aggregator is not None:
-        raise ConversionError(
-            "only baseline models (one tower, mixer 'none', adapter 'mlp2x_gelu', no aggregator) map onto "
-            "LlavaForConditionalGeneration; "
-            f"this one has mixer {config.mixer} and towers {[t.name for t in towers]}"
-        )
-    tower = towers[0]
-    if not tower.vision_config.get("model_type", "").startswith("clip"):
-        raise ConversionError(f"llava-hf expects a CLIP vision tower, this one is {tower.vision_config.get('model_type')}")
+    tower = _baseline_tower(config)
     select = "default" if tower.drop_prefix_tokens else "full"  # llava-hf's names for dropping CLS or not
-
-    tokenizer = processor.tokenizer
     text_config = config.text_config.__class__.from_dict(config.text_config.to_dict())
-    vocab_size = text_config.vocab_size
-    image_token_id = config.image_token_id
-    add_row = False
-    if not 0 <= image_token_id < vocab_size:
-        tokenizer = load_tokenizer(_tokenizer_dir(processor))
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        if image_token_id > vocab_size:
-            raise ConversionError(
-                f"<image> got id {image_token_id} but the LLM vocabulary has {vocab_size} rows; "
-                "the tokenizer and the LLM do not match"
-            )
-        # An id inside a padded vocabulary reuses an unused row; one past the end needs a new row.
-        add_row = image_token_id == vocab_size
-        if add_row:
-            text_config.vocab_size = vocab_size + 1
+    tokenizer, image_token_id, add_row = _export_tokenizer(processor, config.image_token_id, text_config)
     llava_config = LlavaConfig(
         vision_config=CLIPVisionConfig(**tower.vision_config),
         text_config=text_config,
@@ -314,22 +287,9 @@ def export_llava_hf(
         multimodal_projector_bias=True,
         tie_word_embeddings=config.tie_word_embeddings,
     )
-    llm = model.language_model
-    body = getattr(llm, llm.base_model_prefix).state_dict()
-    head = llm.get_output_embeddings().state_dict()
-    if add_row:
-        embed_key = next(k for k in body if k.endswith("embed_tokens.weight"))
-        body[embed_key] = _append_zero_row(body[embed_key])
-        head["weight"] = _append_zero_row(head["weight"])
-    state = {}
-    state.update(_prefixed("model.vision_tower.", model.vision_towers[tower.name].encoder.state_dict()))
-    state.update(_prefixed("model.multi_modal_projector.linear_1.", model.mixer.adapters[tower.name][0].state_dict()))
-    state.update(_prefixed("model.multi_modal_projector.linear_2.", model.mixer.adapters[tower.name][2].state_dict()))
-    state.update(_prefixed("model.language_model.", body))
-    state.update(_prefixed("lm_head.", head))
     with no_init_weights():
         llava = LlavaForConditionalGeneration(llava_config)
-    _load_exact(llava, state)
+    _load_exact(llava, _export_state(model, tower.name, add_row))
     llava.generation_config = model.generation_config
 
     image_processor = processor.image_processor
@@ -342,6 +302,63 @@ def export_llava_hf(
         num_additional_image_tokens=1 if tower.drop_prefix_tokens else 0,
     )
     return llava, llava_processor
+
+
+def _baseline_tower(config: MofLlavaConfig) -> TowerSpec:
+    """The single CLIP tower of a baseline model; anything else has no llava-hf counterpart."""
+    spec = config.mixer_spec
+    towers = config.towers
+    if spec.mode != "none" or spec.adapter != "mlp2x_gelu" or len(towers) != 1 or spec.aggregator is not None:
+        raise ConversionError(
+            "only baseline models (one tower, mixer 'none', adapter 'mlp2x_gelu', no aggregator) map onto "
+            "LlavaForConditionalGeneration; "
+            f"this one has mixer {config.mixer} and towers {[t.name for t in towers]}"
+        )
+    tower = towers[0]
+    if not tower.vision_config.get("model_type", "").startswith("clip"):
+        raise ConversionError(f"llava-hf expects a CLIP vision tower, this one is {tower.vision_config.get('model_type')}")
+    return tower
+
+
+def _export_tokenizer(processor: MofLlavaProcessor, image_token_id: int, text_config):
+    """(tokenizer, image token id, whether a vocabulary row is added); grows `text_config` to match."""
+    tokenizer = processor.tokenizer
+    vocab_size = text_config.vocab_size
+    if 0 <= image_token_id < vocab_size:
+        return tokenizer, image_token_id, False
+    tokenizer = load_tokenizer(_tokenizer_dir(processor))
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if image_token_id > vocab_size:
+        raise ConversionError(
+            f"<image> got id {image_token_id} but the LLM vocabulary has {vocab_size} rows; "
+            "the tokenizer and the LLM do not match"
+        )
+    # An id inside a padded vocabulary reuses an unused row; one past the end needs a new row.
+    add_row = image_token_id == vocab_size
+    if add_row:
+        text_config.vocab_size = vocab_size + 1
+    return tokenizer, image_token_id, add_row
+
+
+def _export_state(
+    model: MofLlavaForConditionalGeneration, tower_name: str, add_row: bool
+) -> dict[str, torch.Tensor]:
+    """The model's weights under llava-hf's names, with a zero row appended when `add_row`."""
+    llm = model.language_model
+    body = getattr(llm, llm.base_model_prefix).state_dict()
+    head = llm.get_output_embeddings().state_dict()
+    if add_row:
+        embed_key = next(k for k in body if k.endswith("embed_tokens.weight"))
+        body[embed_key] = _append_zero_row(body[embed_key])
+        head["weight"] = _append_zero_row(head["weight"])
+    state = {}
+    state.update(_prefixed("model.vision_tower.", model.vision_towers[tower_name].encoder.state_dict()))
+    state.update(_prefixed("model.multi_modal_projector.linear_1.", model.mixer.adapters[tower_name][0].state_dict()))
+    state.update(_prefixed("model.multi_modal_projector.linear_2.", model.mixer.adapters[tower_name][2].state_dict()))
+    state.update(_prefixed("model.language_model.", body))
+    state.update(_prefixed("lm_head.", head))
+    return state
 
 
 # ------------------------------------------------------------------------------------------------
