@@ -120,37 +120,15 @@ def build_model(
     tokenizer = load_tokenizer(recipe.llm)
     image_token_id = recipe.image_token_id if recipe.image_token_id is not None else default_image_token_id(tokenizer)
 
-    primary = recipe.towers[0]
-    primary_stats = _preprocessing_stats(primary.path)
-    image_size = primary_stats["image_size"]
+    primary_stats = _preprocessing_stats(recipe.towers[0].path)
     pixel_mean, pixel_std = primary_stats["image_mean"], primary_stats["image_std"]
-
-    tower_specs = []
-    for tower in recipe.towers:
-        if tower.normalization == "own":
-            stats = _preprocessing_stats(tower.path)
-            mean, std = stats["image_mean"], stats["image_std"]
-        elif tower.normalization == "shared":
-            mean, std = pixel_mean, pixel_std
-        else:
-            raise MofLlavaConfigError(f"tower {tower.name!r}: normalization must be 'shared' or 'own'")
-        tower_specs.append(
-            TowerSpec(
-                name=tower.name,
-                vision_config=_vision_config(tower.path).to_dict(),
-                feature_layer=tower.feature_layer,
-                drop_prefix_tokens=tower.drop_prefix_tokens,
-                image_mean=tuple(mean),
-                image_std=tuple(std),
-                pos_interpolation=tower.pos_interpolation,
-            )
-        )
+    tower_specs = [_tower_spec(tower, pixel_mean, pixel_std) for tower in recipe.towers]
 
     config = MofLlavaConfig(
         text_config=AutoConfig.from_pretrained(recipe.llm),
         vision_towers=tower_specs,
         mixer=recipe.mixer,
-        image_size=image_size,
+        image_size=primary_stats["image_size"],
         image_mean=list(pixel_mean),
         image_std=list(pixel_std),
         image_token_id=image_token_id,
@@ -158,7 +136,44 @@ def build_model(
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
 
-    # Build the skeleton without allocating or initialising weights, then put the real parts in.
+    model = _assemble(recipe, config, dtype, attn_implementation)
+    processor = MofLlavaProcessor.for_config(config, tokenizer)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = processor.pad_token_id
+    logger.info(
+        "built MoF-LLaVA: towers %s, mixer %s, %d visual tokens per image",
+        [t.name for t in tower_specs], config.mixer, config.num_image_tokens,
+    )
+    return model, processor
+
+
+def _tower_spec(tower: TowerRecipe, pixel_mean, pixel_std) -> TowerSpec:
+    """A tower's config entry; 'shared' normalization uses the primary tower's mean/std."""
+    if tower.normalization == "own":
+        stats = _preprocessing_stats(tower.path)
+        mean, std = stats["image_mean"], stats["image_std"]
+    elif tower.normalization == "shared":
+        mean, std = pixel_mean, pixel_std
+    else:
+        raise MofLlavaConfigError(f"tower {tower.name!r}: normalization must be 'shared' or 'own'")
+    return TowerSpec(
+        name=tower.name,
+        vision_config=_vision_config(tower.path).to_dict(),
+        feature_layer=tower.feature_layer,
+        drop_prefix_tokens=tower.drop_prefix_tokens,
+        image_mean=tuple(mean),
+        image_std=tuple(std),
+        pos_interpolation=tower.pos_interpolation,
+    )
+
+
+def _assemble(
+    recipe: ModelRecipe,
+    config: MofLlavaConfig,
+    dtype: torch.dtype | None,
+    attn_implementation: str | None,
+) -> MofLlavaForConditionalGeneration:
+    """Build the skeleton without allocating or initialising weights, then put the real parts in."""
     with torch.device("meta"):
         model = MofLlavaForConditionalGeneration(config)
     load_kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
@@ -176,15 +191,7 @@ def build_model(
     if dtype is not None:
         model.mixer.to(dtype)
     model.generation_config = _generation_config(recipe.llm)
-
-    processor = MofLlavaProcessor.for_config(config, tokenizer)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = processor.pad_token_id
-    logger.info(
-        "built MoF-LLaVA: towers %s, mixer %s, %d visual tokens per image",
-        [t.name for t in tower_specs], config.mixer, config.num_image_tokens,
-    )
-    return model, processor
+    return model
 
 
 def _load_complete(model_class, path: str, **kwargs):
