@@ -163,22 +163,32 @@ class MofLlavaTrainer(Trainer):
             return self.optimizer
         model = model if model is not None else self.model
         decay = set(self.get_decay_parameter_names(model))
-        adapter_lr = self.adapter_learning_rate
-        groups: dict[tuple[bool, bool], list] = {}
+        groups: dict[tuple[float | None, bool], list] = {}
         for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            is_adapter = ".mixer." in f".{name}"
-            groups.setdefault((is_adapter and adapter_lr is not None, name in decay), []).append(param)
+            if param.requires_grad:
+                groups.setdefault((self._own_learning_rate(model, name), name in decay), []).append(param)
         param_groups = []
         for (own_lr, decayed), params in groups.items():
             group = {"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0}
-            if own_lr:
-                group["lr"] = adapter_lr
+            if own_lr is not None:
+                group["lr"] = own_lr
             param_groups.append(group)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
+
+    def _own_learning_rate(self, model, name: str) -> float | None:
+        """The rate of a parameter that does not take `learning_rate`: the adapters' (train.adapter_learning_rate)
+        and LION's aggregators' (their rate, adapter or base, times mixer.aggregator.lr_multiplier)."""
+        dotted = f".{name}"
+        if ".mixer." not in dotted:
+            return None
+        own = self.adapter_learning_rate
+        aggregator = getattr(getattr(model, "config", None), "mixer_spec", None)
+        aggregator = getattr(aggregator, "aggregator", None)
+        if ".mixer.aggregators." in dotted and aggregator is not None and aggregator.lr_multiplier != 1.0:
+            return (own if own is not None else self.args.learning_rate) * aggregator.lr_multiplier
+        return own
 
     # -- training loop ----------------------------------------------------------------------------
     def train(self, *args, **kwargs):

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
 from mof_llava.data.images import ImageLoadError
 from mof_llava.model.adapter_artifact import load_adapters, save_adapters
+from mof_llava.model.configuration import AggregatorSpec
 from mof_llava.training import checkpoints
 from mof_llava.training.run import load_model, train
 from mof_llava.training.trainer import MofLlavaTrainer, NonFiniteLossError
@@ -143,6 +144,22 @@ def test_adapter_learning_rate_gets_its_own_group(tiny_parts, toy_data, tmp_path
         by_lr[group["lr"]] += sum(p.numel() for p in group["params"])
     mixer = sum(p.numel() for p in result.trainer.model.mixer.parameters())
     assert by_lr[2e-5] == mixer and by_lr[2e-4] == sum(p.numel() for p in result.trainer.model.language_model.parameters())
+
+
+def test_aggregator_learning_rate_multiplier_scales_its_group(tiny_parts, toy_data, tmp_path):
+    config = run_config(tiny_parts, toy_data, tmp_path / "agg", stage="finetune", max_steps=1,
+                        learning_rate=2e-4, adapter_learning_rate=2e-5, warmup_ratio=0.0, lr_scheduler="constant")
+    config.model.mixer = replace(config.model.mixer, aggregator=AggregatorSpec(layer_offsets=(-1,), lr_multiplier=3.0))
+    result = train(config)
+    by_lr = {}
+    for group in result.trainer.optimizer.param_groups:
+        by_lr[group["lr"]] = by_lr.get(group["lr"], 0) + sum(p.numel() for p in group["params"])
+    model = result.trainer.model
+    aggregators = sum(p.numel() for p in model.mixer.aggregators.parameters())
+    assert aggregators > 0
+    assert by_lr[2e-5 * 3.0] == aggregators  # the adapters' rate times the multiplier
+    assert by_lr[2e-5] == sum(p.numel() for p in model.mixer.parameters()) - aggregators
+    assert by_lr[2e-4] == sum(p.numel() for p in model.language_model.parameters())
 
 
 def test_lora_run_and_merge(tiny_parts, toy_data, tmp_path):
