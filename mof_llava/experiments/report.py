@@ -45,20 +45,7 @@ def write_report(
     allow_mixed: bool = False,
 ) -> Report:
     out_dir = Path(out_dir)
-    collection = collect(paths)
-    notes = list(collection.skipped)
-    results: list[Result] = []
-    for result in collection.results:
-        if result.benchmark == "mmvp-vlm":
-            notes.append(
-                f"{result.path}: MMVP-VLM scores a CLIP model, not a trained run; see `mof-llava eval analyze`"
-            )
-        elif result.score is None:
-            notes.append(f"{result.path}: no score ({result.metrics.get('note', 'not scored')})")
-        else:
-            results.append(result)
-    if not results:
-        raise ResultsError(f"no scored evaluation metrics (metrics.json) under {', '.join(map(str, paths))}")
+    results, notes = _scored_results(paths)
     if not allow_mixed:
         check_comparable(results)
     groups = group_results(results)
@@ -74,15 +61,47 @@ def write_report(
         if table is not None:
             tables.append(table)
     report = Report(out_dir, tables, notes=notes)
-    for table in tables:
+    _write_tables(report, results, decimals)
+    _write_figures(report, groups, stats, proxy)
+    report.text = _summary(report, decimals)
+    report.files.append(write_text_atomic(out_dir / "tables.md", report.text))
+    return report
+
+
+def _scored_results(paths: list[str | Path]) -> tuple[list[Result], list[str]]:
+    """The scored trained-run results under `paths`, and a note for every file left out."""
+    collection = collect(paths)
+    notes = list(collection.skipped)
+    results: list[Result] = []
+    for result in collection.results:
+        if result.benchmark == "mmvp-vlm":
+            notes.append(
+                f"{result.path}: MMVP-VLM scores a CLIP model, not a trained run; see `mof-llava eval analyze`"
+            )
+        elif result.score is None:
+            notes.append(f"{result.path}: no score ({result.metrics.get('note', 'not scored')})")
+        else:
+            results.append(result)
+    if not results:
+        raise ResultsError(f"no scored evaluation metrics (metrics.json) under {', '.join(map(str, paths))}")
+    return results, notes
+
+
+def _write_tables(report: Report, results: list[Result], decimals: int) -> None:
+    """Each table as .md, .tex and .csv, then results.csv."""
+    for table in report.tables:
         for suffix, text in (
             ("md", markdown(table, decimals)),
             ("tex", latex(table, decimals)),
             ("csv", csv_text(table)),
         ):
-            report.files.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", text))
-    report.files.append(write_text_atomic(out_dir / "results.csv", results_csv(results)))
+            report.files.append(write_text_atomic(report.out_dir / f"{table.name}.{suffix}", text))
+    report.files.append(write_text_atomic(report.out_dir / "results.csv", results_csv(results)))
 
+
+def _write_figures(report: Report, groups, stats, proxy: str | None) -> None:
+    """The alpha figure (noting a proxy with no A-MoF scores) and, with pattern stats, the radars."""
+    out_dir = report.out_dir
     measure = Measure.parse(proxy) if proxy else None
     figure = alpha_figure(groups, out_dir / "mmvp_vs_alpha.png", measure)
     report.figures += [figure] if figure else []
@@ -98,9 +117,6 @@ def write_report(
         )
     if stats:
         report.figures += radar_figures(groups, stats, out_dir)
-    report.text = _summary(report, decimals)
-    report.files.append(write_text_atomic(out_dir / "tables.md", report.text))
-    return report
 
 
 def results_csv(results: list[Result]) -> str:
