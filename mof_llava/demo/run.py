@@ -402,24 +402,10 @@ def run_config_dicts(
     folder: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stage-1 config, and the stage-2 settings that go on top of it."""
-    tower_paths = {"clip": components.clip, "dinov2": components.dinov2}
-    # The paper's layers (presets.py): CLIP's layer -2, DINOv2's last block before its final LayerNorm.
-    feature_layers = {"clip": CLIP_L14_336.feature_layer, "dinov2": DINOV2_L14.feature_layer}
-    towers = [
-        {"name": t, "path": str(tower_paths[t]), "feature_layer": feature_layers[t]} for t in variant.towers
-    ]
+    towers = _tower_entries(variant, components)
     data = dataset_paths(data_dir)
     steps_per_epoch = -(-settings.samples // settings.batch_size)
-    common_train = {
-        "global_batch_size": settings.batch_size,
-        "per_device_batch_size": settings.batch_size,
-        "gradient_checkpointing": False,  # nothing to save at these sizes, and it costs time
-        "report_to": settings.report_to,
-        "dataloader_num_workers": settings.dataloader_workers,
-        "seed": settings.seed if variant.train_seed is None else variant.train_seed,
-        "save_total_limit": 1,
-        "cpu_threads": settings.threads,
-    }
+    common_train = _common_train(variant, settings)
     stage1 = {
         "name": f"{variant.name}-stage1",
         "model": {"llm": str(components.llm), "towers": towers, "mixer": variant.mixer.to_dict()},
@@ -455,6 +441,29 @@ def run_config_dicts(
         },
     }
     return stage1, stage2
+
+
+def _tower_entries(variant: Variant, components: Components) -> list[dict[str, Any]]:
+    tower_paths = {"clip": components.clip, "dinov2": components.dinov2}
+    # The paper's layers (presets.py): CLIP's layer -2, DINOv2's last block before its final LayerNorm.
+    feature_layers = {"clip": CLIP_L14_336.feature_layer, "dinov2": DINOV2_L14.feature_layer}
+    return [
+        {"name": t, "path": str(tower_paths[t]), "feature_layer": feature_layers[t]} for t in variant.towers
+    ]
+
+
+def _common_train(variant: Variant, settings: DemoSettings) -> dict[str, Any]:
+    """The train settings both stages share."""
+    return {
+        "global_batch_size": settings.batch_size,
+        "per_device_batch_size": settings.batch_size,
+        "gradient_checkpointing": False,  # nothing to save at these sizes, and it costs time
+        "report_to": settings.report_to,
+        "dataloader_num_workers": settings.dataloader_workers,
+        "seed": settings.seed if variant.train_seed is None else variant.train_seed,
+        "save_total_limit": 1,
+        "cpu_threads": settings.threads,
+    }
 
 
 def write_run_configs(
