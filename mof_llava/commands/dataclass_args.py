@@ -105,3 +105,20 @@ def from_args(options: type, args: argparse.Namespace, prefix: str = "") -> Any:
             value = getattr(args, dest)
             values[f.name] = tuple(value) if isinstance(value, list) else value  # a repeated flag's items
     return options(**values)
+
+
+def name_values(
+    items: list[str], flag: str, malformed: str = "{flag} {item!r}: expected NAME=VALUE", unique: bool = True
+) -> dict[str, str]:
+    """`NAME=VALUE` flag items as a dict. `malformed` is the message for an item without a name or a
+    value (formatted with `flag` and `item`); with `unique`, a repeated name is refused rather than
+    replacing the earlier value."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(malformed.format(flag=flag, item=item))
+        if unique and name in out:
+            raise SystemExit(f"{flag} {item!r}: {name} is already given as {name}={out[name]}")
+        out[name] = value
+    return out

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mof_llava.benchmarks import registry
-from mof_llava.commands.dataclass_args import add_arguments, from_args
+from mof_llava.commands.dataclass_args import add_arguments, from_args, name_values
 
 # Per-item tables and run provenance kept out of the printed summary (they are in the --output /
 # metrics.json file).
@@ -124,13 +124,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _named_files(values: list[str], flag: str) -> dict[str, Path]:
-    named = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"{flag} takes NAME=PATH, got {value!r}")
-        named[name] = Path(path)
-    return named
+    named = name_values(values, flag, malformed="{flag} takes NAME=PATH, got {item!r}", unique=False)
+    return {name: Path(path) for name, path in named.items()}
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from mof_llava.commands.dataclass_args import add_arguments, from_args
+from mof_llava.commands.dataclass_args import add_arguments, from_args, name_values
 
 
 def add_parser(subparsers) -> None:
@@ -80,18 +80,6 @@ def _step(steps, name: str, help: str, func):
     return p
 
 
-def _key_values(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise SystemExit(f"{flag} {item!r}: expected NAME=VALUE")
-        if name in out:  # a repeated name would silently replace the earlier value
-            raise SystemExit(f"{flag} {item!r}: {name} is already given as {name}={out[name]}")
-        out[name] = value
-    return out
-
-
 def run_embed(args) -> int:
     import logging
     from dataclasses import replace
@@ -102,8 +90,8 @@ def run_embed(args) -> int:
     from mof_llava.verbosity import setup_logging
 
     setup_logging(logging.INFO, "%(message)s")  # the thread choice, a capped --workers
-    towers = _key_values(args.tower or list(mine.DEFAULT_TOWERS), "--tower")
-    pooling = _key_values(args.pooling, "--pooling")
+    towers = name_values(args.tower or list(mine.DEFAULT_TOWERS), "--tower")
+    pooling = name_values(args.pooling, "--pooling")
     unknown = sorted(set(pooling) - set(towers))
     if unknown:
         raise SystemExit(
