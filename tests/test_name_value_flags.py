@@ -26,3 +26,11 @@ def test_values_keep_their_equals_signs_and_order():
     assert list(name_values(["b=x=1", "a=/p"], "--f").items()) == [("b", "x=1"), ("a", "/p")]
     with pytest.raises(SystemExit, match=r"^--f 'a=2': a is already given as a=1$"):
         name_values(["a=1", "a=2"], "--f")
+
+
+def test_eval_analyze_refuses_a_model_named_twice(tmp_path):
+    # the second file would silently replace the first in the comparison
+    argv = ["eval", "analyze", "--patterns", str(tmp_path / "p.csv"), "--mllm", "a=1.json", "--mllm", "a=2.json",
+            "--output-dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"^--mllm 'a=2.json': a is already given as a=1.json$"):
+        cli(argv)

@@ -108,17 +108,17 @@ def from_args(options: type, args: argparse.Namespace, prefix: str = "") -> Any:
 
 
 def name_values(
-    items: list[str], flag: str, malformed: str = "{flag} {item!r}: expected NAME=VALUE", unique: bool = True
+    items: list[str], flag: str, malformed: str = "{flag} {item!r}: expected NAME=VALUE"
 ) -> dict[str, str]:
     """`NAME=VALUE` flag items as a dict. `malformed` is the message for an item without a name or a
-    value (formatted with `flag` and `item`); with `unique`, a repeated name is refused rather than
-    replacing the earlier value."""
+    value (formatted with `flag` and `item`); a repeated name is refused rather than replacing the
+    earlier value."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise SystemExit(malformed.format(flag=flag, item=item))
-        if unique and name in out:
+        if name in out:
             raise SystemExit(f"{flag} {item!r}: {name} is already given as {name}={out[name]}")
         out[name] = value
     return out

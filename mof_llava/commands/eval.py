@@ -124,7 +124,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _named_files(values: list[str], flag: str) -> dict[str, Path]:
-    named = name_values(values, flag, malformed="{flag} takes NAME=PATH, got {item!r}", unique=False)
+    named = name_values(values, flag, malformed="{flag} takes NAME=PATH, got {item!r}")
     return {name: Path(path) for name, path in named.items()}
 
 
