@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import mof_llava.model  # noqa: E402,F401  (registers the Auto classes)
 from mof_llava.testing.tiny import save_tiny_checkpoints, save_tiny_mof_llava  # noqa: E402
@@ -31,6 +32,15 @@ def _keep_output_settings():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch at one thread for the test, then back: tiny models gain nothing from more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

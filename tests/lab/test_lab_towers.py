@@ -16,12 +16,7 @@ from mof_llava.lab.towers import LabError, TowersConfig, TowerSize, train_towers
 TINY = TowerSize(hidden=16, layers=2, heads=2, mlp=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(output, **changes) -> TowersConfig:
