@@ -87,6 +87,10 @@ def test_answer_files_must_name_an_image(tmp_path):
         )
 
 
+# The tiny text and vision towers of both contrastive models below.
+_SIZE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+
 def _tiny_clip(directory):
     """A tiny random CLIPModel + CLIPProcessor (letter-level BPE vocabulary) saved to `directory`."""
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
@@ -102,23 +106,13 @@ def _tiny_clip(directory):
     config = CLIPConfig(
         text_config=dict(
             vocab_size=54,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
+            **_SIZE,
             max_position_embeddings=77,
             bos_token_id=52,
             eos_token_id=53,
             pad_token_id=53,
         ),
-        vision_config=dict(
-            image_size=56,
-            patch_size=14,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        vision_config=dict(image_size=56, patch_size=14, **_SIZE),
         projection_dim=16,
     )
     model = CLIPModel(config)
@@ -195,22 +189,8 @@ def test_siglip_pads_text_to_its_training_length(tiny_clip, vlm_data):
 
     torch.manual_seed(0)
     config = SiglipConfig(
-        text_config=dict(
-            vocab_size=54,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=64,
-        ),
-        vision_config=dict(
-            image_size=56,
-            patch_size=14,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        text_config=dict(vocab_size=54, max_position_embeddings=64, **_SIZE),
+        vision_config=dict(image_size=56, patch_size=14, **_SIZE),
     )
     model = SiglipModel(config).eval()
     processor = AutoProcessor.from_pretrained(tiny_clip)

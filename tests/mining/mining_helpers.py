@@ -1,4 +1,4 @@
-"""Helpers for the mining tests: generated pictures and image folders."""
+"""Helpers for the mining tests: generated pictures, image folders, an in-memory row source."""
 
 from __future__ import annotations
 
@@ -35,3 +35,17 @@ def write_image_folder(root: Path, count: int, corrupt: tuple[str, ...] = ()) ->
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     return sorted(ids)
+
+
+class ArrayRows:
+    """An in-memory matrix with the source interface (rows, dim, read, take)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.rows, self.dim = x.shape
+
+    def read(self, start, stop):
+        return self.x[start:stop]
+
+    def take(self, rows):
+        return self.x[rows]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from mining_helpers import ArrayRows
 
 from mof_llava.cli import main as cli
 from mof_llava.mining.kernel import BadEmbeddingError
@@ -15,18 +16,6 @@ from mof_llava.mining.pairs import PairCriteria, find_blind_pairs, read_pairs_cs
 from mof_llava.mining.search import SearchConfig
 from mof_llava.mining.store import NpyRows, ShardedRows
 from mof_llava.mining.synthetic import LayoutSpec, SyntheticSpec, make_collection
-
-
-class ArrayRows:
-    def __init__(self, x):
-        self.x = x
-        self.rows, self.dim = x.shape
-
-    def read(self, start, stop):
-        return self.x[start:stop]
-
-    def take(self, rows):
-        return self.x[rows]
 
 
 def unit64(x):
@@ -176,31 +165,17 @@ def save_npy_inputs(tmp_path, collection, dtype=np.float16):
     (tmp_path / "ids.txt").write_text("".join(f"img{i:05d}.jpg\n" for i in range(len(collection.clip))))
 
 
+def npy_pairs_args(tmp_path):
+    """`mine pairs` on the files save_npy_inputs wrote."""
+    return ["mine", "pairs", "--clip-npy", str(tmp_path / "clip.npy"), "--dino-npy", str(tmp_path / "dino.npy"),
+            "--ids", str(tmp_path / "ids.txt")]  # fmt: skip
+
+
 def test_pairs_command_on_npy_input(tmp_path, collection, capsys):
     save_npy_inputs(tmp_path, collection)
     out = tmp_path / "out" / "pairs.csv"
-    code = cli(
-        [
-            "mine",
-            "pairs",
-            "--clip-npy",
-            str(tmp_path / "clip.npy"),
-            "--dino-npy",
-            str(tmp_path / "dino.npy"),
-            "--ids",
-            str(tmp_path / "ids.txt"),
-            "-o",
-            str(out),
-            "--method",
-            "ivf",
-            "--probe-slack",
-            "1",
-            "--max-probes",
-            "0",
-            "--recall-sample",
-            "300",
-        ]
-    )
+    options = ["--method", "ivf", "--probe-slack", "1", "--max-probes", "0", "--recall-sample", "300"]
+    code = cli([*npy_pairs_args(tmp_path), "-o", str(out), *options])
     assert code == 0
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(frame.columns) == ["image_a", "image_b", "clip_cos", "dino_cos"]
@@ -231,20 +206,7 @@ def test_pairs_command_names_a_zero_embedding(tmp_path, collection):
     dino[123] = 0
     np.save(tmp_path / "dino.npy", dino)
     with pytest.raises(SystemExit, match=r"dino.npy: row 123 \(image img00123.jpg\): embedding is all zeros"):
-        cli(
-            [
-                "mine",
-                "pairs",
-                "--clip-npy",
-                str(tmp_path / "clip.npy"),
-                "--dino-npy",
-                str(tmp_path / "dino.npy"),
-                "--ids",
-                str(tmp_path / "ids.txt"),
-                "-o",
-                str(tmp_path / "p.csv"),
-            ]
-        )
+        cli([*npy_pairs_args(tmp_path), "-o", str(tmp_path / "p.csv")])
 
 
 def test_pairs_command_needs_one_kind_of_input(tmp_path):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from mining_helpers import ArrayRows
 
 from mof_llava.mining.ivf import ivf_pairs, plan_ivf
 from mof_llava.mining.kernel import BadEmbeddingError, Candidates
@@ -22,20 +23,6 @@ from mof_llava.mining.search import (
 from mof_llava.mining.synthetic import LayoutSpec, SyntheticSpec, make_collection
 
 THRESHOLD = 0.95
-
-
-class ArrayRows:
-    """An in-memory matrix with the source interface (rows, dim, read, take)."""
-
-    def __init__(self, x: np.ndarray):
-        self.x = x
-        self.rows, self.dim = x.shape
-
-    def read(self, start, stop):
-        return self.x[start:stop]
-
-    def take(self, rows):
-        return self.x[rows]
 
 
 def brute_force_pairs(x: np.ndarray, threshold: float) -> set[tuple[int, int]]:
