@@ -220,6 +220,11 @@ def test_empty_or_missing_input(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def _run_offline(argv):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_towers, images):
     root, _ = images
     common = [
@@ -237,25 +242,10 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_towers, images):
         "--workers",
         "0",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mof_llava.cli"]
-    done = subprocess.run(
-        [*launch, *common, "-o", str(tmp_path / "ddp")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _run_offline([*launch, *common, "-o", str(tmp_path / "ddp")])
     assert done.returncode == 0, done.stderr[-3000:]
-    single = subprocess.run(
-        [sys.executable, "-m", "mof_llava.cli", *common, "-o", str(tmp_path / "one")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    single = _run_offline([sys.executable, "-m", "mof_llava.cli", *common, "-o", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-3000:]
     assert "10 of 12 images embedded" in done.stdout + single.stdout
     ddp, one = EmbeddingStore(tmp_path / "ddp"), EmbeddingStore(tmp_path / "one")

@@ -87,22 +87,24 @@ def _assert_nothing_loaded(model, before):
     assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
+def _assert_refused(model, file, match):
+    """Loading `file` raises ProjectorFileError matching `match` and changes no weight."""
+    before = _unchanged(model)
+    with pytest.raises(ProjectorFileError, match=match):
+        load_adapters(model, file)
+    _assert_nothing_loaded(model, before)
+
+
 def test_two_projectors_on_amof_are_refused(tiny_model_dirs, tmp_path):
     file, _ = _mmvp_file(tmp_path / "mmvp")
     model = _model(tiny_model_dirs, "additive", 0.5)
-    before = _unchanged(model)
-    with pytest.raises(ProjectorFileError, match=r"mm_projector.bin: holds two projectors .* additive mixing has one adapter"):
-        load_adapters(model, file)
-    _assert_nothing_loaded(model, before)
+    _assert_refused(model, file, r"mm_projector.bin: holds two projectors .* additive mixing has one adapter")
 
 
 def test_imof_from_a_clip_only_projector_names_the_missing_keys(tiny_model_dirs, tmp_path):
     file, _ = _llava_file(tmp_path / "llava")
     model = _model(tiny_model_dirs, "interleave")
-    before = _unchanged(model)
-    with pytest.raises(ProjectorFileError, match=r"mm_projector.bin: has no \[model.dino_mm_projector.0.weight, .*\], which this model's mixer \(mode 'interleave'"):
-        load_adapters(model, file)
-    _assert_nothing_loaded(model, before)
+    _assert_refused(model, file, r"mm_projector.bin: has no \[model.dino_mm_projector.0.weight, .*\], which this model's mixer \(mode 'interleave'")
 
 
 def test_unknown_keys_are_named_and_nothing_loads(tiny_model_dirs, tmp_path):
@@ -111,10 +113,7 @@ def test_unknown_keys_are_named_and_nothing_loads(tiny_model_dirs, tmp_path):
     state["model.image_newline"] = torch.zeros(LLM)
     torch.save(state, file)
     model = _model(tiny_model_dirs, "interleave")
-    before = _unchanged(model)
-    with pytest.raises(ProjectorFileError, match=r"mm_projector.bin: \[model.mm_projector.4.weight, model.image_newline\] have no place"):
-        load_adapters(model, file)
-    _assert_nothing_loaded(model, before)
+    _assert_refused(model, file, r"mm_projector.bin: \[model.mm_projector.4.weight, model.image_newline\] have no place")
 
 
 def test_shapes_that_do_not_fit_name_file_key_and_both_shapes(tiny_model_dirs, tmp_path):
