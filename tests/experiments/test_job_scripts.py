@@ -326,7 +326,8 @@ def test_sigterm_records_the_step_as_failed(tmp_path):
     assert not running.exists()
 
 
-def test_ctrl_c_stops_the_whole_sweep(tmp_path):
+def _start_sleeping_sweep(tmp_path: Path):
+    """A deepspeed sweep started in its own process group, its launcher sleeping: (plan, env, process)."""
     plan = _plan(tmp_path, "deepspeed")
     env = _fakes(tmp_path, ["deepspeed", "torchrun"], SLEEPING_LAUNCHER)
     process = subprocess.Popen(
@@ -336,6 +337,11 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return plan, env, process
+
+
+def test_ctrl_c_stops_the_whole_sweep(tmp_path):
+    plan, _, process = _start_sleeping_sweep(tmp_path)
     first = plan.runs[0].layout.status / "stage1.running"
     try:
         _wait_for_call(tmp_path)  # the step's command has started (its marker is written before it)
@@ -374,15 +380,7 @@ def test_a_step_running_elsewhere_is_not_started_twice(tmp_path):
 
 
 def test_one_run_all_at_a_time(tmp_path):
-    plan = _plan(tmp_path, "deepspeed")
-    env = _fakes(tmp_path, ["deepspeed", "torchrun"], SLEEPING_LAUNCHER)
-    first = subprocess.Popen(
-        ["bash", str(plan.scripts.entry)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    plan, env, first = _start_sleeping_sweep(tmp_path)
     try:
         _wait_for_call(tmp_path)
         assert (plan.runs[0].layout.status / "stage1.running").exists()
