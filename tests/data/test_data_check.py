@@ -35,6 +35,12 @@ def run(capsys, *argv):
     return code, capsys.readouterr().out
 
 
+def run_without_images(capsys, path, tokenizer, mixer, cache_dir, *argv):
+    """`data check` with a bare tokenizer and mixer, the images left unopened."""
+    options = ["--tokenizer", tokenizer, "--mixer", mixer, "--no-images", "--cache-dir", cache_dir]
+    return run(capsys, path, *options, *argv)
+
+
 def test_report_with_a_saved_model(tmp_path, dataset, tiny_model_dirs, capsys):
     path, folder = dataset
     model = tiny_model_dirs("interleave")
@@ -73,18 +79,8 @@ def test_tokenizer_and_mixer_give_the_paper_token_counts(tmp_path, tiny_parts, c
     assert paper_processor(str(tiny_parts.llm), "additive").num_image_tokens == 576
     assert paper_processor(str(tiny_parts.llm), "interleave").num_image_tokens == 1152
     path = write_jsonl(tmp_path / "d.jsonl", [image_record("a", "x.jpg", ("Q?", "A."))] * 3)
-    code, out = run(
-        capsys,
-        path,
-        "--tokenizer",
-        tiny_parts.llm,
-        "--mixer",
-        "interleave",
-        "--no-images",
-        "--max-length",
-        1000,
-        "--cache-dir",
-        tmp_path / "c",
+    code, out = run_without_images(
+        capsys, path, tiny_parts.llm, "interleave", tmp_path / "c", "--max-length", 1000
     )
     assert code == 0 and "images    not checked" in out
     assert "nothing supervised  3 (100.00%): 3 the image does not fit in max_length" in out
@@ -93,18 +89,8 @@ def test_tokenizer_and_mixer_give_the_paper_token_counts(tmp_path, tiny_parts, c
 
 def test_plain_template_and_errors(tmp_path, tiny_parts, capsys):
     path = write_json(tmp_path / "d.json", [text_record("t", ("Q", "A"))])
-    code, out = run(
-        capsys,
-        path,
-        "--tokenizer",
-        tiny_parts.llm,
-        "--mixer",
-        "none",
-        "--template",
-        "plain",
-        "--no-images",
-        "--cache-dir",
-        tmp_path / "c",
+    code, out = run_without_images(
+        capsys, path, tiny_parts.llm, "none", tmp_path / "c", "--template", "plain"
     )
     assert code == 1 and "the 'plain' template takes one image and one caption" in out
     with pytest.raises(SystemExit, match="--tokenizer needs --mixer"):
@@ -147,8 +133,18 @@ def test_json_report_is_written_atomically(tmp_path, tiny_parts, capsys, monkeyp
     out_dir.mkdir()
     report_path = out_dir / "report.json"
     report_path.write_text('{"previous": true}')
-    argv = [path, "--tokenizer", tiny_parts.llm, "--mixer", "none", "--no-images", "--cache-dir", tmp_path / "c",
-            "--json", report_path]
+    argv = [
+        path,
+        "--tokenizer",
+        tiny_parts.llm,
+        "--mixer",
+        "none",
+        "--no-images",
+        "--cache-dir",
+        tmp_path / "c",
+        "--json",
+        report_path,
+    ]
 
     real_replace = os.replace
 
