@@ -23,5 +23,11 @@ def processors(tiny_model_dirs):
 
 
 @pytest.fixture
+def processor(processors):
+    """The interleave processor: 32 placeholders per image."""
+    return processors("interleave")
+
+
+@pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "cache"

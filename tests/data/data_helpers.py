@@ -7,6 +7,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from mof_llava.data.records import RecordLocation
+
+WHERE = RecordLocation("t.json", 0, 1)  # where the records that tests parse say they come from
+THREE_ROUNDS = [
+    ("What colour is the shape?", "red"),
+    ("How many circles are there?", "two"),
+    ("Left or right?", "left"),
+]
+
 
 def turn(role: str, value: str) -> dict:
     return {"from": role, "value": value}

@@ -6,7 +6,7 @@ after."""
 
 import numpy as np
 import pytest
-from data_helpers import image_record, text_record, write_image, write_json
+from data_helpers import THREE_ROUNDS, WHERE, image_record, text_record, write_image, write_json
 
 from mof_llava.cli import main
 from mof_llava.constants import IGNORE_INDEX
@@ -16,20 +16,9 @@ from mof_llava.data.check import check_dataset
 from mof_llava.data.records import Record, RecordLocation, parse_record
 from mof_llava.data.samples import IMAGE_DOES_NOT_FIT, tokenize_record
 
-WHERE = RecordLocation("t.json", 0, 1)
 VICUNA = get_template("vicuna_v1")
-ROUNDS = [
-    ("What colour is the shape?", "red"),
-    ("How many circles are there?", "two"),
-    ("Left or right?", "left"),
-    ("Describe the image briefly.", "The image shows a red circle."),
-]
+ROUNDS = [*THREE_ROUNDS, ("Describe the image briefly.", "The image shows a red circle.")]
 SENTINEL = -200
-
-
-@pytest.fixture
-def processor(processors):
-    return processors("interleave")  # 32 placeholders per image
 
 
 def record(rounds=ROUNDS, image=True):

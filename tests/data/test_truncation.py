@@ -3,25 +3,15 @@ through the image placeholders; samples with nothing left to learn say why."""
 
 import numpy as np
 import pytest
-from data_helpers import image_record, text_record
+from data_helpers import THREE_ROUNDS, WHERE, image_record, text_record
 
 from mof_llava.constants import IGNORE_INDEX
 from mof_llava.conversation import get_template
-from mof_llava.data.records import Record, RecordError, RecordLocation, parse_record
+from mof_llava.data.records import Record, RecordError, parse_record
 from mof_llava.data.samples import IMAGE_DOES_NOT_FIT, NO_ANSWER_FITS, tokenize_record
 
-WHERE = RecordLocation("t.json", 0, 1)
 VICUNA = get_template("vicuna_v1")
-ROUNDS = [
-    ("What colour is the shape?", "red"),
-    ("How many circles are there?", "two"),
-    ("Left or right?", "left"),
-]
-
-
-@pytest.fixture
-def processor(processors):
-    return processors("interleave")
+ROUNDS = THREE_ROUNDS
 
 
 def record(*rounds, image=True):
