@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .sampler import Arrangement, check_batch_settings, modality_grouped_order
+from .sampler import Arrangement, EpochOrder, check_batch_settings, modality_grouped_order
 
 
 class PackingError(ValueError):
@@ -120,7 +120,7 @@ def _deal_step(step: np.ndarray, lengths: np.ndarray, num_bins: int, world_size:
     return [np.asarray(bins[b], dtype=np.int64) for b in ranked]
 
 
-class PackedBatchSampler(torch.utils.data.Sampler[list[int]]):
+class PackedBatchSampler(EpochOrder, torch.utils.data.Sampler[list[int]]):
     """The global list of packed micro-batches; call `set_epoch` each epoch (the trainer does).
 
     Given to the DataLoader as its `batch_sampler`; accelerate deals its batches to the ranks."""
@@ -152,12 +152,8 @@ class PackedBatchSampler(torch.utils.data.Sampler[list[int]]):
             group_by_modality_length=group_by_modality_length,
             arrange=arrange,
         )
-        self.epoch = 0
         self._cached: tuple[int, list[np.ndarray]] | None = None
         self._num_batches = len(self._batches())  # fixed: the same for every epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def _batches(self) -> list[np.ndarray]:
         if self._cached is None or self._cached[0] != self.epoch:

@@ -107,7 +107,17 @@ def check_batch_settings(lengths, has_image, per_device_batch_size: int, world_s
         raise ValueError("batch size, world size and gradient accumulation must be positive")
 
 
-class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
+class EpochOrder:
+    """For samplers whose order is drawn from `(seed, epoch)`: the Trainer calls `set_epoch` before
+    each epoch, and the order starts at epoch 0."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class ModalityLengthGroupedSampler(EpochOrder, torch.utils.data.Sampler[int]):
     """`group_by_modality_length` as a sampler; call `set_epoch` each epoch (the Trainer does)."""
 
     def __init__(
@@ -129,10 +139,6 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
         self.megabatch_size = per_device_batch_size * self.num_batches
         self.seed = seed
         self.arrange = arrange
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -150,16 +156,12 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler[int]):
         return iter(order.tolist())
 
 
-class ShuffledSampler(torch.utils.data.Sampler[int]):
+class ShuffledSampler(EpochOrder, torch.utils.data.Sampler[int]):
     """A plain random order, seeded by `(seed, epoch)` like the grouped sampler."""
 
     def __init__(self, num_samples: int, seed: int = 0):
         self.num_samples = num_samples
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.num_samples
