@@ -218,10 +218,7 @@ def main() -> None:
                         "load_before": load_before,
                         "load_after": load_average(),
                     }
-                    print(json.dumps(row), flush=True)
-                    if args.json:
-                        with open(args.json, "a") as f:
-                            f.write(json.dumps(row) + "\n")
+                    emit(args, row)
                 for slack in args.slack:
                     extra = ["--method", "ivf"] + ([] if slack is None else ["--probe-slack", str(slack)])
                     load_before = load_average()
@@ -267,6 +264,11 @@ def report(args, layout, clip_dim, rows, method, slack, result, planted, exact, 
         "load_before": load_before,
         "load_after": load_average(),
     }
+    emit(args, row)
+
+
+def emit(args, row: dict) -> None:
+    """One result row: printed, and appended to --json when given."""
     print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "a") as f:
