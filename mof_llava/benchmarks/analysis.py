@@ -15,13 +15,13 @@ nine CLIP-blind patterns, and whether its per-pattern scores follow those of CLI
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .mmvp_vlm import PATTERNS
+from .records import read_json_object
 
 _LONG_NAMES = {name.lower(): name for name in PATTERNS.values()}
 _SHORT_NAMES = {short.lower(): name for short, name in PATTERNS.items()}
@@ -43,12 +43,7 @@ def read_pattern_map(path: str | Path) -> dict[int, str]:
     if not path.is_file():
         raise PatternMapError(f"{path}: pattern mapping file not found")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise PatternMapError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise PatternMapError(f"{path}: expected a JSON object")
+        data = read_json_object(path, PatternMapError, "a JSON object")
         mapping: dict[int, str] = {}
         for key, value in data.items():
             # {"pattern": [indices]} or {"index": "pattern"}

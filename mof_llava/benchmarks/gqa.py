@@ -33,6 +33,7 @@ from typing import Any
 from ..atomic import write_json_atomic
 from .answers import answer_key, answer_text, load_answer_index, read_answers
 from .prompts import SHORT_ANSWER
+from .records import read_json_object
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 
@@ -55,12 +56,7 @@ def read_official_questions(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise GqaDataError(f"{path}: GQA questions file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise GqaDataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(data, dict):
-        raise GqaDataError(f"{path}: expected GQA's question file (a JSON object keyed by question id)")
+    data = read_json_object(path, GqaDataError, "GQA's question file (a JSON object keyed by question id)")
     for qid, q in data.items():
         for field in ("question", "answer", "imageId", "isBalanced", "types"):
             if field not in q:

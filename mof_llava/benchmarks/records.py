@@ -1,7 +1,8 @@
 """Rows of a Hugging Face dataset as released: its parquet files, or a JSON Lines copy.
 
 Each row comes with where it was read ("file:line" or "file row N") for error messages; a row
-that cannot be read raises the benchmark's own error class with that place.
+that cannot be read raises the benchmark's own error class with that place. Also the one reader of a
+JSON file that holds one object (GQA's questions, MMVP pattern maps).
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ def read_records(files: Sequence[Path], error: type[Exception]) -> list[tuple[st
                 except json.JSONDecodeError as err:
                     raise error(f"{f}:{lineno}: not valid JSON ({err.msg})") from None
     return rows
+
+
+def read_json_object(path: Path, error: type[Exception], expected: str) -> dict[str, Any]:
+    """A JSON file holding one object; not JSON, or not an object, raises `error` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {expected}")
+    return data
 
 
 def check_unique(ids: Sequence[tuple[Any, str]], column: str, error: type[Exception]) -> None:
