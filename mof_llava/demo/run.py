@@ -421,26 +421,31 @@ def run_config_dicts(
         },
         "train": {
             **common_train,
-            "stage": "pretrain",
-            "output_dir": str(folder / "stage1"),
-            "learning_rate": settings.stage1_learning_rate,
-            "num_epochs": settings.stage1_epochs,
-            "save_steps": max(1, int(steps_per_epoch * settings.stage1_epochs) // 2),
+            **_stage_train(settings, 1, folder, steps_per_epoch),
         },
     }
     stage2 = {
         "name": f"{variant.name}-stage2",
         "model": {"adapters_from": str(folder / "stage1" / "adapters")},
         "data": {"data_path": str(data.instruct_file)},
-        "train": {
-            "stage": "finetune",
-            "output_dir": str(folder / "stage2"),
-            "learning_rate": settings.stage2_learning_rate,
-            "num_epochs": settings.stage2_epochs,
-            "save_steps": max(1, int(steps_per_epoch * settings.stage2_epochs) // 2),
-        },
+        "train": _stage_train(settings, 2, folder, steps_per_epoch),
     }
     return stage1, stage2
+
+
+def _stage_train(settings: DemoSettings, stage: int, folder: Path, steps_per_epoch: int) -> dict[str, Any]:
+    """Stage 1's or 2's own train settings; each stage saves twice (halfway and at the end)."""
+    learning_rate, epochs = {
+        1: (settings.stage1_learning_rate, settings.stage1_epochs),
+        2: (settings.stage2_learning_rate, settings.stage2_epochs),
+    }[stage]
+    return {
+        "stage": "pretrain" if stage == 1 else "finetune",
+        "output_dir": str(folder / f"stage{stage}"),
+        "learning_rate": learning_rate,
+        "num_epochs": epochs,
+        "save_steps": max(1, int(steps_per_epoch * epochs) // 2),
+    }
 
 
 def _tower_entries(variant: Variant, components: Components) -> list[dict[str, Any]]:
