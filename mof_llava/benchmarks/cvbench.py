@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..prompts import LETTER_ANSWER
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
-from .prompts import LETTER_ANSWER
 from .records import check_unique, release_rows
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path
+from ..prompts import LETTER_ANSWER, OPTION_LETTERS
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .judge import ChatJudge
-from .prompts import LETTER_ANSWER, OPTION_LETTERS
 from .registry import RUNNING, Benchmark, JudgeOptions, judge_group, make_judge, option
 from .task import EvalQuestion, EvalTask
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..prompts import LETTER_ANSWER, lettered_options
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .judge import ChatJudge
-from .prompts import LETTER_ANSWER, lettered_options
 from .registry import RUNNING, Benchmark, JudgeOptions, judge_group, make_judge, option
 from .task import EvalQuestion, EvalTask
 

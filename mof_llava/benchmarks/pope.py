@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..prompts import SHORT_ANSWER
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
-from .prompts import SHORT_ANSWER
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 

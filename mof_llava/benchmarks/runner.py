@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json_atomic
+from ..prompts import model_prompt
 from .answers import (
     AnswerWriter,
     answer_key,
@@ -43,7 +44,6 @@ from .answers import (
     recover_answer_file,
     write_answers_atomic,
 )
-from .prompts import model_prompt
 from .provenance import code_version, describe_files
 from .task import EvalQuestion, EvalTask
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    from .dataclass_args import add_arguments
     from ..experiments.api import TablesOptions
+    from .dataclass_args import add_arguments
 
     parser = subparsers.add_parser(
         "tables",
@@ -32,10 +32,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .dataclass_args import from_args
     from ..experiments import api
     from ..experiments.reported import ReportedError
     from ..experiments.results import ResultsError
+    from .dataclass_args import from_args
 
     try:
         report = api.tables(from_args(api.TablesOptions, args))

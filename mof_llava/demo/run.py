@@ -270,7 +270,7 @@ def _components(root: Path, data, settings: DemoSettings, manifest: _Manifest) -
     and the LLM after its language pre-training (`llm-text/`)."""
     import shutil
 
-    from ..lab.assets import toy_towers
+    from ..toy_towers import toy_towers
     from .language import pretrain_language_model, training_texts
 
     parts = Components(root, root / "llm-text", root / "clip", root / "dinov2", (0.0, 0.0))

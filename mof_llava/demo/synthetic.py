@@ -3,7 +3,7 @@
 Two worlds, both drawn by the one scene generator:
 
 - `LAB` (what `mof-llava demo` uses): the toy lab's 48 px scenes (`scenes.lab`), the pictures the
-  committed toy towers were trained on, with the text of `mof_llava.lab.questions` (captions name
+  committed toy towers were trained on, with the text of `mof_llava.scenes.questions` (captions name
   the kinds; questions and answers about every attribute, written from each scene's metadata) and
   MMVP pairs that differ in one of the nine attributes.
 - `CANVAS` (the default of `write_dataset`): scenes of varied sizes and aspect ratios
@@ -39,8 +39,8 @@ from PIL import Image
 
 from ..atomic import write_text_atomic
 from ..benchmarks.mmvp import IMAGE_DIR, QUESTIONS_CSV
-from ..benchmarks.prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
 from ..constants import IMAGE_TOKEN
+from ..prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
 from ..scenes import lab as lab_world
 from ..scenes.canvas import (  # noqa: F401  (re-exported: the demo's public names before scenes/)
     ASPECT_RATIOS,
@@ -67,6 +67,7 @@ from ..scenes.drawing import (  # noqa: F401
     draw_shape,
     seeded_rng,
 )
+from ..scenes.questions import PRETRAIN_INSTRUCTIONS
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 PNG_EVERY = 12  # one picture in twelve is saved as PNG, the rest as JPEG
@@ -107,16 +108,6 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         body = f"{noun_phrase(scene)} on {background}"
     opening = ("", "a picture of ", "a drawing of ", "the image shows ")[int(rng.integers(4))]
     return opening + body
-
-
-PRETRAIN_INSTRUCTIONS = (
-    "Describe the image briefly.",
-    "Give a short caption of the picture.",
-    "Sum up the picture in a few words.",
-    "What does the picture show?",
-    "Summarize the visual content of the image.",
-    "Write a terse description of the image.",
-)
 
 
 def pretrain_record(record_id: str, image: str, scene: Scene, rng: np.random.Generator) -> dict:
@@ -324,7 +315,7 @@ def mmvp_pair(rng: np.random.Generator, attribute: str) -> MmvpPair:
 def lab_mmvp_pair(rng: np.random.Generator, attribute: str) -> MmvpPair:
     """Two lab scenes that differ in `attribute` only (`scenes.lab.attribute_pair`), asked as the
     lab's questions ask it; the pattern is the attribute's name."""
-    from ..lab import questions
+    from ..scenes import questions
 
     pair = lab_world.attribute_pair(rng, attribute)
     options = tuple(questions.value(scene, attribute).capitalize() for scene in pair)
@@ -351,7 +342,7 @@ class World:
 
 def _lab_record(kind: str) -> Callable:
     def record(record_id: str, image: str, scene, rng: np.random.Generator) -> dict:
-        from ..lab import questions
+        from ..scenes import questions
 
         return getattr(questions, kind)(record_id, image, scene, rng)
 

@@ -40,7 +40,7 @@ class LabRunError(ValueError):
 @dataclass(frozen=True)
 class LabConfig:
     out: str
-    towers: str | None = None  # a `lab towers` folder (clip/, ssl/); None: the committed ones (lab.assets)
+    towers: str | None = None  # a `lab towers` folder (clip/, ssl/); None: the committed ones (mof_llava.toy_towers)
     seed: int = 0  # data, LLM and the first training seed
     seeds: int = 1  # training seeds per variant (seed, seed + 1, ...)
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
@@ -109,7 +109,7 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
 
 
 def tower_folder(config: LabConfig) -> Path:
-    from .assets import toy_towers
+    from ..toy_towers import toy_towers
 
     if config.towers is None:
         return toy_towers(0).root.resolve()

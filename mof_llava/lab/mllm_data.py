@@ -24,7 +24,8 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..demo.synthetic import SyntheticDataset, dataset_paths
-from . import questions, world
+from ..scenes import questions
+from . import world
 
 _STREAMS = {"pretrain": 101, "instruct": 102, "mmvp": 103, "heldout": 104}
 

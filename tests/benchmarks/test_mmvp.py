@@ -12,7 +12,7 @@ import pytest
 from mof_llava.benchmarks import mmvp
 from mof_llava.benchmarks.answers import index_answers
 from mof_llava.benchmarks.judge import ChatJudge, JudgeConfig
-from mof_llava.benchmarks.prompts import model_prompt
+from mof_llava.prompts import model_prompt
 
 # The two rows quoted in tsb0601/MMVP issue #14 (benchmarks.md §1.1).
 ROWS = (

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from mof_llava.benchmarks.mmvp import IMAGE_DIR, QUESTIONS_CSV
-from mof_llava.lab import mllm, mllm_data, questions, world
+from mof_llava.lab import mllm, mllm_data, world
+from mof_llava.scenes import questions
 
 TOWERS = Path(__file__).resolve().parents[2] / "assets" / "toy-lab" / "seed0"
 

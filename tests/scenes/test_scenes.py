@@ -124,7 +124,7 @@ def test_benchmark_folders_show_canvas_pictures(tmp_path):
 
 def test_missing_toy_towers_are_named_in_one_line(tmp_path, monkeypatch, capsys):
     from mof_llava.cli import run
-    from mof_llava.lab.assets import ENV, ToyTowersMissing, toy_towers
+    from mof_llava.toy_towers import ENV, ToyTowersMissing, toy_towers
 
     (tmp_path / "towers" / "clip").mkdir(parents=True)
     monkeypatch.setenv(ENV, str(tmp_path / "towers"))
@@ -138,7 +138,7 @@ def test_missing_toy_towers_are_named_in_one_line(tmp_path, monkeypatch, capsys)
 
 
 def test_the_committed_toy_towers_are_found():
-    from mof_llava.lab.assets import toy_towers
+    from mof_llava.toy_towers import toy_towers
 
     towers = toy_towers(0)
     assert json.loads((towers.clip / "config.json").read_text())["model_type"] == "clip"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..constants import IMAGE_TOKEN
-from ..conversation import get_template
+from .constants import IMAGE_TOKEN
+from .conversation import get_template
 
 # LLaVA-1.5's answer-format instructions (LLaVA docs/Evaluation.md).
 SHORT_ANSWER = "Answer the question using a single word or phrase."

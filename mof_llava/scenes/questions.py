@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..benchmarks.prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
 from ..constants import IMAGE_TOKEN
-from ..demo.synthetic import PRETRAIN_INSTRUCTIONS
-from ..scenes.drawing import ORIENTATIONS, SHAPES
-from . import world
+from ..prompts import LETTER_ANSWER, SHORT_ANSWER, lettered_options
+from . import lab as world
+from .drawing import ORIENTATIONS, SHAPES
+
+# Stage-1 instructions, worded like LLaVA-Pretrain's (the demo's canvas data uses them too).
+PRETRAIN_INSTRUCTIONS = (
+    "Describe the image briefly.",
+    "Give a short caption of the picture.",
+    "Sum up the picture in a few words.",
+    "What does the picture show?",
+    "Summarize the visual content of the image.",
+    "Write a terse description of the image.",
+)
+
 
 NUMBERS = ("one", "two", "three")
 _HALF = ("left", "right")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "MOF_LLAVA_TOY_TOWERS"
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "toy-lab"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "toy-lab"
 
 
 class ToyTowersMissing(FileNotFoundError):
