@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -63,7 +64,15 @@ def _calls(tmp_path: Path) -> list[str]:
 BOUND = 120.0
 # What the signal tests' fake launchers do after recording their call: "run" for longer than any bound, so a step
 # that ends on its own cannot pass for one stopped by a signal.
-SLEEPING_LAUNCHER = '#!/usr/bin/env bash\necho "$0 $*" >> "$CALLS"\nsleep 600\n'
+# One Python process, so no signal can fall between processes: a shell launcher that records its call
+# and then forks `sleep` could take the test's Ctrl-C itself and wait 600 s on a sleep that never saw it.
+SLEEPING_LAUNCHER = (
+    f"#!{sys.executable}\n"
+    "import os, sys, time\n"
+    "with open(os.environ['CALLS'], 'a') as calls:\n"
+    "    calls.write(' '.join(sys.argv) + '\\n')\n"
+    "time.sleep(600)\n"
+)
 
 
 def _stop_group(process: subprocess.Popen) -> None:
