@@ -75,6 +75,15 @@ SLEEPING_LAUNCHER = (
 )
 
 
+def _signals_as_in_a_terminal() -> None:
+    """In the child: INT and TERM take their default action, as in a job a terminal starts. An ignored
+    signal is inherited, and bash cannot trap a signal ignored when it starts, so a pytest process run
+    in the background (SIGINT ignored) or a test before this one that left it ignored would make the
+    signal tests wait forever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _stop_group(process: subprocess.Popen) -> None:
     """Kill what a test left running in its process group (a failed assertion, say)."""
     if process.poll() is None:
@@ -319,7 +328,8 @@ def test_exit_0_without_the_artifact_is_a_failure(tmp_path):
 def test_sigterm_records_the_step_as_failed(tmp_path):
     script = _step_script(tmp_path, 'step "$RUN" work out.txt sleep 600')
     process = subprocess.Popen(
-        ["bash", str(script)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["bash", str(script)], start_new_session=True, preexec_fn=_signals_as_in_a_terminal,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     running = tmp_path / "run" / "status" / "work.running"
     try:
@@ -343,6 +353,7 @@ def _start_sleeping_sweep(tmp_path: Path):
         ["bash", str(plan.scripts.entry)],
         env=env,
         start_new_session=True,
+        preexec_fn=_signals_as_in_a_terminal,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
