@@ -39,6 +39,8 @@ STAGE_DEFAULTS: dict[str, dict[str, object]] = {
     "pretrain": {"template": "plain", "image_aspect_ratio": "crop", "group_by_modality_length": False},
     "finetune": {"template": "vicuna_v1", "image_aspect_ratio": "pad", "group_by_modality_length": True},
 }
+# BPO's preference stage (scripts/finetune_bpo.sh) reads its pairs as stage 2 reads conversations.
+STAGE_DEFAULTS["preference"] = STAGE_DEFAULTS["finetune"]
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,12 @@ from ..typed_config import (
     validate,
 )
 
-Stage = Literal["pretrain", "finetune"]
+Stage = Literal["pretrain", "finetune", "preference"]
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
-__all__ = ["ConfigError", "LoraConfig", "ModelConfig", "Origins", "RunConfig", "TrainConfig", "load_run_config",
-           "run_config_from_dict"]
+__all__ = ["ConfigError", "LoraConfig", "ModelConfig", "Origins", "PreferenceConfig", "RunConfig", "TrainConfig",
+           "load_run_config", "run_config_from_dict"]
 
 
 @dataclass
@@ -101,6 +101,22 @@ class LoraConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """The DPO objective of `train.stage: preference` (BPO, docs/preference.md). The reference model:
+    `lora_disabled` the policy with its LoRA switched off (BPO's choice; needs train.lora), or
+    `frozen_copy` a frozen copy of the starting model (any stage-3 run; not under ZeRO-3)."""
+
+    __pydantic_config__ = STRICT_KEYS
+
+    beta: Positive = 0.1  # BPO's (the TrainingArguments default its script keeps)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    nll_weight: Annotated[float, Field(ge=0)] = 0.0  # times the chosen responses' NLL per token
+    reference: Literal["lora_disabled", "frozen_copy"] = "lora_disabled"
+    chunk_size: PositiveInt = 1024  # supervised positions per LM-head chunk
+
+
+@dataclass
 class TrainConfig:
     __pydantic_config__ = STRICT_KEYS
 
@@ -124,6 +140,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     deepspeed: str | None = None
     lora: LoraConfig | None = None
+    preference: PreferenceConfig | None = None  # stage preference: its DPO settings (unset: the defaults)
     logging_steps: int = 1
     save_steps: int = 500
     save_total_limit: int | None = 2
@@ -137,6 +154,14 @@ class TrainConfig:
 
     def __post_init__(self):
         check(self, "train.")  # built in code (dataclasses.replace) as well as read from a file
+        if self.stage == "preference" and self.preference is None:
+            self.preference = PreferenceConfig()
+        if self.stage == "preference" and self.preference.reference == "lora_disabled" and self.lora is None:
+            raise ConfigError("train.preference.reference: lora_disabled (the policy with its LoRA switched off) "
+                              "needs train.lora; set it, or reference: frozen_copy", key="train.preference.reference")
+        if self.stage != "preference" and self.preference is not None:
+            raise ConfigError(f"train.preference applies to train.stage: preference, not {self.stage!r}",
+                              key="train.preference")
 
 
 @dataclass

@@ -9,12 +9,14 @@ Artifacts in `train.output_dir`:
     metrics.jsonl         every log line: loss, lr, grad norm, tokens/s, samples/s, step time, MFU
     checkpoint-<step>/    resumable checkpoints (trainable weights, optimizer, scheduler, RNG, data position)
     adapters/             stage 1: the adapters artifact stage 2 starts from (also written by LoRA runs)
-    model/                stage 2 (full fine-tuning): the complete model + processor, ready for evaluation
-    lora/                 stage 2 with LoRA: the peft adapter; `mof-llava merge-lora` makes a standalone model
+    model/                stage 2 or preference (full fine-tuning): the complete model + processor
+    lora/                 stage 2 or preference with LoRA: the peft adapter; `mof-llava merge-lora` makes a
+                          standalone model
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -29,6 +31,8 @@ from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
 from ..model.modeling import MofLlavaForConditionalGeneration
 from ..model.processing import MofLlavaProcessor
+from ..preference.collator import PreferenceCollator
+from ..preference.dataset import PreferenceDataset
 from ..safe_load import check_checkpoint
 from . import checkpoints, run_folder
 from .config import ConfigError, ModelConfig, RunConfig
@@ -91,13 +95,15 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     _setup_wandb(tcfg, output_dir)
     set_seed(tcfg.seed)
 
-    check_deepspeed_config(tcfg)
+    deepspeed = check_deepspeed_config(tcfg)
+    _check_preference_settings(config, deepspeed)
     model, processor = load_model(config.model, deepspeed_bf16=bool(tcfg.deepspeed) and precision == "bf16", on_gpu=on_gpu)
     if precision in ("bf16", "fp16"):  # frozen towers need no fp32 master weights
         model.vision_towers.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     if tcfg.gradient_checkpointing:
         enable_activation_checkpointing(model)
     logger.info("stage %s: %s", tcfg.stage, config.name)
+    reference = _frozen_reference(model, tcfg)
     model = apply_stage(model, tcfg.stage, tcfg.lora)
 
     resume = _resume_point(tcfg.resume, output_dir)
@@ -109,11 +115,11 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     args = training_arguments(config, world)
     # Rank 0 builds the record index and token-length cache; the others then read it.
     with args.main_process_first(desc="indexing the training data"):
-        dataset = LlavaDataset.from_config(config.data, processor)
+        dataset = (PreferenceDataset if tcfg.stage == "preference" else LlavaDataset).from_config(config.data, processor)
     logger.info(dataset.summary())
     if rank == 0:
         _record_data(config, output_dir, dataset, resume)
-    trainer, metrics = _make_trainer(config, model, processor, args, dataset, callbacks)
+    trainer, metrics = _make_trainer(config, model, processor, args, dataset, callbacks, reference)
     if resume is not None:
         logger.info("resuming from %s", resume)
         if rank == 0:
@@ -169,19 +175,25 @@ def training_arguments(config: RunConfig, world: World):
     )
 
 
-def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks: list | None):
-    """The MofLlavaTrainer for this run, and the callback that writes metrics.jsonl."""
+def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks: list | None, reference=None):
+    """The MofLlavaTrainer for this run (the PreferenceTrainer for stage preference, with its frozen
+    reference copy when it uses one), and the callback that writes metrics.jsonl."""
     from ..verbosity import is_verbose
+    from .preference_trainer import PreferenceTrainer
     from .trainer import MetricsFileCallback, MofLlavaTrainer
 
     tcfg = config.train
     metrics = MetricsFileCallback(Path(tcfg.output_dir) / "metrics.jsonl")
-    trainer = MofLlavaTrainer(
+    if tcfg.stage == "preference":
+        trainer_class, collator = PreferenceTrainer, PreferenceCollator
+        extra = {"preference": tcfg.preference, "reference_model": reference}
+    else:
+        trainer_class, collator, extra = MofLlavaTrainer, PackedCollator if config.data.packing else LlavaCollator, {}
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
-        # the pad id the placeholder batch uses too
-        data_collator=(PackedCollator if config.data.packing else LlavaCollator)(processor.pad_token_id),
+        data_collator=collator(processor.pad_token_id),  # the pad id the placeholder batch uses too
         processing_class=processor,
         callbacks=[metrics, *(callbacks or [])],
         adapter_learning_rate=tcfg.adapter_learning_rate,
@@ -192,6 +204,7 @@ def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks:
         save_total_limit=tcfg.save_total_limit,
         flops_model=FlopsModel.for_model(model),
         peak_flops=device_peak_flops(tcfg.peak_tflops),
+        **extra,
     )
     if not is_verbose():
         from .progress import quiet_progress
@@ -242,7 +255,7 @@ def load_model(
 def _save_final(trainer, model, processor: MofLlavaProcessor, config: RunConfig, output_dir: Path) -> Path:
     tcfg = config.train
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if tcfg.stage == "finetune" and tcfg.lora is None:
+    if tcfg.stage != "pretrain" and tcfg.lora is None:
         target = output_dir / "model"
         trainer.save_model(str(target))  # gathers ZeRO-3 shards
         if trainer.args.should_save:
@@ -277,6 +290,29 @@ def _report_skips(trainer, rank: int) -> int:
     if rank == 0:
         logger.info("%d sample(s) skipped in total", tally.total)
     return tally.total
+
+
+# -- the preference stage ---------------------------------------------------------------------------------
+def _check_preference_settings(config: RunConfig, deepspeed: dict | None) -> None:
+    """Refuse the preference settings that cannot work, before a model is loaded."""
+    tcfg = config.train
+    if tcfg.stage != "preference":
+        return
+    if config.data.packing:
+        raise ConfigError("data.packing: the preference stage pads each pair's two conversations to one length; "
+                          "set data.packing: false")
+    reference = tcfg.preference.reference
+    zero_stage = ((deepspeed or {}).get("zero_optimization") or {}).get("stage")
+    if reference == "frozen_copy" and zero_stage == 3:
+        raise ConfigError(f"train.preference.reference: frozen_copy keeps a whole copy of the model on every rank, "
+                          f"which ZeRO-3 ({tcfg.deepspeed}) does not partition; use train.lora with lora_disabled")
+
+
+def _frozen_reference(model, tcfg):
+    """The frozen copy of the starting model that reference frozen_copy scores against, else None."""
+    if tcfg.stage != "preference" or tcfg.preference.reference != "frozen_copy":
+        return None
+    return copy.deepcopy(model).requires_grad_(False).eval()
 
 
 # -- environment ---------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
               (I-MoF: both adapters, jointly; A-MoF: its single shared adapter)
     finetune  (stage 2, instruction tuning)  towers frozen; adapters and the LLM trained,
               fully or through LoRA on the LLM's linear layers (the adapters are then still trained in full)
-    Both stages train the whole mixer, so LION's aggregators (`mixer.aggregators`, when configured)
+    preference (stage 3, BPO's DPO)  towers and adapters frozen (BPO's recipe); the LLM trained, through
+              LoRA (BPO's choice) or fully
+    Stages 1 and 2 train the whole mixer, so LION's aggregators (`mixer.aggregators`, when configured)
     train with the adapters; they get their own log line.
 """
 
@@ -18,6 +20,7 @@ from torch import nn
 from .config import LoraConfig
 
 logger = logging.getLogger(__name__)
+STAGES = ("pretrain", "finetune", "preference")
 
 
 @dataclass(frozen=True)
@@ -30,17 +33,18 @@ class ModuleCount:
 def apply_stage(model: nn.Module, stage: str, lora: LoraConfig | None = None) -> nn.Module:
     """Freeze/unfreeze `model` (a MofLlavaForConditionalGeneration) for `stage`; with `lora`, wrap the
     LLM with peft LoRA adapters. Returns the model to train (the peft wrapper when LoRA is on)."""
-    if stage not in ("pretrain", "finetune"):
-        raise ValueError(f"unknown stage {stage!r}; choose 'pretrain' or 'finetune'")
-    if lora is not None and stage != "finetune":
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if lora is not None and stage == "pretrain":
         raise ValueError("LoRA applies to the LLM, which stage 1 (pretrain) keeps frozen")
+    train_mixer = stage != "preference"
     model.requires_grad_(False)
-    model.mixer.requires_grad_(True)
-    if stage == "finetune":
+    model.mixer.requires_grad_(train_mixer)
+    if stage != "pretrain":
         if lora is None:
             model.language_model.requires_grad_(True)
         else:
-            model = _wrap_lora(model, lora)
+            model = _wrap_lora(model, lora, train_mixer)
     for name, count in trainable_by_module(model).items():
         state = "trained" if count.trainable else "frozen"
         logger.info("%-8s %-28s %14s / %14s parameters", state, name, f"{count.trainable:,}", f"{count.total:,}")
@@ -49,7 +53,7 @@ def apply_stage(model: nn.Module, stage: str, lora: LoraConfig | None = None) ->
 
 def trainable_by_module(model: nn.Module) -> dict[str, ModuleCount]:
     """Trainable and total parameter counts per top-level part (towers one by one, mixer, LLM)."""
-    base = _unwrap(model)
+    base = base_model(model)
     parts: dict[str, nn.Module] = {f"vision_towers.{n}": t for n, t in base.vision_towers.items()}
     parts["mixer"] = base.mixer
     if len(base.mixer.aggregators):  # LION's aggregators are part of the mixer; their own line says so
@@ -64,7 +68,7 @@ def trainable_by_module(model: nn.Module) -> dict[str, ModuleCount]:
     return counts
 
 
-def _wrap_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+def _wrap_lora(model: nn.Module, lora: LoraConfig, train_mixer: bool = True) -> nn.Module:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -86,12 +90,13 @@ def _wrap_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
         task_type=None,
     )
     wrapped = get_peft_model(model, config)
-    # peft freezes everything it did not add; the adapters are trained in full (saved separately as
+    # peft freezes everything it did not add; stage 2 trains the adapters in full (saved separately as
     # an adapters artifact, not as peft "modules_to_save" copies).
-    model.mixer.requires_grad_(True)
+    model.mixer.requires_grad_(train_mixer)
     return wrapped
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def base_model(model: nn.Module) -> nn.Module:
+    """The MofLlava model itself, also when peft wraps it."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if get_base is not None else model

@@ -148,7 +148,7 @@ class MofLlavaTrainer(Trainer):
         pixels = inputs.get("pixel_values")
         self._window["images"] += 0 if pixels is None else int(pixels.shape[0])
 
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        result = self._objective(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
         if not torch.isfinite(loss.detach()).item():
             raise NonFiniteLossError(
@@ -156,6 +156,11 @@ class MofLlavaTrainer(Trainer):
                 f"(rank {self.args.process_index}); the batch held: " + "; ".join(samples or ["<unknown samples>"])
             )
         return result
+
+    def _objective(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The training objective on a batch with rows: the model's causal-LM loss (the preference
+        stage's trainer puts DPO here)."""
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     # -- optimizer --------------------------------------------------------------------------------
     def create_optimizer(self, model=None):

@@ -1,0 +1,92 @@
+"""`PreferenceTrainer`: `MofLlavaTrainer` with the DPO objective of the preference stage (BPO).
+
+A batch is `[chosen; rejected]` (preference/collator.py). The policy runs once over it; the LLM's last
+hidden states go to `sequence_logps`, which scores only the response tokens (never a visual position)
+without building full-vocabulary logits for the sequence. The reference runs the same batch without
+gradients: the policy with its LoRA switched off (peft's `disable_adapter()`, BPO's choice) or a frozen
+copy of the starting model. The loss is `preference/dpo.py`'s, a mean over the micro-batch's pairs,
+which the Trainer divides by the accumulation steps. Rewards, margins, accuracies and the mean
+log-probs are averaged over the steps since the last log line (over every rank) and logged with it:
+metrics.jsonl and wandb get them.
+
+Everything else (sampler, skipped samples, NaN guard, checkpoints, exact resume, throughput) is
+MofLlavaTrainer's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..preference.dpo import dpo_loss, response_labels, sequence_logps, split_pair
+from .config import PreferenceConfig
+from .stages import base_model
+from .trainer import MofLlavaTrainer
+
+REFERENCES = ("lora_disabled", "frozen_copy")
+
+
+class PreferenceTrainer(MofLlavaTrainer):
+    # a mean over the pairs of a micro-batch: the Trainer divides it by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, preference: PreferenceConfig, reference_model: nn.Module | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if preference.reference not in REFERENCES:
+            raise ValueError(f"unknown reference {preference.reference!r}; choose one of {', '.join(REFERENCES)}")
+        if (preference.reference == "frozen_copy") != (reference_model is not None):
+            raise ValueError("reference frozen_copy takes a reference_model, lora_disabled none")
+        if preference.reference == "lora_disabled" and not hasattr(self.model, "disable_adapter"):
+            raise ValueError("reference lora_disabled needs a LoRA (peft) model; set train.lora or reference: frozen_copy")
+        self.preference = preference
+        self.reference_model = reference_model
+        if reference_model is not None:
+            reference_model.requires_grad_(False).eval().to(self.args.device)
+        self.model_accepts_loss_kwargs = False  # DPO needs no count of supervised tokens
+        self._metric_sums: dict[str, float] = {}
+        self._metric_batches = 0
+
+    def _objective(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        policy_logps, counts, outputs = self.response_logps(model, inputs, labels)
+        with torch.no_grad():
+            reference_logps = self.reference_logps(model, inputs, labels)
+        cfg = self.preference
+        out = dpo_loss(policy_logps, reference_logps, counts, cfg.beta, cfg.loss_type, cfg.label_smoothing,
+                       cfg.nll_weight)  # fmt: skip
+        self._add_metrics(out.metrics(), policy_logps.detach())
+        return (out.loss, outputs) if return_outputs else out.loss
+
+    def response_logps(self, model, inputs, labels):
+        """(summed response log-probs, response token counts, model outputs) of every row."""
+        outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+        base = base_model(self.accelerator.unwrap_model(model))
+        labels = response_labels(labels, inputs["input_ids"], base.config.image_token_id)
+        logps, counts = sequence_logps(
+            outputs.hidden_states[-1], base.get_output_embeddings(), labels, self.preference.chunk_size
+        )
+        return logps, counts, outputs
+
+    def reference_logps(self, model, inputs, labels) -> torch.Tensor:
+        if self.reference_model is not None:
+            return self.response_logps(self.reference_model, inputs, labels)[0]
+        policy = self.accelerator.unwrap_model(model)
+        with policy.disable_adapter():
+            return self.response_logps(policy, inputs, labels)[0]
+
+    # -- logging ----------------------------------------------------------------------------------
+    def _add_metrics(self, metrics: dict[str, float], policy_logps: torch.Tensor) -> None:
+        chosen, rejected = split_pair(policy_logps)
+        metrics = {**metrics, "logps/chosen": float(chosen.mean()), "logps/rejected": float(rejected.mean())}
+        for key, value in metrics.items():
+            self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value
+        self._metric_batches += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._metric_sums:
+            keys = sorted(self._metric_sums)
+            totals = self._global_sum_tensor([*(self._metric_sums[k] for k in keys), self._metric_batches])
+            logs.update({k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)})
+            self._metric_sums, self._metric_batches = {}, 0
+        super().log(logs, start_time)
+
