@@ -26,6 +26,8 @@ MixMode = Literal["none", "additive", "interleave", "concat"]
 MIX_MODES: tuple[str, ...] = ("none", "additive", "interleave", "concat")
 PosInterpolation = Literal["transformers", "hub"]
 POS_INTERPOLATIONS: tuple[str, ...] = ("transformers", "hub")
+Resample = Literal["bilinear", "avgpool"]
+RESAMPLES: tuple[str, ...] = ("bilinear", "avgpool")
 # Encoders whose embeddings can resize their position table the torch.hub DINOv2 way (towers.py).
 HUB_POS_INTERPOLATION_MODELS: tuple[str, ...] = ("dinov2", "dinov2_with_registers")
 _ADAPTER_PATTERN = re.compile(r"^(linear|mlp(\d+)x_gelu)$")
@@ -152,7 +154,10 @@ class MixerSpec:
     - `concat`: channel concatenation of all towers before one shared adapter.
 
     When towers produce different token grids, `grid` = [h, w] resamples every tower's 2-D grid to
-    that size (bilinear) before mixing; without it, differing grids are a configuration error.
+    that size before mixing; without it, differing grids are a configuration error. A grid smaller
+    than the towers' also sets a token budget (I-MoF with grid [12, 24]: 2 x 288 tokens, as many as
+    LLaVA-1.5's 576). `resample` says how: `bilinear` (default) or `avgpool` (adaptive average
+    pooling, every patch counted; 24 x 24 -> 12 x 24 averages each two vertically adjacent patches).
 
     `aggregator` (an `AggregatorSpec`, off when None) refines each tower's features with LION's
     multi-level aggregator before mixing; it keeps the token count, so it composes with every mode.
@@ -164,11 +169,15 @@ class MixerSpec:
     grid: tuple[int, int] | None = None
     additive_projection: bool = False
     aggregator: AggregatorSpec | None = None
+    resample: Resample = "bilinear"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["grid"] = list(self.grid) if self.grid is not None else None
-        # Without an aggregator the saved mixer reads exactly as before the option existed.
+        # Without an aggregator (or with the default resampling) the saved mixer reads exactly as
+        # before the option existed.
+        if self.resample == "bilinear":
+            data.pop("resample")
         data.pop("aggregator")
         if self.aggregator is not None:
             data["aggregator"] = self.aggregator.to_dict()
@@ -184,6 +193,49 @@ class MixerSpec:
             data["alpha"] = float(data["alpha"])
         if isinstance(data.get("aggregator"), Mapping):
             data["aggregator"] = AggregatorSpec.from_dict(data["aggregator"])
+        return cls(**data)
+
+
+MoaPlacement = Literal["pre_norm_residual", "post_norm_mlp_input"]
+MOA_PLACEMENTS: tuple[str, ...] = ("pre_norm_residual", "post_norm_mlp_input")
+
+
+@dataclass(frozen=True)
+class MoaSpec:
+    """LION's mixture of adapters in the LLM (`mof_llava.model.moa`): in every decoder layer's MLP
+    path, one bottleneck adapter per task and per-task, per-channel gates, initialised so that task k
+    uses adapter k only; the up-projections start at zero (the model equals the LLM alone at init).
+
+    `tasks` names the tasks in adapter order (a record's `task` field is one of them);
+    `default_task` routes a forward given no task ids (generation, evaluation). `placement`: what
+    the adapters read, `pre_norm_residual` (LION's: the residual before the MLP's norm) or
+    `post_norm_mlp_input` (the MLP's normalised input).
+    """
+
+    tasks: tuple[str, ...] = ("image", "region")
+    bottleneck: int = 64
+    placement: MoaPlacement = "pre_norm_residual"
+    default_task: str = "image"
+
+    def __post_init__(self) -> None:
+        if len(self.tasks) < 1 or len(set(self.tasks)) != len(self.tasks) or not all(self.tasks):
+            raise MofLlavaConfigError(f"moa.tasks must be distinct non-empty names, got {list(self.tasks)}")
+        if self.default_task not in self.tasks:
+            raise MofLlavaConfigError(f"moa.default_task {self.default_task!r} is not one of moa.tasks {list(self.tasks)}")
+        if self.placement not in MOA_PLACEMENTS:
+            raise MofLlavaConfigError(f"unknown moa.placement {self.placement!r}; choose one of {list(MOA_PLACEMENTS)}")
+        if self.bottleneck < 1:
+            raise MofLlavaConfigError(f"moa.bottleneck must be positive, got {self.bottleneck}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tasks": list(self.tasks)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MoaSpec:
+        data = dict(data)
+        _refuse_unknown_keys(cls, data, "moa")
+        if "tasks" in data:
+            data["tasks"] = tuple(str(v) for v in data["tasks"])
         return cls(**data)
 
 
@@ -210,11 +262,14 @@ def mixing_grid(spec: MixerSpec, tower_grids: Grids) -> tuple[int, int]:
     return tuple(spec.grid) if spec.grid is not None else grids[0]
 
 
-def num_visual_tokens(spec: MixerSpec, tower_grids: Grids) -> int:
+def num_visual_tokens(spec: MixerSpec, tower_grids: Grids, dropped: Sequence[str] = ()) -> int:
     """Visual tokens per image, the one place that counts them: the mixing grid times the streams the
-    LLM sees (every tower when interleaving, else one)."""
+    LLM sees (every tower when interleaving, else one). `dropped` names interleaved towers whose
+    tokens an inference-time ablation removes (mixer.TowerAblation, mode "drop")."""
     h, w = mixing_grid(spec, tower_grids)
-    return h * w * (len(tower_grids) if spec.mode == "interleave" else 1)
+    if spec.mode != "interleave":
+        return h * w
+    return h * w * (len(tower_grids) - len(set(dropped)))
 
 
 def normalise_vision_config(vision_config: dict[str, Any] | PreTrainedConfig) -> dict[str, Any]:
@@ -254,6 +309,9 @@ class MofLlavaConfig(PreTrainedConfig):
         image_token_id: the placeholder id the processor writes for each visual token. LLaVA's
             out-of-vocabulary -200 by default (keeps a Vicuna vocabulary unchanged); llava-hf
             checkpoints use their `<image>` token id.
+        tag_hint_token_id: LION's tag soft prompt (model/tag_prompt.py): the placeholder id the processor
+            writes for the `<tag_hint>` marker, where the model puts one learnable vector. None: off.
+        moa: a `MoaSpec` dict, LION's mixture of adapters in the LLM (model/moa.py). None: off.
     """
 
     model_type = "mof_llava"
@@ -266,6 +324,8 @@ class MofLlavaConfig(PreTrainedConfig):
     image_mean: list | None = None
     image_std: list | None = None
     image_token_id: int = LLAVA_IMAGE_TOKEN_INDEX
+    tag_hint_token_id: int | None = None
+    moa: dict | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -277,6 +337,8 @@ class MofLlavaConfig(PreTrainedConfig):
         ]
         mixer = self.mixer if self.mixer is not None else {}
         self.mixer = (mixer if isinstance(mixer, MixerSpec) else MixerSpec.from_dict(mixer)).to_dict()
+        if self.moa is not None:  # absent, the saved config reads as before the option existed
+            self.moa = (self.moa if isinstance(self.moa, MoaSpec) else MoaSpec.from_dict(self.moa)).to_dict()
         self.image_mean = list(self.image_mean if self.image_mean is not None else OPENAI_CLIP_MEAN)
         self.image_std = list(self.image_std if self.image_std is not None else OPENAI_CLIP_STD)
         super().__post_init__(**kwargs)
@@ -292,6 +354,10 @@ class MofLlavaConfig(PreTrainedConfig):
     @property
     def mixer_spec(self) -> MixerSpec:
         return MixerSpec.from_dict(self.mixer)
+
+    @property
+    def moa_spec(self) -> MoaSpec | None:
+        return MoaSpec.from_dict(self.moa) if self.moa is not None else None
 
     def tower_grid(self, tower: TowerSpec) -> tuple[int, int]:
         return tower.grid(self.image_size)
@@ -333,6 +399,10 @@ class MofLlavaConfig(PreTrainedConfig):
                     f"tower {tower.name!r} is a CLIP model trained at {configured} px but images are {self.image_size} px"
                 )
         mixing_grid(spec, self.tower_grids)  # refuses grids it cannot mix
+        if self.tag_hint_token_id is not None and self.tag_hint_token_id == self.image_token_id:
+            raise MofLlavaConfigError(
+                f"tag_hint_token_id {self.tag_hint_token_id} is the image placeholder id; the hint needs its own"
+            )
         if spec.aggregator is not None:
             for tower in towers:
                 if tower.name in spec.aggregator.tower_names([t.name for t in towers]):
@@ -367,6 +437,8 @@ def validate_mixer(spec: MixerSpec, names: list[str]) -> None:
         raise MofLlavaConfigError("mixer.additive_projection only applies to additive mixing")
     if spec.grid is not None and (len(spec.grid) != 2 or min(spec.grid) < 1):
         raise MofLlavaConfigError(f"mixer.grid must be two positive integers [h, w], got {list(spec.grid)}")
+    if spec.resample not in RESAMPLES:
+        raise MofLlavaConfigError(f"unknown mixer.resample {spec.resample!r}; choose one of {list(RESAMPLES)}")
     if spec.aggregator is not None:
         _validate_aggregator(spec.aggregator, names)
 
