@@ -33,6 +33,7 @@ from ..constants import IGNORE_INDEX
 from .aggregator import ZeroInitLinear
 from .configuration import MofLlavaConfig
 from .mixer import FeatureMixer
+from .moa import AdapterRouter, build_moa, hard_assignment
 from .towers import VisionTower
 
 
@@ -56,6 +57,8 @@ class MofLlavaPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, AdapterRouter):  # LION's gates: task k uses adapter k only (moa.py)
+            init.copy_(module.gates, hard_assignment(*module.gates.shape[1:]))
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -81,6 +84,10 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
             text_hidden_size=config.text_config.hidden_size,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        # LION's mixture of adapters (moa.py), hooked onto the LLM's decoder layers, only when configured.
+        self.moa = build_moa(config.moa_spec, config.text_config) if config.moa_spec is not None else None
+        if self.moa is not None:
+            self.moa.attach(self.language_model)
         self.post_init()
 
     # -- the LLM's embeddings and head ------------------------------------------------------------
@@ -135,8 +142,11 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        task_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        """`task_ids` ([batch] or, for packed rows, [batch, seq]; indices into `config.moa_spec.tasks`)
+        route LION's mixture of adapters; None routes every token to its default task."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
@@ -162,6 +172,10 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
         elif self.training:
             inputs_embeds = inputs_embeds + self._dummy_visual_term(inputs_embeds)
 
+        if self.moa is not None:
+            self.moa.route(task_ids)
+        elif task_ids is not None:
+            raise ValueError("task_ids route LION's mixture of adapters, which this model has not (config.moa)")
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
