@@ -8,6 +8,8 @@
   so sequence lengths, attention masks and positions are final before the model runs; merging is one
   `masked_scatter`, with no per-sample loop.
 - The mixer alone decides how tower features become visual tokens (mixer.py).
+- LION's tag soft prompt (only with `config.tag_hint_token_id`): one learnable vector written at every
+  `<tag_hint>` placeholder, before the visual tokens go in (tag_prompt.py).
 - The language model is any transformers causal LM, kept whole (`AutoModelForCausalLM`), so its own
   head, tied embeddings, logit post-processing and loss (including `num_items_in_batch` under
   gradient accumulation) are used unchanged.
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -34,7 +37,32 @@ from .aggregator import ZeroInitLinear
 from .configuration import MofLlavaConfig
 from .mixer import FeatureMixer
 from .moa import AdapterRouter, build_moa, hard_assignment
+from .tag_prompt import TagSoftPrompt
 from .towers import VisionTower
+
+
+# One tensor that every tower reads, or one tensor per tower name.
+PixelValues = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def tower_input(pixel_values: PixelValues, name: str, towers) -> torch.Tensor:
+    """The pixels tower `name` reads; a mapping must name exactly the towers in use."""
+    if not isinstance(pixel_values, Mapping):
+        return pixel_values
+    if set(pixel_values) != set(towers):
+        raise ValueError(
+            f"per-tower pixel_values name the towers {sorted(pixel_values)}, the model uses {sorted(towers)}"
+        )
+    if len({tuple(v.shape) for v in pixel_values.values()}) > 1:
+        shapes = {k: tuple(v.shape) for k, v in pixel_values.items()}
+        raise ValueError(f"per-tower pixel_values must share one shape, got {shapes}")
+    return pixel_values[name]
+
+
+def pixels_to(pixel_values: PixelValues, device: torch.device) -> PixelValues:
+    if isinstance(pixel_values, Mapping):
+        return {name: value.to(device) for name, value in pixel_values.items()}
+    return pixel_values.to(device)
 
 
 class MofLlavaPreTrainedModel(PreTrainedModel):
@@ -57,6 +85,8 @@ class MofLlavaPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, TagSoftPrompt):
+            init.normal_(module.vector, std=module.init_std)
         elif isinstance(module, AdapterRouter):  # LION's gates: task k uses adapter k only (moa.py)
             init.copy_(module.gates, hard_assignment(*module.gates.shape[1:]))
         elif isinstance(module, nn.LayerNorm):
@@ -84,6 +114,13 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
             text_hidden_size=config.text_config.hidden_size,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        text = config.text_config
+        # LION's tag hint (tag_prompt.py), only when the config asks for it.
+        self.tag_prompt = (
+            TagSoftPrompt(text.hidden_size, getattr(text, "initializer_range", 0.02))
+            if config.tag_hint_token_id is not None
+            else None
+        )
         # LION's mixture of adapters (moa.py), hooked onto the LLM's decoder layers, only when configured.
         self.moa = build_moa(config.moa_spec, config.text_config) if config.moa_spec is not None else None
         if self.moa is not None:
@@ -107,13 +144,17 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
         return self.language_model.get_decoder()
 
     # -- vision -----------------------------------------------------------------------------------
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[n_images, 3, H, W] -> visual tokens [n_images, num_image_tokens, text_hidden_size]."""
+    def get_image_features(self, pixel_values: PixelValues) -> torch.Tensor:
+        """[n_images, 3, H, W] -> visual tokens [n_images, num_image_tokens, text_hidden_size].
+
+        `pixel_values` may also map each tower's name to its own tensor, so that a corruption can
+        reach one stream alone (preference/weakening.py `tower_pixels`); one tensor feeds every tower.
+        """
         features, earlier = {}, {}
         for name in self.mixer.required_towers:
             # The tower's selected layer, plus the earlier layers its aggregator reads (if any).
             features[name], *earlier[name] = self.vision_towers[name].hidden_states(
-                pixel_values, self.mixer.tower_layers[name]
+                tower_input(pixel_values, name, self.mixer.required_towers), self.mixer.tower_layers[name]
             )
         return self.mixer(features, earlier)
 
@@ -134,7 +175,7 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
+        pixel_values: PixelValues | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
@@ -151,16 +192,20 @@ class MofLlavaForConditionalGeneration(MofLlavaPreTrainedModel, GenerationMixin)
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
             image_mask = input_ids == self.config.image_token_id
+            hint_mask = None if self.tag_prompt is None else input_ids == self.config.tag_hint_token_id
+            placeholders = image_mask if hint_mask is None else image_mask | hint_mask
             # Placeholder ids may lie outside the vocabulary (LLaVA's -200): embed a valid id there,
-            # the visual tokens overwrite it below.
-            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+            # the visual tokens (and the tag hint vector) overwrite it below.
+            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))
+            if hint_mask is not None:
+                inputs_embeds = self.tag_prompt(inputs_embeds, hint_mask)
             if labels is not None:
-                labels = labels.masked_fill(image_mask, IGNORE_INDEX)  # visual positions are never targets
+                labels = labels.masked_fill(placeholders, IGNORE_INDEX)  # placeholders are never targets
 
         if pixel_values is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids: the placeholders say where the visual tokens go")
-            visual = self.get_image_features(pixel_values.to(inputs_embeds.device))
+            visual = self.get_image_features(pixels_to(pixel_values, inputs_embeds.device))
             n_slots, n_tokens = int(image_mask.sum()), visual.shape[0] * visual.shape[1]
             if n_slots != n_tokens:
                 raise ValueError(
