@@ -31,14 +31,38 @@ class EvalConfigError(ValueError):
     """An evaluation config that cannot run (wrong options type, a verb the benchmark lacks)."""
 
 
+_RUN = frozenset({"run"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig(MllmRunFlags):
     """One evaluation: the benchmark, its options (the dataclass its registry entry names), and
-    the model and runner settings of `MllmRunFlags` (model, output_dir, device, batch_size ...)."""
+    the model and runner settings of `MllmRunFlags` (model, output_dir, device, batch_size ...).
+    `ablate_tower` evaluates with one tower's contribution removed (mixer.TowerAblation)."""
 
     benchmark: str
     options: Any  # an instance of `registry.get(benchmark).options`
     dist: Distributed | None = None  # this process's shard (default: torchrun's environment)
+    ablate_tower: str | None = option(
+        None,
+        "per-tower attribution: evaluate with this tower's contribution removed (e.g. dinov2); the "
+        "answers go to <bench>-without-<tower>-<mode> by default",
+        actions=_RUN,
+    )
+    ablation: str = option(
+        "zero",
+        "how --ablate-tower removes it: zero (its tokens, or its features before a shared adapter), "
+        "drop (its interleaved tokens; fewer per image) or blank (a blank image's in their place)",
+        actions=_RUN,
+    )
+
+    def tower_ablation(self):
+        """The `mixer.TowerAblation` asked for, or None."""
+        if self.ablate_tower is None:
+            return None
+        from ..model.mixer import TowerAblation
+
+        return TowerAblation(self.ablate_tower, self.ablation)
 
 
 @dataclass(frozen=True)
@@ -102,13 +126,28 @@ def eval_task(config: EvalConfig):
 def _mllm_describe(config: EvalConfig, device: str) -> dict[str, Any]:
     from . import generation  # looked up at call time: tests stand in a fake model here
 
-    return generation.model_info(config.model, device, config.dtype)
+    info = generation.model_info(config.model, device, config.dtype)
+    ablation = config.tower_ablation()
+    if ablation is not None:  # refused here, before answers are recorded, when it cannot apply
+        from ..model.configuration import MixerSpec
+        from ..model.mixer import check_ablation
+
+        saved = info.get("model_config") or {}
+        names = [t["name"] for t in saved.get("vision_towers") or ()]
+        check_ablation(ablation, MixerSpec.from_dict(saved.get("mixer") or {}), names)
+    return info
 
 
 def _mllm_load(task, config: EvalConfig, device: str):
     from . import generation
 
     model, processor = generation.load_model(config.model, device, config.dtype)
+    ablation = config.tower_ablation()
+    if ablation is not None:
+        from ..model.mixer import ablate_tower
+
+        ablate_tower(model, ablation)
+        processor.num_image_tokens = model.mixer.num_visual_tokens  # fewer after a drop
     return generation.make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio)
 
 
@@ -125,7 +164,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
 
     bench = _entry(config.benchmark, config.options)
     check_model_path(config.model, "--model")  # errors name the field by its flag, as the CLI shows it
-    output_dir = Path(config.output_dir or default_output_dir(config.model, bench.name))
+    ablation = config.tower_ablation()
+    if ablation is not None and bench.answerer is not None:
+        raise EvalConfigError(f"{bench.name}: --ablate-tower applies to mof-llava checkpoints, not to this benchmark's models")
+    folder = bench.name if ablation is None else f"{bench.name}-{ablation.label}"
+    output_dir = Path(config.output_dir or default_output_dir(config.model, folder))
     task = eval_task(config)
     dist = config.dist or Distributed.from_env()
     device = pick_device(config.device, dist.local_rank)
@@ -140,6 +183,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         limit=config.limit,
         progress=not config.no_progress,
         model_info=answerer.describe(config, device),
+        ablation=ablation.to_dict() if ablation is not None else None,
     )
     metrics = run_task(task, lambda: answerer.load(task, config, device), options, dist)
     return EvalResult(bench.name, output_dir, output_dir / ANSWERS_FILE, output_dir / METRICS_FILE, metrics)

@@ -121,6 +121,7 @@ class RunOptions:
     limit: int | None = None  # only the first N questions (smoke runs)
     progress: bool = True
     model_info: dict[str, Any] = field(default_factory=dict)  # recorded: config, dtype, device
+    ablation: dict[str, str] | None = None  # an inference-time tower ablation (mixer.TowerAblation)
 
 
 def result_name(model: str | Path) -> str:
@@ -173,6 +174,9 @@ def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
         "image_loading": task.image_loading,
         "questions": len(task.questions),
         "prompts_sha256": prompts_digest(task.questions),
+        # None when none, as a folder recorded before the option reads: an ablated run's answers
+        # never mix with the model's own
+        "ablation": options.ablation,
     }
 
 
@@ -182,6 +186,7 @@ def run_provenance(task: EvalTask, options: RunOptions, world_size: int, questio
         "model": str(Path(options.model).resolve()),
         "model_id": options.model_id,
         **options.model_info,
+        "ablation": options.ablation,
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
         "image_aspect_ratio": task.image_aspect_ratio,
