@@ -9,3 +9,8 @@ IMAGE_TOKEN = "<image>"
 
 # LLaVA's own placeholder id: outside every vocabulary, so a Vicuna vocabulary stays unchanged.
 LLAVA_IMAGE_TOKEN_INDEX = -200
+
+# LION's tag soft prompt (mof_llava/tags/prompt.py): the marker the tag template writes where the
+# learnable hint vector goes, and its placeholder id, like the image's outside every vocabulary.
+TAG_HINT_TOKEN = "<tag_hint>"
+TAG_HINT_TOKEN_INDEX = -201

@@ -26,7 +26,7 @@ from .samples import LENGTH_BUDGETS, TRUNCATIONS, TextEncoder
 
 _EXAMPLES = 20
 # The `DataConfig` settings that change what a check reports.
-CHECK_SETTINGS = ("template", "max_length", "length_budget", "truncation")
+CHECK_SETTINGS = ("template", "max_length", "length_budget", "truncation", "tag_prompt")
 _PERCENTILES = (0, 10, 50, 90, 95, 99, 100)
 
 
@@ -68,6 +68,9 @@ class DataReport:
     malformed: list[str] = field(default_factory=list)
     with_image: int = 0
     text_only: int = 0
+    with_tags: int = 0  # image records carrying `tags` (LION's tag prompt)
+    tags_per_record: float = 0.0  # mean over those records
+    tag_prompt: bool = False  # lengths measured with the tag prompt
     images_checked: bool = False
     unique_images: int = 0
     bad_images: list[str] = field(default_factory=list)  # "path: reason (first record using it)"
@@ -119,7 +122,7 @@ def check_dataset(
         records=len(records),
     )
     by_setting = _stats_by_length_setting(
-        records, get_template(template), processor, max_length, cache_dir, num_workers
+        records, get_template(template), processor, max_length, cache_dir, num_workers, config.tag_prompt
     )
     stats, template_errors = by_setting[f"{length_budget}/{truncation}"]
     report.by_length_setting = {name: _fitting_summary(rows) for name, (rows, _) in by_setting.items()}
@@ -128,6 +131,8 @@ def check_dataset(
     has_image = np.asarray(records.has_image, dtype=bool)
     report.with_image = int(np.count_nonzero(usable & has_image))
     report.text_only = int(np.count_nonzero(usable & ~has_image))
+    report.tag_prompt = config.tag_prompt is not None
+    _count_tags(report, records, np.flatnonzero(usable & has_image))
     full = np.asarray(stats["full_length"])
     report.lengths_image = LengthSummary.of(full[usable & has_image])
     report.lengths_text = LengthSummary.of(full[usable & ~has_image])
@@ -150,17 +155,24 @@ def check_dataset(
     return report
 
 
-def _stats_by_length_setting(records, template, processor, max_length, cache_dir, num_workers) -> dict:
+def _stats_by_length_setting(records, template, processor, max_length, cache_dir, num_workers, tag_prompt) -> dict:
     """"length_budget/truncation" -> (token stats, records the template rejects), for every pair of
     settings: one tokenisation pass each (cached, so training with any of them reuses its pass)."""
     return {
         f"{budget}/{truncation}": token_stats(
             records, template, processor, max_length, cache_dir, num_workers, strict=False,
-            length_budget=budget, truncation=truncation,
+            length_budget=budget, truncation=truncation, tag_prompt=tag_prompt,
         )
         for budget in LENGTH_BUDGETS
         for truncation in TRUNCATIONS
     }
+
+
+def _count_tags(report: DataReport, records: RecordFile, indices: np.ndarray) -> None:
+    """How many image records carry `tags`, and how many on average (validated by the index already)."""
+    counts = [len(tags) for i in indices if (tags := records.raw(int(i)).get("tags")) is not None]
+    report.with_tags = len(counts)
+    report.tags_per_record = float(np.mean(counts)) if counts else 0.0
 
 
 def _fitting_summary(stats: np.ndarray) -> FittingSummary:
@@ -224,6 +236,11 @@ def format_report(report: DataReport) -> str:
         f"records   {report.records}: {report.with_image} with an image, {report.text_only} text-only, "
         f"{len(report.malformed)} malformed",
     ]
+    prompt = "lengths below with the tag prompt" if report.tag_prompt else "tag prompt off"
+    lines.append(
+        f"tags      {report.with_tags} of {report.with_image} image records have tags "
+        f"(mean {report.tags_per_record:.1f} per record); {prompt}"
+    )
     for error in report.malformed[:_EXAMPLES]:
         lines.append(f"  MALFORMED {error}")
     if len(report.malformed) > _EXAMPLES:

@@ -70,6 +70,12 @@ class CheckJob:
         choices=TRUNCATIONS,
         actions=CHECK,
     )
+    tag_prompt: bool = option(
+        False,
+        "measure the lengths with LION's tag prompt before each image record's first question (data.tag_prompt, "
+        "all tags kept); image records without 'tags' are then reported as malformed",
+        actions=CHECK,
+    )
     check_images: bool = True  # the flag is --no-images
     workers: int | None = option(None, "processes for tokenising and image checks", actions=CHECK)
     cache_dir: str | Path | None = option(
@@ -111,6 +117,7 @@ def check(job: CheckJob, processor=None) -> DataReport:
     """Validate every record and image and measure the token lengths; `processor` defaults to
     `load_processor(job)`."""
     from .check import check_dataset
+    from .tag_prompt import TagPromptConfig
 
     job = with_training_defaults(job)
     return check_dataset(
@@ -121,6 +128,7 @@ def check(job: CheckJob, processor=None) -> DataReport:
         max_length=job.max_length,
         length_budget=job.length_budget,
         truncation=job.truncation,
+        tag_prompt=TagPromptConfig() if job.tag_prompt else None,
         check_images=job.check_images,
         num_workers=job.workers,
         cache_dir=job.cache_dir,

@@ -11,6 +11,7 @@ from ..conversation import TEMPLATES
 from ..typed_config import STRICT_KEYS, check, validate
 from .images import DEFAULT_IMAGE_LOADING, ImageLoading, check_image_loading
 from .samples import LengthBudget, Truncation, check_length_settings
+from .tag_prompt import TagPromptConfig
 
 AspectRatio = Literal["pad", "crop"]
 
@@ -73,6 +74,12 @@ class DataConfig:
         samples as fit (fewer steps per epoch). Unset: the recipe's samples per step, packed.
     cache_dir: where the record index and token lengths are cached (default: see cache.py).
     num_proc: processes for the one-time tokenisation pass (default: all cores).
+    task: the task of records without a `task` field, for LION's mixture of adapters (a name of
+        `model.moa.tasks`, e.g. `image` or `region`). Unset: with moa, every record needs one.
+    tag_prompt: LION's tag prompt (tag_prompt.py; off when unset, `{}` for all tags as given): each
+        image record's `tags` become "According to <tag_hint>, you are allowed to use or partially use
+        the following tags: [...]. " before its first question; the model needs
+        `model.tag_soft_prompt: true` for the hint. Takes `dropout`, `shuffle` and `seed`.
     """
 
     __pydantic_config__ = STRICT_KEYS
@@ -92,12 +99,16 @@ class DataConfig:
     packing_tokens: int | None = None
     cache_dir: str | None = None
     num_proc: int | None = None
+    task: str | None = None
+    tag_prompt: TagPromptConfig | None = None
 
     def __post_init__(self) -> None:
         # The shared checks of images.py and samples.py first: their messages name their choices.
         check_image_loading(self.image_loading, "data.image_loading")
         check_length_settings(self.length_budget, self.truncation, "data.")
         check(self, "data.")  # built in code as well as read from a file
+        if self.tag_prompt is not None and self.template == "plain":
+            raise ValueError("data.tag_prompt needs a chat template: 'plain' drops the question the tags go before")
         if self.packing_tokens is not None and not self.packing:
             raise ValueError(f"data.packing_tokens = {self.packing_tokens} needs data.packing: true")
         if self.packing_tokens is not None and self.packing_tokens < self.max_length:

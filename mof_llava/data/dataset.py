@@ -6,9 +6,10 @@ Samples with nothing to train on (the image does not fit in `max_length`, or no 
 are left out here, once, and listed in `excluded`; `summary()` says how many and why. A sample is
 read, tokenised and its image decoded only in `__getitem__`.
 
-Each item is a dict `{"input_ids", "labels", "pixel_values", "record"}` (`pixel_values` [3, H, W], or
-None for a text-only sample; `record` says where the sample comes from: file:line, record number,
-id), or a `SkippedSample` when its image cannot be read and `on_bad_image="skip"`.
+Each item is a dict `{"input_ids", "labels", "pixel_values", "record", "task"}` (`pixel_values`
+[3, H, W], or None for a text-only sample; `record` says where the sample comes from: file:line,
+record number, id; `task` the record's task, else `data.task`, else None), or a `SkippedSample` when
+its image cannot be read and `on_bad_image="skip"`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .lengths import PROBLEMS, token_stats
 from .record_file import RecordFile
 from .samples import TextEncoder, tokenize_record
 from .skips import SkippedSample
+from .tag_prompt import with_tag_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class LlavaDataset(torch.utils.data.Dataset):
         self._fitting = {"length_budget": config.length_budget, "truncation": config.truncation}
         stats, _ = token_stats(
             self.records, self.template, processor, config.max_length, config.cache_dir, config.num_proc,
-            **self._fitting,
+            **self._fitting, tag_prompt=config.tag_prompt,
         )
         usable = stats["num_supervised"] > 0
         self.record_indices = np.flatnonzero(usable)
@@ -105,6 +107,8 @@ class LlavaDataset(torch.utils.data.Dataset):
         i = int(self.record_indices[index])
         record = self.records.record(i)
         location = self.records.location(i, record.id)
+        if self.config.tag_prompt is not None:  # the same prompt the length pass measured (tag_prompt.py)
+            record = with_tag_prompt(record, self.config.tag_prompt, i, location)
         sample = tokenize_record(
             record, self.template, self.processor, self.config.max_length, location, **self._fitting
         )
@@ -125,6 +129,7 @@ class LlavaDataset(torch.utils.data.Dataset):
             "labels": torch.from_numpy(sample.labels),
             "pixel_values": pixel_values,
             "record": str(location),  # so a failing batch can name its samples
+            "task": record.task if record.task is not None else self.config.task,  # LION's MoA (collator.py)
         }
 
     def excluded(self, limit: int | None = None) -> list[ExcludedRecord]:

@@ -5,7 +5,7 @@ the dataset must know before training which samples would have nothing to train 
 tokenising every record once with the real processor and template (`tokenize_record`, the same code
 that builds training samples, so the numbers cannot disagree). The pass runs in parallel and is
 cached next to the record index, keyed by the data file, the template, `max_length`, the length
-settings (`length_budget`, `truncation`) and a fingerprint of the tokenizer and image-token expansion.
+settings (`length_budget`, `truncation`), the tag prompt (when on) and a fingerprint of the tokenizer and image-token expansion.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..conversation import ConversationTemplate
 from . import samples as samples_module
+from . import tag_prompt as tag_prompt_module
 from .cache import cache_file, load_cached, save_cached, source_code
 from .record_file import MalformedRecordsError, RecordFile
 from .records import RecordError
@@ -31,6 +32,7 @@ from .samples import (
     Truncation,
     tokenize_record,
 )
+from .tag_prompt import TagPromptConfig, with_tag_prompt
 
 STATS_VERSION = "1"
 STATS_DTYPE = np.dtype(
@@ -80,16 +82,21 @@ def token_stats(
     *,
     length_budget: LengthBudget = "expanded",
     truncation: Truncation = "rounds",
+    tag_prompt: TagPromptConfig | None = None,
 ) -> tuple[np.ndarray, list[RecordError]]:
     """One STATS_DTYPE row per record of `records` under the given length settings (see samples.py),
-    cached; and the records the template rejects (raised as `MalformedRecordsError` when `strict`)."""
+    cached; and the records the template rejects (raised as `MalformedRecordsError` when `strict`).
+    With `tag_prompt`, every image record is measured with its tag prompt (tag_prompt.py)."""
     fitting = (max_length, length_budget, truncation)
     key = (STATS_VERSION, repr(template), *map(str, fitting), processor_fingerprint(processor))
+    if tag_prompt is not None:  # caches without it keep their keys
+        hint = getattr(processor, "tag_hint_token_id", None)
+        key += (repr(tag_prompt), str(hint), source_code(tag_prompt_module, STATS_VERSION))
     cached_at = cache_file(cache_dir, records.path, "tokens", *key)
     stats = load_cached(cached_at)
     if stats is not None and stats.dtype == STATS_DTYPE and len(stats) == len(records):
         return stats, []
-    stats, errors = _compute(records, template, processor, fitting, num_proc)
+    stats, errors = _compute(records, template, processor, fitting, num_proc, tag_prompt)
     if strict and errors:
         raise MalformedRecordsError(records.path, errors)
     if not errors and not records.errors and save_cached(cached_at, stats):
@@ -97,11 +104,11 @@ def token_stats(
     return stats, errors
 
 
-def _compute(records, template, processor, fitting, num_proc):
+def _compute(records, template, processor, fitting, num_proc, tag_prompt=None):
     n = len(records)
     chunks = [(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK)]
     num_proc = min(num_proc if num_proc is not None else (os.cpu_count() or 1), len(chunks))
-    state = (records, template, processor, fitting)
+    state = (records, template, processor, fitting, tag_prompt)
     if num_proc <= 1:
         _init_worker(*state)
         results = [_stats_of_range(chunk) for chunk in _progress(chunks, n)]
@@ -127,14 +134,14 @@ def _progress(iterable, n_records, total=None):
 _WORKER: tuple | None = None
 
 
-def _init_worker(records, template, processor, fitting) -> None:
+def _init_worker(records, template, processor, fitting, tag_prompt) -> None:
     global _WORKER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one tokenizer thread per worker process
-    _WORKER = (records, template, processor, fitting)
+    _WORKER = (records, template, processor, fitting, tag_prompt)
 
 
 def _stats_of_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[RecordError]]:
-    records, template, processor, (max_length, length_budget, truncation) = _WORKER
+    records, template, processor, (max_length, length_budget, truncation), tag_prompt = _WORKER
     start, end = bounds
     rows = np.zeros(end - start, dtype=STATS_DTYPE)
     errors: list[RecordError] = []
@@ -143,15 +150,12 @@ def _stats_of_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[RecordErr
             rows["problem"][j] = _PROBLEM_CODES["malformed record"]
             continue
         record = records.record(i)
+        location = records.location(i, record.id)
         try:
+            if tag_prompt is not None:
+                record = with_tag_prompt(record, tag_prompt, i, location)
             sample = tokenize_record(
-                record,
-                template,
-                processor,
-                max_length,
-                records.location(i, record.id),
-                length_budget=length_budget,
-                truncation=truncation,
+                record, template, processor, max_length, location, length_budget=length_budget, truncation=truncation
             )
         except RecordError as err:
             errors.append(err)

@@ -6,10 +6,16 @@ A record is LLaVA's JSON object, unchanged from the 558K pretraining file and th
      "conversations": [{"from": "human", "value": "<image>\\nWhat are the colors of the bus?"},
                        {"from": "gpt", "value": "White and red."}, ...]}
 
-Text-only records have no `image` key. `<image>` may sit anywhere in the first human turn; like
+Text-only records have no `image` key. A record with an image may carry `"tags": ["dog", "grass", ...]`,
+its image's tags for LION's tag prompt (tag_prompt.py; `mof-llava tags` adds them).
+
+`<image>` may sit anywhere in the first human turn; like
 LLaVA, it is moved to the start of that turn as `"<image>\\n" + rest.strip()`. Anything else that
 LLaVA would mis-train on silently is an error here, raised as `RecordError` naming the file, the
 line, the record number and the record's id.
+
+A record may carry `"task": "region"` (a name of the model's `moa.tasks`): the task LION's mixture
+of adapters routes it by (collator.py); `data.task` is the task of records without one.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..constants import IMAGE_TOKEN
+from ..constants import IMAGE_TOKEN, TAG_HINT_TOKEN
 
 ROLES = ("human", "gpt")  # LLaVA's role names: user turns, then assistant turns, alternating
 
@@ -52,6 +58,8 @@ class Record:
     id: str | None
     image: str | None  # path relative to the image folder; None for text-only records
     turns: tuple[tuple[str, str], ...]  # (human, gpt) pairs in order
+    tags: tuple[str, ...] | None = None  # the image's tags (LION's tag prompt); None: the record has none
+    task: str | None = None  # LION's task (e.g. 'image', 'region'): routes the LLM's mixture of adapters
 
     @property
     def has_image(self) -> bool:
@@ -76,10 +84,32 @@ def parse_record(raw: Any, location: RecordLocation) -> Record:
 
     turns = _parse_turns(raw.get("conversations"), location)
     _check_image_markers(turns, has_image=image is not None, location=location)
+    tags = _parse_tags(raw["tags"], image is not None, location) if "tags" in raw else None
+    task = _parse_task(raw["task"], location) if "task" in raw else None
     if image is not None:
         human, gpt = turns[0]
         turns[0] = (move_image_marker_to_front(human), gpt)
-    return Record(record_id, image, tuple(turns))
+    return Record(record_id, image, tuple(turns), tags, task=task)
+
+
+def _parse_tags(tags: Any, has_image: bool, location: RecordLocation) -> tuple[str, ...]:
+    """A list of non-empty strings describing the record's image."""
+    if not has_image:
+        raise RecordError(location, "'tags' describe the record's image, but the record has no 'image'")
+    if not isinstance(tags, list):
+        raise RecordError(location, f"'tags' must be a list of strings, got {type(tags).__name__}")
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, str) or not tag.strip():
+            raise RecordError(location, f"tags[{i}] must be a non-empty string, got {tag!r}")
+        if IMAGE_TOKEN in tag or TAG_HINT_TOKEN in tag:
+            raise RecordError(location, f"tags[{i}] {tag!r} holds a marker the processor reserves")
+    return tuple(tag.strip() for tag in tags)
+
+
+def _parse_task(task: Any, location: RecordLocation) -> str:
+    if not isinstance(task, str) or not task.strip():
+        raise RecordError(location, f"'task' must be a task name (a non-empty string, e.g. 'region'), got {task!r}")
+    return task.strip()
 
 
 def move_image_marker_to_front(text: str) -> str:
@@ -128,6 +158,8 @@ def _check_image_markers(turns: list[tuple[str, str]], has_image: bool, location
         )
     for r, (human, gpt) in enumerate(turns):
         for role, text in (("human", human), ("gpt", gpt)):
+            if TAG_HINT_TOKEN in text:  # only the tag prompt writes it (tag_prompt.py)
+                raise RecordError(location, f"{TAG_HINT_TOKEN} in the {role} turn of round {r}: the marker is reserved")
             if IMAGE_TOKEN in text and (r, role) != (0, "human"):
                 raise RecordError(
                     location,

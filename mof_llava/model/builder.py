@@ -25,7 +25,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationConfig
 from transformers.utils import cached_file
 
-from ..constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX
+from ..constants import IMAGE_TOKEN, LLAVA_IMAGE_TOKEN_INDEX, TAG_HINT_TOKEN_INDEX
 from .configuration import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -95,6 +95,8 @@ class ModelRecipe:
     mixer: MixerSpec = field(default_factory=MixerSpec)
     # None: the tokenizer's <image> id when it has one (llava-hf style), else LLaVA's -200
     image_token_id: int | None = None
+    # LION's tag soft prompt: one learnable vector at the `<tag_hint>` placeholder (model/tag_prompt.py)
+    tag_soft_prompt: bool = False
 
 
 def llava15_recipe(llm: str, clip: str = CLIP_L14_336.path) -> ModelRecipe:
@@ -132,6 +134,7 @@ def build_model(
         image_mean=list(pixel_mean),
         image_std=list(pixel_std),
         image_token_id=image_token_id,
+        tag_hint_token_id=TAG_HINT_TOKEN_INDEX if recipe.tag_soft_prompt else None,
     )
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
@@ -190,6 +193,10 @@ def _assemble(
             module.reset_parameters()
     if dtype is not None:
         model.mixer.to(dtype)
+    if model.tag_prompt is not None:  # LION's hint vector starts from its own init (tag_prompt.py)
+        model.tag_prompt.to_empty(device="cpu")
+        model.tag_prompt.reset_parameters()
+        model.tag_prompt.to(model.language_model.dtype)
     model.generation_config = _generation_config(recipe.llm)
     return model
 

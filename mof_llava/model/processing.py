@@ -4,6 +4,8 @@ Text: each `<image>` marker becomes `num_image_tokens` placeholder ids `image_to
 model's config (`for_config`; the count is `configuration.num_visual_tokens`). The text between
 markers is tokenised chunk by chunk, the first chunk with BOS, exactly as LLaVA's
 `tokenizer_image_token` does, so prompts tokenise identically to LLaVA's.
+With LION's tag soft prompt on (`tag_hint_token_id`, from the config), each `<tag_hint>` marker
+becomes that one placeholder id, where the model writes its learnable hint vector.
 
 Images: LLaVA-1.5's preprocessing through transformers' PIL image processor: with
 `image_aspect_ratio="pad"` the picture is centred on a square of the CLIP mean colour (122, 116, 104)
@@ -14,6 +16,7 @@ statistics converts it itself (see towers.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +24,7 @@ from typing import Literal
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from ..constants import IMAGE_TOKEN
+from ..constants import IMAGE_TOKEN, TAG_HINT_TOKEN
 from .configuration import MofLlavaConfigError
 from .tokenizer import check_tokenizer_files
 
@@ -29,6 +32,8 @@ AspectRatio = Literal["pad", "crop"]
 ASPECT_RATIOS = ("pad", "crop")
 # LLaVA-1.5's evaluation preprocessing; training runs pass their `DataConfig.image_aspect_ratio`.
 DEFAULT_ASPECT_RATIO: AspectRatio = "pad"
+# The markers `encode` replaces by placeholder ids; the rest of the text is tokenised chunk by chunk.
+_MARKERS = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(TAG_HINT_TOKEN)})")
 
 
 def _pil_backend(image_processor):
@@ -50,6 +55,10 @@ class EncodedText:
 
 
 class MofLlavaProcessor(ProcessorMixin):
+    # Off unless the config has the tag soft prompt; set on the instance only then, so a processor
+    # without it saves the same processor_config.json as before the option existed.
+    tag_hint_token_id: int | None = None
+
     def __init__(
         self,
         image_processor,
@@ -60,6 +69,7 @@ class MofLlavaProcessor(ProcessorMixin):
         image_token_id: int,
         image_aspect_ratio: AspectRatio = DEFAULT_ASPECT_RATIO,
         chat_template: str | None = None,
+        tag_hint_token_id: int | None = None,
         **kwargs,
     ):
         # Both come from the model's config (`for_config`): a default here could disagree with it.
@@ -75,6 +85,10 @@ class MofLlavaProcessor(ProcessorMixin):
         self.image_token_id = int(image_token_id)
         self.image_aspect_ratio = image_aspect_ratio
         self.image_token = IMAGE_TOKEN
+        if tag_hint_token_id is not None:
+            if isinstance(tag_hint_token_id, bool) or not isinstance(tag_hint_token_id, int):
+                raise ValueError(f"tag_hint_token_id must be an integer (config.tag_hint_token_id), got {tag_hint_token_id!r}")
+            self.tag_hint_token_id = int(tag_hint_token_id)
         super().__init__(_pil_backend(image_processor), tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -101,6 +115,7 @@ class MofLlavaProcessor(ProcessorMixin):
             num_image_tokens=config.num_image_tokens,
             image_token_id=config.image_token_id,
             image_aspect_ratio=image_aspect_ratio,
+            tag_hint_token_id=getattr(config, "tag_hint_token_id", None),
         )
 
     @classmethod
@@ -121,32 +136,43 @@ class MofLlavaProcessor(ProcessorMixin):
 
     # -- text ------------------------------------------------------------------------------------
     def encode(self, text: str, add_bos: bool = True) -> EncodedText:
-        """Token ids of `text` with every `<image>` expanded into placeholders, and their character spans."""
+        """Token ids of `text` with every `<image>` expanded into placeholders (and `<tag_hint>` into the
+        hint's one), and their character spans."""
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
         bos = self.tokenizer.bos_token_id
         if add_bos and bos is not None:
             ids.append(bos)
             offsets.append((0, 0))
-        chunks = text.split(IMAGE_TOKEN)
-        nonempty = [c for c in chunks if c]
+        pieces = _MARKERS.split(text)  # text, marker, text, marker, ..., text
+        nonempty = [c for c in pieces[0::2] if c]
         # One batched tokenizer call for all chunks (each still tokenised on its own, as LLaVA does).
         encodings = iter(())
         if nonempty:
             batch = self.tokenizer(nonempty, add_special_tokens=False, return_offsets_mapping=True)
             encodings = zip(batch["input_ids"], batch["offset_mapping"])
         start = 0
-        for i, chunk in enumerate(chunks):
-            if i > 0:
-                marker = (start - len(IMAGE_TOKEN), start)
-                ids.extend([self.image_token_id] * self.num_image_tokens)
-                offsets.extend([marker] * self.num_image_tokens)
-            if chunk:
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                placeholders = self._placeholders(piece)
+                ids.extend(placeholders)
+                offsets.extend([(start, start + len(piece))] * len(placeholders))
+            elif piece:
                 chunk_ids, chunk_offsets = next(encodings)
                 ids.extend(chunk_ids)
                 offsets.extend((start + a, start + b) for a, b in chunk_offsets)
-            start += len(chunk) + len(IMAGE_TOKEN)
+            start += len(piece)
         return EncodedText(ids, offsets)
+
+    def _placeholders(self, marker: str) -> list[int]:
+        if marker == IMAGE_TOKEN:
+            return [self.image_token_id] * self.num_image_tokens
+        if self.tag_hint_token_id is None:
+            raise ValueError(
+                f"the text holds {TAG_HINT_TOKEN} (LION's tag prompt, data.tag_prompt) but this model has no "
+                "tag soft prompt; build it with model.tag_soft_prompt: true"
+            )
+        return [self.tag_hint_token_id]
 
     # -- images ----------------------------------------------------------------------------------
     def preprocess_images(self, images: Sequence, image_aspect_ratio: AspectRatio | None = None) -> torch.Tensor:
