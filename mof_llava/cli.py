@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "mof_llava.commands.sweep",
     "tables": "mof_llava.commands.tables",
     "lab": "mof_llava.commands.lab",
+    "preference": "mof_llava.commands.preference",
 }
 
 

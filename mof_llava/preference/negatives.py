@@ -89,7 +89,8 @@ class NegativesJob:
     def settings(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (everything but where and how fast)."""
         skip = {"output", "batch_size", "device", "progress"}
-        return {k: v for k, v in asdict(self).items() if k not in skip} | {"data": str(self.data)}
+        settings = {k: v for k, v in asdict(self).items() if k not in skip}
+        return json.loads(json.dumps(settings, default=str))  # as run.json holds them (lists, strings)
 
 
 @dataclass(frozen=True)
@@ -162,10 +163,8 @@ def negatives(job: NegativesJob) -> NegativesResult:
     output = Path(job.output)
     part, run_file = output.with_name(output.name + PART_SUFFIX), output.with_name(output.name + RUN_SUFFIX)
     _check_resume(run_file, job, output, part)
-    finished = _finished(part)
-    todo = [s for s in seeds if any((s.id, kind) not in finished for kind in job.neg_types)]
-    makers = _makers(job) if todo else {}
-    generated = _generate(job, todo, makers, part, done=len(seeds) - len(todo), total=len(seeds))
+    todo = _unfinished(job, seeds, _finished(part))
+    generated = _generate(job, todo, _makers(job) if todo else {}, part, total=len(seeds))
     return _finish(job, seeds, _finished(part), output, part, run_file, generated)
 
 
@@ -208,7 +207,7 @@ def _makers(job: NegativesJob) -> dict[str, Any]:
         makers["mllm-hal"] = _weakened_maker(job)
     if "llm-hal" in job.neg_types:
         makers["llm-hal"] = _rewrite_maker(job)
-    return makers
+    return {kind: makers[kind] for kind in job.neg_types}  # the output's order per record
 
 
 def _weakened_maker(job: NegativesJob):
@@ -268,27 +267,30 @@ def _device(job: NegativesJob) -> str:
     return pick_device(job.device)
 
 
-def _generate(job, todo: list[Seed], makers: dict, part: Path, done: int, total: int) -> int:
-    """Negatives for `todo`, batch by batch, each batch appended to the part file before the next."""
+def _generate(job, batches: list[list[Seed]], makers: dict, part: Path, total: int) -> int:
+    """Negatives for the unfinished batches, each appended to the part file before the next. Batches
+    have fixed bounds and a batch that is not complete is made again whole, so a resumed run draws
+    exactly what one run would have drawn (a batch's sampling seed and padding depend on its members)."""
     from tqdm import tqdm
 
     from ..benchmarks.answers import AnswerWriter
 
-    finished = _finished(part)
     made = 0
-    with AnswerWriter(part) as writer, tqdm(total=total, initial=done, desc="negatives", unit=" rec",
-                                            disable=not job.progress or None) as bar:  # fmt: skip
-        for start in range(0, len(todo), job.batch_size):
-            batch, lines = todo[start : start + job.batch_size], []
-            for kind in job.neg_types:
-                need = [s for s in batch if (s.id, kind) not in finished]
-                if need:
-                    texts = makers[kind](need)
-                    lines += [_part_line(s, kind, t) for s, t in zip(need, texts, strict=True)]
+    with AnswerWriter(part) as writer, tqdm(total=total, initial=total - sum(map(len, batches)), desc="negatives",
+                                            unit=" rec", disable=not job.progress or None) as bar:  # fmt: skip
+        for batch in batches:
+            lines = []
+            for kind, make in makers.items():
+                lines += [_part_line(s, kind, text) for s, text in zip(batch, make(batch), strict=True)]
             writer.write(lines)
             made += len(lines)
             bar.update(len(batch))
     return made
+
+
+def _unfinished(job: NegativesJob, seeds: list[Seed], finished) -> list[list[Seed]]:
+    batches = [seeds[i : i + job.batch_size] for i in range(0, len(seeds), job.batch_size)]
+    return [b for b in batches if any((s.id, kind) not in finished for s in b for kind in job.neg_types)]
 
 
 def _part_line(seed: Seed, kind: str, text: str) -> dict[str, Any]:

@@ -64,9 +64,18 @@ _NUMBER_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight",
 _COLOURS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange", "pink", "purple", "grey", "gray"]
 # Pairs of COCO categories that are swapped both ways.
 _OBJECT_PAIRS = [("dog", "cat"), ("car", "bus"), ("man", "woman"), ("boy", "girl"), ("horse", "cow"),
-                 ("chair", "couch"), ("cup", "bowl"), ("fork", "knife"), ("apple", "orange"), ("bicycle", "motorcycle"),
+                 ("chair", "couch"), ("cup", "bowl"), ("fork", "knife"), ("apple", "banana"), ("bicycle", "motorcycle"),
                  ("train", "truck"), ("table", "bed"), ("laptop", "book"), ("bird", "kite"), ("pizza", "cake"),
                  ("sheep", "elephant"), ("bottle", "vase"), ("umbrella", "clock")]  # fmt: skip
+
+
+_IRREGULAR_PLURALS = {"man": "men", "woman": "women", "knife": "knives", "sheep": "sheep"}
+
+
+def _plural(noun: str) -> str:
+    if noun in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[noun]
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def _swap_table() -> dict[str, str]:
@@ -75,7 +84,7 @@ def _swap_table() -> dict[str, str]:
     table.update({c: colours[(i + 1) % len(colours)] for i, c in enumerate(colours)})
     table["gray"] = table["grey"]
     for a, b in _OBJECT_PAIRS:  # singular and plural, both ways
-        table.update({a: b, b: a, a + "s": b + "s", b + "s": a + "s"})
+        table.update({a: b, b: a, _plural(a): _plural(b), _plural(b): _plural(a)})
     return table
 
 
