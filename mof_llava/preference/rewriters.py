@@ -14,6 +14,7 @@ plausible but wrong one (BPO's `llm-hal`). Every rewriter has one method,
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -211,6 +212,8 @@ class PrecomputedRewriter:
         first_line: dict[str, int] = {}
         for _, _, line, raw in scan_file(self.path):
             where = f"{self.path}:{line}"
+            if isinstance(raw, json.JSONDecodeError):
+                raise RewriterError(f"{where}: not valid JSON ({raw.msg}, column {raw.colno})")
             if not isinstance(raw, dict) or not isinstance(raw.get("rejected"), str) or "id" not in raw:
                 raise RewriterError(f'{where}: expected an object {{"id": ..., "rejected": "<text>"}}')
             key = str(raw["id"])
