@@ -35,6 +35,8 @@ MODULES: dict[str, str] = {
     "gqa": "mof_llava.benchmarks.gqa",
     "naturalbench": "mof_llava.benchmarks.naturalbench",
     "cvbench": "mof_llava.benchmarks.cvbench",
+    "rec": "mof_llava.benchmarks.rec",
+    "vsr": "mof_llava.benchmarks.vsr",
 }
 
 RUNNING = frozenset({"run", "merge"})  # the actions that build the EvalTask

@@ -30,7 +30,32 @@ def add_parser(subparsers) -> None:
     check.add_argument("--no-images", action="store_true", help="skip opening the images")
     check.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
     check.set_defaults(func=run_check)
+    _add_rec(commands)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _add_rec(commands) -> None:
+    from ..data.rec import CONVERT, RecConvertConfig
+
+    rec = commands.add_parser(
+        "rec",
+        help="RefCOCO-style referring expressions -> LLaVA region-level training records",
+        description=(
+            "One record per referring expression: LION's region question, the box in the model's input frame "
+            "with 3 decimals (docs/data.md, Region-level records)."
+        ),
+    )
+    add_arguments(rec, RecConvertConfig, next(iter(CONVERT)))
+    rec.set_defaults(func=run_rec)
+
+
+def run_rec(args: argparse.Namespace) -> int:
+    from ..data.rec import RecConvertConfig, convert_rec
+
+    result = convert_rec(from_args(RecConvertConfig, args))
+    splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
+    print(f"wrote {result.records} records to {result.output} ({splits})")
+    return 0
 
 
 def run_check(args: argparse.Namespace) -> int:

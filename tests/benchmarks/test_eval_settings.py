@@ -58,7 +58,7 @@ def test_benchmark_list_says_what_each_benchmark_is(action, capsys):
     # a long name gets its description on the next line
     listed = re.findall(r"^ {4}(\S+)(?: +|\n +)(\S.*)$", text, re.MULTILINE)
     names = [name for name, _ in listed]
-    assert names == ["mmvp", "mmvp-vlm", "pope", "mmbench", "gqa", "naturalbench", "cvbench"]
+    assert names == ["mmvp", "mmvp-vlm", "pope", "mmbench", "gqa", "naturalbench", "cvbench", "rec", "vsr"]
     for name, description in listed:  # not `mmvp  mmvp`: a description, not the name again
         assert description.strip() not in (name, name.upper()) and len(description.split()) > 3
 
