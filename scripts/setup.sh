@@ -2,11 +2,11 @@
 # Creates .venv and installs mof-llava with everything the tests and the demo need.
 # Every version is pinned through constraints.txt (the versions the suite last passed with; torch a
 # CPU wheel on CPU machines, CUDA elsewhere).
-# Usage: bash scripts/setup.sh [extras]     (default extras: dev,deepspeed,wandb)
+# Usage: bash scripts/setup.sh [extras]     (default extras: dev,deepspeed,wandb,bpo)
 #        LATEST=1 bash scripts/setup.sh     newest versions pyproject.toml allows; only torch stays pinned
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-dev,deepspeed,wandb}"
+EXTRAS="${1:-dev,deepspeed,wandb,bpo}"
 PYTHON="${PYTHON:-python3}"
 CONSTRAINTS=constraints.txt
 if [ "${LATEST:-0}" = 1 ]; then

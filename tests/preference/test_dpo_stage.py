@@ -9,22 +9,12 @@ import math
 
 import pytest
 import torch
+from dpo_helpers import LORA, pair_batch, preference_trainer, tiny_model
 from pair_data import write_pairs
-from transformers import TrainingArguments
 
 from mof_llava.constants import IGNORE_INDEX
 from mof_llava.conversation import get_template
-from mof_llava.data.config import DataConfig
-from mof_llava.preference.collator import PreferenceCollator
-from mof_llava.preference.dataset import PreferenceDataset
-from mof_llava.training.config import LoraConfig, ModelConfig, PreferenceConfig
-from mof_llava.training.preference_trainer import PreferenceTrainer
-from mof_llava.training.run import load_model
 from mof_llava.training.stages import apply_stage
-from mof_llava.typed_config import validate
-
-LORA = LoraConfig(r=4, alpha=8, dropout=0.0)
-
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
@@ -34,28 +24,6 @@ def _one_thread(one_torch_thread):
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     return write_pairs(tmp_path_factory.mktemp("pairs"), n=4)
-
-
-def _model(parts, mixer="interleave"):
-    towers = [{"name": "clip", "path": str(parts.clip), "feature_layer": -2}]
-    if mixer != "none":
-        towers.append({"name": "dinov2", "path": str(parts.dinov2), "feature_layer": -1})
-    config = validate(ModelConfig, {"llm": str(parts.llm), "towers": towers, "mixer": {"mode": mixer},
-                                    "attn_implementation": "sdpa"})  # fmt: skip
-    torch.manual_seed(0)
-    return load_model(config, on_gpu=False)
-
-
-def _batch(pairs, processor, n=4):
-    dataset = PreferenceDataset(DataConfig.for_stage("preference", str(pairs["pairs"]), image_folder=str(pairs["images"])), processor)
-    batch = PreferenceCollator(processor.pad_token_id)([dataset[i] for i in range(n)])
-    return {k: v for k, v in batch.items() if k not in ("skipped", "sample_records")}, dataset
-
-
-def _trainer(model, tmp_path, reference="lora_disabled", reference_model=None, **preference):
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2)
-    return PreferenceTrainer(model=model, args=args, reference_model=reference_model,
-                             preference=PreferenceConfig(reference=reference, **preference))  # fmt: skip
 
 
 def _naive_logps(model, batch) -> torch.Tensor:
@@ -70,8 +38,8 @@ def _naive_logps(model, batch) -> torch.Tensor:
 
 
 def test_batch_is_chosen_then_rejected_with_the_image_repeated(tiny_parts, pairs):
-    _, processor = _model(tiny_parts)
-    batch, dataset = _batch(pairs, processor, n=3)
+    _, processor = tiny_model(tiny_parts)
+    batch, dataset = pair_batch(pairs, processor, n=3)
     assert batch["input_ids"].shape[0] == 6 and batch["pixel_values"].shape[0] == 6
     torch.testing.assert_close(batch["pixel_values"][:3], batch["pixel_values"][3:], rtol=0, atol=0)
     tokenizer = processor.tokenizer
@@ -83,8 +51,8 @@ def test_batch_is_chosen_then_rejected_with_the_image_repeated(tiny_parts, pairs
 
 @pytest.mark.parametrize("mixer", ["interleave", "none"])
 def test_supervised_tokens_are_the_response_under_interleaving(tiny_parts, pairs, mixer):
-    _, processor = _model(tiny_parts, mixer)
-    batch, dataset = _batch(pairs, processor)
+    _, processor = tiny_model(tiny_parts, mixer)
+    batch, dataset = pair_batch(pairs, processor)
     template = get_template("vicuna_v1")
     for row in range(8):
         pair = dataset.pairs[row % 4]
@@ -100,11 +68,11 @@ def test_supervised_tokens_are_the_response_under_interleaving(tiny_parts, pairs
 
 
 def test_loss_is_log_2_when_policy_equals_reference(tiny_parts, pairs, tmp_path):
-    model, processor = _model(tiny_parts)
-    batch, _ = _batch(pairs, processor)
+    model, processor = tiny_model(tiny_parts)
+    batch, _ = pair_batch(pairs, processor)
     for trainer in (
-        _trainer(apply_stage(copy.deepcopy(model), "preference", LORA), tmp_path),  # LoRA's B starts at zero
-        _trainer(apply_stage(copy.deepcopy(model), "preference"), tmp_path, "frozen_copy", copy.deepcopy(model)),
+        preference_trainer(apply_stage(copy.deepcopy(model), "preference", LORA), tmp_path),  # LoRA's B starts at zero
+        preference_trainer(apply_stage(copy.deepcopy(model), "preference"), tmp_path, "frozen_copy", copy.deepcopy(model)),
     ):
         loss = trainer._objective(trainer.model, dict(batch))
         assert loss.item() == pytest.approx(math.log(2), rel=0, abs=1e-7)
@@ -112,15 +80,15 @@ def test_loss_is_log_2_when_policy_equals_reference(tiny_parts, pairs, tmp_path)
 
 
 def test_lora_disabled_reference_is_the_base_models_log_probs(tiny_parts, pairs, tmp_path):
-    model, processor = _model(tiny_parts)
+    model, processor = tiny_model(tiny_parts)
     base = copy.deepcopy(model).eval()
     policy = apply_stage(model, "preference", LORA)
     with torch.no_grad():  # move LoRA away from zero so that the policy differs from the base
         for name, param in policy.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.1)
-    trainer = _trainer(policy.eval(), tmp_path)
-    batch, _ = _batch(pairs, processor)
+    trainer = preference_trainer(policy.eval(), tmp_path)
+    batch, _ = pair_batch(pairs, processor)
     labels = batch.pop("labels")
     with torch.no_grad():
         reference = trainer.reference_logps(policy, batch, labels)
@@ -132,11 +100,11 @@ def test_lora_disabled_reference_is_the_base_models_log_probs(tiny_parts, pairs,
 
 @pytest.mark.parametrize("reference", ["lora_disabled", "frozen_copy"])
 def test_one_optimiser_step_lowers_the_loss(tiny_parts, pairs, tmp_path, reference):
-    model, processor = _model(tiny_parts)
+    model, processor = tiny_model(tiny_parts)
     frozen = copy.deepcopy(model) if reference == "frozen_copy" else None
     policy = apply_stage(model, "preference", LORA if reference == "lora_disabled" else None)
-    trainer = _trainer(policy, tmp_path, reference, frozen, beta=0.5)
-    batch, _ = _batch(pairs, processor, n=1)  # one pair
+    trainer = preference_trainer(policy, tmp_path, reference, frozen, beta=0.5)
+    batch, _ = pair_batch(pairs, processor, n=1)  # one pair
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(trainable, lr=0.05)
     before = trainer._objective(policy, dict(batch))
