@@ -11,6 +11,8 @@
                     training loop must pop it before calling the model, and count it)
     sample_records  list[str | None]: where each row's record is (file:line, number, id), for
                     error messages (always present; pop it before calling the model too)
+    task_ids        long [B], only with `tasks` (the model's `moa.tasks`): each row's task (its record's
+                    `task`, else `data.task`) as an index into `tasks`, for LION's mixture of adapters
 
 Skipped items are left out, never replaced; if every item of a batch was skipped the batch has zero
 rows (`input_ids` of shape [0, 0]) and the training loop must not run the model on it as-is.
@@ -26,6 +28,7 @@ rows (`input_ids` of shape [0, 0]) and the training loop must not run the model 
                                  block-diagonal mask, flash attention runs variable-length), but only
                                  without a KV cache, hence
     use_cache       False
+    task_ids        long [1, T]  with `tasks`: each token's sample's task
     pixel_values, skipped, sample_records as above.
 """
 
@@ -38,12 +41,14 @@ from typing import Any
 import torch
 
 from ..constants import IGNORE_INDEX
+from .records import RecordError
 from .skips import SkippedSample
 
 
 @dataclass(frozen=True)
 class LlavaCollator:
     pad_token_id: int
+    tasks: tuple[str, ...] | None = None  # the model's moa.tasks: add task_ids
 
     def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
         skipped, rows = _split(items)
@@ -57,17 +62,20 @@ class LlavaCollator:
             labels[r, :n] = torch.as_tensor(row["labels"])
             attention_mask[r, :n] = 1
         batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if self.tasks is not None:
+            batch["task_ids"] = task_ids(rows, self.tasks)
         return _add_images_and_records(batch, rows, skipped)
 
 
 @dataclass(frozen=True)
 class PackedCollator:
     pad_token_id: int  # for the zero-row batch only, so both collators hand the trainer the same
+    tasks: tuple[str, ...] | None = None
 
     def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
         skipped, rows = _split(items)
         if not rows:
-            return LlavaCollator(self.pad_token_id)(items)
+            return LlavaCollator(self.pad_token_id, self.tasks)(items)
         labels = []
         for row in rows:
             sample_labels = torch.as_tensor(row["labels"]).clone()
@@ -79,7 +87,24 @@ class PackedCollator:
             "position_ids": torch.cat([torch.arange(len(row["input_ids"])) for row in rows])[None],
             "use_cache": False,
         }
+        if self.tasks is not None:  # one per token: the rows' samples may be of different tasks
+            lengths = torch.tensor([len(row["input_ids"]) for row in rows])
+            batch["task_ids"] = task_ids(rows, self.tasks).repeat_interleave(lengths)[None]
         return _add_images_and_records(batch, rows, skipped)
+
+
+def task_ids(rows: Sequence[dict[str, Any]], tasks: tuple[str, ...]) -> torch.Tensor:
+    """Each row's task as an index into `tasks`; a row without one, or with another, is refused naming its record."""
+    ids = []
+    for row in rows:
+        task = row.get("task")
+        if task is None:
+            raise RecordError(row.get("record") or "<sample>", f"has no 'task' and data.task is unset; the model's "
+                              f"mixture of adapters routes each sample by its task (moa.tasks {list(tasks)})")
+        if task not in tasks:
+            raise RecordError(row.get("record") or "<sample>", f"task {task!r} is not one of the model's moa.tasks {list(tasks)}")
+        ids.append(tasks.index(task))
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def _split(items) -> tuple[list[SkippedSample], list[dict[str, Any]]]:

@@ -30,6 +30,7 @@ from .configuration import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     MixerSpec,
+    MoaSpec,
     MofLlavaConfig,
     MofLlavaConfigError,
     PosInterpolation,
@@ -97,6 +98,7 @@ class ModelRecipe:
     image_token_id: int | None = None
     # LION's tag soft prompt: one learnable vector at the `<tag_hint>` placeholder (model/tag_prompt.py)
     tag_soft_prompt: bool = False
+    moa: MoaSpec | None = None  # LION's mixture of adapters in the LLM (model/moa.py)
 
 
 def llava15_recipe(llm: str, clip: str = CLIP_L14_336.path) -> ModelRecipe:
@@ -134,6 +136,7 @@ def build_model(
         image_mean=list(pixel_mean),
         image_std=list(pixel_std),
         image_token_id=image_token_id,
+        moa=recipe.moa,
         tag_hint_token_id=TAG_HINT_TOKEN_INDEX if recipe.tag_soft_prompt else None,
     )
     if attn_implementation is not None:
@@ -197,6 +200,11 @@ def _assemble(
         model.tag_prompt.to_empty(device="cpu")
         model.tag_prompt.reset_parameters()
         model.tag_prompt.to(model.language_model.dtype)
+    if model.moa is not None:  # LION's routers: fresh (moa.py), hooked onto the LLM just loaded
+        model.moa.to_empty(device="cpu")
+        model.moa.reset_parameters()
+        model.moa.to(model.language_model.dtype)
+        model.moa.attach(model.language_model)
     model.generation_config = _generation_config(recipe.llm)
     return model
 

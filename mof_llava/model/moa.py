@@ -21,10 +21,13 @@ the up-projection already scale every output channel, so it is left out.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_path
 from .aggregator import ZeroInitLinear
 from .configuration import MofLlavaConfigError, MoaSpec
 
@@ -89,6 +92,23 @@ class MixtureOfAdapters(nn.Module):
                 self._hooks.append(layer.mlp.register_forward_pre_hook(self._keep_input(i)))
             self._hooks.append(layer.mlp.register_forward_hook(self._add_adapters(i)))
 
+    def adapters_of(self, task: str) -> list[nn.Module]:
+        """Task `task`'s adapter (the one its gates start on) in every layer."""
+        k = self.spec.tasks.index(task)
+        return [router.adapters[k] for router in self.routers]
+
+    def gates(self) -> list[nn.Parameter]:
+        return [router.gates for router in self.routers]
+
+    def reset_parameters(self) -> None:
+        """Fresh routers: default-init down-projections, zero up-projections, hard-assignment gates."""
+        for router in self.routers:
+            for adapter in router.adapters:
+                adapter.down.reset_parameters()
+                adapter.up.reset_parameters()
+            with torch.no_grad():
+                router.gates.copy_(hard_assignment(*router.gates.shape[1:]))
+
     def route(self, task_ids: torch.Tensor | None) -> None:
         """Set the tasks of the coming forward: [n] or [n, length] ids into `spec.tasks`, or None for
         `spec.default_task`. They stay set until the next call, so that activation checkpointing
@@ -130,3 +150,33 @@ def decoder_layers(language_model: nn.Module) -> nn.ModuleList:
 
 def build_moa(spec: MoaSpec, text_config) -> MixtureOfAdapters:
     return MixtureOfAdapters(spec, int(text_config.hidden_size), int(text_config.num_hidden_layers))
+
+
+# A LoRA run's artifact holds peft's weights only: the routers are saved beside them in this file.
+WEIGHTS_NAME = "moa.safetensors"
+PREFIX = "moa."
+
+
+def save_moa_weights(state_dict: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """Write the `moa.` entries of a model state dict (gathered, under ZeRO-3) to `directory`."""
+    from safetensors.torch import save_file
+
+    state = {k[len(PREFIX) :]: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if k.startswith(PREFIX)}
+    path = Path(directory) / WEIGHTS_NAME
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    return path
+
+
+def load_moa_weights(moa: MixtureOfAdapters, directory: str | Path) -> None:
+    """Load `save_moa_weights`' file into `moa`, keys and shapes matching exactly."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; the model has a mixture of adapters (moa) whose weights go there")
+    state, own = load_file(str(path)), moa.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        raise ValueError(f"{path}: does not fit the model's moa (missing {missing[:3]}, unexpected {unexpected[:3]}, or shapes differ)")
+    moa.load_state_dict(state, strict=True)

@@ -28,7 +28,7 @@ from pydantic import Field
 from ..atomic import write_text_atomic
 from ..data.config import STAGE_DEFAULTS, DataConfig
 from ..model.builder import ModelRecipe, TowerRecipe
-from ..model.configuration import MixerSpec, MofLlavaConfigError, validate_mixer
+from ..model.configuration import MixerSpec, MoaSpec, MofLlavaConfigError, validate_mixer
 from ..typed_config import (
     STRICT_KEYS,
     ConfigError,
@@ -45,8 +45,8 @@ Stage = Literal["pretrain", "finetune", "preference"]
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
-__all__ = ["ConfigError", "LoraConfig", "ModelConfig", "Origins", "PreferenceConfig", "RunConfig", "TrainConfig",
-           "load_run_config", "run_config_from_dict"]
+__all__ = ["ConfigError", "LionStageConfig", "LoraConfig", "ModelConfig", "Origins", "PreferenceConfig",
+           "RunConfig", "TrainConfig", "load_run_config", "run_config_from_dict"]
 
 
 @dataclass
@@ -64,11 +64,13 @@ class ModelConfig:
     image_token_id: int | None = None
     # "auto": flash_attention_2 when installed on a GPU, else sdpa
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    # LION's mixture of adapters in the LLM (docs/lion.md); with init_from, added to a saved model without one
+    moa: MoaSpec | None = None
 
     def recipe(self) -> ModelRecipe:
         if not self.llm or not self.towers:
             raise ConfigError("model: set llm and towers (or init_from) to say what to train")
-        return ModelRecipe(self.llm, list(self.towers), self.mixer, self.image_token_id)
+        return ModelRecipe(self.llm, list(self.towers), self.mixer, self.image_token_id, moa=self.moa)
 
     def check_paths(self) -> None:
         """Every checkpoint this config names is a local folder or a hub id that can be fetched; else
@@ -98,6 +100,22 @@ class LoraConfig:
     alpha: int = 256
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class LionStageConfig:
+    """What a stage of LION's stage-wise recipe trains of LION's parts (docs/lion.md); unset keys keep
+    what the stage trains anyway. `llm`: the LLM's own weights (finetune trains them; LION keeps them
+    frozen; LoRA weights, with train.lora, train either way). `aggregator`: mixer.aggregators (they
+    train with the mixer). `adapters`: the tasks (model.moa.tasks) whose MoA adapters train (finetune:
+    every one, pretrain: none). `gates`: the MoA gates (finetune: trained, pretrain: frozen)."""
+
+    __pydantic_config__ = STRICT_KEYS
+
+    llm: bool | None = None
+    aggregator: bool | None = None
+    adapters: list[str] | None = None
+    gates: bool | None = None
 
 
 @dataclass
@@ -141,6 +159,7 @@ class TrainConfig:
     deepspeed: str | None = None
     lora: LoraConfig | None = None
     preference: PreferenceConfig | None = None  # stage preference: its DPO settings (unset: the defaults)
+    lion: LionStageConfig | None = None  # pretrain/finetune: what a LION stage trains of LION's parts
     logging_steps: int = 1
     save_steps: int = 500
     save_total_limit: int | None = 2

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..model.adapter_artifact import load_adapters
+from ..model.moa import load_moa_weights
 from .config import load_run_config
 from .run import load_model
 
@@ -25,6 +26,8 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path) -> Path:
     # ones it started from, so those need not exist any more).
     model, processor = load_model(replace(config.model, adapters_from=None))
     load_adapters(model, run_dir / "adapters")
+    if model.moa is not None:  # LION's routers, trained beside the LoRA weights (run.py)
+        load_moa_weights(model.moa, run_dir / "lora")
     merged = PeftModel.from_pretrained(model, run_dir / "lora").merge_and_unload()
     merged.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from ..data.dataset import LlavaDataset
 from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
 from ..model.modeling import MofLlavaForConditionalGeneration
+from ..model.moa import save_moa_weights
 from ..model.processing import MofLlavaProcessor
 from ..preference.collator import PreferenceCollator
 from ..preference.dataset import PreferenceDataset
@@ -104,7 +106,7 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
         enable_activation_checkpointing(model)
     logger.info("stage %s: %s", tcfg.stage, config.name)
     reference = _frozen_reference(model, tcfg)
-    model = apply_stage(model, tcfg.stage, tcfg.lora)
+    model = apply_stage(model, tcfg.stage, tcfg.lora, tcfg.lion)
 
     resume = _resume_point(tcfg.resume, output_dir)
     if resume is not None:
@@ -188,7 +190,9 @@ def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks:
         trainer_class, collator = PreferenceTrainer, PreferenceCollator
         extra = {"preference": tcfg.preference, "reference_model": reference}
     else:
-        trainer_class, collator, extra = MofLlavaTrainer, PackedCollator if config.data.packing else LlavaCollator, {}
+        trainer_class, extra = MofLlavaTrainer, {}
+        moa = model.config.moa_spec  # LION's mixture of adapters routes each sample by its task
+        collator = partial(PackedCollator if config.data.packing else LlavaCollator, tasks=moa.tasks if moa else None)
     trainer = trainer_class(
         model=model,
         args=args,
@@ -240,7 +244,7 @@ def load_model(
     dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
     if model_config.init_from:
         model = MofLlavaForConditionalGeneration.from_pretrained(
-            model_config.init_from, dtype=dtype, attn_implementation=attn
+            model_config.init_from, dtype=dtype, attn_implementation=attn, **_saved_config_with_moa(model_config)
         )
         processor = MofLlavaProcessor.from_pretrained(model_config.init_from)
     else:
@@ -249,6 +253,23 @@ def load_model(
         load_adapters(model, model_config.adapters_from)  # before DeepSpeed partitions anything
         logger.info("loaded adapters from %s", model_config.adapters_from)
     return model, processor
+
+
+def _saved_config_with_moa(model_config: ModelConfig) -> dict:
+    """`model.moa` with `init_from`: the saved config with the mixture of adapters added (its routers
+    start at the identity, modeling.py); a saved model that has another moa is refused."""
+    if model_config.moa is None:
+        return {}
+    from ..model.configuration import MofLlavaConfig
+
+    config = MofLlavaConfig.from_pretrained(model_config.init_from)
+    if config.moa_spec is not None and config.moa_spec != model_config.moa:
+        raise ConfigError(
+            f"model.moa {model_config.moa.to_dict()} differs from the moa of model.init_from ({config.moa}); "
+            "leave model.moa unset to keep the saved one", key="model.moa"
+        )
+    config.moa = model_config.moa.to_dict()
+    return {"config": config}
 
 
 # -- final artifacts -------------------------------------------------------------------------------------
@@ -272,6 +293,8 @@ def _save_final(trainer, model, processor: MofLlavaProcessor, config: RunConfig,
         return output_dir / "adapters"
     target = output_dir / "lora"
     trainer.save_model(str(target))  # peft writes the LoRA weights only
+    if base.moa is not None and trainer.args.should_save:  # LION's routers are no LoRA weights: beside them
+        save_moa_weights({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix + "moa.")}, target)
     return target
 
 

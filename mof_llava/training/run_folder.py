@@ -45,7 +45,7 @@ FINAL_ARTIFACTS = ("adapters", "model", "lora")
 RESUME_REFUSED = (
     "model", "data", "train.stage", "train.seed", "train.global_batch_size", "train.per_device_batch_size",
     "train.learning_rate", "train.adapter_learning_rate", "train.weight_decay", "train.warmup_ratio",
-    "train.lr_scheduler", "train.lora", "train.deepspeed", "train.precision", "train.preference",
+    "train.lr_scheduler", "train.lora", "train.deepspeed", "train.precision", "train.preference", "train.lion",
 )
 # Applied from the resume on, and logged (a longer schedule, clipping, numerics, memory).
 RESUME_APPLIED = (

@@ -8,6 +8,10 @@
               LoRA (BPO's choice) or fully
     Stages 1 and 2 train the whole mixer, so LION's aggregators (`mixer.aggregators`, when configured)
     train with the adapters; they get their own log line.
+    LION's mixture of adapters (`model.moa`, when configured) trains in stage 2 only, every adapter and
+    the gates, unless `train.lion` (LION's stage-wise recipe, docs/lion.md) says what of LION's parts
+    stage 1 or 2 trains: the LLM's own weights, the aggregators, which tasks' adapters, the gates. Each
+    task's adapters and the gates get their own log line.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .config import LoraConfig
+from .config import LionStageConfig, LoraConfig
 
 logger = logging.getLogger(__name__)
 STAGES = ("pretrain", "finetune", "preference")
@@ -30,21 +34,30 @@ class ModuleCount:
     total: int
 
 
-def apply_stage(model: nn.Module, stage: str, lora: LoraConfig | None = None) -> nn.Module:
+def apply_stage(
+    model: nn.Module, stage: str, lora: LoraConfig | None = None, lion: LionStageConfig | None = None
+) -> nn.Module:
     """Freeze/unfreeze `model` (a MofLlavaForConditionalGeneration) for `stage`; with `lora`, wrap the
-    LLM with peft LoRA adapters. Returns the model to train (the peft wrapper when LoRA is on)."""
+    LLM with peft LoRA adapters; `lion` says what stage 1 or 2 trains of LION's parts. Returns the
+    model to train (the peft wrapper when LoRA is on)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     if lora is not None and stage == "pretrain":
         raise ValueError("LoRA applies to the LLM, which stage 1 (pretrain) keeps frozen")
+    if lion is not None and stage == "preference":
+        raise ValueError("train.lion says what a stage of LION's recipe trains: pretrain or finetune, not preference")
+    if lion is not None and lion.llm and stage == "pretrain":
+        raise ValueError("train.lion.llm: true, but stage 1 (pretrain) keeps the LLM frozen")
     train_mixer = stage != "preference"
     model.requires_grad_(False)
     model.mixer.requires_grad_(train_mixer)
     if stage != "pretrain":
         if lora is None:
-            model.language_model.requires_grad_(True)
+            model.language_model.requires_grad_(lion is None or lion.llm is not False)
         else:
             model = _wrap_lora(model, lora, train_mixer)
+    if stage != "preference":
+        _train_lion_parts(base_model(model), lion or LionStageConfig(), finetune=stage == "finetune")
     for name, count in trainable_by_module(model).items():
         state = "trained" if count.trainable else "frozen"
         logger.info("%-8s %-28s %14s / %14s parameters", state, name, f"{count.trainable:,}", f"{count.total:,}")
@@ -59,13 +72,37 @@ def trainable_by_module(model: nn.Module) -> dict[str, ModuleCount]:
     if len(base.mixer.aggregators):  # LION's aggregators are part of the mixer; their own line says so
         parts["mixer.aggregators"] = base.mixer.aggregators
     parts["language_model"] = base.language_model
+    if base.moa is not None:  # LION's routers sit beside the LLM: each task's adapters, then the gates
+        for task in base.moa.spec.tasks:
+            parts[f"moa.adapters.{task}"] = [p for a in base.moa.adapters_of(task) for p in a.parameters()]
+        parts["moa.gates"] = base.moa.gates()
     counts = {}
     for name, module in parts.items():
-        params = list(module.parameters())
+        params = list(module.parameters()) if isinstance(module, nn.Module) else module
         counts[name] = ModuleCount(
             name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
         )
     return counts
+
+
+def _train_lion_parts(base: nn.Module, lion: LionStageConfig, finetune: bool) -> None:
+    """LION's parts in stage 1 or 2, as `lion` says; unset, the MoA trains in finetune only."""
+    if lion.aggregator is not None:
+        base.mixer.aggregators.requires_grad_(lion.aggregator)
+    if base.moa is None:
+        if lion.adapters is not None:
+            raise ValueError(f"train.lion.adapters {lion.adapters} names MoA adapters, but the model has no moa")
+        return
+    tasks = base.moa.spec.tasks
+    unknown = sorted(set(lion.adapters or ()) - set(tasks))
+    if unknown:
+        raise ValueError(f"train.lion.adapters names {unknown}, which are not the model's moa.tasks {list(tasks)}")
+    trained = (tasks if finetune else ()) if lion.adapters is None else lion.adapters
+    for task in tasks:
+        for adapter in base.moa.adapters_of(task):
+            adapter.requires_grad_(task in trained)
+    for gates in base.moa.gates():
+        gates.requires_grad_(finetune if lion.gates is None else lion.gates)
 
 
 def _wrap_lora(model: nn.Module, lora: LoraConfig, train_mixer: bool = True) -> nn.Module:
