@@ -11,6 +11,12 @@ The scheme, which a test re-implements with plain loops: `rng = numpy.random.def
 for each stratum in order, `rng.integers(0, n, size=(resamples, n))` draws the resampled units;
 the statistic of each resample is computed; the interval is `numpy.percentile(stats, [2.5, 97.5])`
 (linear interpolation). Metrics record the scheme under `bootstrap` (see `describe`).
+
+Two models answered on the same units are compared by a paired bootstrap (`paired_difference`):
+one draw of unit indices resamples both, so what the units share (their difficulty) cancels.
+`unit_values` reads the per-unit results back from metrics.json for the benchmarks whose score is
+a mean over units and which keep them: MMVP (pairs, from `per_question`), MMBench (circular groups,
+`groups`), NaturalBench (samples, `per_sample` G-Acc).
 """
 
 from __future__ import annotations
@@ -58,3 +64,32 @@ def mean_interval(
         return None
     (drawn,) = draw([np.asarray(values, dtype=float)], resamples, seed)
     return percentile_interval(100.0 * drawn.mean(axis=1))
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, list[float]]:
+    """Mean of `a` minus mean of `b` over the same units (per-unit values, in the same order), times
+    100, and its paired bootstrap interval: resampling units resamples both models' values together,
+    which is resampling the per-unit differences."""
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"a paired bootstrap needs the same units on both sides, got {len(a)} and {len(b)}")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    (drawn,) = draw([diff], resamples, seed)
+    return float(100.0 * diff.mean()), percentile_interval(100.0 * drawn.mean(axis=1))
+
+
+def unit_values(metrics: dict[str, Any]) -> dict[str, float] | None:
+    """unit id -> the unit's share of the score (the score is their mean, in percent / 100), or None
+    for a benchmark whose metrics keep no per-unit results (POPE, GQA, CV-Bench, MMVP-VLM)."""
+    bench = metrics.get("benchmark")
+    if bench == "mmvp" and isinstance(metrics.get("per_question"), dict):
+        pairs: dict[str, list[bool]] = {}
+        for index, entry in metrics["per_question"].items():  # questions 2k-1, 2k form pair k
+            pairs.setdefault(str((int(index) - 1) // 2), []).append(bool(entry["correct"]))
+        return {k: float(len(v) == 2 and all(v)) for k, v in pairs.items()}
+    if bench == "mmbench" and isinstance(metrics.get("groups"), dict):
+        return {str(k): float(v) for k, v in metrics["groups"].items()}
+    if bench == "naturalbench" and isinstance(metrics.get("per_sample"), dict):
+        return {str(k): float(v) for k, v in metrics["per_sample"].items()}
+    return None

@@ -214,6 +214,8 @@ def score_naturalbench(
         "score_ci95": cis["g_acc_ci95"],
         **cis,
         "bootstrap": intervals.describe("sample (2 images x 2 questions)"),
+        # per sample G-Acc (0/1), the unit a paired bootstrap between two models resamples
+        "per_sample": {str(s.index): r["g_acc"] for s, r in zip(samples, per_sample)},
     }
 
 

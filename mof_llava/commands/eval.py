@@ -26,7 +26,7 @@ from mof_llava.commands.dataclass_args import add_arguments, from_args, name_val
 
 # Per-item tables and run provenance kept out of the printed summary (they are in the --output /
 # metrics.json file).
-_BULKY_KEYS = ("groups", "per_question", "per_pair", "run")
+_BULKY_KEYS = ("groups", "per_question", "per_pair", "per_sample", "run")
 
 
 def add_parser(subparsers) -> None:

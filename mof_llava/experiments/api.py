@@ -200,6 +200,11 @@ class TablesOptions:
         "put scores made with different question files, prompts or graders in one column anyway",
         actions=TABLES,
     )
+    baseline: str | None = option(
+        None,
+        "row (group) every other row is compared with by a paired bootstrap; unsupported differences are marked †",
+        actions=TABLES,
+    )
 
 
 def tables(options: TablesOptions) -> Report:
@@ -216,4 +221,5 @@ def tables(options: TablesOptions) -> Report:
         proxy=options.proxy,
         decimals=options.decimals,
         allow_mixed=options.allow_mixed,
+        baseline=options.baseline,
     )

@@ -1,5 +1,6 @@
-"""Figures as PNG: MMVP and an instruction-following proxy against the DINOv2 ratio alpha, and MMVP
-per-pattern radar charts (through mof_llava.benchmarks.plots, the charts of `mof-llava eval analyze`).
+"""Figures as PNG: MMVP and an instruction-following proxy against the DINOv2 ratio alpha, MMVP
+per-pattern radar charts, and per-tower attribution (each model's per-pattern MMVP beside its runs
+with a tower ablated); through mof_llava.benchmarks.plots, the charts of `mof-llava eval analyze`.
 
 The paper measured instruction following with LLaVA-Bench, which this project does not score; the
 proxy is any benchmark score (default MMBench, whose answers must follow the "answer with the
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..benchmarks.plots import pyplot, radar_chart, save_png, score_limits
+from ..benchmarks.plots import bar_chart, pyplot, radar_chart, save_png, score_limits
 from .results import Result, title
 from .tables import Group, Stat
 
@@ -124,3 +125,17 @@ def radar_figures(
         if series:
             written.append(radar_chart(series, out_dir / name, title=title_text))
     return written
+
+
+def attribution_figure(groups: Sequence[Group], stats: Mapping[str, Mapping[str, Stat]], path: Path) -> Path | None:
+    """Grouped bars per MMVP pattern: each model that has tower-ablated rows, then those rows (means
+    over seeds). None without ablated rows with pattern scores."""
+    ablated = [g for g in groups if g.base_group is not None and g.name in stats]
+    if not ablated:
+        return None
+    series: dict[str, dict[str, float]] = {}
+    for base in dict.fromkeys(g.base_group for g in ablated):
+        for name in [base] + [g.name for g in ablated if g.base_group == base]:
+            if name in stats:
+                series[name] = {p: s.mean for p, s in stats[name].items()}
+    return bar_chart(series, path, title="MMVP pair accuracy per pattern, with a tower removed")

@@ -1,7 +1,9 @@
 """A `Table` as Markdown, LaTeX (booktabs) or CSV.
 
 Markdown and LaTeX show `mean ± std` rounded to `decimals`; CSV keeps full precision and splits each
-score into `<benchmark>_mean`, `_std`, `_n` (and `_reported`, `_reported_source`).
+score into `<benchmark>_mean`, `_std`, `_n` (and `_reported`, `_reported_source`; with a baseline
+row, `_diff`, `_diff_ci95_lo`, `_diff_ci95_hi` of the paired comparison). A difference from the
+baseline that the paired bootstrap does not support is marked † ($^\dagger$ in LaTeX).
 Reported numbers carry a note number ([1] in Markdown, a superscript in LaTeX) pointing to their
 source under the table.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 
+from .paired import MARK
 from .tables import Stat, Table, reported_sources
 
 
@@ -50,10 +53,13 @@ def latex(table: Table, decimals: int = 1) -> str:
 def csv_text(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    paired = _paired_columns(table)
     header = []
     for column in table.columns:
         if column.kind == "stat":
             header += [f"{column.key}_mean", f"{column.key}_std", f"{column.key}_n"]
+            if column.key in paired:
+                header += [f"{column.key}_diff", f"{column.key}_diff_ci95_lo", f"{column.key}_diff_ci95_hi"]
         elif column.kind == "reported":
             header += [column.key, f"{column.key}_source"]
         else:
@@ -68,12 +74,24 @@ def csv_text(table: Table) -> str:
                     if cell is None
                     else [repr(cell.mean), "" if cell.std is None else repr(cell.std), cell.n]
                 )
+                if column.key in paired:
+                    diff = cell.paired if cell is not None else None
+                    values += ["", "", ""] if diff is None else [repr(diff.difference), *map(repr, diff.interval)]
             elif column.kind == "reported":
                 values += ["", ""] if cell is None else [repr(cell.value), _source(cell.source, cell.note)]
             else:
                 values.append("" if cell is None else cell)
         writer.writerow(values)
     return out.getvalue()
+
+
+def _paired_columns(table: Table) -> set[str]:
+    """Stat columns with a paired comparison in some row."""
+    return {
+        c.key
+        for i, c in enumerate(table.columns)
+        if c.kind == "stat" and any(isinstance(row[i], Stat) and row[i].paired for row in table.rows)
+    }
 
 
 def _text(kind: str, value, decimals: int, refs: dict[tuple[str, str], int], target: str) -> str:
@@ -92,14 +110,17 @@ def _text(kind: str, value, decimals: int, refs: dict[tuple[str, str], int], tar
 
 
 def _stat(stat: Stat, decimals: int, target: str) -> str:
+    mark = ""
+    if stat.paired is not None and not stat.paired.supported:
+        mark = f" {MARK}" if target == "md" else "$^\\dagger$"
     mean = f"{stat.mean:.{decimals}f}"
     if stat.std is None:
         if stat.interval is None:
-            return mean
+            return mean + mark
         lo, hi = (f"{v:.{decimals}f}" for v in stat.interval)
-        return f"{mean} [{lo}, {hi}]"
+        return f"{mean} [{lo}, {hi}]{mark}"
     std = f"{stat.std:.{decimals}f}"
-    return f"{mean} ± {std}" if target == "md" else f"{mean} $\\pm$ {std}"
+    return (f"{mean} ± {std}" if target == "md" else f"{mean} $\\pm$ {std}") + mark
 
 
 def _references(table: Table) -> dict[tuple[str, str], int]:

@@ -8,6 +8,7 @@ OUT/
   results.csv               one line per metrics file: run, group, seed, benchmark, score, file
   mmvp_vs_alpha.png         MMVP and the instruction-following proxy against alpha
   mmvp_patterns_radar*.png  per-pattern radar charts (with --patterns)
+  mmvp_patterns_attribution.png  per pattern, each model beside its tower-ablated runs (with --patterns)
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from .figures import Measure, alpha_figure, pattern_stats, radar_figures
+from .figures import Measure, alpha_figure, attribution_figure, pattern_stats, radar_figures
+from .paired import compare_with_baseline, paired_note
 from .render import csv_text, latex, markdown
 from .reported import load_reported
 from .results import DEFAULT_PROXY, Result, ResultsError, check_comparable, collect
@@ -43,6 +45,7 @@ def write_report(
     proxy: str | None = DEFAULT_PROXY,
     decimals: int = 1,
     allow_mixed: bool = False,
+    baseline: str | None = None,
 ) -> Report:
     out_dir = Path(out_dir)
     results, notes = _scored_results(paths)
@@ -50,8 +53,11 @@ def write_report(
         check_comparable(results)
     groups = group_results(results)
     reported_numbers = load_reported(reported) if reported else None
+    paired_notes = compare_with_baseline(groups, baseline) if baseline else []
 
     tables = [t for t in (main_table(groups, reported_numbers), ratio_table(groups, reported_numbers)) if t]
+    for table in tables if baseline else ():
+        table.notes += [paired_note(baseline), *paired_notes]
     stats = None
     if patterns is not None:
         from ..benchmarks.analysis import read_pattern_map
@@ -116,7 +122,9 @@ def _write_figures(report: Report, groups, stats, proxy: str | None) -> None:
             )
         )
     if stats:
-        report.figures += radar_figures(groups, stats, out_dir)
+        report.figures += radar_figures([g for g in groups if g.base_group is None], stats, out_dir)
+        figure = attribution_figure(groups, stats, out_dir / "mmvp_patterns_attribution.png")
+        report.figures += [figure] if figure else []
 
 
 def results_csv(results: list[Result]) -> str:
@@ -124,6 +132,7 @@ def results_csv(results: list[Result]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
         ["run", "group", "arm", "seed", "mixer", "alpha", "towers", "benchmark", "score", "metrics_file"]
+        + ["ablation", "score_ci95_lo", "score_ci95_hi"]  # each run's own interval beside the pooled cells
     )
     for r in sorted(results, key=lambda r: (r.group, r.run, r.benchmark)):
         writer.writerow(
@@ -138,9 +147,17 @@ def results_csv(results: list[Result]) -> str:
                 r.benchmark,
                 repr(r.score),
                 r.path,
+                (r.ablation or {}).get("label", ""),
+                *_interval_cells(r.metrics.get("score_ci95")),
             ]
         )
     return out.getvalue()
+
+
+def _interval_cells(interval) -> list[str]:
+    if isinstance(interval, list) and len(interval) == 2:
+        return [repr(float(interval[0])), repr(float(interval[1]))]
+    return ["", ""]
 
 
 def _summary(report: Report, decimals: int) -> str:

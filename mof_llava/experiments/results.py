@@ -54,6 +54,8 @@ class Result:
     towers: tuple[str, ...]
     signature: dict[str, Any]  # what must agree within a benchmark's column
     metrics: dict[str, Any] = field(repr=False, default_factory=dict)
+    ablation: dict[str, str] | None = None  # a tower ablated at inference (evaluation.md, attribution)
+    base_group: str | None = None  # the group of the same model without the ablation
 
 
 @dataclass
@@ -99,6 +101,9 @@ def read_result(path: Path) -> Result:
     else:
         run = group = str(run_info.get("model_id") or path.parent.name)
         arm, seed = None, None
+    ablation, base_group = run_info.get("ablation"), group
+    if ablation:  # the same model with a tower removed is a row of its own, never pooled with it
+        run, group = f"{run}/{ablation['label']}", f"{group}/{ablation['label']}"
     score = metrics["score"]
     return Result(
         path=path,
@@ -113,6 +118,8 @@ def read_result(path: Path) -> Result:
         towers=tuple(t.get("name", "?") for t in model_config.get("vision_towers") or ()),
         signature=signature(metrics),
         metrics=metrics,
+        ablation=ablation or None,
+        base_group=base_group if ablation else None,
     )
 
 

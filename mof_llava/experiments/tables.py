@@ -24,11 +24,27 @@ MIXER_ORDER = {"none": 0, "interleave": 1, "concat": 2, "additive": 3}
 
 
 @dataclass(frozen=True)
+class Paired:
+    """A row's score minus the baseline row's, with the paired bootstrap 95 % interval over the
+    units both answered (paired.py)."""
+
+    baseline: str
+    difference: float
+    interval: tuple[float, float]
+
+    @property
+    def supported(self) -> bool:
+        """The interval excludes 0: the data support a difference."""
+        return self.interval[0] > 0 or self.interval[1] < 0
+
+
+@dataclass(frozen=True)
 class Stat:
     """Mean and sample standard deviation of a group's values (std None for one value)."""
 
     values: tuple[float, ...]
     interval: tuple[float, float] | None = None  # one run's bootstrap 95 % interval (score_ci95)
+    paired: Paired | None = None  # the difference from the baseline row, when one is named
 
     @property
     def n(self) -> int:
@@ -54,14 +70,19 @@ class Group:
     towers: tuple[str, ...]
     runs: list[str] = field(default_factory=list)
     results: dict[str, list[Result]] = field(default_factory=dict)  # benchmark -> one per run
+    base_group: str | None = None  # for a tower-ablated row, the row of the model itself
+    paired: dict[str, Paired] = field(default_factory=dict)  # benchmark -> difference from the baseline row
 
     def stat(self, benchmark: str, value: Callable[[Result], float | None] | None = None) -> Stat | None:
-        """The cell of `benchmark` (by default its score, with the interval of a one-run cell)."""
+        """The cell of `benchmark` (by default its score, with the interval of a one-run cell and
+        the paired comparison with the baseline row)."""
         read = value or _score
         results = [r for r in self.results.get(benchmark, []) if read(r) is not None]
         if not results:
             return None
-        return Stat(tuple(read(r) for r in results), _one_run_interval(results) if value is None else None)
+        if value is not None:
+            return Stat(tuple(read(r) for r in results))
+        return Stat(tuple(read(r) for r in results), _one_run_interval(results), self.paired.get(benchmark))
 
 
 def _score(result: Result) -> float | None:
@@ -83,7 +104,7 @@ def group_results(results: Sequence[Result]) -> list[Group]:
         group = groups.get(result.group)
         if group is None:
             group = groups[result.group] = Group(
-                result.group, result.arm, result.mixer_mode, result.alpha, result.towers
+                result.group, result.arm, result.mixer_mode, result.alpha, result.towers, base_group=result.base_group
             )
         elif (group.mixer_mode, group.alpha, group.towers) != (
             result.mixer_mode,

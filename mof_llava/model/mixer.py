@@ -49,12 +49,43 @@ class TowerAblation:
     mode: AblationMode = "zero"
 
     def to_dict(self) -> dict[str, str]:
-        return {"tower": self.tower, "mode": self.mode}
+        """As evaluations record it; `label` names the results (`mof-llava tables` rows)."""
+        return {"tower": self.tower, "mode": self.mode, "label": self.label}
 
     @property
     def label(self) -> str:
         """How results name it: `without-dinov2-zero`."""
         return f"without-{self.tower}-{self.mode}"
+
+
+def required_towers(spec: MixerSpec, names: list[str]) -> list[str]:
+    """Towers whose features a mixer of `spec` over towers `names` reads."""
+    if spec.mode == "none":
+        return names[:1]
+    if spec.mode == "additive" and spec.alpha in (0.0, 1.0):
+        return [names[int(spec.alpha)]]
+    return list(names)
+
+
+def check_ablation(ablation: TowerAblation | None, spec: MixerSpec, names: list[str]) -> None:
+    """Refuse an ablation a mixer of `spec` over towers `names` cannot apply, or one that would
+    change nothing; needs no weights, so an evaluation checks it before anything loads."""
+    if ablation is None:
+        return
+    if ablation.mode not in ABLATION_MODES:
+        raise MofLlavaConfigError(f"unknown tower ablation {ablation.mode!r}; choose one of {list(ABLATION_MODES)}")
+    if ablation.tower not in names:
+        raise MofLlavaConfigError(f"cannot ablate tower {ablation.tower!r}: the model's towers are {list(names)}")
+    if ablation.tower not in required_towers(spec, names):
+        raise MofLlavaConfigError(
+            f"ablating tower {ablation.tower!r} changes nothing: this mixer ({spec.mode}, alpha "
+            f"{spec.alpha}) reads only {required_towers(spec, names)}"
+        )
+    if ablation.mode == "drop" and spec.mode != "interleave":
+        raise MofLlavaConfigError(
+            f"tower ablation 'drop' removes a tower's own tokens, which only interleave mixing has "
+            f"(this mixer is {spec.mode!r}); use 'zero' or 'blank'"
+        )
 
 
 class FeatureMixer(nn.Module):
@@ -111,11 +142,7 @@ class FeatureMixer(nn.Module):
     @property
     def required_towers(self) -> list[str]:
         """Towers whose features this mixer reads."""
-        if self.spec.mode == "none":
-            return self.tower_names[:1]
-        if self.spec.mode == "additive" and self.spec.alpha in (0.0, 1.0):
-            return [self.tower_names[int(self.spec.alpha)]]
-        return list(self.tower_names)
+        return required_towers(self.spec, self.tower_names)
 
     @property
     def num_visual_tokens(self) -> int:
@@ -124,23 +151,7 @@ class FeatureMixer(nn.Module):
         return num_visual_tokens(self.spec, self.tower_grids, sorted(dropped))
 
     def check_ablation(self, ablation: TowerAblation | None) -> None:
-        """Refuse an ablation this mixer cannot apply, or one that would change nothing."""
-        if ablation is None:
-            return
-        if ablation.mode not in ABLATION_MODES:
-            raise MofLlavaConfigError(f"unknown tower ablation {ablation.mode!r}; choose one of {list(ABLATION_MODES)}")
-        if ablation.tower not in self.tower_names:
-            raise MofLlavaConfigError(f"cannot ablate tower {ablation.tower!r}: the model's towers are {self.tower_names}")
-        if ablation.tower not in self.required_towers:
-            raise MofLlavaConfigError(
-                f"ablating tower {ablation.tower!r} changes nothing: this mixer ({self.spec.mode}, alpha "
-                f"{self.spec.alpha}) reads only {self.required_towers}"
-            )
-        if ablation.mode == "drop" and self.spec.mode != "interleave":
-            raise MofLlavaConfigError(
-                f"tower ablation 'drop' removes a tower's own tokens, which only interleave mixing has "
-                f"(this mixer is {self.spec.mode!r}); use 'zero' or 'blank'"
-            )
+        check_ablation(ablation, self.spec, self.tower_names)
 
     def set_ablation(self, ablation: TowerAblation | None, blank: tuple[torch.Tensor, ...] | None = None) -> None:
         """Set (None: clear) the inference-time ablation; `blank` is the ablated tower's `tower_layers`

@@ -29,6 +29,9 @@ def pope_dir(tmp_path_factory):
     return synthetic.write_pope(tmp_path_factory.mktemp("pope"), per_split=1)
 
 
+DROPPED = {"tower": "dinov2", "mode": "drop", "label": "without-dinov2-drop"}
+
+
 def _config(model_dir, pope_dir, out=None, **extra) -> EvalConfig:
     return EvalConfig(
         benchmark="pope",
@@ -50,8 +53,8 @@ def test_a_dropped_tower_runs_with_fewer_tokens_and_is_recorded_apart(model_dir,
     # the LLM refuses placeholders that do not match the visual tokens, so answering at all means
     # the processor wrote the mixer's reduced count
     assert result.output_dir.name == "pope-without-dinov2-drop"
-    assert result.metrics["run"]["ablation"] == {"tower": "dinov2", "mode": "drop"}
-    assert json.loads((result.output_dir / "run.json").read_text())["ablation"] == {"tower": "dinov2", "mode": "drop"}
+    assert result.metrics["run"]["ablation"] == DROPPED
+    assert json.loads((result.output_dir / "run.json").read_text())["ablation"] == DROPPED
     with pytest.raises(RunMismatchError, match="different ablation"):
         evaluate(_config(model_dir, pope_dir, out=result.output_dir))
     plain = evaluate(_config(model_dir, pope_dir, out=tmp_path / "plain"))
