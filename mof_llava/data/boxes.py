@@ -31,6 +31,8 @@ from typing import Literal, get_args
 Box = tuple[float, float, float, float]
 BoxFrame = Literal["pad", "crop", "image"]
 BOX_FRAMES: tuple[str, ...] = get_args(BoxFrame)
+# the frames of mof-llava's own inputs, the processor's `image_aspect_ratio` values (training records)
+INPUT_FRAMES: tuple[str, ...] = ("pad", "crop")
 DECIMALS = 3  # LION's answers: "[0.440,0.060,0.650,0.367]"
 
 

@@ -26,6 +26,7 @@ from .config import DataConfig
 from .images import ImageLoadError, load_rgb_image
 from .lengths import PROBLEMS, token_stats
 from .record_file import RecordFile
+from .records import RecordError
 from .samples import TextEncoder, tokenize_record
 from .skips import SkippedSample
 from .tag_prompt import with_tag_prompt
@@ -107,6 +108,12 @@ class LlavaDataset(torch.utils.data.Dataset):
         i = int(self.record_indices[index])
         record = self.records.record(i)
         location = self.records.location(i, record.id)
+        if record.box_frame not in (None, self.config.image_aspect_ratio):
+            raise RecordError(
+                location,
+                f"its boxes are in the {record.box_frame} frame but data.image_aspect_ratio is "
+                f"{self.config.image_aspect_ratio}: convert it again with --frame {self.config.image_aspect_ratio}",
+            )
         if self.config.tag_prompt is not None:  # the same prompt the length pass measured (tag_prompt.py)
             record = with_tag_prompt(record, self.config.tag_prompt, i, location)
         sample = tokenize_record(

@@ -182,7 +182,7 @@ class RecConvertConfig:
     data: Path = option(help="a RefCOCO-style release folder (<split>-*.parquet or <split>.jsonl) or one file", actions=CONVERT)
     output: Path = option(help="the LLaVA training file to write (JSON Lines)", actions=CONVERT)
     images: Path | None = option(None, "folder holding the rows' file_name pictures (needed when rows carry no image bytes)", actions=CONVERT)
-    frame: str = option("pad", "input frame of the answers: pad (LLaVA-1.5 stage 2) or crop", choices=("pad", "crop"), actions=CONVERT)
+    frame: str = option("pad", "input frame of the answers: pad (LLaVA-1.5 stage 2) or crop", choices=boxes.INPUT_FRAMES, actions=CONVERT)
     image_prefix: str = option("", "written before file_name in each record's image path, e.g. coco/train2014/", actions=CONVERT)
 
 

@@ -16,6 +16,10 @@ line, the record number and the record's id.
 
 A record may carry `"task": "region"` (a name of the model's `moa.tasks`): the task LION's mixture
 of adapters routes it by (collator.py); `data.task` is the task of records without one.
+
+A region-level record (`mof-llava data rec`, rec.py) carries `"box_frame": "pad"` (or "crop"): the
+input frame its answers' boxes are normalised to (boxes.py); training refuses it under another
+`image_aspect_ratio`, where the model would see the object somewhere else than the answer says.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..constants import IMAGE_TOKEN, TAG_HINT_TOKEN
+from .boxes import INPUT_FRAMES
 
 ROLES = ("human", "gpt")  # LLaVA's role names: user turns, then assistant turns, alternating
 
@@ -60,6 +65,7 @@ class Record:
     turns: tuple[tuple[str, str], ...]  # (human, gpt) pairs in order
     tags: tuple[str, ...] | None = None  # the image's tags (LION's tag prompt); None: the record has none
     task: str | None = None  # LION's task (e.g. 'image', 'region'): routes the LLM's mixture of adapters
+    box_frame: str | None = None  # the frame a region record's boxes are in (rec.py), checked by training
 
     @property
     def has_image(self) -> bool:
@@ -86,10 +92,11 @@ def parse_record(raw: Any, location: RecordLocation) -> Record:
     _check_image_markers(turns, has_image=image is not None, location=location)
     tags = _parse_tags(raw["tags"], image is not None, location) if "tags" in raw else None
     task = _parse_task(raw["task"], location) if "task" in raw else None
+    box_frame = _parse_box_frame(raw["box_frame"], image is not None, location) if "box_frame" in raw else None
     if image is not None:
         human, gpt = turns[0]
         turns[0] = (move_image_marker_to_front(human), gpt)
-    return Record(record_id, image, tuple(turns), tags, task=task)
+    return Record(record_id, image, tuple(turns), tags, task=task, box_frame=box_frame)
 
 
 def _parse_tags(tags: Any, has_image: bool, location: RecordLocation) -> tuple[str, ...]:
@@ -110,6 +117,14 @@ def _parse_task(task: Any, location: RecordLocation) -> str:
     if not isinstance(task, str) or not task.strip():
         raise RecordError(location, f"'task' must be a task name (a non-empty string, e.g. 'region'), got {task!r}")
     return task.strip()
+
+
+def _parse_box_frame(frame: Any, has_image: bool, location: RecordLocation) -> str:
+    if not has_image:
+        raise RecordError(location, "'box_frame' says where boxes sit on the record's image, but the record has no 'image'")
+    if frame not in INPUT_FRAMES:
+        raise RecordError(location, f"'box_frame' must be one of {', '.join(INPUT_FRAMES)}, got {frame!r}")
+    return frame
 
 
 def move_image_marker_to_front(text: str) -> str:

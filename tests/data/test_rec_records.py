@@ -71,3 +71,29 @@ def test_the_command_line_converts_and_prints_bad_rows_in_one_line(tmp_path, cap
     assert "wrote 7 records" in capsys.readouterr().out and len(out.read_text().splitlines()) == 7
     with pytest.raises(RecDataError, match="the crop frame cuts the box"):
         main([*argv, "--frame", "crop"])
+
+
+def test_training_refuses_records_whose_boxes_are_in_another_frame(tmp_path, processor):
+    from mof_llava.data.dataset import LlavaDataset
+    from mof_llava.data.records import RecordError
+
+    convert_rec(RecConvertConfig(data=FIXTURE, output=tmp_path / "rec.jsonl", images=FIXTURE / "images"))
+    settings = {"image_folder": FIXTURE / "images", "cache_dir": tmp_path / "cache", "template": "vicuna_v1"}
+    padded = LlavaDataset(tmp_path / "rec.jsonl", processor, image_aspect_ratio="pad", **settings)
+    item = padded[0]  # testA:3:0, trained on its box text
+    answer = processor.tokenizer.decode(item["labels"][item["labels"] >= 0])
+    assert "[0.000,0.125,0.500,0.500]" in answer.replace(" ", "")
+    cropped = LlavaDataset(tmp_path / "rec.jsonl", processor, image_aspect_ratio="crop", **settings)
+    with pytest.raises(RecordError, match=r"rec.jsonl:1 .*its boxes are in the pad frame but data.image_aspect_ratio is crop"):
+        cropped[0]
+
+
+def test_box_frame_must_be_a_frame_of_a_record_with_an_image():
+    from mof_llava.data.records import RecordError
+
+    record = rec_record(_samples()["val:0:0"])
+    with pytest.raises(RecordError, match=r"'box_frame' must be one of pad, crop, got 'square'"):
+        parse_record({**record, "box_frame": "square"}, RecordLocation("rec.jsonl", 0, 1))
+    text_only = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "[0.1,0.1,0.2,0.2]"}]}
+    with pytest.raises(RecordError, match="'box_frame' says where boxes sit on the record's image"):
+        parse_record({**text_only, "box_frame": "pad"}, RecordLocation("rec.jsonl", 0, 1))
