@@ -48,7 +48,7 @@ def test_stage1_defaults_are_llava_pretraining():
     ("content", "overrides", "message"),
     [
         ({"train": {"learnin_rate": 1}}, [], r"child.yaml: train: unknown keys \['learnin_rate'\]"),
-        ({}, ["train.stage=stage2"], r"train.stage: must be one of \['pretrain', 'finetune'\], got 'stage2'"),
+        ({}, ["train.stage=stage2"], r"train.stage: must be one of \['pretrain', 'finetune', 'preference'\], got 'stage2'"),
         ({}, ["train.per_device_batch_size=two"], r"train.per_device_batch_size: expected int, got 'two'"),
         ({}, ["learning_rate"], "expected key=value"),
         ({"model": {"mixer": {"mode": "interleave", "alfa": 1}}}, [], r"model.mixer: unknown keys \['alfa'\]"),
