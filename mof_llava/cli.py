@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "mof_llava.commands.sweep",
     "tables": "mof_llava.commands.tables",
     "lab": "mof_llava.commands.lab",
+    "tags": "mof_llava.commands.tags",
     "preference": "mof_llava.commands.preference",
 }
 

@@ -25,7 +25,9 @@ from ..typed_config import STRICT_KEYS, check
 from .records import Record, RecordError, RecordLocation
 
 # LION's prefix, verbatim but for the hint marker (lion_t5.py:131).
-LION_TAG_TEMPLATE = "According to {hint}, you are allowed to use or partially use the following tags: [{tags}]. "
+LION_TAG_TEMPLATE = (
+    "According to {hint}, you are allowed to use or partially use the following tags: [{tags}]. "
+)
 TAG_SEPARATOR = ", "
 
 
@@ -72,7 +74,8 @@ def with_tag_prompt(
         return record
     if record.tags is None:
         raise RecordError(
-            location, "the tag prompt is on (data.tag_prompt) but the record has no 'tags'; add them with `mof-llava tags`"
+            location,
+            "the tag prompt is on (data.tag_prompt) but the record has no 'tags'; add them with `mof-llava tags`",
         )
     human, gpt = record.turns[0]
     rest = human[len(IMAGE_TOKEN) :].lstrip("\n") if human.startswith(IMAGE_TOKEN) else human

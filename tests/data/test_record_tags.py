@@ -63,7 +63,9 @@ def test_tags_on_a_text_only_record_and_the_reserved_marker_are_refused():
 
 # -- the prompt --------------------------------------------------------------------------------------
 def test_the_prompt_goes_after_the_image_line_of_the_first_question_only():
-    raw = _tagged(image_record("a", "a.jpg", ("What is it?", "A dog."), ("And then?", "Grass.")), ["dog", "grass"])
+    raw = _tagged(
+        image_record("a", "a.jpg", ("What is it?", "A dog."), ("And then?", "Grass.")), ["dog", "grass"]
+    )
     record = with_tag_prompt(parse_record(raw, WHERE), TagPromptConfig(), 0, WHERE)
     assert record.turns[0] == ("<image>\n" + PREFIX + "[dog, grass]. What is it?", "A dog.")
     assert record.turns[1] == ("And then?", "Grass.")
@@ -137,19 +139,30 @@ def test_the_dataset_puts_one_hint_in_every_image_sample_and_its_lengths_are_exa
 def test_the_tag_prompt_with_a_model_without_the_soft_prompt_is_one_clear_error(tmp_path, processors):
     data, folder = _files(tmp_path)
     with pytest.raises(ValueError, match="no tag soft prompt; build it with model.tag_soft_prompt: true"):
-        LlavaDataset(data, processors("none"), image_folder=folder, cache_dir=tmp_path / "c", num_proc=1,
-                     tag_prompt=TagPromptConfig())
+        LlavaDataset(
+            data,
+            processors("none"),
+            image_folder=folder,
+            cache_dir=tmp_path / "c",
+            num_proc=1,
+            tag_prompt=TagPromptConfig(),
+        )
 
 
 def test_data_check_counts_tags_and_reports_image_records_without_them(tmp_path, processors):
     data, folder = _files(tmp_path)
-    records = [_tagged(image_record("i0", "0.jpg", ("Q?", "A.")), ["a", "b", "c"]),
-               image_record("bare", "0.jpg", ("Q?", "A.")), text_record("t0", ("Hi", "Hello."))]
+    records = [
+        _tagged(image_record("i0", "0.jpg", ("Q?", "A.")), ["a", "b", "c"]),
+        image_record("bare", "0.jpg", ("Q?", "A.")),
+        text_record("t0", ("Hi", "Hello.")),
+    ]
     data = write_json(tmp_path / "mixed.json", records)
     job = CheckJob(data, image_folder=folder, cache_dir=tmp_path / "c", workers=1)
     report = check(job, _with_hint(processors("none")))
     assert (report.with_tags, report.tags_per_record, report.tag_prompt) == (1, 3.0, False) and report.ok
-    prompted = check(CheckJob(data, image_folder=folder, cache_dir=tmp_path / "c", workers=1, tag_prompt=True),
-                     _with_hint(processors("none")))
+    prompted = check(
+        CheckJob(data, image_folder=folder, cache_dir=tmp_path / "c", workers=1, tag_prompt=True),
+        _with_hint(processors("none")),
+    )
     assert not prompted.ok and len(prompted.malformed) == 1 and "id 'bare'" in prompted.malformed[0]
     assert prompted.lengths_image.count == 1

@@ -60,7 +60,10 @@ def test_the_template_is_lions_string():
         "According to <tag_hint>, you are allowed to use or partially use the following tags: "
         "[dog, green grass, frisbee]. "
     )
-    assert tag_prompt([]) == "According to <tag_hint>, you are allowed to use or partially use the following tags: []. "
+    assert (
+        tag_prompt([])
+        == "According to <tag_hint>, you are allowed to use or partially use the following tags: []. "
+    )
 
 
 def test_the_vector_lands_exactly_at_the_placeholder_and_nowhere_else():
@@ -113,8 +116,10 @@ def test_the_same_weights_with_the_option_on_give_the_same_logits_without_a_hint
     assert result.missing_keys == ["tag_prompt.vector"] and not result.unexpected_keys
     input_ids, pixels = _ids(off, 23), torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
-        assert torch.equal(off(input_ids=input_ids, pixel_values=pixels).logits,
-                           on(input_ids=input_ids, pixel_values=pixels).logits)
+        assert torch.equal(
+            off(input_ids=input_ids, pixel_values=pixels).logits,
+            on(input_ids=input_ids, pixel_values=pixels).logits,
+        )
 
 
 def test_save_load_round_trip(tmp_path):
