@@ -10,6 +10,8 @@
 - The mixer alone decides how tower features become visual tokens (mixer.py).
 - LION's tag soft prompt (only with `config.tag_hint_token_id`): one learnable vector written at every
   `<tag_hint>` placeholder, before the visual tokens go in (tag_prompt.py).
+- LION's mixture of adapters (only with `config.moa`): routers beside the LLM, hooked into its decoder
+  layers' MLP path and routed by each sample's `task_ids` (moa.py).
 - The language model is any transformers causal LM, kept whole (`AutoModelForCausalLM`), so its own
   head, tied embeddings, logit post-processing and loss (including `num_items_in_batch` under
   gradient accumulation) are used unchanged.

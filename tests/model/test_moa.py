@@ -207,3 +207,19 @@ def test_task_ids_without_moa_and_bad_specs_are_refused():
         _config({"placement": "mlp"})
     with pytest.raises(MofLlavaConfigError, match=r"moa: unknown keys \['gate_init'\]"):
         _config({"gate_init": "soft"})
+
+
+def test_activation_checkpointing_recomputes_with_the_same_routing():
+    grads = []
+    for checkpointing in (False, True):
+        model = _model({})
+        _randomise_up(model)
+        if checkpointing:
+            model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        ids, pixels = _inputs(model, rows=2)
+        model(input_ids=ids, pixel_values=pixels, labels=ids, task_ids=torch.tensor([1, 0])).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.moa.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
