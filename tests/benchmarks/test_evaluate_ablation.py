@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from mof_llava.benchmarks import synthetic
 from mof_llava.benchmarks.evaluate import EvalConfig, evaluate
@@ -16,17 +15,19 @@ from mof_llava.benchmarks.runner import Distributed, RunMismatchError
 from mof_llava.model.configuration import MofLlavaConfigError
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from mof_llava.testing.tiny import save_tiny_mof_llava
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):  # evaluate's threads=1 sets torch's; this puts it back after
+    pass
 
-    torch.set_num_threads(1)
-    return save_tiny_mof_llava(tmp_path_factory.mktemp("tiny_ablation"), mixer="interleave")
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dirs):
+    return tiny_model_dirs("interleave")
 
 
 @pytest.fixture(scope="module")
 def pope_dir(tmp_path_factory):
-    return synthetic.write_pope(tmp_path_factory.mktemp("pope"), per_split=1)
+    return synthetic.write_pope(tmp_path_factory.mktemp("pope_ablation"), per_split=1)
 
 
 DROPPED = {"tower": "dinov2", "mode": "drop", "label": "without-dinov2-drop"}
