@@ -7,7 +7,8 @@
 
 A cell is the mean over the group's runs (seeds) with the sample standard deviation (n - 1) when
 there are several; the number of runs is part of the table. Reported numbers, when given, go in
-their own columns, marked as reported, with their sources as notes.
+their own columns, marked as reported, with their sources as notes. With a baseline row, each cell
+also carries its paired comparison with the baseline (`Paired`, computed in paired.py).
 """
 
 from __future__ import annotations
