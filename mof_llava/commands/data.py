@@ -19,11 +19,13 @@ def add_parser(subparsers) -> None:
         description=(
             "Validates every record, checks every image, and reports samples per modality, the token-length "
             "distribution (with the model's visual tokens), the share shortened by --max-length and the samples "
-            "with nothing to train on. Exit status 1 if records or images are broken."
+            "with nothing to train on. A preference file (BPO's scored records or flat pairs) is validated as "
+            "such and its pairs counted by neg_type and source (no --model needed). Exit status 1 if records or "
+            "images are broken."
         ),
     )
-    check.add_argument("data", help="LLaVA JSON array or JSONL file")
-    source = check.add_mutually_exclusive_group(required=True)
+    check.add_argument("data", help="LLaVA (or preference) JSON array or JSONL file")
+    source = check.add_mutually_exclusive_group()  # one is needed for LLaVA data (check_job.load_processor)
     source.add_argument("--model", help="a saved MoF-LLaVA model directory (its processor is used)")
     source.add_argument("--tokenizer", help="an LLM tokenizer directory or hub id (needs --mixer)")
     add_arguments(check, CheckJob, "check")
@@ -64,6 +66,7 @@ def run_check(args: argparse.Namespace) -> int:
     from ..data.check import format_report
     from ..data.check_job import CheckJob, CheckOptionsError, check, load_processor
     from ..data.record_file import MalformedRecordsError
+    from ..preference.check import PreferenceReport
 
     job = replace(from_args(CheckJob, args), check_images=not args.no_images)
     try:
@@ -74,7 +77,7 @@ def run_check(args: argparse.Namespace) -> int:
         report = check(job, processor)
     except (MalformedRecordsError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    print(format_report(report))
+    print(report.format() if isinstance(report, PreferenceReport) else format_report(report))
     if args.json:
         report.save_json(args.json)
     return 0 if report.ok else 1

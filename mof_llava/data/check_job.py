@@ -17,6 +17,7 @@ from ..options import option
 from .samples import LENGTH_BUDGETS, TRUNCATIONS
 
 if TYPE_CHECKING:  # loads on first use: `mof-llava --help` reads only the options (no pydantic)
+    from ..preference.check import PreferenceReport
     from .check import DataReport
 
 
@@ -84,10 +85,15 @@ class CheckJob:
 
 
 def load_processor(job: CheckJob):
-    """The processor whose tokenizer and visual token count the check uses."""
+    """The processor whose tokenizer and visual token count the check uses (None for a preference
+    file given neither: its check needs no tokenizer)."""
     from .. import MofLlavaProcessor
     from ..paths import check_model_path
+    from ..preference.check import is_preference_file
     from .check import paper_processor
+
+    if job.model is None and job.tokenizer is None and is_preference_file(job.data):
+        return None
 
     if job.tokenizer and not job.mixer:
         raise CheckOptionsError("--tokenizer needs --mixer (or pass --model)")
@@ -113,12 +119,15 @@ def with_training_defaults(job: CheckJob) -> CheckJob:
     return replace(job, **{name: getattr(DataConfig, name) for name in unset})
 
 
-def check(job: CheckJob, processor=None) -> DataReport:
+def check(job: CheckJob, processor=None) -> DataReport | PreferenceReport:
     """Validate every record and image and measure the token lengths; `processor` defaults to
-    `load_processor(job)`."""
+    `load_processor(job)`. A preference file (BPO's records or flat pairs) gets its own checks."""
+    from ..preference.check import check_preference, is_preference_file
     from .check import check_dataset
     from .tag_prompt import TagPromptConfig
 
+    if is_preference_file(job.data):
+        return check_preference(job.data, job.image_folder, job.check_images)
     job = with_training_defaults(job)
     return check_dataset(
         job.data,
