@@ -21,7 +21,7 @@ from torch import nn
 from ..preference.dpo import dpo_loss, response_labels, sequence_logps, split_pair
 from .config import PreferenceConfig
 from .stages import base_model
-from .trainer import MofLlavaTrainer
+from .trainer import MofLlavaTrainer, placeholder_batch
 
 REFERENCES = ("lora_disabled", "frozen_copy")
 
@@ -56,6 +56,16 @@ class PreferenceTrainer(MofLlavaTrainer):
                        cfg.nll_weight)  # fmt: skip
         self._add_metrics(out.metrics(), policy_logps.detach())
         return (out.loss, outputs) if return_outputs else out.loss
+
+    def _empty_batch_loss(self, model, inputs, return_outputs=False):
+        result = super()._empty_batch_loss(model, inputs, return_outputs)
+        if self.reference_model is None:
+            # The other ranks run the reference through the same modules this step; under ZeRO-3 (which
+            # gathers parameters module by module) this rank must too, or the collectives hang.
+            batch = placeholder_batch(inputs, self.processing_class)
+            with torch.no_grad():
+                self.reference_logps(model, batch, batch.pop("labels"))
+        return result
 
     def response_logps(self, model, inputs, labels):
         """(summed response log-probs, response token counts, model outputs) of every row."""

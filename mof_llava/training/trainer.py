@@ -138,9 +138,7 @@ class MofLlavaTrainer(Trainer):
         samples = inputs.pop("sample_records", [])
         rows = inputs["input_ids"].shape[0]
         if rows == 0:
-            outputs = model(**_placeholder_batch(inputs, self.processing_class))
-            loss = outputs.logits.float().sum() * 0.0
-            return (loss, outputs) if return_outputs else loss
+            return self._empty_batch_loss(model, inputs, return_outputs)
 
         mask = inputs.get("attention_mask")  # packed batches have none: every token is real
         self._window["tokens"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
@@ -156,6 +154,12 @@ class MofLlavaTrainer(Trainer):
                 f"(rank {self.args.process_index}); the batch held: " + "; ".join(samples or ["<unknown samples>"])
             )
         return result
+
+    def _empty_batch_loss(self, model, inputs, return_outputs=False):
+        """A zero loss from the model run on one padding token, for a micro-batch whose samples were all skipped."""
+        outputs = model(**placeholder_batch(inputs, self.processing_class))
+        loss = outputs.logits.float().sum() * 0.0
+        return (loss, outputs) if return_outputs else loss
 
     def _objective(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The training objective on a batch with rows: the model's causal-LM loss (the preference
@@ -320,7 +324,7 @@ def _disk_full_message(step_dir: Path, culprit: Path) -> str:
     )
 
 
-def _placeholder_batch(inputs: dict[str, Any], processing_class) -> dict[str, Any]:
+def placeholder_batch(inputs: dict[str, Any], processing_class) -> dict[str, Any]:
     """One padding token with nothing supervised, for a micro-batch whose samples were all skipped."""
     device = inputs["input_ids"].device
     pad = processing_class.pad_token_id if processing_class is not None else 0

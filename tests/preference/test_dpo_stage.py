@@ -14,6 +14,8 @@ from pair_data import write_pairs
 
 from mof_llava.constants import IGNORE_INDEX
 from mof_llava.conversation import get_template
+from mof_llava.data.skips import SkippedSample
+from mof_llava.preference.collator import PreferenceCollator
 from mof_llava.training.stages import apply_stage
 
 @pytest.fixture(autouse=True)
@@ -113,3 +115,16 @@ def test_one_optimiser_step_lowers_the_loss(tiny_parts, pairs, tmp_path, referen
     with torch.no_grad():
         after = trainer._objective(policy, dict(batch))
     assert after.item() < before.item() - 1e-4
+
+
+def test_a_micro_batch_of_skipped_pairs_still_runs_policy_and_reference(tiny_parts, tmp_path):
+    # every rank runs the same modules every step (ZeRO-3 gathers parameters module by module)
+    model, processor = tiny_model(tiny_parts)
+    policy = apply_stage(model, "preference", LORA).train()
+    trainer = preference_trainer(policy, tmp_path)
+    calls = []
+    policy.get_base_model().language_model.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    batch = PreferenceCollator(processor.pad_token_id)([SkippedSample(0, "pairs.jsonl (pair 0)", "image missing")])
+    loss = trainer.compute_loss(policy, batch)
+    assert loss.item() == 0.0 and calls == [True, False]  # the policy, then the reference without gradients
+    assert trainer.skips.total == 1
