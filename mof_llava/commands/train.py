@@ -8,7 +8,7 @@ import argparse
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train one stage (pretrain or finetune) from a YAML run config",
+        help="train one stage (pretrain, finetune or preference) from a YAML run config",
         description=(
             "Run one training stage. Overrides use dotted keys, e.g. train.learning_rate=2e-5 "
             "data.max_length=4096. Launch under torchrun or deepspeed for several GPUs or nodes "
