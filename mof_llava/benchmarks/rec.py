@@ -103,7 +103,9 @@ def score_rec(
     from . import intervals
 
     check_coverage(answers, [s.sample_id for s in samples], answers_path, "the REC data")
-    readings = [read_answer(answer_text(answers[answer_key(s.sample_id)], answers_path), s, frame) for s in samples]
+    readings = [
+        read_answer(answer_text(answers[answer_key(s.sample_id)], answers_path), s, frame) for s in samples
+    ]
     hits = [kind == "hit" for kind, _ in readings]
     per_split: dict[str, dict[str, Any]] = {}
     for s, (kind, overlap) in zip(samples, readings):
@@ -139,7 +141,9 @@ def score_rec(
     }
 
 
-def score_answer_file(answers_path: str | Path, samples: Sequence[RecSample], frame: boxes.BoxFrame = "pad") -> dict:
+def score_answer_file(
+    answers_path: str | Path, samples: Sequence[RecSample], frame: boxes.BoxFrame = "pad"
+) -> dict:
     return score_rec(load_answer_index(answers_path), samples, frame, answers_path)
 
 
@@ -166,7 +170,9 @@ def build_task(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> EvalTask:
     if frame == "image":
-        raise RecOptionsError("--frame image scores other codebases' answers; a mof-llava model sees the pad or crop frame")
+        raise RecOptionsError(
+            "--frame image scores other codebases' answers; a mof-llava model sees the pad or crop frame"
+        )
     samples = read_rec_samples(data, images)
     return EvalTask(
         benchmark="rec",
@@ -182,9 +188,15 @@ def build_task(
 
 @dataclass(frozen=True, kw_only=True)
 class RecOptions:
-    data: Path = option(help="RefCOCO-style release folder (<split>-*.parquet or <split>.jsonl, lmms-lab layout) or one file")
-    images: Path | None = option(None, "folder holding the rows' file_name pictures (rows without image bytes)")
-    prompt: str = option("lion", "question wording: lion (LION's region question) or lmms-eval", choices=PROMPTS)
+    data: Path = option(
+        help="RefCOCO-style release folder (<split>-*.parquet or <split>.jsonl, lmms-lab layout) or one file"
+    )
+    images: Path | None = option(
+        None, "folder holding the rows' file_name pictures (rows without image bytes)"
+    )
+    prompt: str = option(
+        "lion", "question wording: lion (LION's region question) or lmms-eval", choices=PROMPTS
+    )
     frame: str = option(
         "pad",
         "frame the answers' boxes are in: pad (the padded square the model sees, default), crop, "

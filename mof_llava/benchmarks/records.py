@@ -64,9 +64,16 @@ def release_rows(
     """(folder that relative image paths start from, rows) of a release given as a file or a
     folder; `files` lists the files to read, `expected` names them in the error when there are none."""
     path = Path(path)
+    return (path if path.is_dir() else path.parent), read_records(release_files(path, files, error, what, expected), error)
+
+
+def release_files(
+    path: Path, files: Callable[[Path], list[Path]], error: type[Exception], what: str, expected: str
+) -> list[Path]:
+    """The files `files` lists for a release file or folder; none, or no such path, raises `error`."""
     if not path.exists():
         raise error(f"{path}: {what} file or folder not found")
     found = files(path)
     if not found:
         raise error(f"{path}: no {what} files ({expected})")
-    return (path if path.is_dir() else path.parent), read_records(found, error)
+    return found

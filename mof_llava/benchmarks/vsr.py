@@ -37,20 +37,22 @@ QUESTION = "Is the following statement about the image true or false? {caption}\
 
 # The release's relation -> meta-category list (analysis_scripts/rel_meta_category_dict.txt), in its
 # order; a relation listed twice ("among") keeps the later category, as the release's script does.
-META_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Adjacency", ("adjacent to", "alongside", "at the side of", "at the right side of", "at the left side of",
-                   "attached to", "at the back of", "ahead of", "against", "at the edge of")),
-    ("Directional", ("off", "past", "toward", "down", "deep down", "up", "away from", "along", "around", "from",
-                     "into", "to", "across", "across from", "through", "down from")),
-    ("Orientation", ("facing", "facing away from", "parallel to", "perpendicular to")),
-    ("Projective", ("on top of", "beneath", "beside", "behind", "left of", "right of", "under", "in front of",
-                    "below", "above", "over", "in the middle of")),
-    ("Proximity", ("by", "close to", "near", "far from", "far away from")),
-    ("Topological", ("connected to", "detached from", "has as a part", "part of", "contains", "within", "at", "on",
-                     "in", "with", "surrounding", "among", "consists of", "out of", "between", "inside", "outside",
-                     "touching")),
-    ("Unallocated", ("beyond", "next to", "opposite to", "after", "among", "enclosed by")),
-)
+META_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (category, tuple(r.strip() for r in relations.split(",")))
+    for category, relations in (
+        ("Adjacency", "adjacent to, alongside, at the side of, at the right side of, at the left side of, "
+         "attached to, at the back of, ahead of, against, at the edge of"),
+        ("Directional", "off, past, toward, down, deep down, up, away from, along, around, from, into, to, "
+         "across, across from, through, down from"),
+        ("Orientation", "facing, facing away from, parallel to, perpendicular to"),
+        ("Projective", "on top of, beneath, beside, behind, left of, right of, under, in front of, below, "
+         "above, over, in the middle of"),
+        ("Proximity", "by, close to, near, far from, far away from"),
+        ("Topological", "connected to, detached from, has as a part, part of, contains, within, at, on, in, "
+         "with, surrounding, among, consists of, out of, between, inside, outside, touching"),
+        ("Unallocated", "beyond, next to, opposite to, after, among, enclosed by"),
+    )
+)  # fmt: skip
 RELATION_CATEGORY: dict[str, str] = {rel: cat for cat, rels in META_CATEGORIES for rel in rels}
 UNCATEGORISED = "uncategorised"
 
@@ -106,7 +108,9 @@ def _table(groups: Mapping[str, Sequence[bool]]) -> dict[str, dict[str, Any]]:
 
 
 def score_vsr(
-    answers: Mapping[str, Mapping[str, Any]], captions: Sequence[VsrCaption], answers_path: Path | str = "<answers>"
+    answers: Mapping[str, Mapping[str, Any]],
+    captions: Sequence[VsrCaption],
+    answers_path: Path | str = "<answers>",
 ) -> dict[str, Any]:
     from . import intervals
 
@@ -145,7 +149,10 @@ def build_task(data: str | Path, images: str | Path | None, max_new_tokens: int 
     captions = read_captions(data, images)
     return EvalTask(
         benchmark="vsr",
-        questions=[EvalQuestion(c.index, QUESTION.format(caption=c.caption), image_path=c.image_path) for c in captions],
+        questions=[
+            EvalQuestion(c.index, QUESTION.format(caption=c.caption), image_path=c.image_path)
+            for c in captions
+        ],
         template="vicuna_v1",
         max_new_tokens=max_new_tokens,
         settings={"prompt": "ours", "reader": "first true/yes/false/no"},
@@ -156,8 +163,12 @@ def build_task(data: str | Path, images: str | Path | None, max_new_tokens: int 
 
 @dataclass(frozen=True, kw_only=True)
 class VsrOptions:
-    data: Path = option(help="a VSR split file (e.g. data/splits/zeroshot/test.jsonl) or a folder holding test.jsonl")
-    images: Path | None = option(None, "folder of the COCO 2017 pictures the rows name (needed to run, not to score)")
+    data: Path = option(
+        help="a VSR split file (e.g. data/splits/zeroshot/test.jsonl) or a folder holding test.jsonl"
+    )
+    images: Path | None = option(
+        None, "folder of the COCO 2017 pictures the rows name (needed to run, not to score)"
+    )
 
 
 def _task(o: VsrOptions, max_new_tokens: int | None) -> EvalTask:

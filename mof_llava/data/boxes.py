@@ -47,7 +47,12 @@ class Affine:
 
     def apply(self, box: Box) -> Box:
         x1, y1, x2, y2 = box
-        return (self.sx * x1 + self.tx, self.sy * y1 + self.ty, self.sx * x2 + self.tx, self.sy * y2 + self.ty)
+        return (
+            self.sx * x1 + self.tx,
+            self.sy * y1 + self.ty,
+            self.sx * x2 + self.tx,
+            self.sy * y2 + self.ty,
+        )
 
     def invert(self, box: Box) -> Box:
         x1, y1, x2, y2 = box
@@ -61,7 +66,10 @@ class Affine:
     def then(self, after: Affine) -> Affine:
         """This step followed by `after`."""
         return Affine(
-            after.sx * self.sx, after.sy * self.sy, after.sx * self.tx + after.tx, after.sy * self.ty + after.ty
+            after.sx * self.sx,
+            after.sy * self.sy,
+            after.sx * self.tx + after.tx,
+            after.sy * self.ty + after.ty,
         )
 
 
@@ -75,7 +83,9 @@ def resize(width: float, height: float, new_width: float, new_height: float) -> 
     return Affine(sx=new_width / width, sy=new_height / height)
 
 
-def center_crop(width: float, height: float, crop_width: float, crop_height: float, exact: bool = True) -> Affine:
+def center_crop(
+    width: float, height: float, crop_width: float, crop_height: float, exact: bool = True
+) -> Affine:
     """Cutting the centre `crop_width` x `crop_height`; `exact` rounds the start as transformers does."""
     left, top = (width - crop_width) / 2, (height - crop_height) / 2
     return Affine(tx=-(int(left) if exact else left), ty=-(int(top) if exact else top))
@@ -152,7 +162,15 @@ _SEP = r"\s*,\s*"
 # four numbers in one bracket "[a, b, c, d]" / "(a,b,c,d)", or two corner points "(a, b), (c, d)"
 _FOUR = re.compile(r"[\[(]\s*" + _SEP.join([_NUMBER] * 4) + r"\s*[\])]")
 _POINTS = re.compile(
-    r"[\[(]\s*" + _NUMBER + _SEP + _NUMBER + r"\s*[\])]\s*,?\s*(?:to|and)?\s*[\[(]\s*" + _NUMBER + _SEP + _NUMBER + r"\s*[\])]"
+    r"[\[(]\s*"
+    + _NUMBER
+    + _SEP
+    + _NUMBER
+    + r"\s*[\])]\s*,?\s*(?:to|and)?\s*[\[(]\s*"
+    + _NUMBER
+    + _SEP
+    + _NUMBER
+    + r"\s*[\])]"
 )
 
 

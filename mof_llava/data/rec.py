@@ -94,7 +94,9 @@ def _box(row: Mapping[str, Any], width: int, height: int, where: str) -> boxes.B
     except (TypeError, ValueError):
         raise RecDataError(f"{where}: bbox must be four numbers [x, y, width, height], got {raw!r}") from None
     if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise RecDataError(f"{where}: bbox must be [x, y, width, height] with width and height > 0, got {raw!r}")
+        raise RecDataError(
+            f"{where}: bbox must be [x, y, width, height] with width and height > 0, got {raw!r}"
+        )
     box = boxes.xywh_to_xyxy(values)
     if box[0] < 0 or box[1] < 0 or box[2] > width + 0.5 or box[3] > height + 0.5:  # COCO rounds to 0.01
         raise RecDataError(f"{where}: bbox {raw!r} lies outside the {width}x{height} picture")
@@ -121,21 +123,19 @@ def _samples(row: Mapping[str, Any], split: str, images: Path | None, where: str
     width, height = _size(data if data is not None else path, where)
     box = _box(row, width, height, where)
     return [
-        RecSample(f"{split}:{row['question_id']}:{k}", split, text, box, width, height, file_name, path, data, where)
+        RecSample(
+            f"{split}:{row['question_id']}:{k}", split, text, box, width, height, file_name, path, data, where
+        )
         for k, text in enumerate(_expressions(row, where))
     ]
 
 
 def read_rec_samples(data: str | Path, images: str | Path | None = None) -> list[RecSample]:
     """Every expression of a release folder (or one file) in file order, splits by file name."""
-    from ..benchmarks.records import check_unique, read_records
+    from ..benchmarks.records import check_unique, read_records, release_files
 
-    data = Path(data)
-    if not data.exists():
-        raise RecDataError(f"{data}: RefCOCO file or folder not found")
-    files = _files(data)
-    if not files:
-        raise RecDataError(f"{data}: no RefCOCO files (<split>-*.parquet or <split>.jsonl)")
+    expected = "<split>-*.parquet or <split>.jsonl"
+    files = release_files(Path(data), _files, RecDataError, "RefCOCO", expected)
     folder = Path(images) if images is not None else None
     samples = []
     for path in files:
@@ -165,7 +165,10 @@ def rec_record(sample: RecSample, frame: boxes.BoxFrame = "pad", image_prefix: s
     return {
         "id": sample.sample_id,
         "image": image_prefix + sample.file_name,
-        "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}],
+        "conversations": [
+            {"from": "human", "value": "<image>\n" + question},
+            {"from": "gpt", "value": answer},
+        ],
         "task": REGION_TASK,
         "box_frame": frame,
         "bbox": [round(v, 2) for v in sample.box],
@@ -179,11 +182,25 @@ def rec_record(sample: RecSample, frame: boxes.BoxFrame = "pad", image_prefix: s
 
 @dataclass(frozen=True, kw_only=True)
 class RecConvertConfig:
-    data: Path = option(help="a RefCOCO-style release folder (<split>-*.parquet or <split>.jsonl) or one file", actions=CONVERT)
+    data: Path = option(
+        help="a RefCOCO-style release folder (<split>-*.parquet or <split>.jsonl) or one file",
+        actions=CONVERT,
+    )
     output: Path = option(help="the LLaVA training file to write (JSON Lines)", actions=CONVERT)
-    images: Path | None = option(None, "folder holding the rows' file_name pictures (needed when rows carry no image bytes)", actions=CONVERT)
-    frame: str = option("pad", "input frame of the answers: pad (LLaVA-1.5 stage 2) or crop", choices=boxes.INPUT_FRAMES, actions=CONVERT)
-    image_prefix: str = option("", "written before file_name in each record's image path, e.g. coco/train2014/", actions=CONVERT)
+    images: Path | None = option(
+        None,
+        "folder holding the rows' file_name pictures (needed when rows carry no image bytes)",
+        actions=CONVERT,
+    )
+    frame: str = option(
+        "pad",
+        "input frame of the answers: pad (LLaVA-1.5 stage 2) or crop",
+        choices=boxes.INPUT_FRAMES,
+        actions=CONVERT,
+    )
+    image_prefix: str = option(
+        "", "written before file_name in each record's image path, e.g. coco/train2014/", actions=CONVERT
+    )
 
 
 @dataclass(frozen=True)

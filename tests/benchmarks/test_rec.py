@@ -72,7 +72,9 @@ def test_the_image_frame_reads_boxes_normalised_to_the_picture(fixtures_dir):
     truth["testA:3:0"] = ((0, 0, 160, 120), (0, 0, 160, 120))
     truth["testA:5:0"] = ((0, 0, 240, 320), (30, 0, 210, 320))
     ious = _ious(truth)
-    assert metrics["per_split"]["val"]["mean_iou"] == pytest.approx(np.mean([ious[q] for q in ious if q.startswith("val")]))
+    assert metrics["per_split"]["val"]["mean_iou"] == pytest.approx(
+        np.mean([ious[q] for q in ious if q.startswith("val")])
+    )
     assert metrics["per_split"]["val"]["accuracy"] == pytest.approx(25.0)
     assert metrics["per_split"]["testA"]["accuracy"] == pytest.approx(200 / 3)
 
@@ -82,7 +84,9 @@ def test_interval_resamples_objects_within_each_split(fixtures_dir):
     # objects in file order with (hits, expressions); val:0 has two expressions
     objects = {"testA": [(1, 1), (0, 1), (1, 1)], "val": [(2, 2), (0, 1), (0, 1)]}
     rng = np.random.default_rng(intervals.SEED)
-    draws = {s: rng.integers(0, len(objects[s]), size=(intervals.RESAMPLES, len(objects[s]))) for s in objects}
+    draws = {
+        s: rng.integers(0, len(objects[s]), size=(intervals.RESAMPLES, len(objects[s]))) for s in objects
+    }
     split_stats = {
         s: [100 * sum(objects[s][i][0] for i in d) / sum(objects[s][i][1] for i in d) for d in draws[s]]
         for s in objects
@@ -90,19 +94,28 @@ def test_interval_resamples_objects_within_each_split(fixtures_dir):
     mean_stats = [(a + b) / 2 for a, b in zip(split_stats["testA"], split_stats["val"])]
     assert metrics["score_ci95"] == pytest.approx(list(np.percentile(mean_stats, [2.5, 97.5])))
     for s in objects:
-        assert metrics["per_split"][s]["accuracy_ci95"] == pytest.approx(list(np.percentile(split_stats[s], [2.5, 97.5])))
+        assert metrics["per_split"][s]["accuracy_ci95"] == pytest.approx(
+            list(np.percentile(split_stats[s], [2.5, 97.5]))
+        )
     assert metrics["bootstrap"]["unit"].startswith("object")
 
 
 def test_task_questions_prompts_and_pictures(fixtures_dir):
     task = rec.build_task(fixtures_dir / "rec", fixtures_dir / "rec" / "images")
     assert [q.question_id for q in task.questions][:2] == ["testA:3:0", "testA:4:0"]
-    assert task.questions[0].text == "In the image, can you locate woman top left and let me know its coordinates?"
+    assert (
+        task.questions[0].text
+        == "In the image, can you locate woman top left and let me know its coordinates?"
+    )
     assert task.image_aspect_ratio == "pad" and task.settings["frame"] == "pad"
     assert task.questions[1].load_image().size == (64, 48)  # the row's own bytes
     assert task.questions[0].load_image().size == (320, 240)  # from the images folder
-    lmms = rec.build_task(fixtures_dir / "rec", fixtures_dir / "rec" / "images", prompt="lmms-eval", frame="crop")
-    assert lmms.questions[0].text.startswith("Bounding box coordinates are specified in the format (top-left x")
+    lmms = rec.build_task(
+        fixtures_dir / "rec", fixtures_dir / "rec" / "images", prompt="lmms-eval", frame="crop"
+    )
+    assert lmms.questions[0].text.startswith(
+        "Bounding box coordinates are specified in the format (top-left x"
+    )
     assert lmms.questions[0].text.endswith("the region this sentence describes: woman top left")
     assert lmms.image_aspect_ratio == "crop"
     with pytest.raises(rec.RecOptionsError, match="--frame image scores other codebases' answers"):
@@ -116,15 +129,26 @@ def _write(tmp_path, rows, name="val.jsonl"):
     return path
 
 
-ROW = {"question_id": "7", "answer": ["the cat"], "bbox": [10, 10, 20, 20], "file_name": "COCO_train2014_000000000001.jpg"}
+ROW = {
+    "question_id": "7",
+    "answer": ["the cat"],
+    "bbox": [10, 10, 20, 20],
+    "file_name": "COCO_train2014_000000000001.jpg",
+}
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"bbox": [10, 10, 0, 20]}, r"val.jsonl:1: bbox must be \[x, y, width, height\] with width and height > 0"),
+        (
+            {"bbox": [10, 10, 0, 20]},
+            r"val.jsonl:1: bbox must be \[x, y, width, height\] with width and height > 0",
+        ),
         ({"bbox": "10 10 20 20"}, r"val.jsonl:1: bbox must be four numbers"),
-        ({"bbox": [310, 10, 20, 20]}, r"val.jsonl:1: bbox \[310, 10, 20, 20\] lies outside the 320x240 picture"),
+        (
+            {"bbox": [310, 10, 20, 20]},
+            r"val.jsonl:1: bbox \[310, 10, 20, 20\] lies outside the 320x240 picture",
+        ),
         ({"answer": []}, r"val.jsonl:1: answer must be a non-empty list of referring expressions"),
         ({"file_name": "missing.jpg"}, r"val.jsonl:1: picture .*missing.jpg not found"),
         ({"question_id": None}, r"val.jsonl:1: missing field 'question_id'"),

@@ -19,12 +19,16 @@ def _data(fixtures_dir):
 
 
 def _score(fixtures_dir):
-    return vsr.score_answer_file(fixtures_dir / "vsr" / "answers.jsonl", vsr.read_captions(_data(fixtures_dir)))
+    return vsr.score_answer_file(
+        fixtures_dir / "vsr" / "answers.jsonl", vsr.read_captions(_data(fixtures_dir))
+    )
 
 
 def test_excerpt_scores_by_hand(fixtures_dir):
     metrics = _score(fixtures_dir)
-    assert metrics["score"] == pytest.approx(800 / 12) and metrics["questions"] == 12 and metrics["unread"] == 1
+    assert (
+        metrics["score"] == pytest.approx(800 / 12) and metrics["questions"] == 12 and metrics["unread"] == 1
+    )
     categories = metrics["per_meta_category"]
     # Projective: behind x2, under, right of, over; Topological: touching x2, inside, contains, in x2
     assert {k: v["accuracy"] for k, v in categories.items()} == pytest.approx(
@@ -46,7 +50,15 @@ def test_interval_resamples_captions(fixtures_dir):
 
 @pytest.mark.parametrize(
     ("text", "verdict"),
-    [("True", 1), ("yes.", 1), ("FALSE", 0), ("No, it is not.", 0), ("It is true.", 1), ("not sure", None), ("", None)],
+    [
+        ("True", 1),
+        ("yes.", 1),
+        ("FALSE", 0),
+        ("No, it is not.", 0),
+        ("It is true.", 1),
+        ("not sure", None),
+        ("", None),
+    ],
 )
 def test_verdicts(text, verdict):
     assert vsr.read_verdict(text) == verdict
@@ -55,7 +67,12 @@ def test_verdicts(text, verdict):
 def test_among_counts_as_unallocated_and_unknown_relations_are_reported(tmp_path):
     rows = [
         {"image": "a.jpg", "caption": "The cat is among the dogs.", "label": 1, "relation": "among"},
-        {"image": "b.jpg", "caption": "The cat floats over the dog.", "label": 0, "relation": "floating over"},
+        {
+            "image": "b.jpg",
+            "caption": "The cat floats over the dog.",
+            "label": 0,
+            "relation": "floating over",
+        },
     ]
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -76,12 +93,18 @@ def test_task_and_bad_rows(fixtures_dir, tmp_path):
         "Is the following statement about the image true or false? The car is behind the suitcase.\n"
         "Answer with true or false."
     )
-    assert task.questions[0].image_path == tmp_path / "000000017697.jpg" and task.questions[11].question_id == 11
+    assert (
+        task.questions[0].image_path == tmp_path / "000000017697.jpg" and task.questions[11].question_id == 11
+    )
     with pytest.raises(vsr.VsrDataError, match="--images is needed to run VSR"):
         vsr.build_task(_data(fixtures_dir), None)
     line = json.loads(_data(fixtures_dir).read_text().splitlines()[0])
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({**line, "label": "True"}) + "\n" + json.dumps({**line, "caption": None}) + "\n")
-    with pytest.raises(vsr.VsrDataError, match=r"bad.jsonl:1: label must be 1 \(true\) or 0 \(false\), got 'True'"):
+    bad.write_text(
+        json.dumps({**line, "label": "True"}) + "\n" + json.dumps({**line, "caption": None}) + "\n"
+    )
+    with pytest.raises(
+        vsr.VsrDataError, match=r"bad.jsonl:1: label must be 1 \(true\) or 0 \(false\), got 'True'"
+    ):
         vsr.read_captions(bad)
     assert registry.get("vsr").options is vsr.VsrOptions

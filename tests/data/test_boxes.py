@@ -36,7 +36,9 @@ def test_crop_resizes_the_short_side_and_cuts_the_centre():
 
 
 def test_image_frame_normalises_by_the_pictures_own_size():
-    assert boxes.to_model_input(640, 480, "image").apply((64, 48, 320, 480)) == pytest.approx((0.1, 0.1, 0.5, 1.0))
+    assert boxes.to_model_input(640, 480, "image").apply((64, 48, 320, 480)) == pytest.approx(
+        (0.1, 0.1, 0.5, 1.0)
+    )
 
 
 def _bright_extent(pixels: torch.Tensor) -> tuple[int, int, int, int]:
@@ -45,14 +47,20 @@ def _bright_extent(pixels: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 @pytest.mark.parametrize("aspect", ["pad", "crop"])
-@pytest.mark.parametrize(("width", "height", "box"), [(200, 120, (50, 30, 150, 90)), (90, 160, (10, 60, 70, 150))])
+@pytest.mark.parametrize(
+    ("width", "height", "box"), [(200, 120, (50, 30, 150, 90)), (90, 160, (10, 60, 70, 150))]
+)
 def test_the_processor_puts_the_pixels_where_the_box_says(aspect, width, height, box):
     from mof_llava import MofLlavaProcessor
     from mof_llava.testing.tiny import build_tiny_tokenizer
 
     torch.set_num_threads(1)
     config = SimpleNamespace(
-        image_size=112, image_mean=[0.48, 0.46, 0.41], image_std=[0.27, 0.26, 0.28], num_image_tokens=4, image_token_id=5
+        image_size=112,
+        image_mean=[0.48, 0.46, 0.41],
+        image_std=[0.27, 0.26, 0.28],
+        num_image_tokens=4,
+        image_token_id=5,
     )
     processor = MofLlavaProcessor.for_config(config, build_tiny_tokenizer())
     picture = Image.new("RGB", (width, height), (0, 0, 0))
@@ -91,7 +99,9 @@ def test_visible_fraction_says_what_a_crop_cuts():
     assert boxes.visible_fraction((50, 30, 150, 90), crop) == pytest.approx(1.0)
     assert boxes.visible_fraction((20, 0, 60, 120), crop) == pytest.approx(0.5)
     assert boxes.visible_fraction((0, 0, 40, 120), crop) == pytest.approx(0.0)
-    assert boxes.visible_fraction((0, 0, 40, 120), boxes.to_model_input(200, 120, "pad")) == pytest.approx(1.0)
+    assert boxes.visible_fraction((0, 0, 40, 120), boxes.to_model_input(200, 120, "pad")) == pytest.approx(
+        1.0
+    )
 
 
 def test_answers_are_written_with_three_decimals():
@@ -109,7 +119,10 @@ def test_answers_are_written_with_three_decimals():
         ("from (0.1, 0.2) to (0.3, 0.4)", (0.1, 0.2, 0.3, 0.4)),
         ("[0.1,0.2],[0.3,0.4]", (0.1, 0.2, 0.3, 0.4)),
         ("first [0.1,0.2,0.3,0.4] then [0.5,0.6,0.7,0.8]", (0.1, 0.2, 0.3, 0.4)),
-        ("[12, 40, 300, 220] in pixels", (12.0, 40.0, 300.0, 220.0)),  # read as written; the scorer refuses it
+        (
+            "[12, 40, 300, 220] in pixels",
+            (12.0, 40.0, 300.0, 220.0),
+        ),  # read as written; the scorer refuses it
         ("[0.3, 0.4, 0.1, 0.2]", (0.3, 0.4, 0.1, 0.2)),  # not reordered
         ("[-0.1, 0.2, 0.3, 0.4]", (-0.1, 0.2, 0.3, 0.4)),
     ],
@@ -118,7 +131,9 @@ def test_boxes_are_read_from_free_text(text, box):
     assert boxes.parse_box(text) == pytest.approx(box)
 
 
-@pytest.mark.parametrize("text", ["", "the dog on the left", "[0.1, 0.2, 0.3]", "0.1, 0.2, 0.3, 0.4", "(0.1, 0.2)"])
+@pytest.mark.parametrize(
+    "text", ["", "the dog on the left", "[0.1, 0.2, 0.3]", "0.1, 0.2, 0.3, 0.4", "(0.1, 0.2)"]
+)
 def test_text_without_a_box_reads_as_none(text):
     assert boxes.parse_box(text) is None
 

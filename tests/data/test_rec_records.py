@@ -23,12 +23,19 @@ def _samples():
 def test_a_record_asks_lions_question_and_answers_the_box_where_the_model_sees_it():
     record = rec_record(_samples()["val:0:1"], image_prefix="coco/train2014/")
     assert record["conversations"] == [
-        {"from": "human", "value": "<image>\nIn the image, can you locate guy in red shirt and let me know its coordinates?"},
+        {
+            "from": "human",
+            "value": "<image>\nIn the image, can you locate guy in red shirt and let me know its coordinates?",
+        },
         # (32, 24, 160, 120) on 320x240, 40 rows down the 320 square: (32, 64, 160, 160) / 320
         {"from": "gpt", "value": "[0.100,0.200,0.500,0.500]"},
     ]
     assert record["image"] == "coco/train2014/COCO_train2014_000000000001.jpg" and record["task"] == "region"
-    assert (record["box_frame"], record["bbox"], record["image_size"]) == ("pad", [32, 24, 160, 120], [320, 240])
+    assert (record["box_frame"], record["bbox"], record["image_size"]) == (
+        "pad",
+        [32, 24, 160, 120],
+        [320, 240],
+    )
     # portrait 240x320, 40 columns right: (120, 160, 200, 280) -> (160, 160, 240, 280) / 320
     assert rec_record(_samples()["val:1:0"])["conversations"][1]["value"] == "[0.500,0.500,0.750,0.875]"
 
@@ -50,15 +57,22 @@ def test_the_answer_maps_back_to_the_source_box_within_its_rounding():
 def test_a_crop_that_cuts_the_box_is_refused_naming_the_row():
     samples = _samples()
     # 320x240 under crop keeps x in [40, 280]; the man's box starts at x = 32
-    with pytest.raises(RecDataError, match=r"val.jsonl:1 \(val:0:0\): the crop frame cuts the box \(94% visible\)"):
+    with pytest.raises(
+        RecDataError, match=r"val.jsonl:1 \(val:0:0\): the crop frame cuts the box \(94% visible\)"
+    ):
         rec_record(samples["val:0:0"], frame="crop")
     # the 64x48 picture's box (16, 12, 48, 36) lies inside its centre crop x in [8, 56]:
     # (16 - 8, 12, 48 - 8, 36) / 48
-    assert rec_record(samples["testA:4:0"], frame="crop")["conversations"][1]["value"] == "[0.167,0.250,0.833,0.750]"
+    assert (
+        rec_record(samples["testA:4:0"], frame="crop")["conversations"][1]["value"]
+        == "[0.167,0.250,0.833,0.750]"
+    )
 
 
 def test_convert_writes_one_record_per_expression(tmp_path):
-    result = convert_rec(RecConvertConfig(data=FIXTURE, output=tmp_path / "rec.jsonl", images=FIXTURE / "images"))
+    result = convert_rec(
+        RecConvertConfig(data=FIXTURE, output=tmp_path / "rec.jsonl", images=FIXTURE / "images")
+    )
     lines = [json.loads(line) for line in (tmp_path / "rec.jsonl").read_text().splitlines()]
     assert result.records == len(lines) == 7 and result.splits == {"testA": 3, "val": 4}
     assert [r["id"] for r in lines[-4:]] == ["val:0:0", "val:0:1", "val:1:0", "val:2:0"]
@@ -84,7 +98,9 @@ def test_training_refuses_records_whose_boxes_are_in_another_frame(tmp_path, pro
     answer = processor.tokenizer.decode(item["labels"][item["labels"] >= 0])
     assert "[0.000,0.125,0.500,0.500]" in answer.replace(" ", "")
     cropped = LlavaDataset(tmp_path / "rec.jsonl", processor, image_aspect_ratio="crop", **settings)
-    with pytest.raises(RecordError, match=r"rec.jsonl:1 .*its boxes are in the pad frame but data.image_aspect_ratio is crop"):
+    with pytest.raises(
+        RecordError, match=r"rec.jsonl:1 .*its boxes are in the pad frame but data.image_aspect_ratio is crop"
+    ):
         cropped[0]
 
 
@@ -94,6 +110,8 @@ def test_box_frame_must_be_a_frame_of_a_record_with_an_image():
     record = rec_record(_samples()["val:0:0"])
     with pytest.raises(RecordError, match=r"'box_frame' must be one of pad, crop, got 'square'"):
         parse_record({**record, "box_frame": "square"}, RecordLocation("rec.jsonl", 0, 1))
-    text_only = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "[0.1,0.1,0.2,0.2]"}]}
+    text_only = {
+        "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "[0.1,0.1,0.2,0.2]"}]
+    }
     with pytest.raises(RecordError, match="'box_frame' says where boxes sit on the record's image"):
         parse_record({**text_only, "box_frame": "pad"}, RecordLocation("rec.jsonl", 0, 1))
