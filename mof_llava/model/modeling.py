@@ -42,7 +42,6 @@ from .moa import AdapterRouter, build_moa, hard_assignment
 from .tag_prompt import TagSoftPrompt
 from .towers import VisionTower
 
-
 # One tensor that every tower reads, or one tensor per tower name.
 PixelValues = torch.Tensor | Mapping[str, torch.Tensor]
 

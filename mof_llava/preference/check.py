@@ -65,7 +65,9 @@ class PreferenceReport:
         return "\n".join(lines)
 
 
-def check_preference(path: str | Path, image_folder: str | Path | None, check_images: bool) -> PreferenceReport:
+def check_preference(
+    path: str | Path, image_folder: str | Path | None, check_images: bool
+) -> PreferenceReport:
     """Validate a preference file; with `check_images`, every image must exist under `image_folder`."""
     if check_images and image_folder is None:
         raise ValueError("the data has images: pass --image-folder (or --no-images to skip the image check)")

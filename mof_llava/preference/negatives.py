@@ -59,7 +59,9 @@ class NegativesJob:
     blur_sigma: float = option(4.0, "Gaussian blur sigma in pixels", actions=NEG)
     mask_ratio: float = option(0.5, "share of 14-pixel cells masked", actions=NEG)
     crop_scale: float = option(0.5, "side of the kept crop, as a share of the image's", actions=NEG)
-    target: str = option("both", "the tower whose input is weakened (both, or a tower: clip, dinov2)", actions=NEG)
+    target: str = option(
+        "both", "the tower whose input is weakened (both, or a tower: clip, dinov2)", actions=NEG
+    )
     seed: int = option(0, "seeds each record's corruption, sampling and rewriting", actions=NEG)
     # decoding (weakened_sampling.Decoding)
     temperature: float = option(0.2, "sampling temperature of the MLLM (0: greedy; BPO: 0.2)", actions=NEG)
@@ -126,7 +128,9 @@ def read_seeds(path: str | Path, image_root: str | Path | None = None) -> list[S
         if isinstance(raw, json.JSONDecodeError):
             raise NegativesError(str(RecordError(loc, f"not valid JSON ({raw.msg}, column {raw.colno})")))
         if not isinstance(raw, dict):
-            raise NegativesError(str(RecordError(loc, f"a record must be a JSON object, got {type(raw).__name__}")))
+            raise NegativesError(
+                str(RecordError(loc, f"a record must be a JSON object, got {type(raw).__name__}"))
+            )
         try:
             raw = _from_llava(raw, loc) if "conversations" in raw else raw
             if loc.record_id is None:
@@ -146,7 +150,11 @@ def read_seeds(path: str | Path, image_root: str | Path | None = None) -> list[S
 
 def _from_llava(raw: dict, loc: RecordLocation) -> dict:
     turns = raw["conversations"]
-    roles = [t.get("from") for t in turns] if isinstance(turns, list) and all(isinstance(t, dict) for t in turns) else None
+    roles = (
+        [t.get("from") for t in turns]
+        if isinstance(turns, list) and all(isinstance(t, dict) for t in turns)
+        else None
+    )
     if roles != ["human", "gpt"]:
         raise RecordError(loc, f"a LLaVA record here has one round (human, gpt), got roles {roles}")
     return {**raw, "prompt": turns[0].get("value"), "chosen": turns[1].get("value")}
@@ -170,7 +178,9 @@ def negatives(job: NegativesJob) -> NegativesResult:
 
 def _check_job(job: NegativesJob) -> None:
     if not job.neg_types or len(set(job.neg_types)) != len(job.neg_types):
-        raise NegativesError(f"--neg-type: give each of {', '.join(NEG_TYPES)} at most once, got {job.neg_types}")
+        raise NegativesError(
+            f"--neg-type: give each of {', '.join(NEG_TYPES)} at most once, got {job.neg_types}"
+        )
     if "mllm-hal" in job.neg_types and not job.model:
         raise NegativesError("--neg-type mllm-hal needs --model (the MLLM that answers on weakened images)")
     if "llm-hal" in job.neg_types and not job.rewriter:
@@ -185,7 +195,9 @@ def _check_resume(run_file: Path, job: NegativesJob, output: Path, part: Path) -
         raise NegativesError(f"{output} exists; remove it (and {run_file.name}) or choose another --output")
     if part.exists() and run_file.is_file():
         before = json.loads(run_file.read_text())["settings"]
-        changed = sorted(k for k in set(before) | set(job.settings()) if before.get(k) != job.settings().get(k))
+        changed = sorted(
+            k for k in set(before) | set(job.settings()) if before.get(k) != job.settings().get(k)
+        )
         if changed:
             raise NegativesError(
                 f"{part} was made with other settings ({', '.join(changed)}); use them, or remove {part.name}"
@@ -212,9 +224,9 @@ def _makers(job: NegativesJob) -> dict[str, Any]:
 
 def _weakened_maker(job: NegativesJob):
     from ..benchmarks.generation import load_model, pick_device
-    from ..data.images import load_rgb_image
     from ..conversation import get_template
-    from .weakened_sampling import Decoding, Weakening, WeakenedImageSampler
+    from ..data.images import load_rgb_image
+    from .weakened_sampling import Decoding, WeakenedImageSampler, Weakening
 
     model, processor = load_model(job.model, pick_device(job.device), job.dtype)
     if job.target != "both" and job.target not in model.mixer.required_towers:
@@ -230,7 +242,9 @@ def _weakened_maker(job: NegativesJob):
 
     def make(seeds: list[Seed]) -> list[str]:
         images = [load_rgb_image(root / s.image) for s in seeds]
-        return sampler.answer([s.id for s in seeds], images, [template.generation_prompt(s.prompt) for s in seeds])
+        return sampler.answer(
+            [s.id for s in seeds], images, [template.generation_prompt(s.prompt) for s in seeds]
+        )
 
     return make
 
@@ -248,8 +262,9 @@ def _rewrite_maker(job: NegativesJob):
     rewriter = {
         "rule": lambda: rw.RuleRewriter(),
         "hf": lambda: rw.CausalLMRewriter(job.rewriter_model, job.rewrite_template, sampling, _device(job)),
-        "endpoint": lambda: rw.EndpointRewriter(job.rewriter_url, job.rewriter_model, job.rewrite_template,
-                                                job.rewrite_temperature),  # fmt: skip
+        "endpoint": lambda: rw.EndpointRewriter(
+            job.rewriter_url, job.rewriter_model, job.rewrite_template, job.rewrite_temperature
+        ),  # fmt: skip
         "vllm": lambda: rw.VLLMRewriter(job.rewriter_model, job.rewrite_template, sampling),
         "precomputed": lambda: rw.PrecomputedRewriter(job.rewriter_file),
     }[job.rewriter]()
@@ -297,10 +312,18 @@ def _part_line(seed: Seed, kind: str, text: str) -> dict[str, Any]:
     text = text.strip()
     reason = "empty" if not text else ("same as chosen" if text == seed.chosen.strip() else None)
     # `question_id` lets the benchmarks' crash-safe answer-file reader read and repair the part file.
-    return {"question_id": f"{seed.id}#{kind}", "id": seed.id, "neg_type": kind, "rejected": text, "skipped": reason}
+    return {
+        "question_id": f"{seed.id}#{kind}",
+        "id": seed.id,
+        "neg_type": kind,
+        "rejected": text,
+        "skipped": reason,
+    }
 
 
-def _finish(job, seeds, finished, output: Path, part: Path, run_file: Path, generated: int) -> NegativesResult:
+def _finish(
+    job, seeds, finished, output: Path, part: Path, run_file: Path, generated: int
+) -> NegativesResult:
     from ..atomic import write_json_atomic
     from .records import PreferencePair, write_flat
 

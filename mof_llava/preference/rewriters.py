@@ -62,7 +62,20 @@ def vicuna_prompt(instruction: str) -> str:
 
 # -- rule-based -----------------------------------------------------------------------------------
 _NUMBER_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-_COLOURS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange", "pink", "purple", "grey", "gray"]
+_COLOURS = [
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "white",
+    "black",
+    "brown",
+    "orange",
+    "pink",
+    "purple",
+    "grey",
+    "gray",
+]
 # Pairs of COCO categories that are swapped both ways.
 _OBJECT_PAIRS = [("dog", "cat"), ("car", "bus"), ("man", "woman"), ("boy", "girl"), ("horse", "cow"),
                  ("chair", "couch"), ("cup", "bowl"), ("fork", "knife"), ("apple", "banana"), ("bicycle", "motorcycle"),
@@ -130,7 +143,9 @@ class CausalLMRewriter:
     batched with left padding and sampled; each batch is seeded from `sampling.seed` and its first id,
     so a resumed run redraws the same text for the same batch."""
 
-    def __init__(self, model_path: str | Path, template: str, sampling: Sampling = Sampling(), device: str = "cpu"):
+    def __init__(
+        self, model_path: str | Path, template: str, sampling: Sampling = Sampling(), device: str = "cpu"
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ..paths import check_model_path
@@ -145,11 +160,11 @@ class CausalLMRewriter:
     def rewrite(self, items: list[RewriteItem]) -> list[str]:
         import torch
 
-        from .weakening import sample_generator
+        from .weakened_sampling import seed_batch
 
         prompts = [vicuna_prompt(injection_prompt(item, self.template)) for item in items]
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.model.device)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=sample_generator(self.sampling.seed, items[0].id))))
+        seed_batch(self.sampling.seed, items[0].id)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
@@ -189,10 +204,15 @@ class VLLMRewriter:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise RewriterError("--rewriter vllm needs vLLM: pip install 'mof-llava[vllm]' (GPU machines)") from None
+            raise RewriterError(
+                "--rewriter vllm needs vLLM: pip install 'mof-llava[vllm]' (GPU machines)"
+            ) from None
         self.llm = LLM(model=model_path, seed=sampling.seed)
         self.params = SamplingParams(
-            temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, stop=["</s>"]
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=["</s>"],
         )
         self.template = load_template(template)
 

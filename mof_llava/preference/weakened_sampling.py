@@ -68,6 +68,12 @@ class Decoding:
     seed: int = 0
 
 
+def seed_batch(seed: int, first_id: str) -> None:
+    """Seed torch's global generator (which `generate()` samples from) for one batch, from the run's
+    seed and the batch's first id: a resumed run redraws the same batch the same way."""
+    torch.manual_seed(int(torch.randint(2**62, (1,), generator=sample_generator(seed, first_id))))
+
+
 class ContrastiveLogits(LogitsProcessor):
     """(1 + α)·log p_main − α·log p_other, where p_other is the model's next-token distribution on
     `other_pixels`, computed by this processor with its own KV cache (every step sees the whole
@@ -125,7 +131,13 @@ class WeakenedImageSampler:
     def weaken(self, pixels: torch.Tensor, ids: list[str]) -> dict[str, torch.Tensor]:
         """{tower: [n, 3, H, W]}: each sample weakened with its own seeded draw, for the targeted towers."""
         per_sample = [
-            tower_pixels(p, self.corruption, sample_generator(self.weakening.seed, i), self.towers, self.weakening.target)
+            tower_pixels(
+                p,
+                self.corruption,
+                sample_generator(self.weakening.seed, i),
+                self.towers,
+                self.weakening.target,
+            )
             for p, i in zip(pixels, ids, strict=True)
         ]
         return {name: torch.stack([s[name] for s in per_sample]) for name in self.towers}
@@ -150,7 +162,7 @@ class WeakenedImageSampler:
                 self.model, text["input_ids"], text["attention_mask"], other, d.cd_alpha, d.cd_beta
             )
             processors.append(self.last_contrast)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=sample_generator(d.seed, ids[0]))))
+        seed_batch(d.seed, ids[0])
         with torch.inference_mode():
             out = self.model.generate(
                 **text,

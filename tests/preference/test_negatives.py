@@ -16,7 +16,12 @@ from mof_llava.conversation import get_template
 from mof_llava.preference import negatives as neg
 from mof_llava.preference.negatives import NegativesError, NegativesJob, negatives
 from mof_llava.preference.records import read_pairs
-from mof_llava.preference.weakened_sampling import ContrastiveLogits, Decoding, Weakening, WeakenedImageSampler
+from mof_llava.preference.weakened_sampling import (
+    ContrastiveLogits,
+    Decoding,
+    WeakenedImageSampler,
+    Weakening,
+)
 from mof_llava.preference.weakening import sample_generator
 
 N_RECORDS, NEW_TOKENS = 4, 5
@@ -31,7 +36,9 @@ def seeds(tmp_path_factory):
     for i in range(N_RECORDS):
         pixels = np.full((56, 56, 3), np.random.RandomState(i).randint(0, 255, 3), dtype="uint8")
         Image.fromarray(pixels).save(root / f"{i}.png")
-        rows.append({"id": f"r{i}", "image": f"{i}.png", "prompt": PROMPT, "chosen": f"Two red dogs near {i} cars."})
+        rows.append(
+            {"id": f"r{i}", "image": f"{i}.png", "prompt": PROMPT, "chosen": f"Two red dogs near {i} cars."}
+        )
     (root / "seeds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -39,7 +46,11 @@ def seeds(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imof(tiny_model_dirs):
     path = tiny_model_dirs("interleave")
-    return path, MofLlavaForConditionalGeneration.from_pretrained(path).eval(), MofLlavaProcessor.from_pretrained(path)
+    return (
+        path,
+        MofLlavaForConditionalGeneration.from_pretrained(path).eval(),
+        MofLlavaProcessor.from_pretrained(path),
+    )
 
 
 def _job(seeds, model_dir, out, **kw):
@@ -72,7 +83,9 @@ def test_weakened_negatives_are_the_answers_on_the_noised_image(seeds, imof, tmp
     barely = tmp_path / "t0.jsonl"  # at t = 0, sqrt(1 - alpha_bar) = 0.003: the picture is kept
     negatives(_job(seeds, model_dir, barely, noise_step=0))
     pairs = read_pairs(tmp_path / "pairs.jsonl").pairs  # the output is a valid flat preference file
-    assert result.written == N_RECORDS and [p.id for p in pairs] == [f"r{i}#mllm-hal" for i in range(N_RECORDS)]
+    assert result.written == N_RECORDS and [p.id for p in pairs] == [
+        f"r{i}#mllm-hal" for i in range(N_RECORDS)
+    ]
     assert {(p.neg_type, p.source) for p in pairs} == {("mllm-hal", "seeds")}
     answers = []
     with torch.inference_mode():
@@ -87,12 +100,18 @@ def test_weakened_negatives_are_the_answers_on_the_noised_image(seeds, imof, tmp
     assert [p.rejected for p in read_pairs(barely).pairs] == answers
 
 
-@pytest.mark.parametrize("target, weakened", [("dinov2", {"dinov2"}), ("clip", {"clip"}), ("both", {"clip", "dinov2"})])
-def test_a_target_weakens_only_that_towers_input(seeds, imof, monkeypatch, target, weakened, one_torch_thread):
+@pytest.mark.parametrize(
+    "target, weakened", [("dinov2", {"dinov2"}), ("clip", {"clip"}), ("both", {"clip", "dinov2"})]
+)
+def test_a_target_weakens_only_that_towers_input(
+    seeds, imof, monkeypatch, target, weakened, one_torch_thread
+):
     from tests.model.test_per_tower_pixels import record_tower_inputs
 
     _, model, processor = imof
-    sampler = WeakenedImageSampler(model, processor, Weakening(target=target), Decoding(temperature=0, max_new_tokens=1))
+    sampler = WeakenedImageSampler(
+        model, processor, Weakening(target=target), Decoding(temperature=0, max_new_tokens=1)
+    )
     image = Image.open(seeds / "0.png").convert("RGB")
     clean = processor(text=[PROMPT], images=[image])["pixel_values"]
     seen = record_tower_inputs(model, monkeypatch)
@@ -113,7 +132,9 @@ def test_the_contrast_branch_keeps_its_own_kv_cache(seeds, imof, one_torch_threa
                                return_dict_in_generate=True)  # fmt: skip
         branch = ContrastiveLogits(model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"],
                                    alpha=1.0, beta=0.0, keep=True)  # fmt: skip
-        mixed = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, logits_processor=[branch])
+        mixed = model.generate(
+            **inputs, max_new_tokens=NEW_TOKENS, do_sample=False, logits_processor=[branch]
+        )
     assert torch.equal(mixed, plain.sequences)
     assert len(branch.history) == len(plain.scores) == NEW_TOKENS
     for step, scores in zip(branch.history, plain.scores, strict=True):
@@ -133,7 +154,9 @@ def test_the_contrast_formula_and_cutoff():
     assert int(out.argmax()) == 1  # the contrast prefers what the other branch does not
 
 
-@pytest.mark.parametrize("contrast, first, second", [("amplify_bias", "noisy", "clean"), ("vcd", "clean", "noisy")])
+@pytest.mark.parametrize(
+    "contrast, first, second", [("amplify_bias", "noisy", "clean"), ("vcd", "clean", "noisy")]
+)
 def test_the_contrast_direction_says_which_image_conditions(seeds, imof, monkeypatch, contrast, first, second,
                                                            one_torch_thread):  # fmt: skip
     from tests.model.test_per_tower_pixels import record_tower_inputs
@@ -215,7 +238,9 @@ def test_bad_input_is_one_line_naming_file_and_line(seeds, tmp_path, line, messa
     good = {"id": "a", "image": "0.png", "prompt": PROMPT, "chosen": "Two red dogs."}
     data = tmp_path / "in.jsonl"
     data.write_text(json.dumps(good) + "\n" + json.dumps(line) + "\n")
-    job = NegativesJob(data, tmp_path / "out.jsonl", neg_types=("llm-hal",), rewriter="rule", image_folder=str(seeds))
+    job = NegativesJob(
+        data, tmp_path / "out.jsonl", neg_types=("llm-hal",), rewriter="rule", image_folder=str(seeds)
+    )
     with pytest.raises(NegativesError, match=message) as err:
         negatives(job)
     assert "\n" not in str(err.value)
@@ -234,13 +259,21 @@ def test_llava_records_give_their_one_round(seeds, tmp_path):
     [
         (dict(neg_types=("mllm-hal",)), "--neg-type mllm-hal needs --model"),
         (dict(neg_types=("llm-hal",)), "--neg-type llm-hal needs --rewriter"),
-        (dict(neg_types=("llm-hal",), rewriter="endpoint", rewriter_url="http://127.0.0.1:1/v1"), "needs --rewriter-model"),
-        (dict(neg_types=("llm-hal",), rewriter="precomputed"), "--rewriter precomputed needs --rewriter-file"),
+        (
+            dict(neg_types=("llm-hal",), rewriter="endpoint", rewriter_url="http://127.0.0.1:1/v1"),
+            "needs --rewriter-model",
+        ),
+        (
+            dict(neg_types=("llm-hal",), rewriter="precomputed"),
+            "--rewriter precomputed needs --rewriter-file",
+        ),
     ],
 )
 def test_missing_settings_name_their_flag(seeds, tmp_path, settings, message):
     with pytest.raises(NegativesError, match=message):
-        negatives(NegativesJob(seeds / "seeds.jsonl", tmp_path / "o.jsonl", image_folder=str(seeds), **settings))
+        negatives(
+            NegativesJob(seeds / "seeds.jsonl", tmp_path / "o.jsonl", image_folder=str(seeds), **settings)
+        )
 
 
 def test_the_command_runs_the_verb(seeds, tmp_path, capsys):

@@ -31,10 +31,16 @@ def test_a_valid_file_is_counted_by_neg_type_and_source(tmp_path, capsys):
             "source": "vg"}  # fmt: skip
     long = _native(responses=("word " * 351, "b", "c"))
     data = _write(tmp_path / "pairs.jsonl", [_native(id="n"), flat, long])
-    code = main(["data", "check", str(data), "--image-folder", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    code = main(
+        ["data", "check", str(data), "--image-folder", str(tmp_path), "--json", str(tmp_path / "r.json")]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    assert "pairs: 3\n" in out and "by neg_type: llm-hal 1, mllm-hal 2" in out and "by source: coco 2, vg 1" in out
+    assert (
+        "pairs: 3\n" in out
+        and "by neg_type: llm-hal 1, mllm-hal 2" in out
+        and "by source: coco 2, vg 1" in out
+    )
     assert f"dropped, a response over 350 words: 1\n    {data}:3 (record 2)" in out
     assert json.loads((tmp_path / "r.json").read_text())["by_neg_type"] == {"llm-hal": 1, "mllm-hal": 2}
 
@@ -46,7 +52,9 @@ def test_invalid_records_are_one_line_each_naming_file_and_line(tmp_path, capsys
     assert main(["data", "check", str(data), "--no-images"]) == 1
     out = capsys.readouterr().out
     assert "invalid records: 2" in out
-    assert f"{data}:2 (record 1, id 'two'): completion 1: 'response' must be a non-empty string, got ''" in out
+    assert (
+        f"{data}:2 (record 1, id 'two'): completion 1: 'response' must be a non-empty string, got ''" in out
+    )
     assert f"{data}:3 (record 2, id 'three'): 'prompt' must hold exactly one <image>, it holds 0" in out
 
 
@@ -54,7 +62,9 @@ def test_a_missing_image_names_its_record(tmp_path):
     data = _write(tmp_path / "p.jsonl", [_native(id="m", image="missing.jpg")])
     report = check(CheckJob(data, image_folder=tmp_path))
     assert isinstance(report, PreferenceReport) and not report.ok
-    assert report.malformed == [f"{data}:1 (record 0, id 'm'): image 'missing.jpg' not found under {tmp_path}"]
+    assert report.malformed == [
+        f"{data}:1 (record 0, id 'm'): image 'missing.jpg' not found under {tmp_path}"
+    ]
 
 
 def test_llava_data_still_needs_a_model_or_tokenizer(tmp_path):

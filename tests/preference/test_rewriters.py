@@ -62,7 +62,10 @@ def test_the_local_lm_reads_the_template_in_vicunas_wrapper(tiny_parts, one_torc
     got = rewriter.rewrite(ITEMS[:1])
     # The same answer from the prompt written out by hand.
     prompt = f"{VICUNA_SYSTEM} USER: {BPO_DESCRIPTION.format(response=ITEMS[0].response)} ASSISTANT:"
-    tokenizer, model = AutoTokenizer.from_pretrained(tiny_parts.llm), AutoModelForCausalLM.from_pretrained(tiny_parts.llm)
+    tokenizer, model = (
+        AutoTokenizer.from_pretrained(tiny_parts.llm),
+        AutoModelForCausalLM.from_pretrained(tiny_parts.llm),
+    )
     ids = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         out = model.generate(**ids, do_sample=False, max_new_tokens=4, pad_token_id=tokenizer.unk_token_id)
@@ -109,7 +112,9 @@ def test_the_endpoint_gets_one_chat_request_per_item(endpoint):
 
 def test_an_endpoint_refusal_is_one_line(endpoint):
     _Endpoint.status = 400
-    with pytest.raises(RewriterError, match=r"rewriter endpoint: judge at http://127.0.0.1:\d+/v1/chat/completions failed"):
+    with pytest.raises(
+        RewriterError, match=r"rewriter endpoint: judge at http://127.0.0.1:\d+/v1/chat/completions failed"
+    ):
         EndpointRewriter(endpoint, "m", "description").rewrite(ITEMS[:1])
 
 
@@ -125,7 +130,10 @@ def test_precomputed_rewrites_by_id(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('{"id": "a", "rejected": "x"}\n{"id": "a", "rejected": "y"}\n', r"rewrites.jsonl:2: id 'a' is already given at line 1"),
+        (
+            '{"id": "a", "rejected": "x"}\n{"id": "a", "rejected": "y"}\n',
+            r"rewrites.jsonl:2: id 'a' is already given at line 1",
+        ),
         ('{"id": "a", "rejected": "x"}\n{"id": "b"}\n', r"rewrites.jsonl:2: expected an object"),
         ('{"id": "a", "rejected": "x"}\n{"id": \n', r"rewrites.jsonl:2: not valid JSON"),
     ],
