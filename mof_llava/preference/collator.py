@@ -37,4 +37,3 @@ class PreferenceCollator:
         batch = LlavaCollator(self.pad_token_id)([*rows, *skipped])
         batch["sample_records"] = [pair["record"] for pair in pairs]
         return batch
-

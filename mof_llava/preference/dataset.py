@@ -76,7 +76,9 @@ class PreferenceDataset(torch.utils.data.Dataset):
             self.numbers.append(number)
             lengths.append(max(len(s.input_ids) for s in samples))
         if not self.pairs:
-            raise ValueError(f"{config.data_path}: no pair has anything to train on within max_length={config.max_length}")
+            raise ValueError(
+                f"{config.data_path}: no pair has anything to train on within max_length={config.max_length}"
+            )
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.has_image = np.ones(len(self.pairs), dtype=bool)  # every pair has one (records.py checks)
         if self.excluded:
@@ -114,11 +116,19 @@ class PreferenceDataset(torch.utils.data.Dataset):
         settings = {"length_budget": self.config.length_budget, "truncation": self.config.truncation}
         samples = []
         for half in HALVES:
-            raw = {"id": pair.id, "image": pair.image, "conversations": [
-                {"from": "human", "value": pair.prompt}, {"from": "gpt", "value": getattr(pair, half)}]}
+            raw = {
+                "id": pair.id,
+                "image": pair.image,
+                "conversations": [
+                    {"from": "human", "value": pair.prompt},
+                    {"from": "gpt", "value": getattr(pair, half)},
+                ],
+            }
             record = parse_record(raw, location)  # LLaVA's <image> normalisation, as stage 2 has it
             samples.append(
-                tokenize_record(record, self.template, self.processor, self.config.max_length, location, **settings)
+                tokenize_record(
+                    record, self.template, self.processor, self.config.max_length, location, **settings
+                )
             )
         return samples[0], samples[1]
 

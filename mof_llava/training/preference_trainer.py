@@ -30,14 +30,20 @@ class PreferenceTrainer(MofLlavaTrainer):
     # a mean over the pairs of a micro-batch: the Trainer divides it by the accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, preference: PreferenceConfig, reference_model: nn.Module | None = None, **kwargs):
+    def __init__(
+        self, *args, preference: PreferenceConfig, reference_model: nn.Module | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         if preference.reference not in REFERENCES:
-            raise ValueError(f"unknown reference {preference.reference!r}; choose one of {', '.join(REFERENCES)}")
+            raise ValueError(
+                f"unknown reference {preference.reference!r}; choose one of {', '.join(REFERENCES)}"
+            )
         if (preference.reference == "frozen_copy") != (reference_model is not None):
             raise ValueError("reference frozen_copy takes a reference_model, lora_disabled none")
         if preference.reference == "lora_disabled" and not hasattr(self.model, "disable_adapter"):
-            raise ValueError("reference lora_disabled needs a LoRA (peft) model; set train.lora or reference: frozen_copy")
+            raise ValueError(
+                "reference lora_disabled needs a LoRA (peft) model; set train.lora or reference: frozen_copy"
+            )
         self.preference = preference
         self.reference_model = reference_model
         if reference_model is not None:
@@ -99,4 +105,3 @@ class PreferenceTrainer(MofLlavaTrainer):
             logs.update({k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)})
             self._metric_sums, self._metric_batches = {}, 0
         super().log(logs, start_time)
-

@@ -29,12 +29,16 @@ def tiny_model(parts, mixer="interleave"):
 
 def pair_batch(pairs, processor, n=4):
     """The first `n` pairs as a [chosen; rejected] model batch, and the dataset."""
-    dataset = PreferenceDataset(DataConfig.for_stage("preference", str(pairs["pairs"]), image_folder=str(pairs["images"])), processor)
+    dataset = PreferenceDataset(
+        DataConfig.for_stage("preference", str(pairs["pairs"]), image_folder=str(pairs["images"])), processor
+    )
     batch = PreferenceCollator(processor.pad_token_id)([dataset[i] for i in range(n)])
     return {k: v for k, v in batch.items() if k not in ("skipped", "sample_records")}, dataset
 
 
 def preference_trainer(model, tmp_path, reference="lora_disabled", reference_model=None, **preference):
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2
+    )
     return PreferenceTrainer(model=model, args=args, reference_model=reference_model,
                              preference=PreferenceConfig(reference=reference, **preference))  # fmt: skip

@@ -5,6 +5,7 @@ under interleaving, one optimiser step lowers the loss, the pair batch layout.""
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import pytest
@@ -16,7 +17,8 @@ from mof_llava.constants import IGNORE_INDEX
 from mof_llava.conversation import get_template
 from mof_llava.data.skips import SkippedSample
 from mof_llava.preference.collator import PreferenceCollator
-from mof_llava.training.stages import apply_stage
+from mof_llava.training.stages import apply_stage, trainable_by_module
+
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
@@ -73,8 +75,11 @@ def test_loss_is_log_2_when_policy_equals_reference(tiny_parts, pairs, tmp_path)
     model, processor = tiny_model(tiny_parts)
     batch, _ = pair_batch(pairs, processor)
     for trainer in (
-        preference_trainer(apply_stage(copy.deepcopy(model), "preference", LORA), tmp_path),  # LoRA's B starts at zero
-        preference_trainer(apply_stage(copy.deepcopy(model), "preference"), tmp_path, "frozen_copy", copy.deepcopy(model)),
+        # LoRA's B starts at zero
+        preference_trainer(apply_stage(copy.deepcopy(model), "preference", LORA), tmp_path),
+        preference_trainer(
+            apply_stage(copy.deepcopy(model), "preference"), tmp_path, "frozen_copy", copy.deepcopy(model)
+        ),
     ):
         loss = trainer._objective(trainer.model, dict(batch))
         assert loss.item() == pytest.approx(math.log(2), rel=0, abs=1e-7)
@@ -123,8 +128,27 @@ def test_a_micro_batch_of_skipped_pairs_still_runs_policy_and_reference(tiny_par
     policy = apply_stage(model, "preference", LORA).train()
     trainer = preference_trainer(policy, tmp_path)
     calls = []
-    policy.get_base_model().language_model.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
-    batch = PreferenceCollator(processor.pad_token_id)([SkippedSample(0, "pairs.jsonl (pair 0)", "image missing")])
+    policy.get_base_model().language_model.register_forward_hook(
+        lambda *_: calls.append(torch.is_grad_enabled())
+    )
+    batch = PreferenceCollator(processor.pad_token_id)(
+        [SkippedSample(0, "pairs.jsonl (pair 0)", "image missing")]
+    )
     loss = trainer.compute_loss(policy, batch)
     assert loss.item() == 0.0 and calls == [True, False]  # the policy, then the reference without gradients
     assert trainer.skips.total == 1
+
+
+@pytest.mark.parametrize("lora", [LORA, None])
+def test_the_stage_freezes_towers_and_adapters_and_says_so(tiny_parts, caplog, lora):
+    model, _ = tiny_model(tiny_parts)
+    with caplog.at_level(logging.INFO, logger="mof_llava"):
+        policy = apply_stage(model, "preference", lora)
+    counts = trainable_by_module(policy)
+    assert counts["mixer"].trainable == 0 and counts["vision_towers.clip"].trainable == 0
+    trained = {n for n, p in policy.named_parameters() if p.requires_grad}
+    if lora is None:
+        assert counts["language_model"].trainable == counts["language_model"].total
+    else:
+        assert trained and all("lora_" in n and ".language_model." in n for n in trained)
+    assert "frozen   mixer" in caplog.text and "trained  language_model" in caplog.text

@@ -37,11 +37,13 @@ def _config(init_from, pairs, output_dir, **train):
                 "per_device_batch_size": 2, "learning_rate": 1e-3, "max_steps": 4, "save_steps": 2,
                 "report_to": "none", "dataloader_num_workers": 0, "gradient_checkpointing": False, "lora": LORA,
                 **train}  # fmt: skip
-    return run_config_from_dict({
-        "model": {"init_from": str(init_from)},
-        "data": {"data_path": str(pairs["pairs"]), "image_folder": str(pairs["images"])},
-        "train": settings,
-    })
+    return run_config_from_dict(
+        {
+            "model": {"init_from": str(init_from)},
+            "data": {"data_path": str(pairs["pairs"]), "image_folder": str(pairs["images"])},
+            "train": settings,
+        }
+    )
 
 
 def _log(output_dir: Path) -> list[dict]:
@@ -59,7 +61,9 @@ def test_lora_run_trains_only_the_llm_and_logs_the_dpo_metrics(tiny_model_dirs, 
     assert steps[0]["rewards/margins"] == 0.0
     assert steps[-1]["rewards/margins"] > 0  # chosen pulled ahead of rejected
     # the adapters are frozen: the run's adapters artifact is the starting model's
-    merged = MofLlavaForConditionalGeneration.from_pretrained(merge_lora(tmp_path / "bpo", tmp_path / "merged"))
+    merged = MofLlavaForConditionalGeneration.from_pretrained(
+        merge_lora(tmp_path / "bpo", tmp_path / "merged")
+    )
     original = MofLlavaForConditionalGeneration.from_pretrained(start)
     for key, value in original.mixer.state_dict().items():
         assert torch.equal(merged.mixer.state_dict()[key], value), key
@@ -101,7 +105,8 @@ def test_shipped_bpo_configs_have_bpos_recipe(folder, mode):
     tcfg = config.train
     assert (tcfg.stage, tcfg.learning_rate, tcfg.num_epochs) == ("preference", 2e-6, 2)
     assert (tcfg.lora.r, tcfg.lora.alpha, tcfg.lora.dropout) == (32, 256, 0.05)
-    assert (tcfg.preference.beta, tcfg.preference.loss_type, tcfg.preference.reference) == (0.1, "sigmoid", "lora_disabled")
+    dpo = tcfg.preference
+    assert (dpo.beta, dpo.loss_type, dpo.reference) == (0.1, "sigmoid", "lora_disabled")
     assert Path(tcfg.deepspeed).name == "zero2.json" and (CONFIGS.parent / tcfg.deepspeed).is_file()
     assert tcfg.global_batch_size == 32  # BPO: 4 per GPU on 8 GPUs
     assert gradient_accumulation_steps(tcfg.global_batch_size, tcfg.per_device_batch_size, 8) >= 1
@@ -121,7 +126,8 @@ def test_killed_preference_run_resumes_with_identical_losses_and_rewards(tiny_mo
     train(_config(start, pairs, tmp_path / "straight", max_steps=6))
     killed = _config(start, pairs, tmp_path / "killed", max_steps=6)
     killed.save(tmp_path / "killed.yaml")
-    died = _launch(tmp_path / "killed.yaml", die_after=5)  # abruptly, after checkpoint-4, mid-way to the next one
+    # abruptly, after checkpoint-4, mid-way to the next one
+    died = _launch(tmp_path / "killed.yaml", die_after=5)
     assert died.returncode == 137, died.stderr[-3000:]
     assert checkpoints.latest_complete_checkpoint(tmp_path / "killed") == tmp_path / "killed" / "checkpoint-4"
     train(killed)  # resume: auto

@@ -25,7 +25,9 @@ from pair_data import write_pairs
 from mof_llava.constants import IGNORE_INDEX
 from mof_llava.training.stages import apply_stage
 
-trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer", reason="trl (the DPO oracle) is not installed: pip install 'mof-llava[bpo]'")
+trl_dpo = pytest.importorskip(
+    "trl.trainer.dpo_trainer", reason="trl (the DPO oracle) is not installed: pip install 'mof-llava[bpo]'"
+)
 trl_utils = pytest.importorskip("trl.trainer.utils")
 
 FUSED_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # what _compute_loss's metrics read
@@ -95,8 +97,10 @@ def test_per_pair_log_probs_equal_trls_fused_head(setup):
     [
         ({"loss_type": "sigmoid"}, ["sigmoid"], [1.0]),
         ({"loss_type": "ipo"}, ["ipo"], [1.0]),
-        ({"loss_type": "hinge", "beta": 5.0}, ["hinge"], [1.0]),  # β large enough that the hinge is not 0 or 1
-        ({"loss_type": "sigmoid", "nll_weight": 0.4}, ["sigmoid", "sft"], [1.0, 0.4]),  # trl's RPO: sft weighted
+        # β large enough that the hinge is neither 0 nor 1
+        ({"loss_type": "hinge", "beta": 5.0}, ["hinge"], [1.0]),
+        # trl's RPO: the sft loss, weighted
+        ({"loss_type": "sigmoid", "nll_weight": 0.4}, ["sigmoid", "sft"], [1.0, 0.4]),
     ],
 )
 def test_loss_and_rewards_equal_trls_dpo_trainer(setup, ours, trl_types, trl_weights):
@@ -110,4 +114,3 @@ def test_loss_and_rewards_equal_trls_dpo_trainer(setup, ours, trl_types, trl_wei
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                 "logps/rejected"):  # fmt: skip
         assert trainer._metric_sums[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-5), key
-
