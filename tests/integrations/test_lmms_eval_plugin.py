@@ -1,0 +1,187 @@
+"""The lmms-eval plugin, driven by lmms-eval's own evaluator: `simple_evaluate(model="mof_llava")` finds
+the model through the `lmms_eval.models` entry point and answers local tasks that reuse lmms-eval's
+real POPE and MMVP task code over parquet files laid out like lmms-lab's datasets.
+
+The answers must be the ones mof-llava's own generation path gives one question at a time (prompt,
+template, image handling, left-padded batches); lmms-eval's MMVP scores of those answers must equal
+our scorer's with lmms-eval's grader; and the log-likelihoods of a multiple-choice task must equal
+the model's own loss on each unpadded prompt + choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+lmms_eval = pytest.importorskip("lmms_eval", reason="the lmms-eval extra (scripts/setup.sh installs it)")
+
+from mof_llava.prompts import SHORT_ANSWER  # noqa: E402
+
+LMMS_TASKS = Path(lmms_eval.__file__).parent / "tasks"
+COLOURS = ["red", "green", "blue", "yellow"]
+# (Index, Question, Options, Correct Answer) in MMVP's columns, two pairs
+MMVP_ROWS = [
+    (1, "Is the shape red?", "(a) Yes (b) No", "(a)"),
+    (2, "Is the shape red?", "(a) Yes (b) No", "(b)"),
+    (3, "Which colour is the shape?", "(a) blue (b) yellow", "(a)"),
+    (4, "Which colour is the shape?", "(a) blue (b) yellow", "(b)"),
+]
+POPE_QUESTIONS = ["Is there a circle in the image?", "Is there a dog in the image?"]
+
+
+def _images():
+    from PIL import Image
+
+    return [Image.new("RGB", (40 + 8 * i, 56), colour) for i, colour in enumerate(COLOURS)]
+
+
+def _write_parquet(rows: dict, path: Path) -> None:
+    import datasets
+
+    features = datasets.Features(
+        {k: datasets.Image() if k == "image" else datasets.Value(_kind(v[0])) for k, v in rows.items()}
+    )
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+
+
+def _kind(value) -> str:
+    return "int64" if isinstance(value, int) else "string"
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory) -> Path:
+    """Three local tasks: lmms-eval's POPE and MMVP YAMLs (included, so their prompts, utils and
+    metrics are lmms-eval's) over local parquet files, and a multiple-choice MMVP variant."""
+    root = tmp_path_factory.mktemp("lmms_tasks")
+    images = _images()
+    _write_parquet(
+        {
+            "question_id": ["0", "1"],
+            "question": POPE_QUESTIONS,
+            "answer": ["yes", "no"],
+            "category": ["adversarial"] * 2,
+            "image": images[:2],
+        },
+        root / "pope.parquet",
+    )
+    columns = ["Index", "Question", "Options", "Correct Answer"]
+    mmvp = {c: [row[i] for row in MMVP_ROWS] for i, c in enumerate(columns)}
+    _write_parquet({**mmvp, "image": images}, root / "mmvp.parquet")
+    local = "dataset_path: parquet\ndataset_kwargs:\n  data_files:\n    {split}: {file}\n"
+    (root / "pope_local.yaml").write_text(
+        f"include: {LMMS_TASKS / 'pope' / 'pope.yaml'}\ntask: pope_local\n"
+        + local.format(split="test", file="pope.parquet")
+    )
+    (root / "mmvp_local.yaml").write_text(
+        f"include: {LMMS_TASKS / 'mmvp' / 'mmvp.yaml'}\ntask: mmvp_local\n"
+        + local.format(split="train", file="mmvp.parquet")
+    )
+    utils = "lmms_eval.tasks.mmvp.utils"
+    (root / "mmvp_choice.yaml").write_text(
+        "task: mmvp_choice\ntest_split: train\noutput_type: multiple_choice\n"
+        + local.format(split="train", file="mmvp.parquet")
+        + f"doc_to_visual: !function {utils}.mmvp_doc_to_visual\ndoc_to_text: !function {utils}.mmvp_doc_to_text\n"
+        + f'doc_to_target: !function {utils}.mmvp_doc_to_target\ndoc_to_choice: ["A", "B"]\n'
+        + "metric_list:\n  - metric: acc\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_model, task_dir, tmp_path_factory):
+    import os
+
+    import torch
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    # lmms-eval's datasets cache, read when a task loads: keep it out of ~/.cache
+    os.environ["LMMS_EVAL_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("lmms_cache"))
+    threads = torch.get_num_threads()  # the plugin sets one thread (threads=1); put it back after
+    yield simple_evaluate(
+        model="mof_llava",
+        model_args=f"pretrained={tiny_model},threads=1",
+        tasks=["pope_local", "mmvp_local", "mmvp_choice"],
+        batch_size=3,  # batches of 3 and 1: padding inside a batch must not change an answer
+        # only the local tasks: indexing lmms-eval's 3000 task YAMLs takes longer than the evaluation
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+        log_samples=True,
+        bootstrap_iters=0,
+        process_docs_parallel=1,
+    )
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from mof_llava.testing.tiny import save_tiny_mof_llava
+
+    return save_tiny_mof_llava(tmp_path_factory.mktemp("tiny_lmms"), mixer="interleave")
+
+
+@pytest.fixture(scope="module")
+def ours(tiny_model):
+    from mof_llava.benchmarks.generation import load_model
+
+    return load_model(tiny_model, "cpu", "float32")
+
+
+def _one_by_one(ours, images, texts, max_new_tokens):
+    from mof_llava.benchmarks.generation import make_generate_fn
+    from mof_llava.prompts import model_prompt
+
+    generate = make_generate_fn(*ours, max_new_tokens)
+    return [generate([image], [model_prompt(text)])[0] for image, text in zip(images, texts)]
+
+
+def test_the_entry_point_registers_the_model():
+    from lmms_eval.models import get_model
+
+    from mof_llava.integrations.lmms_model import MofLlava
+
+    assert get_model("mof_llava") is MofLlava
+
+
+def test_pope_answers_are_mof_llavas_own(evaluated, ours, one_torch_thread):
+    samples = sorted(evaluated["samples"]["pope_local"], key=lambda s: s["doc_id"])
+    texts = [f"{q}\n{SHORT_ANSWER}" for q in POPE_QUESTIONS]  # LLaVA-1.5's POPE prompt
+    assert [s["arguments"][0] for s in samples] == texts
+    answers = [s["resps"][0][0] for s in samples]
+    assert answers == _one_by_one(ours, _images()[:2], texts, max_new_tokens=128)  # pope.yaml's limit
+    assert set(evaluated["results"]["pope_local"]) >= {"pope_accuracy,none", "pope_f1_score,none"}
+
+
+def test_mmvp_scores_agree_with_ours(evaluated, ours, one_torch_thread):
+    from mof_llava.benchmarks.mmvp import MMVPQuestion, parse_options, question_text, score_mmvp
+
+    questions = [MMVPQuestion(i, q, parse_options(o), o, a.strip("()")) for i, q, o, a in MMVP_ROWS]
+    samples = sorted(evaluated["samples"]["mmvp_local"], key=lambda s: s["doc_id"])
+    assert [s["arguments"][0] for s in samples] == [question_text(q, "llava") for q in questions]
+    answers = [s["resps"][0][0] for s in samples]
+    assert answers == _one_by_one(ours, _images(), [question_text(q) for q in questions], 16)
+    metrics = score_mmvp(
+        {str(q.index): {"text": a} for q, a in zip(questions, answers)}, questions, grader="lmms-eval"
+    )
+    theirs = evaluated["results"]["mmvp_local"]
+    assert 100 * theirs["mmvp_accuracy,none"] == pytest.approx(metrics["question_accuracy"])
+    assert 100 * theirs["mmvp_pair_accuracy,none"] == pytest.approx(metrics["pair_accuracy"])
+
+
+def test_loglikelihood_is_the_models_own_loss(evaluated, ours, one_torch_thread):
+    import torch
+
+    from mof_llava.prompts import model_prompt
+
+    model, processor = ours
+    samples = sorted(evaluated["samples"]["mmvp_choice"], key=lambda s: s["doc_id"])
+    for sample, image in zip(samples, _images()):
+        prompt = model_prompt(sample["arguments"][0])
+        for choice, [(loglikelihood, _)] in zip(["A", "B"], sample["resps"]):
+            full = processor(text=[prompt + " " + choice], images=[image])
+            n_prompt = len(processor(text=[prompt], images=[image])["input_ids"][0])
+            labels = full["input_ids"].clone()
+            labels[:, :n_prompt] = -100
+            with torch.inference_mode():
+                loss = model(**full, labels=labels).loss
+            assert loglikelihood == pytest.approx(-loss.item() * (labels.shape[1] - n_prompt), rel=1e-4)
