@@ -11,7 +11,8 @@ Images: LLaVA-1.5's preprocessing through transformers' PIL image processor: wit
 `image_aspect_ratio="pad"` the picture is centred on a square of the CLIP mean colour (122, 116, 104)
 (LLaVA-1.5 stage 2 and evaluation), with `"crop"` it is resized on its short side and centre-cropped
 (LLaVA-1.5 stage 1). Every tower sees this one tensor; a tower that wants other normalisation
-statistics converts it itself (see towers.py).
+statistics converts it itself (see towers.py). To give one tower other pixels (a corruption of one
+stream, preference/weakening.py `tower_pixels`), pass the model `{tower name: tensor}` instead.
 """
 
 from __future__ import annotations

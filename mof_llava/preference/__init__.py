@@ -1,3 +1,3 @@
 """Preference data and objectives (BPO, arXiv 2403.08730): pairs from BPO's scored records or a flat
-JSONL, image weakening that can target one vision tower alone, and the DPO losses as pure functions.
-The training stage that uses them is not here yet (docs/preference.md)."""
+JSONL, image weakening that can target one vision tower alone, the negatives made from them (the MLLM
+on weakened images, rewriters injecting errors), and the DPO losses as pure functions (docs/preference.md)."""

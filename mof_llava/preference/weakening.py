@@ -8,8 +8,7 @@ corrupted image, with the same noise draw, through its own statistics.
 
 MoF-aware targets: the model feeds one tensor to every tower, so corrupting one stream means one
 pixel tensor per tower. `tower_pixels` returns that mapping ({"clip": clean, "dinov2": noisy} for
-`target="dinov2"`); the model's forward takes a single tensor today (docs/preference.md says what it
-needs to take the mapping).
+`target="dinov2"`), which the model takes as its `pixel_values` (modeling.py `tower_input`).
 """
 
 from __future__ import annotations
