@@ -126,3 +126,14 @@ def test_an_ablation_is_inference_only():
     model.train()
     with pytest.raises(RuntimeError, match="inference only"):
         model.get_image_features(torch.randn(1, 3, 56, 56))
+
+
+def test_blank_with_an_aggregator_equals_the_model_run_on_a_blank_image():
+    model = _model({"mode": "interleave", "aggregator": {"layer_offsets": [-1]}})
+    with torch.no_grad():  # LION's aggregators start as the identity: move them off it
+        for p in model.mixer.aggregators.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    on_blank = _tokens(model, _blank(model))
+    ablated = _tokens(model, torch.randn(2, 3, 56, 56), TowerAblation("dinov2", "blank"))
+    for i in range(2):
+        torch.testing.assert_close(ablated[i, 1::2], on_blank[0, 1::2], rtol=0, atol=1e-5)
