@@ -12,6 +12,8 @@
     the gates, unless `train.lion` (LION's stage-wise recipe, docs/lion.md) says what of LION's parts
     stage 1 or 2 trains: the LLM's own weights, the aggregators, which tasks' adapters, the gates. Each
     task's adapters and the gates get their own log line.
+    LION's tag soft prompt (`model.tag_soft_prompt`) trains in stage 2 and has its own log line; its vector
+    is saved with the full model only, so stage 1 and LoRA runs refuse a model that has one.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def apply_stage(
             model = _wrap_lora(model, lora, train_mixer)
     if stage != "preference":
         _train_lion_parts(base_model(model), lion or LionStageConfig(), finetune=stage == "finetune")
+    _train_tag_prompt(base_model(model), stage, lora)
     for name, count in trainable_by_module(model).items():
         state = "trained" if count.trainable else "frozen"
         logger.info("%-8s %-28s %14s / %14s parameters", state, name, f"{count.trainable:,}", f"{count.total:,}")
@@ -72,6 +75,8 @@ def trainable_by_module(model: nn.Module) -> dict[str, ModuleCount]:
     if len(base.mixer.aggregators):  # LION's aggregators are part of the mixer; their own line says so
         parts["mixer.aggregators"] = base.mixer.aggregators
     parts["language_model"] = base.language_model
+    if base.tag_prompt is not None:  # LION's tag hint vector, beside the LLM's embeddings
+        parts["tag_prompt"] = base.tag_prompt
     if base.moa is not None:  # LION's routers sit beside the LLM: each task's adapters, then the gates
         for task in base.moa.spec.tasks:
             parts[f"moa.adapters.{task}"] = [p for a in base.moa.adapters_of(task) for p in a.parameters()]
@@ -103,6 +108,17 @@ def _train_lion_parts(base: nn.Module, lion: LionStageConfig, finetune: bool) ->
             adapter.requires_grad_(task in trained)
     for gates in base.moa.gates():
         gates.requires_grad_(finetune if lion.gates is None else lion.gates)
+
+
+def _train_tag_prompt(base: nn.Module, stage: str, lora: LoraConfig | None) -> None:
+    if base.tag_prompt is None:
+        return
+    if stage == "pretrain" or (stage == "finetune" and lora is not None):
+        raise ValueError(
+            "the model has LION's tag soft prompt, whose trained vector is saved with the full model only: "
+            "train it in stage finetune without train.lora (stage-1 adapters and LoRA artifacts do not carry it)"
+        )
+    base.tag_prompt.requires_grad_(stage == "finetune")
 
 
 def _wrap_lora(model: nn.Module, lora: LoraConfig, train_mixer: bool = True) -> nn.Module:
