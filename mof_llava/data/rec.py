@@ -105,6 +105,7 @@ def _box(row: Mapping[str, Any], width: int, height: int, where: str) -> boxes.B
 
 def _expressions(row: Mapping[str, Any], where: str) -> list[str]:
     raw = row.get("answer")
+    raw = raw.tolist() if hasattr(raw, "tolist") else raw  # parquet lists arrive as numpy arrays
     texts = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, Sequence) else None
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise RecDataError(f"{where}: answer must be a non-empty list of referring expressions, got {raw!r}")
