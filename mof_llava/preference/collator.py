@@ -6,6 +6,8 @@
     attention_mask  long [2B, L]
     pixel_values    [2B, 3, H, W] the pairs' images, repeated for the rejected half (BPO and trl
                                   repeat the clean image: each response is scored against it)
+    reference_logps [2B]          the reference's log-probs of the rows, when the pairs carry them
+                                  (reference precomputed)
     skipped, sample_records as `LlavaCollator` gives them (one record per pair)
 
 Both halves are padded to one length so that they go through the model together.
@@ -16,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from ..data.collator import LlavaCollator
 from ..data.skips import SkippedSample
@@ -36,4 +40,6 @@ class PreferenceCollator:
         ]  # fmt: skip
         batch = LlavaCollator(self.pad_token_id)([*rows, *skipped])
         batch["sample_records"] = [pair["record"] for pair in pairs]
+        if pairs and "reference_logps" in pairs[0]:  # [pairs, (chosen, rejected)] -> the rows' order
+            batch["reference_logps"] = torch.stack([pair["reference_logps"] for pair in pairs]).T.reshape(-1)
         return batch

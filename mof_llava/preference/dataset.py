@@ -11,8 +11,9 @@ The pairs are read into memory once (text only: BPO's 167K pairs are ~100 MB) an
 construction, for the grouped sampler's lengths; an image is decoded only in `__getitem__`.
 
 An item is `{"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels",
-"pixel_values" [3, H, W], "record"}`, or a `SkippedSample` when its image cannot be read and
-`on_bad_image="skip"`.
+"pixel_values" [3, H, W], "record"}` (and "reference_logps" [2], chosen and rejected, once the run
+has set `reference_logps` for reference precomputed), or a `SkippedSample` when its image cannot be
+read and `on_bad_image="skip"`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class PreferenceDataset(torch.utils.data.Dataset):
             )
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.has_image = np.ones(len(self.pairs), dtype=bool)  # every pair has one (records.py checks)
+        self.reference_logps: torch.Tensor | None = None  # [pairs, 2] for reference precomputed
         if self.excluded:
             logger.warning(self.summary())
 
@@ -102,7 +104,7 @@ class PreferenceDataset(torch.utils.data.Dataset):
             if self.config.on_bad_image == "fail":
                 raise ImageLoadError(err.path, f"{err.reason} (image of {where})") from None
             return SkippedSample(index, where, f"image {err.path}: {err.reason}")
-        return {
+        item = {
             "chosen_input_ids": torch.from_numpy(chosen.input_ids),
             "chosen_labels": torch.from_numpy(chosen.labels),
             "rejected_input_ids": torch.from_numpy(rejected.input_ids),
@@ -110,6 +112,9 @@ class PreferenceDataset(torch.utils.data.Dataset):
             "pixel_values": self.processor.preprocess_images([image], self.config.image_aspect_ratio)[0],
             "record": where,
         }
+        if self.reference_logps is not None:
+            item["reference_logps"] = self.reference_logps[index]
+        return item
 
     def _tokenize(self, pair: PreferencePair, number: int) -> tuple[TokenizedSample, TokenizedSample]:
         location = RecordLocation(str(self.config.data_path), number, 0, pair.id)

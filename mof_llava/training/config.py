@@ -121,8 +121,10 @@ class LionStageConfig:
 @dataclass
 class PreferenceConfig:
     """The DPO objective of `train.stage: preference` (BPO, docs/preference.md). The reference model:
-    `lora_disabled` the policy with its LoRA switched off (BPO's choice; needs train.lora), or
-    `frozen_copy` a frozen copy of the starting model (any stage-3 run; not under ZeRO-3)."""
+    `lora_disabled` the policy with its LoRA switched off (BPO's choice; needs train.lora),
+    `frozen_copy` a frozen copy of the starting model (not under ZeRO-3), or `precomputed` the
+    starting model's log-probs of every pair, computed once before training and cached in the run
+    folder (no second forward, no second model: ZeRO-3 friendly)."""
 
     __pydantic_config__ = STRICT_KEYS
 
@@ -130,7 +132,7 @@ class PreferenceConfig:
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
     nll_weight: Annotated[float, Field(ge=0)] = 0.0  # times the chosen responses' NLL per token
-    reference: Literal["lora_disabled", "frozen_copy"] = "lora_disabled"
+    reference: Literal["lora_disabled", "frozen_copy", "precomputed"] = "lora_disabled"
     chunk_size: PositiveInt = 1024  # supervised positions per LM-head chunk
 
 

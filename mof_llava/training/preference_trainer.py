@@ -4,7 +4,8 @@ A batch is `[chosen; rejected]` (preference/collator.py). The policy runs once o
 hidden states go to `sequence_logps`, which scores only the response tokens (never a visual position)
 without building full-vocabulary logits for the sequence. The reference runs the same batch without
 gradients: the policy with its LoRA switched off (peft's `disable_adapter()`, BPO's choice) or a frozen
-copy of the starting model. The loss is `preference/dpo.py`'s, a mean over the micro-batch's pairs,
+copy of the starting model; or the batch carries the reference log-probs, computed once before
+training (`precomputed`, reference_logps.py). The loss is `preference/dpo.py`'s, a mean over the micro-batch's pairs,
 which the Trainer divides by the accumulation steps. Rewards, margins, accuracies and the mean
 log-probs are averaged over the steps since the last log line (over every rank) and logged with it:
 metrics.jsonl and wandb get them.
@@ -23,7 +24,7 @@ from .config import PreferenceConfig
 from .stages import base_model
 from .trainer import MofLlavaTrainer, placeholder_batch
 
-REFERENCES = ("lora_disabled", "frozen_copy")
+REFERENCES = ("lora_disabled", "frozen_copy", "precomputed")
 
 
 class PreferenceTrainer(MofLlavaTrainer):
@@ -53,10 +54,14 @@ class PreferenceTrainer(MofLlavaTrainer):
         self._metric_batches = 0
 
     def _objective(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
+        labels, reference_logps = inputs.pop("labels"), inputs.pop("reference_logps", None)
+        if (reference_logps is None) == (self.preference.reference == "precomputed"):
+            raise ValueError(f"reference {self.preference.reference}: precomputed log-probs come with the batch "
+                             "exactly when the reference is precomputed")  # fmt: skip
         policy_logps, counts, outputs = self.response_logps(model, inputs, labels)
-        with torch.no_grad():
-            reference_logps = self.reference_logps(model, inputs, labels)
+        if reference_logps is None:
+            with torch.no_grad():
+                reference_logps = self.reference_logps(model, inputs, labels)
         cfg = self.preference
         out = dpo_loss(policy_logps, reference_logps, counts, cfg.beta, cfg.loss_type, cfg.label_smoothing,
                        cfg.nll_weight)  # fmt: skip
@@ -65,7 +70,7 @@ class PreferenceTrainer(MofLlavaTrainer):
 
     def _empty_batch_loss(self, model, inputs, return_outputs=False):
         result = super()._empty_batch_loss(model, inputs, return_outputs)
-        if self.reference_model is None:
+        if self.preference.reference == "lora_disabled":
             # The other ranks run the reference through the same modules this step; under ZeRO-3 (which
             # gathers parameters module by module) this rank must too, or the collectives hang.
             batch = placeholder_batch(inputs, self.processing_class)
@@ -74,14 +79,8 @@ class PreferenceTrainer(MofLlavaTrainer):
         return result
 
     def response_logps(self, model, inputs, labels):
-        """(summed response log-probs, response token counts, model outputs) of every row."""
-        outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1)
         base = base_model(self.accelerator.unwrap_model(model))
-        labels = response_labels(labels, inputs["input_ids"], base.config.image_token_id)
-        logps, counts = sequence_logps(
-            outputs.hidden_states[-1], base.get_output_embeddings(), labels, self.preference.chunk_size
-        )
-        return logps, counts, outputs
+        return response_logps(model, inputs, labels, self.preference.chunk_size, base)
 
     def reference_logps(self, model, inputs, labels) -> torch.Tensor:
         if self.reference_model is not None:
@@ -105,3 +104,15 @@ class PreferenceTrainer(MofLlavaTrainer):
             logs.update({k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)})
             self._metric_sums, self._metric_batches = {}, 0
         super().log(logs, start_time)
+
+
+def response_logps(model, inputs, labels, chunk_size: int, base: nn.Module | None = None):
+    """(summed response log-probs, response token counts, model outputs) of every row of a batch;
+    `base`: the MofLlava model inside `model` (by default found through peft's wrapper)."""
+    base = base_model(model) if base is None else base
+    outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    labels = response_labels(labels, inputs["input_ids"], base.config.image_token_id)
+    logps, counts = sequence_logps(
+        outputs.hidden_states[-1], base.get_output_embeddings(), labels, chunk_size
+    )
+    return logps, counts, outputs

@@ -121,6 +121,8 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
     logger.info(dataset.summary())
     if rank == 0:
         _record_data(config, output_dir, dataset, resume)
+    if tcfg.stage == "preference" and tcfg.preference.reference == "precomputed":
+        _precompute_reference(config, model, processor, dataset, args)
     trainer, metrics = _make_trainer(config, model, processor, args, dataset, callbacks, reference)
     if resume is not None:
         logger.info("resuming from %s", resume)
@@ -329,6 +331,20 @@ def _check_preference_settings(config: RunConfig, deepspeed: dict | None) -> Non
     if reference == "frozen_copy" and zero_stage == 3:
         raise ConfigError(f"train.preference.reference: frozen_copy keeps a whole copy of the model on every rank, "
                           f"which ZeRO-3 ({tcfg.deepspeed}) does not partition; use train.lora with lora_disabled")
+
+
+def _precompute_reference(config: RunConfig, model, processor, dataset, args) -> None:
+    """Reference precomputed: rank 0 computes the log-probs (or reads them back on a resume) and caches
+    them in the run folder, then the other ranks read them (reference_logps.py)."""
+    from .reference_logps import load_or_compute
+
+    tcfg = config.train
+    collator = PreferenceCollator(processor.pad_token_id)
+    with args.main_process_first(desc="reference log-probs"):
+        dataset.reference_logps = load_or_compute(
+            model, dataset, collator, tcfg.per_device_batch_size, tcfg.preference.chunk_size,
+            Path(tcfg.output_dir), args.device,
+        )  # fmt: skip
 
 
 def _frozen_reference(model, tcfg):

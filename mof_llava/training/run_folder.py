@@ -31,13 +31,14 @@ import numpy as np
 from ..atomic import write_json_atomic
 from . import checkpoints
 from .config import ConfigError, RunConfig
+from .reference_logps import CACHE as REFERENCE_CACHE
 
 logger = logging.getLogger("mof_llava.train")
 
 LOCK = ".run.lock"
 RUN_RECORD = "run_record.json"
 # What a run writes into its folder (besides the lock): moved aside together when a new run starts.
-RUN_FILES = ("run_config.yaml", RUN_RECORD, "metrics.jsonl", "adapters", "model", "lora", "wandb")
+RUN_FILES = ("run_config.yaml", RUN_RECORD, "metrics.jsonl", "adapters", "model", "lora", "wandb", REFERENCE_CACHE)
 FINAL_ARTIFACTS = ("adapters", "model", "lora")
 
 # Changing these makes the resumed run differ from an uninterrupted one: refused. Keys are dotted;

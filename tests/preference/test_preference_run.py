@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from pair_data import write_pairs
+from safetensors.torch import load_file
 
 from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
-from mof_llava.training import checkpoints
+from mof_llava.training import checkpoints, reference_logps
 from mof_llava.training.config import ConfigError, load_run_config, run_config_from_dict
 from mof_llava.training.lora_merge import merge_lora
 from mof_llava.training.run import gradient_accumulation_steps, train
@@ -78,6 +79,28 @@ def test_full_llm_run_with_a_frozen_copy_writes_the_model(tiny_model_dirs, pairs
     assert MofLlavaProcessor.from_pretrained(result.artifact).num_image_tokens == 32
     first = [row for row in _log(tmp_path / "full") if "loss" in row][0]
     assert first["loss"] == pytest.approx(25.0)  # IPO with policy = reference: (0 − 1/(2·0.1))²
+
+
+def test_precomputed_reference_trains_as_lora_disabled_and_is_cached(tiny_model_dirs, pairs, tmp_path):
+    start = tiny_model_dirs("interleave")
+    train(_config(start, pairs, tmp_path / "live", max_steps=3))
+    result = train(
+        _config(start, pairs, tmp_path / "cached", max_steps=3, preference={"reference": "precomputed"})
+    )
+    expected = {row["step"]: row for row in _log(tmp_path / "live") if "loss" in row}
+    got = {row["step"]: row for row in _log(tmp_path / "cached") if "loss" in row}
+    assert sorted(got) == sorted(expected) == [1, 2, 3]
+    for step in got:
+        for key in ("loss", *sorted(DPO_METRICS)):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-6), (step, key)
+    cache = tmp_path / "cached" / reference_logps.CACHE
+    cached = load_file(str(cache))["logps"]
+    assert cached.shape == (8, 2) and torch.isfinite(cached).all()
+    assert (cached[:, 0] > cached[:, 1]).all()  # the toy's rejected answers are the longer ones
+    fingerprint = reference_logps._fingerprint(result.trainer.train_dataset)
+    torch.testing.assert_close(reference_logps.read(cache, fingerprint), cached)
+    with pytest.raises(ConfigError, match="reference log-probs of other pairs"):
+        reference_logps.read(cache, "0" * 64)
 
 
 def test_refusals_name_the_setting(tiny_model_dirs, pairs, tmp_path):
