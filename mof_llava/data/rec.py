@@ -119,7 +119,9 @@ def _samples(row: Mapping[str, Any], split: str, images: Path | None, where: str
     file_name = str(row["file_name"])
     data = _image_bytes(row, where)
     if data is None and images is None:
-        raise RecDataError(f"{where}: the row has no image bytes; give the folder that holds {file_name}")
+        raise RecDataError(
+            f"{where}: the row has no image bytes: pass the folder holding {file_name} (--images)"
+        )
     path = None if data is not None else images / file_name
     width, height = _size(data if data is not None else path, where)
     box = _box(row, width, height, where)

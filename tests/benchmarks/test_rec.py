@@ -161,7 +161,9 @@ def test_bad_rows_fail_in_one_line_naming_the_row(fixtures_dir, tmp_path, change
 
 
 def test_rows_without_pictures_need_the_folder_and_ids_are_unique(fixtures_dir, tmp_path):
-    with pytest.raises(RecDataError, match=r"val.jsonl:1: the row has no image bytes; give the folder"):
+    with pytest.raises(
+        RecDataError, match=r"val.jsonl:1: the row has no image bytes: pass the folder holding"
+    ):
         read_rec_samples(_write(tmp_path, [ROW]))
     with pytest.raises(RecDataError, match=r"val.jsonl:2: sample val:7:0 already used at .*val.jsonl:1"):
         read_rec_samples(_write(tmp_path, [ROW, ROW]), fixtures_dir / "rec" / "images")
