@@ -124,9 +124,14 @@ def test_a_target_weakens_only_that_towers_input(
 def test_the_contrast_branch_keeps_its_own_kv_cache(seeds, imof, one_torch_thread):
     """With the other image equal to the conditioning one, the second branch must give, at every step,
     the log-probs a plain generate computes; a branch that reused the first branch's cache, or fed
-    only the first token, would not."""
+    only the first token, would not. Two prompts of different lengths: left padding included."""
     _, model, processor = imof
-    inputs = _inputs(processor, seeds, 1)
+    images = [Image.open(seeds / f"{i}.png").convert("RGB") for i in (1, 3)]
+    prompts = [
+        get_template("vicuna_v1").generation_prompt(q) for q in (PROMPT, "<image>\nWhat colour is it?")
+    ]
+    inputs = processor(text=prompts, images=images)
+    assert inputs["attention_mask"][:, 0].tolist() == [1, 0]  # the shorter prompt is left-padded
     with torch.inference_mode():
         plain = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, output_scores=True,
                                return_dict_in_generate=True)  # fmt: skip
@@ -285,3 +290,19 @@ def test_the_command_runs_the_verb(seeds, tmp_path, capsys):
     assert main(argv) == 0
     assert f"{out}: {N_RECORDS} pair(s)" in capsys.readouterr().out
     assert [p.neg_type for p in read_pairs(out).pairs] == ["llm-hal"] * N_RECORDS
+
+
+def test_the_command_prints_bad_input_as_one_line(tmp_path, capsys):
+    from mof_llava.cli import run
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "a", "image": "0.png", "prompt": "no marker", "chosen": "x"}\n')
+    with pytest.raises(SystemExit) as exit:
+        run(["preference", "negatives", str(data), "-o", str(tmp_path / "o.jsonl"), "--neg-type", "llm-hal",
+             "--rewriter", "rule"])  # fmt: skip
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"mof-llava: error: {data}:1 (record 0, id 'a'): 'prompt' must hold exactly one <image>, it holds 0\n"
+    )
