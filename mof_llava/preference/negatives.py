@@ -191,20 +191,9 @@ def _check_job(job: NegativesJob) -> None:
 
 def _check_resume(run_file: Path, job: NegativesJob, output: Path, part: Path) -> None:
     """A run's part file continues only under the same settings; a finished output is not overwritten."""
-    if output.exists() and not part.exists():
-        raise NegativesError(f"{output} exists; remove it (and {run_file.name}) or choose another --output")
-    if part.exists() and run_file.is_file():
-        before = json.loads(run_file.read_text())["settings"]
-        changed = sorted(
-            k for k in set(before) | set(job.settings()) if before.get(k) != job.settings().get(k)
-        )
-        if changed:
-            raise NegativesError(
-                f"{part} was made with other settings ({', '.join(changed)}); use them, or remove {part.name}"
-            )
-    from ..atomic import write_json_atomic
+    from ..resumable import check_resume
 
-    write_json_atomic(run_file, {"settings": job.settings(), "finished": False}, indent=1)
+    check_resume(output, job.settings(), NegativesError)
 
 
 def _finished(part: Path) -> dict[tuple[str, str], dict[str, Any]]:

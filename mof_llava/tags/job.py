@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..options import option
+from ..resumable import check_resume, finished_lines, job_files
 from .taggers import ImageRef, ImageTagger, NullTagger, PrecomputedTagger, TaggerError, read_vocabulary
 
 TAGS = frozenset({"tags"})  # the command whose flags these options are
 TAGGERS = ("precomputed", "clip", "none")
-PART_SUFFIX, RUN_SUFFIX = ".part", ".run.json"
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def tag(job: TagJob, tagger: ImageTagger | None = None) -> TagResult:
         raise TaggerError(f"--batch-size must be at least 1, got {job.batch_size}")
     records = RecordFile(job.data)  # malformed records stop here, each named
     output = Path(job.output)
-    part, run_file = output.with_name(output.name + PART_SUFFIX), output.with_name(output.name + RUN_SUFFIX)
-    _check_resume(run_file, job, output, part)
+    part, run_file = job_files(output)
+    check_resume(output, job.settings(), TaggerError, "output")
     images = [int(i) for i in range(len(records)) if records.has_image[i]]
     done = _finished(part)
     todo = [i for i in images if str(i) not in done]
@@ -112,29 +112,9 @@ def make_tagger(job: TagJob) -> ImageTagger:
     return NullTagger()
 
 
-def _check_resume(run_file: Path, job: TagJob, output: Path, part: Path) -> None:
-    """A part file continues only under the same settings; a finished output is not overwritten."""
-    from ..atomic import write_json_atomic
-
-    if output.exists() and not part.exists():
-        raise TaggerError(f"{output} exists; remove it (and {run_file.name}) or choose another output")
-    if part.exists() and run_file.is_file():
-        before = json.loads(run_file.read_text())["settings"]
-        changed = sorted(
-            k for k in set(before) | set(job.settings()) if before.get(k) != job.settings().get(k)
-        )
-        if changed:
-            raise TaggerError(
-                f"{part} was made with other settings ({', '.join(changed)}); use them, or remove it"
-            )
-    write_json_atomic(run_file, {"settings": job.settings(), "finished": False}, indent=1)
-
-
 def _finished(part: Path) -> dict[str, dict[str, Any]]:
-    """Record number -> the part line of each image an earlier run finished (a torn last line is cut off)."""
-    from ..benchmarks.answers import recover_answer_file
-
-    return {r["question_id"]: r for r in recover_answer_file(part)}
+    """Record number -> the part line of each image an earlier run finished."""
+    return {r["question_id"]: r for r in finished_lines(part)}
 
 
 def _tag_batches(records, todo: list[int], tagger: ImageTagger, job: TagJob, part: Path, total: int) -> None:
@@ -153,7 +133,7 @@ def _tag_batches(records, todo: list[int], tagger: ImageTagger, job: TagJob, par
             tags = tagger.tag([ImageRef(key, folder / key) for key in keys])
             if len(tags) != len(batch):
                 raise TaggerError(f"the tagger returned {len(tags)} tag lists for {len(batch)} images")
-            # `question_id` lets the benchmarks' crash-safe answer-file reader read and repair the part file.
+            # `question_id`: the key resumable.finished_lines reads the part file by
             writer.write(
                 [{"question_id": str(i), "image": k, "tags": t} for i, k, t in zip(batch, keys, tags)]
             )

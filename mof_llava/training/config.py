@@ -66,11 +66,17 @@ class ModelConfig:
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     # LION's mixture of adapters in the LLM (docs/lion.md); with init_from, added to a saved model without one
     moa: MoaSpec | None = None
+    # LION's tag soft prompt (docs/lion.md): one learnable vector at the `<tag_hint>` of data.tag_prompt;
+    # with init_from, the saved model must have it already
+    tag_soft_prompt: bool = False
 
     def recipe(self) -> ModelRecipe:
         if not self.llm or not self.towers:
             raise ConfigError("model: set llm and towers (or init_from) to say what to train")
-        return ModelRecipe(self.llm, list(self.towers), self.mixer, self.image_token_id, moa=self.moa)
+        return ModelRecipe(
+            self.llm, list(self.towers), self.mixer, self.image_token_id, moa=self.moa,
+            tag_soft_prompt=self.tag_soft_prompt,
+        )  # fmt: skip
 
     def check_paths(self) -> None:
         """Every checkpoint this config names is a local folder or a hub id that can be fetched; else

@@ -249,6 +249,11 @@ def load_model(
             model_config.init_from, dtype=dtype, attn_implementation=attn, **_saved_config_with_moa(model_config)
         )
         processor = MofLlavaProcessor.from_pretrained(model_config.init_from)
+        if model_config.tag_soft_prompt and model.tag_prompt is None:
+            raise ConfigError(
+                f"model.tag_soft_prompt: the saved model {model_config.init_from} has no tag soft prompt; build the "
+                "model from components (model.llm + model.towers) to add one", key="model.tag_soft_prompt",
+            )  # fmt: skip
     else:
         model, processor = build_model(model_config.recipe(), dtype=dtype, attn_implementation=attn)
     if model_config.adapters_from:
