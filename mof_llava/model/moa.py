@@ -29,7 +29,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from .aggregator import ZeroInitLinear
-from .configuration import MofLlavaConfigError, MoaSpec
+from .configuration import MoaSpec, MofLlavaConfigError
 
 
 class BottleneckAdapter(nn.Module):
@@ -140,7 +140,7 @@ def decoder_layers(language_model: nn.Module) -> nn.ModuleList:
     then `mlp`, added to the residual), which is what the routers are hooked into."""
     decoder = language_model.get_decoder() if hasattr(language_model, "get_decoder") else language_model
     layers = getattr(decoder, "layers", None)
-    if layers is None or not all(hasattr(l, "post_attention_layernorm") and hasattr(l, "mlp") for l in layers):
+    if layers is None or not all(hasattr(layer, "post_attention_layernorm") and hasattr(layer, "mlp") for layer in layers):
         raise MofLlavaConfigError(
             f"moa needs decoder layers with post_attention_layernorm and mlp (Llama, Mistral, Qwen2); "
             f"{type(language_model).__name__} has none"

@@ -30,8 +30,8 @@ from ..data.collator import LlavaCollator, PackedCollator
 from ..data.dataset import LlavaDataset
 from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
-from ..model.modeling import MofLlavaForConditionalGeneration
 from ..model.moa import save_moa_weights
+from ..model.modeling import MofLlavaForConditionalGeneration
 from ..model.processing import MofLlavaProcessor
 from ..preference.collator import PreferenceCollator
 from ..preference.dataset import PreferenceDataset

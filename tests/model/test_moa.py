@@ -9,7 +9,7 @@ from model_helpers import IMAGE_SIZE, clip_tower
 from safetensors.torch import load_file
 
 from mof_llava import MofLlavaForConditionalGeneration
-from mof_llava.model.configuration import MofLlavaConfig, MofLlavaConfigError, MoaSpec
+from mof_llava.model.configuration import MoaSpec, MofLlavaConfig, MofLlavaConfigError
 from mof_llava.testing.tiny import tiny_llama_config
 from mof_llava.training.config import LoraConfig
 from mof_llava.training.stages import apply_stage
