@@ -7,9 +7,9 @@
 2. A tiny Llama pre-trained on the data's text by the demo's `pretrain_language_model`.
 3. Per variant, stage 1 and stage 2 through `mof_llava.training.run.train` from run configs written
    by the demo's `write_run_configs` (the toy CLIP as the `clip` tower, the toy SSL tower as
-   `dinov2`; layers -2 and -1 as for the real towers), then the MMVP runner on the toy MMVP and on
-   the held-out set (`demo.run.evaluate_mmvp`): pair accuracy per attribute, and question accuracy
-   per attribute on held-out scenes.
+   `dinov2`; layers -2 and -1 as for the real towers), then the MMVP runner on the toy MMVP
+   (`demo.run.evaluate_mmvp`, letter answers: pair accuracy per attribute) and the GQA runner on
+   the held-out set (`benchmarks.evaluate`, short answers: question accuracy per attribute).
 
     OUT/lab_mllm.json          settings, finished steps, scores (rewritten after every step)
     OUT/data/  OUT/components/  OUT/cache/  OUT/<variant>/{stage1,stage2,eval/mmvp,eval/heldout}
@@ -46,10 +46,13 @@ class LabConfig:
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     samples: int = 1800  # pictures per training stage
     epochs: float = 1.0
+    letter_share: float = 0.75  # stage-2 rounds in the letter format; the rest are short answers
+    captioned_share: float = 0.0  # stage-2 records that ask only their colour or shape question
     batch_size: int = 16
     stage1_learning_rate: float = 1e-2
     stage2_learning_rate: float = 1e-3
     language_steps: int = 300
+    llm_hidden_size: int = 64
     mmvp_pairs: int = 153  # 17 per attribute
     heldout_pairs: int = 270  # 30 per attribute (60 questions)
     threads: int | None = 1
@@ -61,6 +64,7 @@ class LabConfig:
             seed=self.seed, samples=self.samples, batch_size=self.batch_size, stage1_epochs=self.epochs,
             stage2_epochs=self.epochs, stage1_learning_rate=self.stage1_learning_rate,
             stage2_learning_rate=self.stage2_learning_rate, language_steps=self.language_steps,
+            llm_hidden_size=self.llm_hidden_size,
             threads=self.threads, progress=self.progress, mmvp_pairs=self.mmvp_pairs,
         )  # fmt: skip
 
@@ -71,7 +75,7 @@ class VariantScores:
     row: str  # the variant without its seed
     seed: int
     mmvp: dict  # pair_accuracy, question_accuracy, per_pattern (pair accuracy per attribute)
-    heldout: dict[str, float]  # question accuracy (%) per attribute on held-out scenes
+    heldout: dict[str, float]  # short-answer question accuracy (%) per attribute on held-out scenes
 
 
 @dataclass
@@ -134,8 +138,9 @@ def _prepare(out: Path, config: LabConfig, manifest: dict, say) -> Components:
         say(f"data: {config.samples} pictures per stage, {config.mmvp_pairs} toy MMVP pairs, "
             f"{config.heldout_pairs} held-out pairs")  # fmt: skip
         write_lab_data(
-            data.root, config.seed, config.samples, config.mmvp_pairs, config.heldout_pairs, towers
-        )
+            data.root, config.seed, config.samples, config.mmvp_pairs, config.heldout_pairs, towers,
+            config.letter_share, config.captioned_share,
+        )  # fmt: skip
         _finish(out, manifest, "data")
     if "language" not in manifest["finished"]:
         say(f"language pre-training of the tiny Llama: {config.language_steps} steps")
@@ -179,9 +184,10 @@ def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: 
     if variant.name not in scores:
         say(f"{variant.name}: evaluation")
         mmvp = evaluate_mmvp(model, out / "data", folder / "eval" / "mmvp", variant.name, settings)
-        evaluate_mmvp(model, out / "data" / "heldout", folder / "eval" / "heldout", variant.name, settings)
-        heldout = question_accuracy(folder / "eval" / "heldout" / "metrics.json",
-                                    out / "data" / "heldout" / "mmvp_patterns.csv")  # fmt: skip
+        mmvp["question_accuracy_per_attribute"] = question_accuracy(
+            folder / "eval" / "mmvp" / "metrics.json", out / "data" / "mmvp_patterns.csv"
+        )
+        heldout = heldout_accuracy(model, out / "data" / "heldout", folder / "eval" / "heldout", config)
         scores[variant.name] = {
             "row": variant.row,
             "seed": variant.train_seed,
@@ -191,6 +197,20 @@ def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: 
         _finish(out, manifest, f"{variant.name}/eval")
     entry = scores[variant.name]
     return VariantScores(variant.name, entry["row"], entry["seed"], entry["mmvp"], entry["heldout"])
+
+
+def heldout_accuracy(model: Path, data: Path, output_dir: Path, config: LabConfig) -> dict[str, float]:
+    """Short-answer accuracy (%) per attribute on the held-out GQA folder, through the GQA runner
+    (exact match after LLaVA's normalisation; `mllm_data.write_heldout` makes the attribute each
+    question's semantic type)."""
+    from ..benchmarks.evaluate import EvalConfig, evaluate
+    from ..benchmarks.gqa import GqaOptions
+
+    result = evaluate(EvalConfig(benchmark="gqa", options=GqaOptions(data=data), model=model,
+                                 output_dir=output_dir, dtype="float32", device="cpu", threads=config.threads,
+                                 no_progress=not config.progress))  # fmt: skip
+    by_type = result.metrics["per_semantic_type"]
+    return {a: by_type[a]["accuracy"] for a in world.ATTRIBUTES if a in by_type}
 
 
 def question_accuracy(metrics_file: Path, patterns_file: Path) -> dict[str, float]:
@@ -218,15 +238,18 @@ def attribute_of(pattern: str) -> str:
 
 
 def table(runs: Sequence[VariantScores]) -> str:
-    """Markdown: held-out question accuracy and toy-MMVP pair accuracy per attribute, one column per
-    variant, mean ± sample std over its seeds (n given in the header)."""
+    """Markdown: held-out short-answer accuracy and toy-MMVP pair accuracy per attribute, one column
+    per variant, mean ± sample std over its seeds (n given in the header)."""
+    from ..scenes.questions import answer_values
+
     rows = list(dict.fromkeys(r.row for r in runs))
     by_row = {row: [r for r in runs if r.row == row] for row in rows}
     head = "| attribute | " + " | ".join(f"{row} (n={len(by_row[row])})" for row in rows) + " |"
-    lines = ["Held-out question accuracy (%), chance 50:", "", head, "|---" * (len(rows) + 1) + "|"]
+    lines = ["Held-out short-answer accuracy (%):", "", head[:-1] + "| chance |", "|---" * (len(rows) + 2) + "|"]
     for attribute in world.ATTRIBUTES:
         cells = [_mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
-        lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
+        chance = 100 / len(answer_values(attribute))
+        lines.append(f"| {attribute} | " + " | ".join(cells) + f" | {chance:.0f} |")
     lines += ["", "Toy MMVP pair accuracy (%), chance 25:", "", head, "|---" * (len(rows) + 1) + "|"]
     for attribute in [*world.ATTRIBUTES, "all"]:
         cells = [_mean_std([_pair_score(r, attribute) for r in by_row[row]]) for row in rows]

@@ -6,8 +6,9 @@ run-config writer and MMVP evaluation read it as they read the demo's:
     stage2_instruct.json       LLaVA-1.5 mix format: two to four rounds about every attribute
     mmvp/                      the toy MMVP: `mine export-mmvp` of world pairs, questions filled in
     mmvp_patterns.csv          Index,Pattern (the attribute the pair differs in)
-    heldout/mmvp/, heldout/mmvp_patterns.csv   more pairs of held-out scenes, for per-attribute
-                               question accuracy (same format, another seed stream)
+    heldout/                   both pictures of more pairs (another seed stream), each asked its
+                               pair's question for a short answer, as a GQA folder (`write_heldout`):
+                               the GQA runner scores it, per attribute as the semantic type
 
 Training picture i shows one side of a `world.attribute_pair` for attribute i mod 9, so every
 question applies equally often; its first round asks about that attribute. Everything is a function
@@ -42,7 +43,10 @@ def training_scene(seed: int, stream: str, index: int) -> tuple[str, world.LabSc
     return attribute, pair[int(rng.integers(2))], rng
 
 
-def write_training_files(paths: SyntheticDataset, seed: int, pretrain: int, instruct: int) -> None:
+def write_training_files(
+    paths: SyntheticDataset, seed: int, pretrain: int, instruct: int, letter_share: float = 0.75,
+    captioned_share: float = 0.0,
+) -> None:  # fmt: skip
     for stream, n, out in (
         ("pretrain", pretrain, paths.pretrain_file),
         ("instruct", instruct, paths.instruct_file),
@@ -55,7 +59,10 @@ def write_training_files(paths: SyntheticDataset, seed: int, pretrain: int, inst
             if stream == "pretrain":
                 records.append(questions.pretrain_record(f"{stream}-{i:06d}", image, scene, rng))
             else:
-                records.append(questions.instruct_record(f"{stream}-{i:06d}", image, scene, rng, attribute))
+                record = questions.instruct_record(
+                    f"{stream}-{i:06d}", image, scene, rng, attribute, letter_share, captioned_share
+                )
+                records.append(record)
         write_text_atomic(out, json.dumps(records, indent=1) + "\n")
 
 
@@ -113,15 +120,38 @@ def global_cosines(towers: Path, pairs: list[tuple[world.LabScene, world.LabScen
     return [(f"{c:.6f}", f"{d:.6f}") for c, d in zip(cos["clip"], cos["ssl"])]
 
 
-def write_lab_data(root: Path, seed: int, samples: int, mmvp_pairs: int, heldout_pairs: int, towers: Path):
-    """Everything the MLLM runs read (see the module docstring); returns (data, held-out) paths."""
-    paths, heldout = dataset_paths(root), dataset_paths(root / "heldout")
-    write_training_files(paths, seed, samples, samples)
+def write_heldout(folder: Path, pairs) -> None:
+    """Both pictures of each pair, asked the pair's question for a short answer, in GQA's layout
+    (`benchmarks.gqa`: the official questions file with the gold answers, LLaVA's question list,
+    images/): every question balanced, its semantic type the attribute, so the GQA scorer's
+    per-semantic-type accuracy is the per-attribute question accuracy."""
+    from ..benchmarks.gqa import LLAVA_QUESTIONS, OFFICIAL_QUESTIONS
+    from ..prompts import SHORT_ANSWER
+
+    gold, listed = {}, []
+    for k, (attribute, a, b, _) in enumerate(pairs):
+        question = questions.ask(a, attribute)
+        for side, scene in (("a", a), ("b", b)):
+            qid, image = f"{k:04d}{side}", f"{k:04d}{side}.png"
+            _save(scene, folder / "images" / image)
+            gold[qid] = {"question": question, "answer": questions.value(scene, attribute), "imageId": qid,
+                         "isBalanced": True, "types": {"structural": "query", "semantic": attribute},
+                         "semantic": [], "groups": {"global": attribute}}  # fmt: skip
+            listed.append({"question_id": qid, "image": image, "text": f"{question}\n{SHORT_ANSWER}"})
+    write_text_atomic(folder / OFFICIAL_QUESTIONS, json.dumps(gold, indent=1) + "\n")
+    write_text_atomic(folder / LLAVA_QUESTIONS, "".join(json.dumps(q) + "\n" for q in listed))
+
+
+def write_lab_data(
+    root: Path, seed: int, samples: int, mmvp_pairs: int, heldout_pairs: int, towers: Path,
+    letter_share: float = 0.75, captioned_share: float = 0.0,
+) -> SyntheticDataset:  # fmt: skip
+    """Everything the MLLM runs read (see the module docstring); returns the data's paths."""
+    paths = dataset_paths(root)
+    write_training_files(paths, seed, samples, samples, letter_share, captioned_share)
     write_benchmark(paths.mmvp_dir, paths.mmvp_patterns, benchmark_pairs(seed, "mmvp", mmvp_pairs), towers)
-    write_benchmark(
-        heldout.mmvp_dir, heldout.mmvp_patterns, benchmark_pairs(seed, "heldout", heldout_pairs), towers
-    )
-    return paths, heldout
+    write_heldout(root / "heldout", benchmark_pairs(seed, "heldout", heldout_pairs))
+    return paths
 
 
 def _save(scene: world.LabScene, path: Path) -> None:

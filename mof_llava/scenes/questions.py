@@ -72,6 +72,16 @@ def value(scene: world.LabScene, attribute: str) -> str | None:
     raise ValueError(f"unknown attribute {attribute!r}; choose one of {world.ATTRIBUTES}")
 
 
+def answer_values(attribute: str) -> tuple[str, ...]:
+    """Every answer `value` can give for `attribute` (a guesser's chance is one over their number)."""
+    fixed = {"colour": world.COLOURS, "shape": SHAPES, "count": NUMBERS, "orientation": ORIENTATIONS,
+             "position": _HALF, "relation": _HALF, "size": ("small", "big"), "fill": ("solid", "outlined"),
+             "detail": ("yes", "no")}  # fmt: skip
+    if attribute not in fixed:
+        raise ValueError(f"unknown attribute {attribute!r}; choose one of {world.ATTRIBUTES}")
+    return tuple(fixed[attribute])
+
+
 def ask(scene: world.LabScene, attribute: str) -> str:
     first, other = scene.main[0], scene.companion
     kind = f"{first.colour} {first.shape}"
@@ -108,9 +118,7 @@ def distractor(scene: world.LabScene, attribute: str, rng: np.random.Generator) 
         return NUMBERS[int(rng.choice(near)) - 1]
     if attribute == "orientation":
         return str(rng.choice([o for o in ORIENTATIONS if o != right]))
-    pairs = {"position": _HALF, "relation": _HALF, "size": ("small", "big"),
-             "fill": ("solid", "outlined"), "detail": ("yes", "no")}  # fmt: skip
-    return next(v for v in pairs[attribute] if v != right)
+    return next(v for v in answer_values(attribute) if v != right)  # the other of two
 
 
 def choice_prompt(question: str, options: tuple[str, str]) -> str:
@@ -124,20 +132,33 @@ def pretrain_record(record_id: str, image: str, scene: world.LabScene, rng: np.r
 
 
 def instruct_record(
-    record_id: str, image: str, scene: world.LabScene, rng: np.random.Generator, first: str | None = None
+    record_id: str,
+    image: str,
+    scene: world.LabScene,
+    rng: np.random.Generator,
+    first: str | None = None,
+    letter_share: float = 0.75,
+    captioned_share: float = 0.0,
 ) -> dict:
     """Two to four rounds about the picture, each attribute at most once, `first` among the first two.
     The questions name the main kind's colour and shape, so a record asks at most one of the two,
-    before any other: the text never tells what a later question asks."""
+    before any other: the text never tells what a later question asks. A round is in the letter
+    format with probability `letter_share`, else a short answer (the questions are drawn first, so
+    two shares ask the same questions about the same pictures). With probability `captioned_share`
+    the record is its captioned round alone (colour or shape): data weighted towards what the
+    towers are taught to see; at 0 nothing extra is drawn, so the records are as before."""
     asked = [str(a) for a in rng.permutation([a for a in world.ATTRIBUTES if value(scene, a) is not None])]
     captioned = [a for a in ([first] if first else []) + asked if a in world.CAPTIONED][:1]
     chosen = captioned + [
         a for a in dict.fromkeys(([first] if first else []) + asked) if a not in world.CAPTIONED
     ]
+    count = int(rng.integers(2, 5))
+    if captioned_share and rng.random() < captioned_share:
+        count = 1
     rounds = []
-    for attribute in chosen[: int(rng.integers(2, 5))]:
+    for attribute in chosen[:count]:
         right = value(scene, attribute)
-        if rng.random() < 0.75:
+        if rng.random() < letter_share:
             options = [right, distractor(scene, attribute, rng)]
             rng.shuffle(options)
             rounds.append((choice_prompt(ask(scene, attribute), tuple(options)), "AB"[options.index(right)]))

@@ -122,3 +122,72 @@ def test_lab_run_command_fails_in_one_line_without_towers(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"mof-llava: error: {tmp_path}: no clip or ssl tower there (run `mof-llava lab towers`)"]
+
+
+def test_every_answer_is_one_of_the_attributes_values():
+    seen = {a: set() for a in world.ATTRIBUTES}
+    for scene in _scenes():
+        for attribute in world.ATTRIBUTES:
+            answer = questions.value(scene, attribute)
+            if answer is not None:
+                assert answer in questions.answer_values(attribute), (attribute, answer)
+                seen[attribute].add(answer)
+    # the world draws every value (6 colours, 5 shapes, 1-3 copies, 4 directions, two of the rest)
+    assert {a: len(v) for a, v in seen.items()} == {a: len(questions.answer_values(a)) for a in world.ATTRIBUTES}
+
+
+def _rounds(letter_share, i):
+    attribute, scene, rng = mllm_data.training_scene(0, "instruct", i)
+    turns = questions.instruct_record("r", "x.png", scene, rng, attribute, letter_share)["conversations"]
+    return [(h["value"], g["value"]) for h, g in zip(turns[0::2], turns[1::2])]
+
+
+def test_letter_share_picks_the_format_and_keeps_the_questions():
+    from mof_llava.prompts import LETTER_ANSWER, SHORT_ANSWER
+
+    for i in range(40):
+        letters, shorts, half = _rounds(1.0, i), _rounds(0.0, i), _rounds(0.5, i)
+        assert all(q.endswith(LETTER_ANSWER) and a in ("A", "B") for q, a in letters)
+        assert all(q.endswith(SHORT_ANSWER) and a not in ("A", "B") for q, a in shorts)
+        # the same questions in the same order, whatever the share
+        asked = [[q.removeprefix("<image>\n").split("\n")[0] for q, _ in r] for r in (letters, shorts, half)]
+        assert asked[0] == asked[1] == asked[2]
+    formats = [q.endswith(LETTER_ANSWER) for i in range(200) for q, _ in _rounds(0.25, i)]
+    assert 0.15 < sum(formats) / len(formats) < 0.35
+
+
+def test_heldout_set_is_a_gqa_folder_scored_per_attribute(tmp_path):
+    from mof_llava.benchmarks import gqa
+
+    pairs = mllm_data.benchmark_pairs(0, "heldout", 18)
+    mllm_data.write_heldout(tmp_path, pairs)
+    task = gqa.build_task(gqa.resolve_paths(tmp_path))
+    gold = gqa.read_official_questions(tmp_path / gqa.OFFICIAL_QUESTIONS)
+    assert len(task.questions) == len(gold) == 36
+    for k, (attribute, a, b, _) in enumerate(pairs):
+        for side, scene in (("a", a), ("b", b)):
+            question = next(q for q in task.questions if q.question_id == f"{k:04d}{side}")
+            assert question.text == f"{questions.ask(a, attribute)}\n{questions.SHORT_ANSWER}"
+            assert question.image_path.is_file()
+            assert gold[question.question_id]["answer"] == questions.value(scene, attribute)
+        assert gold[f"{k:04d}a"]["answer"] != gold[f"{k:04d}b"]["answer"]  # a pair differs in its answer
+    # Every answer right but one colour answer: colour 3 of 4, every other attribute 4 of 4.
+    answers = {qid: {"question_id": qid, "text": q["answer"].capitalize() + "."} for qid, q in gold.items()}
+    answers["0000a"]["text"] = "purple"
+    by_type = gqa.score_gqa(answers, gold)["per_semantic_type"]
+    assert {a: v["accuracy"] for a, v in by_type.items()} == {a: 75.0 if a == "colour" else 100.0
+                                                               for a in world.ATTRIBUTES}  # fmt: skip
+
+
+def test_captioned_share_asks_colour_or_shape_alone():
+    for i in range(40):
+        attribute, scene, rng = mllm_data.training_scene(0, "instruct", i)
+        alone = questions.instruct_record("r", "x.png", scene, rng, attribute, 0.25, 1.0)["conversations"]
+        assert len(alone) == 2
+        assert alone[1]["value"] in ("A", "B", scene.main[0].colour, scene.main[0].shape)
+        assert alone[0]["value"].startswith(("<image>\nWhat colour is", "<image>\nWhat shape is"))
+        # at share 0 the record is the one the demo has always had
+        plain = questions.instruct_record("r", "x.png", *mllm_data.training_scene(0, "instruct", i)[1:], attribute)
+        zero = questions.instruct_record("r", "x.png", *mllm_data.training_scene(0, "instruct", i)[1:], attribute,
+                                         0.75, 0.0)  # fmt: skip
+        assert plain == zero
