@@ -61,3 +61,23 @@ def tiny_model_dirs(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture
+def tower_inputs(monkeypatch):
+    """`record(model)` makes the model's towers keep every pixel tensor they are given (before their
+    own re-normalisation) and returns {tower: [tensors in call order]}; undone after the test."""
+
+    def record(model) -> dict[str, list[torch.Tensor]]:
+        seen: dict[str, list[torch.Tensor]] = {}
+        for name, tower in model.vision_towers.items():
+            original = tower.hidden_states
+
+            def wrapped(pixel_values, layers, _name=name, _original=original):
+                seen.setdefault(_name, []).append(pixel_values.detach().clone())
+                return _original(pixel_values, layers)
+
+            monkeypatch.setattr(tower, "hidden_states", wrapped)
+        return seen
+
+    return record

@@ -18,20 +18,6 @@ def _pixels(seed, n=2, size=56):
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def record_tower_inputs(model, monkeypatch) -> dict[str, list[torch.Tensor]]:
-    """Every tensor each tower is given (before its own re-normalisation), in call order."""
-    seen: dict[str, list[torch.Tensor]] = {}
-    for name, tower in model.vision_towers.items():
-        original = tower.hidden_states
-
-        def wrapped(pixel_values, layers, _name=name, _original=original):
-            seen.setdefault(_name, []).append(pixel_values.detach().clone())
-            return _original(pixel_values, layers)
-
-        monkeypatch.setattr(tower, "hidden_states", wrapped)
-    return seen
-
-
 def test_one_tensor_per_tower_equals_the_shared_tensor(imof, one_torch_thread):
     pixels = _pixels(0)
     with torch.no_grad():
@@ -40,12 +26,12 @@ def test_one_tensor_per_tower_equals_the_shared_tensor(imof, one_torch_thread):
     torch.testing.assert_close(mapped, shared, rtol=0, atol=0)
 
 
-def test_each_tower_reads_its_own_tensor(imof, monkeypatch, one_torch_thread):
+def test_each_tower_reads_its_own_tensor(imof, tower_inputs, one_torch_thread):
     clean, noisy = _pixels(1), _pixels(2)
     with torch.no_grad():
         only_clean = imof.get_image_features(clean)
         only_noisy = imof.get_image_features(noisy)
-        seen = record_tower_inputs(imof, monkeypatch)
+        seen = tower_inputs(imof)
         mixed = imof.get_image_features({"clip": clean, "dinov2": noisy})
     assert torch.equal(seen["clip"][0], clean) and torch.equal(seen["dinov2"][0], noisy)
     # Interleaved tokens are [c0, d0, c1, d1, ...]: CLIP's half is the clean run's, DINOv2's the noisy run's.

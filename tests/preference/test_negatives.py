@@ -104,17 +104,15 @@ def test_weakened_negatives_are_the_answers_on_the_noised_image(seeds, imof, tmp
     "target, weakened", [("dinov2", {"dinov2"}), ("clip", {"clip"}), ("both", {"clip", "dinov2"})]
 )
 def test_a_target_weakens_only_that_towers_input(
-    seeds, imof, monkeypatch, target, weakened, one_torch_thread
+    seeds, imof, tower_inputs, target, weakened, one_torch_thread
 ):
-    from tests.model.test_per_tower_pixels import record_tower_inputs
-
     _, model, processor = imof
     sampler = WeakenedImageSampler(
         model, processor, Weakening(target=target), Decoding(temperature=0, max_new_tokens=1)
     )
     image = Image.open(seeds / "0.png").convert("RGB")
     clean = processor(text=[PROMPT], images=[image])["pixel_values"]
-    seen = record_tower_inputs(model, monkeypatch)
+    seen = tower_inputs(model)
     sampler.answer(["r0"], [image], [PROMPT])
     for tower in ("clip", "dinov2"):
         expected = _bpo_noise(clean[0], "r0")[None] if tower in weakened else clean
@@ -162,17 +160,15 @@ def test_the_contrast_formula_and_cutoff():
 @pytest.mark.parametrize(
     "contrast, first, second", [("amplify_bias", "noisy", "clean"), ("vcd", "clean", "noisy")]
 )
-def test_the_contrast_direction_says_which_image_conditions(seeds, imof, monkeypatch, contrast, first, second,
+def test_the_contrast_direction_says_which_image_conditions(seeds, imof, tower_inputs, contrast, first, second,
                                                            one_torch_thread):  # fmt: skip
-    from tests.model.test_per_tower_pixels import record_tower_inputs
-
     _, model, processor = imof
     decoding = Decoding(temperature=0, max_new_tokens=2, contrast=contrast)
     sampler = WeakenedImageSampler(model, processor, Weakening(), decoding)
     image = Image.open(seeds / "2.png").convert("RGB")
     clean = processor(text=[PROMPT], images=[image])["pixel_values"]
     pixels = {"clean": clean, "noisy": _bpo_noise(clean[0], "r2")[None]}
-    seen = record_tower_inputs(model, monkeypatch)
+    seen = tower_inputs(model)
     sampler.answer(["r2"], [image], [PROMPT])
     assert len(seen["clip"]) == 2  # one prefill per branch; later steps reuse each branch's cache
     torch.testing.assert_close(seen["clip"][0], pixels[first], rtol=0, atol=1e-6)  # generate's own branch
