@@ -286,11 +286,12 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines)
 
 
-def paper_processor(tokenizer: str, mixer: str, image_size: int | None = None):
+def paper_processor(tokenizer: str, mixer: str, image_size: int | None = None, tag_soft_prompt: bool = False):
     """The processor of a model with the paper's towers (the `CLIP_L14_336` [+ `DINOV2_L14`] presets) at
     `image_size` (default: CLIP's 336 px) under `mixer`, made without any checkpoint but the tokenizer:
     for data checks and benchmarks. Visual token count from `MofLlavaConfig`, image preprocessing as
-    the model builder's."""
+    the model builder's; with `tag_soft_prompt`, the placeholder of LION's tag hint as the builder gives it."""
+    from ..constants import TAG_HINT_TOKEN_INDEX
     from ..model import MofLlavaConfig, MofLlavaProcessor
     from ..model.builder import default_image_token_id
     from ..model.presets import CLIP_L14_336, DINOV2_L14
@@ -302,6 +303,7 @@ def paper_processor(tokenizer: str, mixer: str, image_size: int | None = None):
         towers.append(DINOV2_L14.spec(image_size))
     tok = load_tokenizer(tokenizer)
     config = MofLlavaConfig(
-        vision_towers=towers, mixer={"mode": mixer}, image_size=image_size, image_token_id=default_image_token_id(tok)
+        vision_towers=towers, mixer={"mode": mixer}, image_size=image_size, image_token_id=default_image_token_id(tok),
+        tag_hint_token_id=TAG_HINT_TOKEN_INDEX if tag_soft_prompt else None,
     )
     return MofLlavaProcessor.for_config(config, tok)

@@ -105,7 +105,7 @@ def load_processor(job: CheckJob):
         check_model_path(job.model, "--model")
         return MofLlavaProcessor.from_pretrained(job.model)
     check_model_path(job.tokenizer, "--tokenizer")
-    return paper_processor(job.tokenizer, job.mixer, job.image_size)
+    return paper_processor(job.tokenizer, job.mixer, job.image_size, tag_soft_prompt=job.tag_prompt)
 
 
 TRAINING_SETTINGS = ("template", "max_length", "length_budget", "truncation")  # defaults: DataConfig's

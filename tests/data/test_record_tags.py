@@ -166,3 +166,13 @@ def test_data_check_counts_tags_and_reports_image_records_without_them(tmp_path,
     )
     assert not prompted.ok and len(prompted.malformed) == 1 and "id 'bare'" in prompted.malformed[0]
     assert prompted.lengths_image.count == 1
+
+
+def test_data_check_with_a_tokenizer_measures_the_tag_prompt(tmp_path, tiny_parts):
+    data, folder = _files(tmp_path)
+    settings = {"tokenizer": str(tiny_parts.llm), "mixer": "none", "image_folder": folder, "workers": 1}
+    off = check(CheckJob(data, cache_dir=tmp_path / "c", **settings))
+    on = check(CheckJob(data, cache_dir=tmp_path / "c", tag_prompt=True, **settings))
+    assert on.ok and on.tag_prompt and on.with_tags == 6
+    # the same records, each image record's first question now behind LION's prefix and four tags
+    assert on.lengths_image.mean > off.lengths_image.mean and on.lengths_text.mean == off.lengths_text.mean
