@@ -41,7 +41,7 @@ def compare_with_baseline(groups: Sequence[Group], baseline: str) -> list[str]:
                 group.paired[bench] = Paired(baseline, diff, (lo, hi))
     if untestable:
         names = ", ".join(title(b) for b in sorted(untestable))
-        notes.append(f"{names}: no paired comparison with {baseline} (the metrics keep no per-unit results)")
+        notes.append(f"{names}: no paired comparison with {baseline} (the metrics keep no per-unit results).")
     return notes
 
 
