@@ -308,9 +308,11 @@ def _baseline_tower(config: MofLlavaConfig) -> TowerSpec:
     """The single CLIP tower of a baseline model; anything else has no llava-hf counterpart."""
     spec = config.mixer_spec
     towers = config.towers
-    if spec.mode != "none" or spec.adapter != "mlp2x_gelu" or len(towers) != 1 or spec.aggregator is not None:
+    lion_parts = spec.aggregator is not None or config.tag_hint_token_id is not None
+    if spec.mode != "none" or spec.adapter != "mlp2x_gelu" or len(towers) != 1 or lion_parts:
         raise ConversionError(
-            "only baseline models (one tower, mixer 'none', adapter 'mlp2x_gelu', no aggregator) map onto "
+            "only baseline models (one tower, mixer 'none', adapter 'mlp2x_gelu', no aggregator, no tag soft "
+            "prompt) map onto "
             "LlavaForConditionalGeneration; "
             f"this one has mixer {config.mixer} and towers {[t.name for t in towers]}"
         )

@@ -176,3 +176,11 @@ def test_built_from_component_checkpoints_the_vector_is_initialised(tiny_parts):
     vector = model.tag_prompt.vector
     assert vector.device.type == "cpu" and torch.isfinite(vector).all() and vector.abs().sum() > 0
     assert processor.tag_hint_token_id == model.config.tag_hint_token_id == TAG_HINT_TOKEN_INDEX
+
+
+def test_llava_hf_export_refuses_a_model_with_the_soft_prompt():
+    # llava-hf has no place for the hint vector: exporting would drop it silently.
+    from mof_llava.convert import ConversionError, export_llava_hf
+
+    with pytest.raises(ConversionError, match="no tag soft prompt"):
+        export_llava_hf(_model(tags=True), processor=None)
