@@ -185,8 +185,27 @@ def _check_job(job: NegativesJob) -> None:
         raise NegativesError("--neg-type mllm-hal needs --model (the MLLM that answers on weakened images)")
     if "llm-hal" in job.neg_types and not job.rewriter:
         raise NegativesError("--neg-type llm-hal needs --rewriter (rule, hf, endpoint, vllm or precomputed)")
-    if job.batch_size < 1:
-        raise NegativesError(f"--batch-size must be at least 1, got {job.batch_size}")
+    for flag, value, ok, bounds in _bounds(job):
+        if not ok:
+            raise NegativesError(f"--{flag} must be {bounds}, got {value}")
+
+
+def _bounds(job: NegativesJob) -> list[tuple[str, Any, bool, str]]:
+    """(flag, value, within bounds, the bounds in words) for every numeric setting."""
+    return [
+        ("batch-size", job.batch_size, job.batch_size >= 1, "at least 1"),
+        ("noise-step", job.noise_step, 0 <= job.noise_step < 1000, "in [0, 1000)"),
+        ("blur-sigma", job.blur_sigma, job.blur_sigma > 0, "positive"),
+        ("mask-ratio", job.mask_ratio, 0 <= job.mask_ratio <= 1, "in [0, 1]"),
+        ("crop-scale", job.crop_scale, 0 < job.crop_scale <= 1, "in (0, 1]"),
+        ("temperature", job.temperature, job.temperature >= 0, "0 (greedy) or positive"),
+        ("top-p", job.top_p, job.top_p is None or 0 < job.top_p <= 1, "in (0, 1]"),
+        ("max-new-tokens", job.max_new_tokens, job.max_new_tokens >= 1, "at least 1"),
+        ("cd-beta", job.cd_beta, 0 <= job.cd_beta < 1, "in [0, 1)"),
+        ("rewrite-temperature", job.rewrite_temperature, job.rewrite_temperature >= 0, "0 or positive"),
+        ("rewrite-top-p", job.rewrite_top_p, 0 < job.rewrite_top_p <= 1, "in (0, 1]"),
+        ("rewrite-max-tokens", job.rewrite_max_tokens, job.rewrite_max_tokens >= 1, "at least 1"),
+    ]
 
 
 def _check_resume(run_file: Path, job: NegativesJob, output: Path, part: Path) -> None:
@@ -217,6 +236,9 @@ def _weakened_maker(job: NegativesJob):
     from ..data.images import load_rgb_image
     from .weakened_sampling import Decoding, WeakenedImageSampler, Weakening
 
+    from ..paths import check_model_path
+
+    check_model_path(job.model, "--model")
     model, processor = load_model(job.model, pick_device(job.device), job.dtype)
     if job.target != "both" and job.target not in model.mixer.required_towers:
         raise NegativesError(

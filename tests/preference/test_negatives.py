@@ -268,10 +268,21 @@ def test_llava_records_give_their_one_round(seeds, tmp_path):
             dict(neg_types=("llm-hal",), rewriter="precomputed"),
             "--rewriter precomputed needs --rewriter-file",
         ),
+        (
+            dict(neg_types=("llm-hal",), rewriter="rule", noise_step=1000),
+            r"--noise-step must be in \[0, 1000\), got 1000",
+        ),
+        (
+            dict(neg_types=("llm-hal",), rewriter="rule", cd_beta=1.0),
+            r"--cd-beta must be in \[0, 1\), got 1.0",
+        ),
+        (dict(model="/absent/model"), "--model: folder not found: /absent/model"),
     ],
 )
-def test_missing_settings_name_their_flag(seeds, tmp_path, settings, message):
-    with pytest.raises(NegativesError, match=message):
+def test_missing_or_bad_settings_name_their_flag(seeds, tmp_path, settings, message):
+    from mof_llava.paths import ModelPathError
+
+    with pytest.raises((NegativesError, ModelPathError), match=message):
         negatives(
             NegativesJob(seeds / "seeds.jsonl", tmp_path / "o.jsonl", image_folder=str(seeds), **settings)
         )
