@@ -8,10 +8,11 @@ import json
 
 import pytest
 
+from test_evaluate import _config
+
 from mof_llava.benchmarks import synthetic
-from mof_llava.benchmarks.evaluate import EvalConfig, evaluate
-from mof_llava.benchmarks.pope import PopeOptions
-from mof_llava.benchmarks.runner import Distributed, RunMismatchError
+from mof_llava.benchmarks.evaluate import evaluate
+from mof_llava.benchmarks.runner import RunMismatchError
 from mof_llava.model.configuration import MofLlavaConfigError
 
 
@@ -33,38 +34,23 @@ def pope_dir(tmp_path_factory):
 DROPPED = {"tower": "dinov2", "mode": "drop", "label": "without-dinov2-drop"}
 
 
-def _config(model_dir, pope_dir, out=None, **extra) -> EvalConfig:
-    return EvalConfig(
-        benchmark="pope",
-        options=PopeOptions(data=pope_dir),
-        model=model_dir,
-        output_dir=out,
-        device="cpu",
-        threads=1,
-        max_new_tokens=2,
-        no_progress=True,
-        dist=Distributed(),
-        **extra,
-    )
-
-
 def test_a_dropped_tower_runs_with_fewer_tokens_and_is_recorded_apart(model_dir, pope_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = evaluate(_config(model_dir, pope_dir, ablate_tower="dinov2", ablation="drop"))
+    result = evaluate(_config(model_dir, pope_dir, None, ablate_tower="dinov2", ablation="drop"))
     # the LLM refuses placeholders that do not match the visual tokens, so answering at all means
     # the processor wrote the mixer's reduced count
     assert result.output_dir.name == "pope-without-dinov2-drop"
     assert result.metrics["run"]["ablation"] == DROPPED
     assert json.loads((result.output_dir / "run.json").read_text())["ablation"] == DROPPED
     with pytest.raises(RunMismatchError, match="different ablation"):
-        evaluate(_config(model_dir, pope_dir, out=result.output_dir))
-    plain = evaluate(_config(model_dir, pope_dir, out=tmp_path / "plain"))
+        evaluate(_config(model_dir, pope_dir, result.output_dir))
+    plain = evaluate(_config(model_dir, pope_dir, tmp_path / "plain"))
     assert plain.metrics["run"]["ablation"] is None
     with pytest.raises(RunMismatchError, match="different ablation"):
-        evaluate(_config(model_dir, pope_dir, out=plain.output_dir, ablate_tower="clip", ablation="blank"))
+        evaluate(_config(model_dir, pope_dir, plain.output_dir, ablate_tower="clip", ablation="blank"))
 
 
 def test_an_ablation_the_model_cannot_take_is_refused_before_anything_is_written(model_dir, pope_dir, tmp_path):
     with pytest.raises(MofLlavaConfigError, match="the model's towers are"):
-        evaluate(_config(model_dir, pope_dir, out=tmp_path / "out", ablate_tower="siglip"))
+        evaluate(_config(model_dir, pope_dir, tmp_path / "out", ablate_tower="siglip"))
     assert not (tmp_path / "out").exists()
