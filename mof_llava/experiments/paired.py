@@ -24,7 +24,9 @@ def compare_with_baseline(groups: Sequence[Group], baseline: str) -> list[str]:
     compared, and why."""
     by_name = {g.name: g for g in groups}
     if baseline not in by_name:
-        raise ResultsError(f"--baseline {baseline!r} is not a row of the tables; the rows are {sorted(by_name)}")
+        raise ResultsError(
+            f"--baseline {baseline!r} is not a row of the tables; the rows are {sorted(by_name)}"
+        )
     base, notes, untestable = by_name[baseline], [], set()
     for group in groups:
         for bench in group.results if group is not base else ():

@@ -3,7 +3,7 @@
 Markdown and LaTeX show `mean ± std` rounded to `decimals`; CSV keeps full precision and splits each
 score into `<benchmark>_mean`, `_std`, `_n` (and `_reported`, `_reported_source`; with a baseline
 row, `_diff`, `_diff_ci95_lo`, `_diff_ci95_hi` of the paired comparison). A difference from the
-baseline that the paired bootstrap does not support is marked † ($^\dagger$ in LaTeX).
+baseline that the paired bootstrap does not support is marked † (a superscript dagger in LaTeX).
 Reported numbers carry a note number ([1] in Markdown, a superscript in LaTeX) pointing to their
 source under the table.
 """

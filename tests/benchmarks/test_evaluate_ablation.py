@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_evaluate import _config
 
 from mof_llava.benchmarks import synthetic
@@ -34,7 +33,9 @@ def pope_dir(tmp_path_factory):
 DROPPED = {"tower": "dinov2", "mode": "drop", "label": "without-dinov2-drop"}
 
 
-def test_a_dropped_tower_runs_with_fewer_tokens_and_is_recorded_apart(model_dir, pope_dir, tmp_path, monkeypatch):
+def test_a_dropped_tower_runs_with_fewer_tokens_and_is_recorded_apart(
+    model_dir, pope_dir, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     result = evaluate(_config(model_dir, pope_dir, None, ablate_tower="dinov2", ablation="drop"))
     # the LLM refuses placeholders that do not match the visual tokens, so answering at all means
@@ -50,7 +51,9 @@ def test_a_dropped_tower_runs_with_fewer_tokens_and_is_recorded_apart(model_dir,
         evaluate(_config(model_dir, pope_dir, plain.output_dir, ablate_tower="clip", ablation="blank"))
 
 
-def test_an_ablation_the_model_cannot_take_is_refused_before_anything_is_written(model_dir, pope_dir, tmp_path):
+def test_an_ablation_the_model_cannot_take_is_refused_before_anything_is_written(
+    model_dir, pope_dir, tmp_path
+):
     with pytest.raises(MofLlavaConfigError, match="the model's towers are"):
         evaluate(_config(model_dir, pope_dir, tmp_path / "out", ablate_tower="siglip"))
     assert not (tmp_path / "out").exists()

@@ -15,7 +15,9 @@ def test_paired_difference_equals_a_loop_resampling_pairs_of_answers():
     b = [0, 1, 0, 0, 1, 0, 0, 1, 0, 1, 0, 0]
     diff, interval = intervals.paired_difference(a, b)
     pairs = list(zip(a, b))
-    expected = _loop_interval([pairs], lambda d: 100 * (sum(x for x, _ in d[0]) - sum(y for _, y in d[0])) / len(d[0]))
+    expected = _loop_interval(
+        [pairs], lambda d: 100 * (sum(x for x, _ in d[0]) - sum(y for _, y in d[0])) / len(d[0])
+    )
     assert diff == pytest.approx(100 * (9 - 4) / 12)
     assert interval == pytest.approx(expected, abs=1e-9)
 

@@ -99,7 +99,9 @@ def test_tower_ablated_evaluations_are_rows_of_their_own_with_an_attribution_fig
             ablation={"tower": tower, "mode": "zero", "label": label},
         )  # fmt: skip
     patterns = tmp_path / "patterns.json"
-    patterns.write_text(json.dumps({str(i): "Color" if i <= PAIRS else "Orientation" for i in range(1, 2 * PAIRS + 1)}))
+    patterns.write_text(
+        json.dumps({str(i): "Color" if i <= PAIRS else "Orientation" for i in range(1, 2 * PAIRS + 1)})
+    )
     report = write_report([root], tmp_path / "tables", proxy=None, patterns=patterns, baseline="i-mof-7b")
     rows = _rows(report.out_dir / "main.md")
     assert list(rows) == ["i-mof-7b", "i-mof-7b/without-clip-zero", "i-mof-7b/without-dinov2-zero"]

@@ -34,4 +34,6 @@ def test_the_sweep_plans_and_its_resolved_configs_keep_the_pooling(tmp_path):
     plan = api.plan(api.SweepOptions(SWEEP, output_root=tmp_path / "runs"))
     assert [r.name for r in plan.runs] == ["llava-1.5-7b_seed-42", "i-mof-7b_seed-42", "i-mof-7b-576_seed-42"]
     resolved = yaml.safe_load((tmp_path / "runs" / "i-mof-7b-576_seed-42" / "stage2.yaml").read_text())
-    assert resolved["model"]["mixer"]["grid"] == [12, 24] and resolved["model"]["mixer"]["resample"] == "avgpool"
+    assert (
+        resolved["model"]["mixer"]["grid"] == [12, 24] and resolved["model"]["mixer"]["resample"] == "avgpool"
+    )

@@ -47,7 +47,9 @@ def test_half_the_grid_per_tower_matches_the_single_tower_budget():
     with torch.no_grad():
         tokens = model.get_image_features(pixels)
         streams = [
-            model.mixer.adapters[name](_adaptive_pool_by_hand(model.vision_towers[name](pixels), (4, 4), (2, 4)))
+            model.mixer.adapters[name](
+                _adaptive_pool_by_hand(model.vision_towers[name](pixels), (4, 4), (2, 4))
+            )
             for name in ("clip", "dinov2")
         ]
     assert tokens.shape == (2, 16, 64)
@@ -78,6 +80,8 @@ def test_the_processor_writes_num_visual_tokens_placeholders():
 
 def test_resample_is_saved_only_when_not_the_default_and_unknown_values_are_refused():
     assert "resample" not in MixerSpec(mode="interleave").to_dict()
-    assert MixerSpec.from_dict(MixerSpec(mode="interleave", resample="avgpool").to_dict()).resample == "avgpool"
+    assert (
+        MixerSpec.from_dict(MixerSpec(mode="interleave", resample="avgpool").to_dict()).resample == "avgpool"
+    )
     with pytest.raises(MofLlavaConfigError, match="unknown mixer.resample 'nearest'"):
         make_config([clip_tower(), dino_tower()], {"mode": "interleave", "resample": "nearest"})

@@ -93,8 +93,12 @@ def test_additive_zero_and_blank_replace_the_towers_features_before_the_shared_a
         blank_dino = model.vision_towers["dinov2"](_blank(model))
         adapter = model.mixer.adapters["shared"]
         zeroed, blanked = adapter(0.75 * clip), adapter(0.25 * blank_dino + 0.75 * clip)
-    torch.testing.assert_close(_tokens(model, pixels, TowerAblation("dinov2", "zero")), zeroed, rtol=0, atol=1e-6)
-    torch.testing.assert_close(_tokens(model, pixels, TowerAblation("dinov2", "blank")), blanked, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        _tokens(model, pixels, TowerAblation("dinov2", "zero")), zeroed, rtol=0, atol=1e-6
+    )
+    torch.testing.assert_close(
+        _tokens(model, pixels, TowerAblation("dinov2", "blank")), blanked, rtol=0, atol=1e-6
+    )
 
 
 def test_zero_of_the_only_tower_gives_zero_tokens():
@@ -108,7 +112,11 @@ def test_zero_of_the_only_tower_gives_zero_tokens():
     [
         ({"mode": "additive", "alpha": 0.5}, TowerAblation("dinov2", "drop"), "only interleave mixing has"),
         ({"mode": "additive", "alpha": 0.0}, TowerAblation("dinov2", "zero"), "changes nothing"),
-        ({"mode": "interleave"}, TowerAblation("siglip", "zero"), "the model's towers are ['clip', 'dinov2']"),
+        (
+            {"mode": "interleave"},
+            TowerAblation("siglip", "zero"),
+            "the model's towers are ['clip', 'dinov2']",
+        ),
         ({"mode": "interleave"}, TowerAblation("clip", "noise"), "unknown tower ablation 'noise'"),
     ],
 )
