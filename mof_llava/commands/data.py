@@ -11,7 +11,7 @@ from .dataclass_args import add_arguments, from_args
 def add_parser(subparsers) -> None:
     from ..data.check_job import CheckJob  # the check's flags: help and defaults there
 
-    parser = subparsers.add_parser("data", help="inspect training data")
+    parser = subparsers.add_parser("data", help="inspect training data, convert region-level data")
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     check = commands.add_parser(
         "check",
