@@ -91,6 +91,8 @@ def _files(path: Path) -> list[Path]:
 
 def read_captions(data: str | Path, images: str | Path | None = None) -> list[VsrCaption]:
     _, rows = release_rows(data, _files, VsrDataError, "VSR", "test.jsonl or test*.parquet")
+    if not rows:
+        raise VsrDataError(f"{data}: the VSR file holds no rows")
     folder = Path(images) if images is not None else None
     return [_caption(i, row, folder, where) for i, (where, row) in enumerate(rows)]
 

@@ -144,6 +144,8 @@ def read_rec_samples(data: str | Path, images: str | Path | None = None) -> list
     for path in files:
         for where, row in read_records([path], RecDataError):
             samples += _samples(row, split_of(path), folder, where)
+    if not samples:
+        raise RecDataError(f"{data}: the RefCOCO files hold no rows")
     check_unique([(s.sample_id, s.where) for s in samples], "sample", RecDataError)
     return samples
 

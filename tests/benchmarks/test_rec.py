@@ -169,6 +169,15 @@ def test_rows_without_pictures_need_the_folder_and_ids_are_unique(fixtures_dir, 
         read_rec_samples(_write(tmp_path, [ROW, ROW]), fixtures_dir / "rec" / "images")
 
 
+def test_an_empty_release_is_refused(tmp_path):
+    (tmp_path / "val.jsonl").write_text("\n")
+    with pytest.raises(RecDataError, match="the RefCOCO files hold no rows"):
+        read_rec_samples(tmp_path)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(RecDataError, match=r"none: no RefCOCO files \(<split>-\*.parquet or <split>.jsonl\)"):
+        read_rec_samples(tmp_path / "none")
+
+
 def test_answers_must_cover_the_questions(fixtures_dir, tmp_path):
     lines = _answers(fixtures_dir).read_text().splitlines()
     partial = tmp_path / "answers.jsonl"

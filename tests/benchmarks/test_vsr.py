@@ -108,3 +108,6 @@ def test_task_and_bad_rows(fixtures_dir, tmp_path):
     ):
         vsr.read_captions(bad)
     assert registry.get("vsr").options is vsr.VsrOptions
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(vsr.VsrDataError, match="empty.jsonl: the VSR file holds no rows"):
+        vsr.read_captions(tmp_path / "empty.jsonl")
