@@ -176,3 +176,15 @@ def test_data_check_with_a_tokenizer_measures_the_tag_prompt(tmp_path, tiny_part
     assert on.ok and on.tag_prompt and on.with_tags == 6
     # the same records, each image record's first question now behind LION's prefix and four tags
     assert on.lengths_image.mean > off.lengths_image.mean and on.lengths_text.mean == off.lengths_text.mean
+
+
+def test_data_check_command_takes_the_tag_prompt_flag(tmp_path, tiny_parts, capsys):
+    from mof_llava.cli import main
+
+    data, folder = _files(tmp_path)
+    argv = ["data", "check", str(data), "--tokenizer", str(tiny_parts.llm), "--mixer", "none",
+            "--image-folder", str(folder), "--workers", "1", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    assert main([*argv, "--tag-prompt"]) == 0
+    assert "tags      6 of 6 image records have tags (mean 4.0 per record); lengths below with the tag prompt" in (
+        capsys.readouterr().out
+    )
