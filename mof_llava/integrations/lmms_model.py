@@ -32,7 +32,7 @@ from ..constants import IMAGE_TOKEN
 from ..conversation import get_template
 from ..data.samples import supervised_mask
 from ..paths import check_model_path
-from ..typed_config import STRICT_KEYS, validate
+from ..typed_config import STRICT_KEYS, ConfigError, validate
 from .lmms_compat import alias_filelock_api, keep_loglikelihood_pairs
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,10 @@ def read_model_args(raw: Mapping[str, Any]) -> LmmsModelArgs:
     args = validate(
         LmmsModelArgs, {k: v for k, v in raw.items() if v is not None}, "--model_args", what="model_args"
     )
-    get_template(args.template)
+    try:
+        get_template(args.template)
+    except ValueError as err:
+        raise ConfigError(f"--model_args: template: {err}", "template") from None
     check_model_path(args.pretrained, "--model_args pretrained", hub=False)
     return args
 

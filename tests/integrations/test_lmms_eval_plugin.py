@@ -185,3 +185,42 @@ def test_loglikelihood_is_the_models_own_loss(evaluated, ours, one_torch_thread)
             with torch.inference_mode():
                 loss = model(**full, labels=labels).loss
             assert loglikelihood == pytest.approx(-loss.item() * (labels.shape[1] - n_prompt), rel=1e-4)
+
+
+def test_model_args_are_checked_in_one_line(tiny_model, tmp_path):
+    from mof_llava.integrations.lmms_model import read_model_args
+    from mof_llava.paths import ModelPathError
+    from mof_llava.typed_config import ConfigError
+
+    assert read_model_args({"pretrained": str(tiny_model), "batch_size": "4", "device": None}).batch_size == 4
+    refusals = {
+        "unknown model_args ['batch']": {"pretrained": str(tiny_model), "batch": 2},
+        "batch_size must be": {"pretrained": str(tiny_model), "batch_size": 0},
+        "unknown conversation template 'vicuna'": {"pretrained": str(tiny_model), "template": "vicuna"},
+        "--model_args pretrained: folder not found": {"pretrained": str(tmp_path / "absent")},
+    }
+    for expected, raw in refusals.items():
+        with pytest.raises((ConfigError, ModelPathError)) as err:
+            read_model_args(raw)
+        assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_requests_it_cannot_answer_are_refused():
+    from mof_llava.integrations.lmms_model import LmmsRequestError, greedy_settings, rgb_images
+
+    assert greedy_settings({"max_new_tokens": 16, "temperature": 0, "until": "\n\n"}, "t") == (16, ["\n\n"])
+    assert greedy_settings({}, "t") == (128, [])  # LLaVA's default limit
+    for sampling in ({"temperature": 0.2}, {"do_sample": True}, {"num_beams": 3}):
+        with pytest.raises(LmmsRequestError, match="task mmvp: asks for sampling or beam search"):
+            greedy_settings(sampling, "mmvp")
+    with pytest.raises(LmmsRequestError, match="task videomme, doc 7: .* got a str visual"):
+        rgb_images(["clip.mp4"], "videomme", 7)
+
+
+def test_prompts_put_the_picture_first_and_answers_stop_at_until():
+    from mof_llava.integrations.lmms_model import cut_at_stops, user_turn
+
+    assert user_turn("Is it red?", 1) == "<image>\nIs it red?"
+    assert user_turn("Is it red?", 0) == "Is it red?"
+    assert user_turn("Compare <image> and <image>.", 2) == "Compare <image> and <image>."
+    assert cut_at_stops("B\n\nASSISTANT: more", ["ASSISTANT:", "\n\n"]) == "B"
