@@ -21,6 +21,7 @@ from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
 from mof_llava.training import checkpoints, reference_logps
 from mof_llava.training.config import ConfigError, load_run_config, run_config_from_dict
 from mof_llava.training.lora_merge import merge_lora
+from mof_llava.training.rendezvous import RENDEZVOUS_VARIABLES
 from mof_llava.training.run import gradient_accumulation_steps, train
 
 HERE = Path(__file__).parent
@@ -143,7 +144,9 @@ def _launch(config_path, die_after=None):
     cmd = [sys.executable, str(HERE.parent / "training" / "run_until.py"), str(config_path)]
     if die_after is not None:
         cmd += ["--die-after-step", str(die_after)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # a plain one-process start, whatever rendezvous an earlier in-process DeepSpeed run left behind
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARIABLES}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.mark.slow
