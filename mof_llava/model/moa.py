@@ -21,6 +21,7 @@ the up-projection already scale every output channel, so it is left out.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -85,12 +86,12 @@ class MixtureOfAdapters(nn.Module):
         self._hooks, layers = [], decoder_layers(language_model)
         if len(layers) != len(self.routers):
             raise MofLlavaConfigError(f"moa has {len(self.routers)} routers but the LLM {len(layers)} decoder layers")
+        # Hooks are partials of bound methods, not closures: a deep copy of the model (a frozen
+        # reference) then hooks its own routers.
         for i, layer in enumerate(layers):
-            if self.spec.placement == "pre_norm_residual":
-                self._hooks.append(layer.post_attention_layernorm.register_forward_pre_hook(self._keep_input(i)))
-            else:
-                self._hooks.append(layer.mlp.register_forward_pre_hook(self._keep_input(i)))
-            self._hooks.append(layer.mlp.register_forward_hook(self._add_adapters(i)))
+            reads = layer.post_attention_layernorm if self.spec.placement == "pre_norm_residual" else layer.mlp
+            self._hooks.append(reads.register_forward_pre_hook(partial(self._keep_input, i)))
+            self._hooks.append(layer.mlp.register_forward_hook(partial(self._add_adapters, i)))
 
     def adapters_of(self, task: str) -> list[nn.Module]:
         """Task `task`'s adapter (the one its gates start on) in every layer."""
@@ -121,18 +122,11 @@ class MixtureOfAdapters(nn.Module):
             raise ValueError(f"task_ids must lie in 0..{len(self.spec.tasks) - 1} (moa tasks {list(self.spec.tasks)})")
         self._task_ids = task_ids
 
-    def _keep_input(self, i: int):
-        def hook(module, args):
-            self._inputs[i] = args[0]
+    def _keep_input(self, i: int, module: nn.Module, args: tuple) -> None:
+        self._inputs[i] = args[0]
 
-        return hook
-
-    def _add_adapters(self, i: int):
-        def hook(module, args, output):
-            x = self._inputs.pop(i)
-            return output + self.routers[i](x, self._task_ids)
-
-        return hook
+    def _add_adapters(self, i: int, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output + self.routers[i](self._inputs.pop(i), self._task_ids)
 
 
 def decoder_layers(language_model: nn.Module) -> nn.ModuleList:

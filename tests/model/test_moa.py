@@ -223,3 +223,20 @@ def test_activation_checkpointing_recomputes_with_the_same_routing():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
+def test_a_deep_copy_routes_through_its_own_routers():
+    # the preference stage's frozen_copy reference is a deep copy of the model
+    import copy
+
+    model = _model({})
+    ids, pixels = _inputs(model)
+    with torch.no_grad():
+        before = model(input_ids=ids, pixel_values=pixels).logits
+        clone = copy.deepcopy(model)
+        _randomise_up(clone)
+        assert torch.equal(model(input_ids=ids, pixel_values=pixels).logits, before)
+        assert not torch.equal(clone(input_ids=ids, pixel_values=pixels).logits, before)
+        _randomise_up(model)
+        torch.testing.assert_close(model(input_ids=ids, pixel_values=pixels).logits,
+                                   clone(input_ids=ids, pixel_values=pixels).logits)
