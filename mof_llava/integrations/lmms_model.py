@@ -15,6 +15,7 @@ itself rank 0 of 1 (docs/evaluation.md, "lmms-eval").
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -96,12 +97,18 @@ def greedy_settings(gen_kwargs: Mapping[str, Any], task: str) -> tuple[int, list
             f"task {task}: asks for sampling or beam search ({dict(gen_kwargs)}); mof_llava decodes "
             "greedily only: pass --gen_kwargs temperature=0,do_sample=False,num_beams=1"
         )
-    ignored = sorted(set(gen_kwargs) - _GREEDY_KEYS)
+    ignored = tuple(sorted(set(gen_kwargs) - _GREEDY_KEYS))
     if ignored:
-        logger.warning("task %s: generation settings %s are not used by mof_llava", task, ignored)
+        _warn_unused(task, ignored)
     until = gen_kwargs.get("until") or []
     until = [until] if isinstance(until, str) else list(until)
     return int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS), until
+
+
+@functools.cache
+def _warn_unused(task: str, keys: tuple[str, ...]) -> None:
+    """Once per task, not once per batch."""
+    logger.warning("task %s: generation settings %s are not used by mof_llava", task, list(keys))
 
 
 def cut_at_stops(text: str, until: Sequence[str]) -> str:

@@ -205,8 +205,15 @@ def test_model_args_are_checked_in_one_line(tiny_model, tmp_path):
         assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
-def test_requests_it_cannot_answer_are_refused():
+def test_requests_it_cannot_answer_are_refused(caplog):
     from mof_llava.integrations.lmms_model import LmmsRequestError, greedy_settings, rgb_images
+
+    for _ in range(2):  # a setting greedy decoding does not read is logged, once per task
+        greedy_settings({"max_new_tokens": 8, "image_aspect_ratio": "original"}, "mmbench_logged")
+    logged = [r.getMessage() for r in caplog.records if "mmbench_logged" in r.getMessage()]
+    assert logged == [
+        "task mmbench_logged: generation settings ['image_aspect_ratio'] are not used by mof_llava"
+    ]
 
     assert greedy_settings({"max_new_tokens": 16, "temperature": 0, "until": "\n\n"}, "t") == (16, ["\n\n"])
     assert greedy_settings({}, "t") == (128, [])  # LLaVA's default limit
