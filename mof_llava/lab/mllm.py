@@ -46,7 +46,9 @@ class LabConfig:
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     samples: int = 1800  # pictures per training stage
     epochs: float = 1.0
-    letter_share: float = 0.75  # stage-2 rounds in the letter format; the rest are short answers
+    # Stage-2 rounds in the letter format, the rest short answers: short answers teach colour within
+    # a few hundred steps, letters need more (docs/toy-lab.md, "The floor, through short answers").
+    letter_share: float = 0.25
     captioned_share: float = 0.0  # stage-2 records that ask only their colour or shape question
     batch_size: int = 16
     stage1_learning_rate: float = 1e-2
@@ -245,7 +247,8 @@ def table(runs: Sequence[VariantScores]) -> str:
     rows = list(dict.fromkeys(r.row for r in runs))
     by_row = {row: [r for r in runs if r.row == row] for row in rows}
     head = "| attribute | " + " | ".join(f"{row} (n={len(by_row[row])})" for row in rows) + " |"
-    lines = ["Held-out short-answer accuracy (%):", "", head[:-1] + "| chance |", "|---" * (len(rows) + 2) + "|"]
+    rule = "|---" * (len(rows) + 2) + "|"
+    lines = ["Held-out short-answer accuracy (%):", "", head[:-1] + "| chance |", rule]
     for attribute in world.ATTRIBUTES:
         cells = [_mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
         chance = 100 / len(answer_values(attribute))

@@ -133,7 +133,9 @@ def test_every_answer_is_one_of_the_attributes_values():
                 assert answer in questions.answer_values(attribute), (attribute, answer)
                 seen[attribute].add(answer)
     # the world draws every value (6 colours, 5 shapes, 1-3 copies, 4 directions, two of the rest)
-    assert {a: len(v) for a, v in seen.items()} == {a: len(questions.answer_values(a)) for a in world.ATTRIBUTES}
+    assert {a: len(v) for a, v in seen.items()} == {
+        a: len(questions.answer_values(a)) for a in world.ATTRIBUTES
+    }
 
 
 def _rounds(letter_share, i):
@@ -187,7 +189,24 @@ def test_captioned_share_asks_colour_or_shape_alone():
         assert alone[1]["value"] in ("A", "B", scene.main[0].colour, scene.main[0].shape)
         assert alone[0]["value"].startswith(("<image>\nWhat colour is", "<image>\nWhat shape is"))
         # at share 0 the record is the one the demo has always had
-        plain = questions.instruct_record("r", "x.png", *mllm_data.training_scene(0, "instruct", i)[1:], attribute)
+        plain = questions.instruct_record(
+            "r", "x.png", *mllm_data.training_scene(0, "instruct", i)[1:], attribute
+        )
         zero = questions.instruct_record("r", "x.png", *mllm_data.training_scene(0, "instruct", i)[1:], attribute,
                                          0.75, 0.0)  # fmt: skip
         assert plain == zero
+
+
+@pytest.mark.slow
+def test_a_tiny_run_goes_through_the_whole_chain(tmp_path):
+    """Data, language pre-training, both stages, the MMVP and GQA runners: too small to learn
+    (tests/lab/test_lab_mllm_floor.py asserts that), but every score is where it should be."""
+    config = mllm.LabConfig(out=str(tmp_path / "run"), variants=("llava-1.5",), samples=18, epochs=1.0,
+                            language_steps=2, mmvp_pairs=9, heldout_pairs=9, progress=False)  # fmt: skip
+    (run,) = mllm.run_lab(config, say=lambda _: None).runs
+    assert set(run.heldout) == set(world.ATTRIBUTES) and all(0 <= v <= 100 for v in run.heldout.values())
+    metrics = json.loads((tmp_path / "run" / run.name / "eval" / "heldout" / "metrics.json").read_text())
+    assert metrics["n"] == 18  # both pictures of 9 pairs, one per attribute
+    assert {k: v["n"] for k, v in metrics["per_semantic_type"].items()} == {a: 2 for a in world.ATTRIBUTES}
+    assert set(run.mmvp["question_accuracy_per_attribute"]) == set(world.ATTRIBUTES)
+    assert json.loads((tmp_path / "run" / mllm.MANIFEST).read_text())["finished"][-1] == f"{run.name}/eval"
