@@ -1,4 +1,5 @@
-"""Rows of a Hugging Face dataset as released: its parquet files, or a JSON Lines copy.
+"""Rows of a Hugging Face dataset as released: its parquet files, or a JSON Lines copy. The benchmarks
+and the REC converter read their releases through it.
 
 Each row comes with where it was read ("file:line" or "file row N") for error messages; a row
 that cannot be read raises the benchmark's own error class with that place. Also the one reader of a

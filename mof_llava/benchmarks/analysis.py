@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .mmvp_vlm import PATTERNS
-from .records import read_json_object
+from ..released import read_json_object
 
 _LONG_NAMES = {name.lower(): name for name in PATTERNS.values()}
 _SHORT_NAMES = {short.lower(): name for short, name in PATTERNS.items()}

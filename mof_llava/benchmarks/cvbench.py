@@ -28,7 +28,7 @@ from typing import Any
 
 from ..prompts import LETTER_ANSWER
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
-from .records import check_unique, release_rows
+from ..released import check_unique, release_rows
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask
 

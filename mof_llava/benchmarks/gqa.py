@@ -33,7 +33,7 @@ from typing import Any
 from ..atomic import write_json_atomic
 from ..prompts import SHORT_ANSWER
 from .answers import answer_key, answer_text, load_answer_index, read_answers
-from .records import read_json_object
+from ..released import read_json_object
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 

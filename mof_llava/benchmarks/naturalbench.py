@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
-from .records import check_unique, release_rows
+from ..released import check_unique, release_rows
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 

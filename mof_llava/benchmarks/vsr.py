@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .answers import answer_key, answer_text, check_coverage, load_answer_index
-from .records import release_rows
+from ..released import release_rows
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..options import option
+from ..released import check_unique, read_records, release_files
 from . import boxes
 
 # LION's region-level question ("In the image <image>, can you locate ... and let me know its
@@ -135,8 +136,6 @@ def _samples(row: Mapping[str, Any], split: str, images: Path | None, where: str
 
 def read_rec_samples(data: str | Path, images: str | Path | None = None) -> list[RecSample]:
     """Every expression of a release folder (or one file) in file order, splits by file name."""
-    from ..benchmarks.records import check_unique, read_records, release_files
-
     expected = "<split>-*.parquet or <split>.jsonl"
     files = release_files(Path(data), _files, RecDataError, "RefCOCO", expected)
     folder = Path(images) if images is not None else None
