@@ -24,13 +24,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..prompts import LETTER_ANSWER
-from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from ..released import check_unique, release_rows
+from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from . import intervals
 
 SOURCES = ("ADE20K", "COCO", "Omni3D")
 ANNOTATION_FILES = ("test_2d.jsonl", "test_3d.jsonl")
@@ -118,6 +123,13 @@ def combined(accuracy: Mapping[str, float]) -> float | None:
     return ((accuracy["ADE20K"] + accuracy["COCO"]) / 2 + accuracy["Omni3D"]) / 2
 
 
+def composite(strata: Sequence[np.ndarray]) -> np.ndarray:
+    """`combined` of each resample: the strata are (resamples, n) correctness of ADE20K, COCO and
+    Omni3D, in that order (an `intervals.Statistic`)."""
+    ade, coco, omni = (100.0 * d.mean(axis=1) for d in strata)
+    return ((ade + coco) / 2 + omni) / 2
+
+
 def _intervals(by_source: Mapping[str, Sequence[bool]]) -> dict[str, Any]:
     """Interval of the score, resampling questions within each source (the sources are fixed in
     size and weighted by the formula, not by their number of questions)."""
@@ -128,9 +140,24 @@ def _intervals(by_source: Mapping[str, Sequence[bool]]) -> dict[str, Any]:
     if any(s not in by_source for s in SOURCES):
         return {}
     drawn = intervals.draw([np.asarray(by_source[s], dtype=float) for s in SOURCES])
-    ade, coco, omni = (100.0 * d.mean(axis=1) for d in drawn)
-    ci = intervals.percentile_interval(((ade + coco) / 2 + omni) / 2)
+    ci = intervals.percentile_interval(composite(drawn))
     return {"score_ci95": ci, "bootstrap": intervals.describe("question, within each source")}
+
+
+def paired_units(metrics: Mapping[str, Any]) -> intervals.Units | None:
+    """The questions of each source as correctness, with `composite` as their statistic; None for
+    metrics written before `per_question` was kept, or without all three sources (no score)."""
+    from . import intervals
+
+    kept = metrics.get("per_question")
+    if not isinstance(kept, dict):
+        return None
+    strata: dict[str, dict[str, bool]] = {s: {} for s in SOURCES}
+    for idx, entry in kept.items():
+        strata[entry["source"]][idx] = bool(entry["correct"])
+    if not all(strata.values()):
+        return None
+    return intervals.Units.of(strata, composite, dtype=bool)
 
 
 def score_cvbench(
@@ -141,12 +168,14 @@ def score_cvbench(
     check_coverage(answers, [q.idx for q in questions], answers_path, "the CV-Bench questions")
     by_source: dict[str, list[bool]] = {}
     by_task: dict[str, list[bool]] = {}
+    per_question: dict[str, dict[str, Any]] = {}  # what the paired bootstrap of `tables --baseline` resamples
     unread = 0
     for q in questions:
         letter = read_letter(answer_text(answers[answer_key(q.idx)], answers_path))
         unread += letter is None
         by_source.setdefault(q.source, []).append(letter == q.answer)
         by_task.setdefault(q.task, []).append(letter == q.answer)
+        per_question[answer_key(q.idx)] = {"correct": letter == q.answer, "source": q.source, "task": q.task}
     accuracy = {s: 100.0 * sum(v) / len(v) for s, v in by_source.items()}
     score = combined(accuracy)
     two_d = [accuracy[s] for s in ("ADE20K", "COCO") if s in accuracy]
@@ -166,6 +195,7 @@ def score_cvbench(
         "unread": unread,
         **({} if score is not None else {"note": f"no score without questions from all of {list(SOURCES)}"}),
         **_intervals(by_source),
+        "per_question": per_question,
     }
 
 

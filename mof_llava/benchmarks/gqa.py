@@ -32,8 +32,8 @@ from typing import Any
 
 from ..atomic import write_json_atomic
 from ..prompts import SHORT_ANSWER
-from .answers import answer_key, answer_text, load_answer_index, read_answers
 from ..released import read_json_object
+from .answers import answer_key, answer_text, load_answer_index, read_answers
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 
@@ -170,6 +170,7 @@ def score_gqa(
             f"(first: {', '.join(missing[:5])})"
         )
     correct_all: list[bool] = []
+    per_question: dict[str, bool] = {}  # what the paired bootstrap of `tables --baseline` resamples
     by_kind: dict[str, list[bool]] = defaultdict(list)
     by_structural: dict[str, list[bool]] = defaultdict(list)
     by_semantic: dict[str, list[bool]] = defaultdict(list)
@@ -182,6 +183,7 @@ def score_gqa(
         prediction = llava_normalize(answer_text(answers[answer_key(qid)], answers_path))
         correct = prediction == q["answer"]
         correct_all.append(correct)
+        per_question[answer_key(qid)] = correct
         structural = q["types"]["structural"]
         by_kind["open" if structural == "query" else "binary"].append(correct)
         by_structural[structural].append(correct)
@@ -208,6 +210,7 @@ def score_gqa(
         "per_steps": _breakdown(by_steps),
         "per_question_length": _breakdown(by_length),
         **_intervals(correct_all, by_kind),
+        "per_question": per_question,
     }
 
 

@@ -41,6 +41,8 @@ from .task import EvalQuestion, EvalTask
 if TYPE_CHECKING:
     import numpy as np
 
+    from . import intervals
+
 SPLITS = ("adversarial", "random", "popular")  # order of LLaVA's question file
 # question_id offsets LLaVA's question file adds per split
 LLAVA_ID_OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}
@@ -267,6 +269,14 @@ def _f1_accuracy(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 100 * f1, 100 * (said == truth).mean(1)
 
 
+def mean_f1(strata: Sequence[np.ndarray]) -> np.ndarray:
+    """The score of each resample: percent F1 per split, averaged over the splits (an
+    `intervals.Statistic`; each stratum is (resamples, n, 2) of (said yes, is yes))."""
+    import numpy as np
+
+    return np.mean([_f1_accuracy(d)[0] for d in strata], axis=0)
+
+
 def add_intervals(splits: dict[str, dict[str, Any]], outcomes: Mapping[str, Sequence]) -> dict[str, Any]:
     """Per-split F1 / accuracy intervals (written into `splits`) and those of the means over the
     splits; questions are resampled within each split. `outcomes`: split -> [(said yes, is yes)]."""
@@ -281,7 +291,7 @@ def add_intervals(splits: dict[str, dict[str, Any]], outcomes: Mapping[str, Sequ
         splits[name]["f1_ci95"] = intervals.percentile_interval(f1)
         splits[name]["accuracy_ci95"] = intervals.percentile_interval(acc)
     return {
-        "mean_f1_ci95": intervals.percentile_interval(np.mean([f1 for f1, _ in per_split.values()], axis=0)),
+        "mean_f1_ci95": intervals.percentile_interval(mean_f1(drawn)),
         "mean_accuracy_ci95": intervals.percentile_interval(
             np.mean([a for _, a in per_split.values()], axis=0)
         ),
@@ -289,13 +299,34 @@ def add_intervals(splits: dict[str, dict[str, Any]], outcomes: Mapping[str, Sequ
     }
 
 
+def per_question(
+    predictions: Sequence[str], pairs: Sequence[tuple[PopeLine, PopeLine]]
+) -> dict[str, list[str]]:
+    """A split's question id -> [prediction, label], what the paired bootstrap resamples."""
+    return {answer_key(q.question_id): [p, a.label] for p, (q, a) in zip(predictions, pairs)}
+
+
+def paired_units(metrics: Mapping[str, Any]) -> intervals.Units | None:
+    """The questions of each split as (said yes, is yes), with `mean_f1` as their statistic; None
+    for metrics written before `per_question` was kept."""
+    from . import intervals
+
+    kept = metrics.get("per_question")
+    if not isinstance(kept, dict):
+        return None
+    strata = {
+        split: {qid: (said == "yes", label == "yes") for qid, (said, label) in qs.items()}
+        for split, qs in kept.items()
+    }
+    return intervals.Units.of(strata, mean_f1, dtype=bool)
+
+
 def score_pope(
     answers: Mapping[str, Mapping[str, Any]], data: PopeData, answers_path: Path | str = "<answers>"
 ) -> dict:
     """Metrics of an answer index (see `answers.load_answer_index`). Rates in the result are percent."""
     check_coverage(answers, [q.question_id for q in data.questions], answers_path, "the POPE question file")
-    splits = {}
-    outcomes = {}
+    splits, outcomes, kept = {}, {}, {}
     for split, pairs in data.labels.items():
         preds = [
             llava_yes_no(answer_text(answers[answer_key(q.question_id)], answers_path)) for q, _ in pairs
@@ -305,6 +336,7 @@ def score_pope(
         percent = {k: 100 * v for k, v in rates(tp, fp, tn, fn).items()}
         splits[split] = {"n": len(preds), "tp": tp, "fp": fp, "tn": tn, "fn": fn, **percent}
         outcomes[split] = [(p == "yes", g == "yes") for p, g in zip(preds, labels)]
+        kept[split] = per_question(preds, pairs)
     mean = {
         m: sum(s[m] for s in splits.values()) / len(splits) for m in ("f1", "accuracy", "precision", "recall")
     }
@@ -321,6 +353,7 @@ def score_pope(
         "questions_per_split": {s: len(p) for s, p in data.labels.items()},
         "score_ci95": cis["mean_f1_ci95"],
         **cis,
+        "per_question": kept,
     }
 
 

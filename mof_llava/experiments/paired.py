@@ -1,18 +1,19 @@
 """Every row against a named baseline row (`mof-llava tables --baseline NAME`), by a paired bootstrap.
 
-For a benchmark whose metrics keep per-unit results (`benchmarks.intervals.unit_values`: MMVP pairs,
-MMBench circular groups, NaturalBench samples), a row's per-unit values are averaged over its runs
-(seeds), the baseline's too, and the difference of the two scores is resampled over the units with
-one draw of unit indices for both rows (`intervals.paired_difference`). A cell whose interval holds
-0 is marked in the tables: the data do not support a difference from the baseline.
+For a benchmark whose metrics keep per-unit results (`benchmarks.intervals.units`: MMVP pairs,
+MMBench circular groups, NaturalBench samples, GQA questions; POPE questions within each split,
+CV-Bench questions within each source), one draw of unit indices resamples both rows, and the
+benchmark's statistic (a mean; POPE's mean F1 of the splits; CV-Bench's composite) is computed for
+both on it (`intervals.paired_statistic`); a row over several runs (seeds) scores the mean of its
+runs' statistics. A cell whose interval holds 0 is marked in the tables: the data do not support a
+difference from the baseline.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 
-from ..benchmarks.intervals import RESAMPLES, SEED, paired_difference, unit_values
+from ..benchmarks.intervals import RESAMPLES, SEED, Units, paired_statistic, units
 from .results import ResultsError, title
 from .tables import Group, Paired
 
@@ -35,11 +36,10 @@ def compare_with_baseline(groups: Sequence[Group], baseline: str) -> list[str]:
             mine, theirs = group_units(group, bench), group_units(base, bench)
             if mine is None or theirs is None:
                 untestable.add(bench)
-            elif set(mine) != set(theirs):
+            elif mine[0].ids != theirs[0].ids:
                 notes.append(f"{group.name}: {title(bench)} holds other units than {baseline}; not compared")
             else:
-                keys = sorted(mine)
-                diff, (lo, hi) = paired_difference([mine[k] for k in keys], [theirs[k] for k in keys])
+                diff, (lo, hi) = paired_statistic(mine, theirs)
                 group.paired[bench] = Paired(baseline, diff, (lo, hi))
     if untestable:
         names = ", ".join(title(b) for b in sorted(untestable))
@@ -47,21 +47,31 @@ def compare_with_baseline(groups: Sequence[Group], baseline: str) -> list[str]:
     return notes
 
 
-def group_units(group: Group, bench: str) -> dict[str, float] | None:
-    """unit -> the unit's value averaged over the group's runs; None when a run keeps no units or the
-    runs answered different units."""
-    per_run = [unit_values(r.metrics) for r in group.results.get(bench, []) if r.score is not None]
-    if not per_run or any(units is None for units in per_run):
+def group_units(group: Group, bench: str) -> list[Units] | None:
+    """Each scored run's per-unit results; None when a run keeps none or the runs answered
+    different units."""
+    per_run = []
+    for result in group.results.get(bench, []):
+        if result.score is None:
+            continue
+        try:
+            per_run.append(units(result.metrics))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ResultsError(
+                f"{result.path}: per-unit results unreadable ({type(err).__name__}: {err})"
+            ) from None
+    if not per_run or any(u is None for u in per_run):
         return None
-    keys = set(per_run[0])
-    if any(set(units) != keys for units in per_run):
+    if any(u.ids != per_run[0].ids for u in per_run):
         return None
-    return {k: statistics.fmean(units[k] for units in per_run) for k in keys}
+    return per_run
 
 
 def paired_note(baseline: str) -> str:
     return (
         f"{MARK}: the difference from {baseline} is not supported: its paired bootstrap 95 % interval holds 0 "
         f"({RESAMPLES} resamples, seed {SEED}, of the units both rows answered: MMVP pairs, MMBench circular "
-        "groups, NaturalBench samples; a row over several runs is compared by its units' mean over the runs)."
+        "groups, NaturalBench samples, GQA questions, POPE questions within each split, CV-Bench questions "
+        "within each source, the score's own statistic computed for both rows on each draw; a row over "
+        "several runs scores the mean of its runs)."
     )
