@@ -55,6 +55,14 @@ class EvalConfig(MllmRunFlags):
         "drop (its interleaved tokens; fewer per image) or blank (a blank image's in their place)",
         actions=_RUN,
     )
+    tags_file: Path | None = option(
+        None,
+        "for a model trained with LION's tag soft prompt: the images' tags, a precomputed tags file "
+        "({image: [tags]} JSON or {\"image\", \"tags\"} JSONL, see `mof-llava tags`; keys may be any tail of "
+        "the image paths)",
+        actions=_RUN,
+    )
+    no_tags: bool = option(False, "evaluate a model trained with the tag soft prompt without tags", actions=_RUN)
 
     def tower_ablation(self):
         """The `mixer.TowerAblation` asked for, or None."""
@@ -148,7 +156,26 @@ def _mllm_load(task, config: EvalConfig, device: str):
 
         ablate_tower(model, ablation)
         processor.num_image_tokens = model.mixer.num_visual_tokens  # fewer after a drop
-    return generation.make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio)
+    return generation.make_generate_fn(
+        model, processor, task.max_new_tokens, task.image_aspect_ratio, moa_task=task.moa_task
+    )
+
+
+def apply_lion_options(task, config: EvalConfig, bench: registry.Benchmark, model_info: dict[str, Any]) -> None:
+    """Set `task` up for the LION parts the saved model has (benchmarks/lion.py): the MoA task that
+    answers, and the tag sentence in front of every question. Refuses, before any answer is made,
+    an evaluation that cannot be made as the model was trained."""
+    from . import lion
+
+    if bench.answerer is not None:
+        if config.tags_file is not None or config.no_tags:
+            raise EvalConfigError(f"{bench.name}: --tags-file and --no-tags apply to mof-llava checkpoints")
+        return
+    saved = model_info.get("model_config") or {}
+    task.moa_task = lion.moa_task(saved, bench.moa_task, bench.name)
+    task.tags = lion.tag_source(saved, config.tags_file, config.no_tags)
+    if isinstance(task.tags, dict):
+        task.questions = lion.tagged_questions(task.questions, config.tags_file)
 
 
 MLLM = Answerer(describe=_mllm_describe, load=_mllm_load)  # a mof-llava checkpoint, greedy decoding
@@ -175,6 +202,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
     if device.startswith("cpu"):
         apply_cpu_threads(config.threads, "--threads")
     answerer = bench.answerer or MLLM
+    model_info = answerer.describe(config, device)
+    apply_lion_options(task, config, bench, model_info)
     options = RunOptions(
         output_dir=output_dir,
         model=str(config.model),
@@ -182,7 +211,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         batch_size=config.batch_size,
         limit=config.limit,
         progress=not config.no_progress,
-        model_info=answerer.describe(config, device),
+        model_info=model_info,
         ablation=ablation.to_dict() if ablation is not None else None,
     )
     metrics = run_task(task, lambda: answerer.load(task, config, device), options, dist)

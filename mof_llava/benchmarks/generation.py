@@ -39,14 +39,18 @@ def load_model(model_dir: str | Path, device: str = "cpu", dtype: str = "auto"):
     return model, processor
 
 
-def make_generate_fn(model, processor, max_new_tokens: int, image_aspect_ratio: str = "pad") -> GenerateFn:
+def make_generate_fn(
+    model, processor, max_new_tokens: int, image_aspect_ratio: str = "pad", moa_task: str | None = None
+) -> GenerateFn:
     """A function answering a batch of (image, prompt) pairs with greedy decoding; prompts are
     left-padded (generation appends on the right); answers are the decoded new tokens without
-    special tokens, stripped (as LLaVA's scripts post-process them)."""
+    special tokens, stripped (as LLaVA's scripts post-process them). `moa_task` routes every row
+    through that task's adapters of LION's mixture (None: no task ids, for a model without MoA)."""
     import torch
 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
+    task_id = None if moa_task is None else model.config.moa_spec.tasks.index(moa_task)
 
     def generate(images: list[Any], prompts: list[str]) -> list[str]:
         inputs = processor(
@@ -61,6 +65,8 @@ def make_generate_fn(model, processor, max_new_tokens: int, image_aspect_ratio: 
             k: (v.to(device=device, dtype=dtype) if torch.is_floating_point(v) else v.to(device))
             for k, v in inputs.items()
         }
+        if task_id is not None:
+            inputs["task_ids"] = torch.full((len(prompts),), task_id, dtype=torch.long, device=device)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]

@@ -219,4 +219,5 @@ BENCHMARK = Benchmark(
     options=RecOptions,
     score=_score,
     build_task=_task,
+    moa_task="region",  # referring expressions are LION's region-level task
 )

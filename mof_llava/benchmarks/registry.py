@@ -117,6 +117,8 @@ class Benchmark:
     run_flags: type | None = None  # dataclass of `eval run`'s model flags (default: run_options.MllmRunFlags)
     after_score: Callable[[Any, Path, dict[str, Any]], None] | None = None  # `eval score` extras
     export: Callable[[Path, Path | None, Path], None] | None = None  # `eval export`: (answers, data, out)
+    # the task of LION's mixture of adapters its questions belong to (a model with `moa` routes them there)
+    moa_task: str = "image"
 
 
 def names() -> tuple[str, ...]:

@@ -177,6 +177,9 @@ def run_signature(task: EvalTask, options: RunOptions) -> dict[str, Any]:
         # None when none, as a folder recorded before the option reads: an ablated run's answers
         # never mix with the model's own
         "ablation": options.ablation,
+        # LION's options (lion.py): None for a model without them, as a folder recorded before them reads
+        "moa_task": task.moa_task,
+        "tags": task.tags,
     }
 
 
@@ -187,6 +190,8 @@ def run_provenance(task: EvalTask, options: RunOptions, world_size: int, questio
         "model_id": options.model_id,
         **options.model_info,
         "ablation": options.ablation,
+        "moa_task": task.moa_task,
+        "tags": task.tags,
         "template": task.template,
         "max_new_tokens": task.max_new_tokens,
         "image_aspect_ratio": task.image_aspect_ratio,

@@ -65,3 +65,7 @@ class EvalTask:
     image_loading: str = DEFAULT_IMAGE_LOADING
     # files the scorer writes next to the answers (e.g. GQA's predictions JSON): name -> writer(answers, out_path)
     exports: dict[str, Callable[[Path, Path], None]] = field(default_factory=dict)
+    # LION (benchmarks/lion.py), set for the model evaluated: the MoA task answering (None: the model
+    # has no MoA) and where the tag prompt's tags come from (None: no tag prompt; "none"; the file)
+    moa_task: str | None = None
+    tags: str | dict[str, str] | None = None
