@@ -118,3 +118,50 @@ def test_tower_ablated_evaluations_are_rows_of_their_own_with_an_attribution_fig
     assert [patterns_rows[n][color] for n in rows] == ["100.0", "80.0", "100.0"]
     per_run = list(csv.DictReader(io.StringIO((report.out_dir / "results.csv").read_text())))
     assert sorted(r["ablation"] for r in per_run) == ["", "without-clip-zero", "without-dinov2-zero"]
+
+
+def _pope_questions(wrong: int | None) -> dict:
+    """POPE per_question, two splits of 300 (the first 150 labelled yes): "yes" to everything when
+    `wrong` is None, else the first `wrong` yes- and no-questions of each split answered wrongly."""
+    other = {"yes": "no", "no": "yes"}
+    out = {}
+    for split in ("random", "popular"):
+        labels = {str(i): "yes" if i < 150 else "no" for i in range(300)}
+        out[split] = {
+            q: ["yes" if wrong is None else other[label] if int(q) % 150 < wrong else label, label]
+            for q, label in labels.items()
+        }
+    return out
+
+
+def test_pope_and_gqa_rows_are_compared_on_their_own_statistic(tmp_path):
+    root = tmp_path / "runs"
+    gqa_right = {"base": 200, "same": 200, "better": 320}  # of 400 questions
+    for group, pope_wrong in (("base", None), ("same", None), ("better", 5)):
+        run = plant_run(root, f"{group}_seed-1", group, group, 1, ("pope", "gqa"))
+        per_question = _pope_questions(pope_wrong)
+        write_metrics(run, metrics("pope", 0.0, per_question=per_question))
+        gqa = {str(q): q < gqa_right[group] for q in range(400)}
+        write_metrics(run, metrics("gqa", 100 * gqa_right[group] / 400, per_question=gqa))
+    old = plant_run(root, "old_seed-1", "old", "old", 1, ("pope", "gqa"))
+    write_metrics(old, metrics("pope", 80.0))  # written before per-question results were kept
+    write_metrics(old, metrics("gqa", 50.0, per_question={str(q): True for q in range(399)}))
+
+    report = write_report([root], tmp_path / "tables", proxy=None, baseline="base")
+    table = {r["model"]: r for r in csv.DictReader(io.StringIO((report.out_dir / "main.csv").read_text()))}
+    # yes to everything: F1 2/3; 5 of 150 wrong on each side: precision = recall = 145/150 (by hand)
+    assert float(table["better"]["pope_diff"]) == pytest.approx(100 * (145 / 150 - 2 / 3))
+    assert float(table["better"]["pope_diff_ci95_lo"]) > 0 and float(table["better"]["gqa_diff_ci95_lo"]) > 0
+    assert float(table["better"]["gqa_diff"]) == pytest.approx(100 * 120 / 400)
+    assert float(table["same"]["pope_diff"]) == 0.0 and float(table["same"]["gqa_diff"]) == 0.0
+    assert table["old"]["pope_diff"] == "" and table["old"]["gqa_diff"] == ""
+
+    text = (report.out_dir / "main.md").read_text()
+    rows = _rows(report.out_dir / "main.md")
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    columns = [c.strip() for c in header.split("|")[1:-1]]
+    pope_col, gqa_col = columns.index("POPE"), columns.index("GQA")
+    assert rows["same"][pope_col].endswith("†") and rows["same"][gqa_col].endswith("†")
+    assert "†" not in rows["better"][pope_col] + rows["better"][gqa_col]
+    assert "POPE: no paired comparison with base" in text
+    assert "old: GQA holds other units than base; not compared" in text
