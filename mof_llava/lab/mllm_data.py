@@ -44,9 +44,10 @@ def training_scene(seed: int, stream: str, index: int) -> tuple[str, world.LabSc
 
 
 def write_training_files(
-    paths: SyntheticDataset, seed: int, pretrain: int, instruct: int, letter_share: float = 0.75,
-    captioned_share: float = 0.0,
+    paths: SyntheticDataset, seed: int, pretrain: int, instruct: int, letter_share: float,
+    captioned_share: float,
 ) -> None:  # fmt: skip
+    """The training pictures and both stages' records; the shares are `LabConfig`'s."""
     for stream, n, out in (
         ("pretrain", pretrain, paths.pretrain_file),
         ("instruct", instruct, paths.instruct_file),
@@ -144,7 +145,7 @@ def write_heldout(folder: Path, pairs) -> None:
 
 def write_lab_data(
     root: Path, seed: int, samples: int, mmvp_pairs: int, heldout_pairs: int, towers: Path,
-    letter_share: float = 0.75, captioned_share: float = 0.0,
+    letter_share: float, captioned_share: float,
 ) -> SyntheticDataset:  # fmt: skip
     """Everything the MLLM runs read (see the module docstring); returns the data's paths."""
     paths = dataset_paths(root)
