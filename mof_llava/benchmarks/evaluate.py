@@ -156,9 +156,9 @@ def _mllm_load(task, config: EvalConfig, device: str):
 
         ablate_tower(model, ablation)
         processor.num_image_tokens = model.mixer.num_visual_tokens  # fewer after a drop
-    return generation.make_generate_fn(
-        model, processor, task.max_new_tokens, task.image_aspect_ratio, moa_task=task.moa_task
-    )
+    # task ids only for a model with MoA (lion.py): without one the call is the one it always was
+    routing = {} if task.moa_task is None else {"moa_task": task.moa_task}
+    return generation.make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio, **routing)
 
 
 def apply_lion_options(task, config: EvalConfig, bench: registry.Benchmark, model_info: dict[str, Any]) -> None:
