@@ -43,7 +43,7 @@ def add_arguments(
         if not _offered(f, action, only_this_action):
             continue
         kind = _flag_type(hints[f.name])
-        flag = f.metadata.get("flag") or "--" + dest.replace("_", "-")
+        flag = _flag_name(f, dest)
         if kind is bool:
             parser.add_argument(flag, dest=dest, action="store_true", help=f.metadata["help"])
             continue
@@ -63,6 +63,29 @@ def add_arguments(
         elif item is None:
             kwargs["default"] = f.default
         parser.add_argument(flag, **kwargs)
+
+
+def _flag_name(f: dataclasses.Field, dest: str) -> str:
+    return f.metadata.get("flag") or "--" + dest.replace("_", "-")
+
+
+def to_flags(options: Any, action: str) -> list[str]:
+    """The flags that give `options` back through `add_arguments` and `from_args` (the inverse, for
+    job scripts that run the command): the offered fields whose value is not their default (a flat
+    options dataclass: no groups)."""
+    flags: list[str] = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if not _offered(f, action, None) or value == f.default or value is None:
+            continue
+        if isinstance(value, bool):  # a switch: only True has a flag
+            if not value:
+                raise ValueError(f"{f.name}=False: the switch {_flag_name(f, f.name)} cannot give it")
+            flags.append(_flag_name(f, f.name))
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            flags += [_flag_name(f, f.name), str(item)]
+    return flags
 
 
 def _repeated(kind: Any) -> Any:

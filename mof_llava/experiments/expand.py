@@ -6,6 +6,11 @@ The overrides of a run go through `load_run_config(path, ["key=value", ...])`, t
 `mof-llava train CONFIG key=value`, so a sweep value means exactly what it means on the command line
 (it replaces the key's value). They are applied in this order: the sweep's `set`, the arm's `set`,
 the grid point, the seed, then the run's own name, output folder and (stage 2) adapters.
+
+A preference arm's run starts from the stage-2 model of its base arm's run with the same seed: its
+`negatives.*` settings make the NegativesJob (the seed also seeds it; the output is the run's
+negatives/pairs.jsonl), the other unprefixed keys go to its preference config, whose model, pairs and
+output folder the sweep decides.
 """
 
 from __future__ import annotations
@@ -19,21 +24,29 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .layout import RunLayout, RunRecord, Step, repo_root
-from .spec import ArmSpec, EvaluationSpec, GridAxis, SweepError, SweepSpec, grid_axis
+from .spec import NEGATIVES_PREFIX, ArmSpec, EvaluationSpec, GridAxis, SweepError, SweepSpec, grid_axis
 
 if TYPE_CHECKING:
+    from ..preference.negatives import NegativesJob
     from ..training.config import RunConfig
 
 TRAIN_SEED = "train.seed"
+
+
+# what the sweep decides for a preference run's negatives itself
+_NEGATIVES_DECIDED = ("output", "model", "seed", "progress")
 
 
 @dataclass
 class PlannedRun:
     record: RunRecord
     layout: RunLayout
-    stage1: RunConfig
-    stage2: RunConfig
+    stage1: RunConfig | None  # None for a preference run
+    stage2: RunConfig | None
     evaluation: EvaluationSpec
+    preference: RunConfig | None = None
+    negatives: NegativesJob | None = None
+    base: PlannedRun | None = None  # the run whose stage-2 model a preference run starts from
 
     @property
     def name(self) -> str:
@@ -42,6 +55,18 @@ class PlannedRun:
     @property
     def steps(self) -> list[Step]:
         return self.record.steps
+
+    @property
+    def configs(self) -> dict[str, RunConfig]:
+        """The run's trained stages by file stem: stage1 and stage2, or preference."""
+        if self.preference is not None:
+            return {"preference": self.preference}
+        return {"stage1": self.stage1, "stage2": self.stage2}
+
+    @property
+    def trained(self) -> str:
+        """The folder of the run's last stage, whose model/ is evaluated."""
+        return "preference" if self.preference is not None else "stage2"
 
 
 def modify(
@@ -93,7 +118,9 @@ def modify(
 
 def expand(spec: SweepSpec) -> list[PlannedRun]:
     """Every run of the sweep, configs resolved and checked (types, stages, batch divisibility)."""
-    runs = [run for arm in spec.arms for run in _expand_arm(spec, arm)]
+    runs: list[PlannedRun] = []
+    for arm in spec.arms:  # a base arm comes before its preference arms (spec._check_bases)
+        runs += _expand_arm(spec, arm, runs)
     names = [run.name for run in runs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -113,8 +140,13 @@ def select(runs: list[PlannedRun], patterns: list[str] | None) -> list[PlannedRu
     return chosen
 
 
-def _expand_arm(spec: SweepSpec, arm: ArmSpec) -> list[PlannedRun]:
+def _expand_arm(spec: SweepSpec, arm: ArmSpec, earlier: list[PlannedRun]) -> list[PlannedRun]:
     axes = {a.key: a for a in spec.grid} | {a.key: a for a in arm.grid}
+    own = [k for k in [*arm.set, *(a.key for a in arm.grid)] if k.startswith(NEGATIVES_PREFIX)]
+    if own and arm.preference is None:
+        raise SweepError(f"{spec.source}: arm {arm.name} sets {own[0]}, but only a preference arm makes negatives")
+    if arm.preference is None:  # the sweep's negatives axes are its preference arms'
+        axes = {k: a for k, a in axes.items() if not k.startswith(NEGATIVES_PREFIX)}
     if TRAIN_SEED in axes:
         raise SweepError(
             f"{spec.source}: sweep seeds with `seeds: [...]` (or --seeds), not a grid over {TRAIN_SEED}"
@@ -137,24 +169,85 @@ def _expand_arm(spec: SweepSpec, arm: ArmSpec) -> list[PlannedRun]:
             settings = {**spec.set, **arm.set, **{k: v for k, (_, v) in chosen.items()}}
             if seed is not None:
                 settings[TRAIN_SEED] = seed
-            stage1, stage2 = _resolve_stages(arm, settings, layout, name)
             record = RunRecord(
                 sweep=spec.name,
                 run=name,
                 group=group,
                 arm=arm.name,
                 point={k: v for k, (_, v) in chosen.items()},
-                seed=seed if seed is not None else stage2.train.seed,
+                seed=seed,
                 benchmarks=evaluation.names,
-                steps=layout.steps(evaluation.names, lora=stage2.train.lora is not None),
             )
+            if arm.preference is not None:
+                runs.append(_preference_run(arm, settings, layout, record, evaluation, earlier))
+                continue
+            settings = {k: v for k, v in settings.items() if not k.startswith(NEGATIVES_PREFIX)}
+            stage1, stage2 = _resolve_stages(arm, settings, layout, name)
+            record.seed = seed if seed is not None else stage2.train.seed
+            record.steps = layout.steps(evaluation.names, lora=stage2.train.lora is not None)
             runs.append(PlannedRun(record, layout, stage1, stage2, evaluation))
     return runs
 
 
+def _preference_run(arm, settings, layout, record, evaluation, earlier) -> PlannedRun:
+    """A run of a preference arm: negatives from its base run's model, then the preference stage."""
+    from ..training.config import ConfigError, load_run_config
+
+    name = record.run
+    wanted = arm.base if record.seed is None else f"{arm.base}_seed-{record.seed}"  # one model per seed
+    base = next((r for r in earlier if r.record.arm == arm.base and r.name == wanted), None)
+    if base is None:
+        raise SweepError(f"run {name}: arm {arm.base} has no run {wanted} to start from (it must share the seeds, without a grid)")
+    negatives = _negatives_job(arm, settings, layout, base, record.seed, name)
+    overrides = [
+        _override(k, v) for k, v in _for_stage(settings, 0).items() if not k.startswith(NEGATIVES_PREFIX)
+    ]
+    overrides += [
+        _override("name", f"{name}-preference"),
+        _override("train.output_dir", str(layout.root / "preference")),
+        _override("model.init_from", str(base.layout.root / base.trained / "model")),
+        _override("data.data_path", str(negatives.output)),
+    ]
+    if negatives.image_folder is not None:  # the pairs name their images as the seed records do
+        overrides.append(_override("data.image_folder", negatives.image_folder))
+    try:
+        config = load_run_config(arm.preference, overrides)
+    except ConfigError as err:
+        raise SweepError(f"run {name}, preference: {err}") from None
+    if config.train.stage != "preference":
+        raise SweepError(f"run {name}: {arm.preference} must be a preference config, got {config.train.stage}")
+    record.seed = record.seed if record.seed is not None else config.train.seed
+    record.base = base.record.group
+    record.steps = layout.preference_steps(evaluation.names, lora=config.train.lora is not None)
+    return PlannedRun(record, layout, None, None, evaluation, config, negatives, base)
+
+
+def _negatives_job(arm, settings, layout, base, seed, name) -> NegativesJob:
+    import dataclasses
+
+    from ..preference.negatives import NegativesJob
+    from ..typed_config import ConfigError, validate
+
+    values = dict(arm.negatives)
+    values |= {k[len(NEGATIVES_PREFIX) :]: v for k, v in settings.items() if k.startswith(NEGATIVES_PREFIX)}
+    known = {f.name for f in dataclasses.fields(NegativesJob)} - set(_NEGATIVES_DECIDED)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SweepError(
+            f"run {name}: negatives {unknown}: not a negatives setting the sweep passes on; choose from {sorted(known)}"
+        )
+    values |= {"output": str(layout.negatives), "model": str(base.layout.root / base.trained / "model")}
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        return validate(NegativesJob, values, f"run {name}: negatives")
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+
+
 def _is_seed_key(key: str) -> bool:
-    """train.seed, for both stages or (stageN. prefix) one."""
-    return key in (TRAIN_SEED, f"stage1.{TRAIN_SEED}", f"stage2.{TRAIN_SEED}")
+    """train.seed, for both stages or (stageN. prefix) one, or the negatives' seed (the run's seed)."""
+    return key in (TRAIN_SEED, f"stage1.{TRAIN_SEED}", f"stage2.{TRAIN_SEED}", f"{NEGATIVES_PREFIX}seed")
 
 
 def _axis_label(key: str, axes: dict[str, GridAxis]) -> str:
@@ -185,7 +278,8 @@ def _resolve_stages(arm: ArmSpec, settings: dict[str, Any], layout: RunLayout, n
 
 
 def _for_stage(settings: dict[str, Any], stage: int) -> dict[str, Any]:
-    """Unprefixed keys for both stages, `stageN.` keys for stage N only (these win)."""
+    """Unprefixed keys for both stages, `stageN.` keys for stage N only (these win); stage 0 (a
+    preference run) takes the unprefixed keys only."""
     mine, other = f"stage{stage}.", f"stage{3 - stage}."
     both = {k: v for k, v in settings.items() if not k.startswith((mine, other))}
     return both | {k[len(mine) :]: v for k, v in settings.items() if k.startswith(mine)}
@@ -223,18 +317,20 @@ def check_batches(runs: list[PlannedRun], world_size: int) -> None:
     from ..training.run import gradient_accumulation_steps
 
     for run in runs:
-        for stage, config in ((1, run.stage1), (2, run.stage2)):
+        for stage, config in run.configs.items():
             try:
                 gradient_accumulation_steps(
                     config.train.global_batch_size, config.train.per_device_batch_size, world_size
                 )
             except ConfigError as err:
-                raise SweepError(f"run {run.name}, stage {stage}: {err}") from None
+                label = stage.replace("stage", "stage ") if stage != "preference" else stage
+                raise SweepError(f"run {run.name}, {label}: {err}") from None
 
 
-def config_text(config, run: PlannedRun, stage: int, source: Path) -> str:
+def config_text(config, run: PlannedRun, stage: int | str, source: Path) -> str:
+    what = f"stage {stage}" if isinstance(stage, int) else stage
     header = (
-        f"# {run.name}, stage {stage}: resolved from {source} by `mof-llava sweep plan`.\n"
+        f"# {run.name}, {what}: resolved from {source} by `mof-llava sweep plan`.\n"
         f"# Plan the sweep again rather than editing this file (a changed file is refused once the run started).\n"
     )
     return header + yaml.safe_dump(config.to_dict(), sort_keys=False)
@@ -246,12 +342,17 @@ def missing_inputs(runs: list[PlannedRun]) -> list[str]:
     root = repo_root()
     missing: dict[str, str] = {}
     for run in runs:
-        for config in (run.stage1, run.stage2):
+        made = {str(run.negatives.output)} if run.negatives is not None else set()  # made by the run itself
+        for config in run.configs.values():
             for role, path in (
                 ("data.data_path", config.data.data_path),
                 ("data.image_folder", config.data.image_folder),
             ):
-                if path and not (root / path).exists():  # an absolute path stays itself
+                if path and str(path) not in made and not (root / path).exists():  # an absolute path stays itself
+                    missing.setdefault(str(path), role)
+        if run.negatives is not None:
+            for role, path in (("negatives.data", run.negatives.data), ("negatives.image_folder", run.negatives.image_folder)):
+                if path and not (root / path).exists():
                     missing.setdefault(str(path), role)
         for bench in run.evaluation.benchmarks:
             if not (root / bench.data).exists():

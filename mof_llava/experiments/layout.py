@@ -4,6 +4,8 @@
       experiment.json        what the run is: sweep, arm, group, grid point, seed, steps (RunRecord)
       stage1.yaml            the resolved stage-1 run config (what train/train.py is given)
       stage2.yaml            the resolved stage-2 run config (loads <run>/stage1/adapters)
+      (a preference run instead: negatives/pairs.jsonl, preference.yaml and preference/, from the
+      stage-2 model of its base run)
       stage1/                stage-1 output: run_config.yaml, metrics.jsonl, checkpoint-*/, adapters/
       stage2/                stage-2 output: ..., model/ (lora/ for LoRA runs, then model/ by merge-lora)
       eval/<bench>/          answers.jsonl, metrics.json, run.json (mof-llava eval run)
@@ -30,7 +32,7 @@ RECORD_FORMAT = "mof-llava run record 1"
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # stage1, stage2, merge-lora, eval-<bench>
+    name: str  # stage1, stage2, negatives, preference, merge-lora, eval-<bench>
     artifact: str  # relative to the run folder
 
 
@@ -42,8 +44,9 @@ class RunLayout:
     def record(self) -> Path:
         return self.root / RECORD
 
-    def config(self, stage: int) -> Path:
-        return self.root / f"stage{stage}.yaml"
+    def config(self, stage: int | str) -> Path:
+        """stage1.yaml, stage2.yaml (by number), or preference.yaml (by name)."""
+        return self.root / (f"stage{stage}.yaml" if isinstance(stage, int) else f"{stage}.yaml")
 
     def output_dir(self, stage: int) -> Path:
         return self.root / f"stage{stage}"
@@ -81,6 +84,23 @@ class RunLayout:
         steps += [Step(f"eval-{b}", f"eval/{b}/metrics.json") for b in benchmarks]
         return steps
 
+    @property
+    def negatives(self) -> Path:
+        return self.root / "negatives" / "pairs.jsonl"
+
+    def preference_steps(self, benchmarks: list[str], lora: bool = False) -> list[Step]:
+        """A preference run's steps: its negatives (written atomically at the end), the preference
+        stage (LoRA weights, then merged) and the evaluation of its model."""
+        steps = [Step("negatives", "negatives/pairs.jsonl")]
+        if lora:
+            steps += [
+                Step("preference", "preference/lora/adapter_config.json"),
+                Step("merge-lora", "preference/model/processor_config.json"),
+            ]
+        else:
+            steps.append(Step("preference", "preference/model/processor_config.json"))
+        return steps + [Step(f"eval-{b}", f"eval/{b}/metrics.json") for b in benchmarks]
+
 
 @dataclass
 class RunRecord:
@@ -96,6 +116,7 @@ class RunRecord:
     benchmarks: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     format: str = RECORD_FORMAT
+    base: str | None = None  # a preference run: the group of the model it starts from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

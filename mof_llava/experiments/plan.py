@@ -55,7 +55,11 @@ def write_run(spec: SweepSpec, run: PlannedRun, force: bool = False) -> None:
 
     layout = run.layout
     arm = next(a for a in spec.arms if a.name == run.record.arm)
-    texts = {1: config_text(run.stage1, run, 1, arm.stage1), 2: config_text(run.stage2, run, 2, arm.stage2)}
+    sources = {"stage1": arm.stage1, "stage2": arm.stage2, "preference": arm.preference}
+    # stage numbers for the two stages (layout.config, the refusal's wording), names otherwise
+    keys = {name: int(name[-1]) if name.startswith("stage") else name for name in run.configs}
+    configs = {keys[name]: config for name, config in run.configs.items()}
+    texts = {keys[name]: config_text(c, run, keys[name], sources[name]) for name, c in run.configs.items()}
     if not force and started(run):
         for stage, text in texts.items():
             path = layout.config(stage)
@@ -63,13 +67,13 @@ def write_run(spec: SweepSpec, run: PlannedRun, force: bool = False) -> None:
             if old is not None and old != new:
                 changed = _changed_keys(old, new)
                 raise SweepError(
-                    f"run {run.name} has started, and its stage-{stage} config would change ({', '.join(changed)}); "
+                    f"run {run.name} has started, and its {_what(stage)} config would change ({', '.join(changed)}); "
                     f"give the change its own run (another arm, grid value or output_root), delete {layout.root} "
                     "to start it over, or plan with --force to keep its outputs under the new config"
                 )
     for stage, text in texts.items():
         write_text_atomic(layout.config(stage), text)
-        config = run.stage1 if stage == 1 else run.stage2
+        config = configs[stage]
         if load_run_config(layout.config(stage)).to_dict() != config.to_dict():
             raise SweepError(f"{layout.config(stage)}: does not read back as the config it was written from")
     run.record.save(layout.root)
@@ -77,9 +81,12 @@ def write_run(spec: SweepSpec, run: PlannedRun, force: bool = False) -> None:
 
 def started(run: PlannedRun) -> bool:
     layout = run.layout
-    return any(
-        p.exists() for p in (layout.status, layout.output_dir(1), layout.output_dir(2), layout.root / "eval")
-    )
+    outputs = (layout.output_dir(1), layout.output_dir(2), layout.negatives.parent, layout.root / "preference")
+    return any(p.exists() for p in (layout.status, *outputs, layout.root / "eval"))
+
+
+def _what(stage: int | str) -> str:
+    return f"stage-{stage}" if isinstance(stage, int) else stage
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[str]:

@@ -56,6 +56,7 @@ class Result:
     metrics: dict[str, Any] = field(repr=False, default_factory=dict)
     ablation: dict[str, str] | None = None  # a tower ablated at inference (evaluation.md, attribution)
     base_group: str | None = None  # the group of the same model without the ablation
+    tuned_from: str | None = None  # a preference run's: the group of the model it was trained from
 
 
 @dataclass
@@ -98,9 +99,10 @@ def read_result(path: Path) -> Result:
     if found is not None:
         _, record = found
         run, group, arm, seed = record.run, record.group, record.arm, record.seed
+        tuned_from = record.base
     else:
         run = group = str(run_info.get("model_id") or path.parent.name)
-        arm, seed = None, None
+        arm, seed, tuned_from = None, None, None
     ablation, base_group = run_info.get("ablation"), group
     if ablation:  # the same model with a tower removed is a row of its own, never pooled with it
         run, group = f"{run}/{ablation['label']}", f"{group}/{ablation['label']}"
@@ -120,6 +122,7 @@ def read_result(path: Path) -> Result:
         metrics=metrics,
         ablation=ablation or None,
         base_group=base_group if ablation else None,
+        tuned_from=tuned_from,
     )
 
 

@@ -46,6 +46,11 @@ class SweepScripts:
 def check_slurm_paths(runs: list[PlannedRun]) -> None:
     """Every run's status folder can be written as is into an `#SBATCH --output=` line."""
     for run in runs:
+        if run.preference is not None:  # its jobs would need its base run's stage-2 job
+            raise SweepError(
+                f"run {run.name}: preference arms have no SLURM jobs yet (they start from another run's model); "
+                "plan them with a local launcher (deepspeed, torchrun, python)"
+            )
         path = str(run.layout.status)
         if not _SBATCH_PATH.fullmatch(path):
             bad = sorted({c for c in path if not _SBATCH_PATH.fullmatch(c)})
@@ -235,7 +240,7 @@ def _local_steps(launch: LaunchSpec, run: PlannedRun) -> str:
     lines = []
     for step in run.steps:
         line = _step_line(step, run, launch)
-        if step.name == "merge-lora" and launch.launcher == "torchrun-multinode":
+        if step.name in ("merge-lora", "negatives") and launch.launcher == "torchrun-multinode":
             # one node merges (shared folder); the others wait at the evaluation's rendezvous
             line = 'if [[ "$NODE_RANK" == 0 ]]; then\n  ' + line.replace("\n", "\n  ") + "\nfi"
         lines.append(line)
@@ -245,16 +250,35 @@ def _local_steps(launch: LaunchSpec, run: PlannedRun) -> str:
 def _step_line(step: Step, run: PlannedRun, launch: LaunchSpec) -> str:
     head = f'step "$RUN" {step.name} {step.artifact} \\\n  '
     rdzv = f" --rdzv_id {run.name}-{step.name}" if launch.launcher == "torchrun-multinode" else ""
-    if step.name in ("stage1", "stage2"):
+    if step.name in ("stage1", "stage2", "preference"):
         return head + f'"${{TRAIN[@]}}"{rdzv} train/train.py "$RUN/{step.name}.yaml"'
     if step.name == "merge-lora":
-        return head + 'mof-llava merge-lora "$RUN/stage2" "$RUN/stage2/model"'
+        return head + f'mof-llava merge-lora "$RUN/{run.trained}" "$RUN/{run.trained}/model"'
+    if step.name == "negatives":
+        return _negatives_line(run, head)
     bench_name = step.name[len("eval-") :]
     bench = next(b for b in run.evaluation.benchmarks if b.name == bench_name)
     args = " ".join(_q(a) for a in bench.args)
     return head + (
-        f'"${{EVAL[@]}}"{rdzv} eval/run.py {bench.name} --model "$RUN/stage2/model" --data {_q(bench.data)} '
+        f'"${{EVAL[@]}}"{rdzv} eval/run.py {bench.name} --model "$RUN/{run.trained}/model" --data {_q(bench.data)} '
         f'--output-dir "$RUN/eval/{bench.name}" --model-id {_q(run.name)}' + (f" {args}" if args else "")
+    )
+
+
+def _negatives_line(run: PlannedRun, head: str) -> str:
+    """`mof-llava preference negatives` with the run's NegativesJob as flags, once the base run's
+    model exists (run_all.sh runs the base run first; `--only` may have left it out)."""
+    from ..commands.dataclass_args import to_flags
+
+    job, base = run.negatives, run.base
+    model = base.layout.root / base.trained / "model"
+    guard = (
+        f"step_done \"$RUN\" negatives {run.steps[0].artifact} || [[ -e {_q(model / 'processor_config.json')} ]] || "
+        f"{{ echo \"[negatives] run {base.name} has no stage-2 model yet ({model}); run it first\" >&2; exit 1; }}\n"
+    )
+    flags = " ".join(_q(f) for f in to_flags(job, "negatives"))
+    return guard + head + (
+        f"mof-llava preference negatives {_q(job.data)} -o \"$RUN/negatives/pairs.jsonl\" {flags} --no-progress"
     )
 
 

@@ -19,6 +19,16 @@ values that are not scalars; every combination is one run). `set` and `grid` at 
 every arm. Config paths are relative to the sweep file; `output_root`, and data paths as in run
 configs, to the directory the jobs run in (the repository root). Keys and types are checked by pydantic
 (mof_llava/typed_config.py): unknown keys and wrong types are errors naming the file and key.
+
+A *preference arm* trains BPO on the stage-2 model of an arm listed before it (`base`): per run, a
+negatives step (`mof-llava preference negatives`, its settings under `negatives:`, swept as
+`negatives.<field>`) and the preference stage (`preference:`, a `train.stage: preference` config):
+
+      bpo-i-mof-7b:
+        base: i-mof-7b
+        preference: ../bpo_imof_7b/preference.yaml
+        negatives: {data: data/bpo/seeds.jsonl, image_folder: data/coco}
+        grid: {negatives.target: [both, clip, dinov2]}
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ SINGLE_NODE_LAUNCHERS = ("deepspeed", "torchrun", "python")
 # Benchmarks a sweep can evaluate (mmvp-vlm scores CLIP models, not trained runs).
 SWEEP_BENCHMARKS = tuple(b for b in BENCHMARKS if b != "mmvp-vlm")
 STAGE_PREFIXES = ("stage1.", "stage2.")
+NEGATIVES_PREFIX = "negatives."  # a preference arm's negatives settings (NegativesJob fields)
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+=-]*$")
 
 
@@ -135,12 +146,15 @@ class GridAxis:
 @dataclass(frozen=True)
 class ArmSpec:
     name: str
-    stage1: Path
-    stage2: Path
+    stage1: Path | None  # None for a preference arm
+    stage2: Path | None
     set: dict[str, Any] = field(default_factory=dict)
     grid: tuple[GridAxis, ...] = ()
     seeds: tuple[int, ...] | None = None
     evaluation: EvaluationSpec | None = None
+    base: str | None = None  # a preference arm: the arm whose stage-2 model it starts from
+    preference: Path | None = None  # its train.stage: preference config
+    negatives: dict[str, Any] = field(default_factory=dict)  # NegativesJob fields (data, target, ...)
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,9 @@ class _ArmFile:
     grid: Any = None
     seeds: Any = None
     evaluation: Any = None
+    base: str | None = None
+    preference: str | None = None
+    negatives: dict[str, Any] | None = None
 
 
 @dataclass
@@ -221,7 +238,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         source=path.resolve(),
         # relative to the checkout the jobs run in, like train.output_dir in run configs
         output_root=output_root if output_root.is_absolute() else repo_root() / output_root,
-        arms=tuple(_arm(str(name), value, base, f"{where}: arms.{name}") for name, value in raw.arms.items()),
+        arms=_check_bases(
+            tuple(_arm(str(name), value, base, f"{where}: arms.{name}") for name, value in raw.arms.items()), where
+        ),
         evaluation=_evaluation(raw.evaluation, base, f"{where}: evaluation"),
         seeds=_seeds(raw.seeds, f"{where}: seeds"),
         set=_settings(raw.set, f"{where}: set"),
@@ -231,18 +250,48 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def _arm(name: str, raw: _ArmFile, base: Path, where: str) -> ArmSpec:
-    for stage in ("stage1", "stage2"):
+    preference = raw.base is not None or raw.preference is not None or raw.negatives is not None
+    for key in ("base", "preference", "negatives") if preference else ():
+        if getattr(raw, key) is None:
+            what = "a mapping of negatives settings with `data`" if key == "negatives" else "a name"
+            raise SweepError(f"{where}: `{key}` is missing ({what}) in a preference arm")
+    for stage in () if preference else ("stage1", "stage2"):
         if not isinstance(getattr(raw, stage), str):
             raise SweepError(f"{where}: `{stage}` must name a run config file")
+    if preference and (raw.stage1 is not None or raw.stage2 is not None):
+        raise SweepError(f"{where}: a preference arm (base, preference, negatives) has no stage1 or stage2 of its own")
+    if preference and "data" not in raw.negatives:
+        raise SweepError(f"{where}.negatives: `data` (the seed records) is missing")
     return ArmSpec(
         name=_label(name, where),
-        stage1=(base / raw.stage1).resolve(),
-        stage2=(base / raw.stage2).resolve(),
+        stage1=None if preference else (base / raw.stage1).resolve(),
+        stage2=None if preference else (base / raw.stage2).resolve(),
+        base=raw.base,
+        preference=(base / raw.preference).resolve() if preference else None,
+        negatives={str(k): v for k, v in (raw.negatives or {}).items()},
         set=_settings(raw.set, f"{where}.set"),
         grid=_grid(raw.grid, f"{where}.grid"),
         seeds=_seeds(raw.seeds, f"{where}.seeds"),
         evaluation=None if raw.evaluation is None else _evaluation(raw.evaluation, base, f"{where}.evaluation"),
     )
+
+
+def _check_bases(arms: tuple[ArmSpec, ...], where: str) -> tuple[ArmSpec, ...]:
+    """A preference arm starts from an arm listed before it (run_all.sh runs the runs in order),
+    one with stage configs and no grid (each seed's run is then one model)."""
+    earlier: dict[str, ArmSpec] = {}
+    for arm in arms:
+        if arm.base is not None:
+            base = earlier.get(arm.base)
+            if base is None or base.stage2 is None:
+                raise SweepError(
+                    f"{where}: arms.{arm.name}.base: {arm.base!r} is not a two-stage arm listed before it "
+                    f"(listed before: {list(earlier)})"
+                )
+            if base.grid:
+                raise SweepError(f"{where}: arms.{arm.name}.base: arm {arm.base} has a grid; a base must be one model")
+        earlier[arm.name] = arm
+    return arms
 
 
 def _evaluation(raw: Any, base: Path, where: str) -> EvaluationSpec:
@@ -325,9 +374,10 @@ def value_label(value: Any) -> str:
 def check_dotted_key(key: str, where: str) -> None:
     bare = key[len("stage1.") :] if key.startswith(STAGE_PREFIXES) else key
     section = bare.split(".", 1)[0]
-    if section not in ("name", "model", "data", "train") or not all(bare.split(".")):
+    if section not in ("name", "model", "data", "train", "negatives") or not all(bare.split(".")):
         raise SweepError(
-            f"{where}: {key!r} is not a run-config key (model.*, data.*, train.*, optionally prefixed by stage1. or stage2.)"
+            f"{where}: {key!r} is not a run-config key (model.*, data.*, train.*, optionally prefixed by stage1. or "
+            "stage2.; negatives.* in a preference arm)"
         )
 
 

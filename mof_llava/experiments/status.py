@@ -185,7 +185,7 @@ def _gone(info: dict[str, str]) -> bool:
 
 
 def _progress(run_dir: Path, step: Step) -> str:
-    if step.name not in ("stage1", "stage2"):
+    if step.name not in ("stage1", "stage2", "preference"):  # the training stages, in folders of their names
         return ""
     from ..training.checkpoints import latest_complete_checkpoint
 

@@ -72,6 +72,7 @@ class Group:
     runs: list[str] = field(default_factory=list)
     results: dict[str, list[Result]] = field(default_factory=dict)  # benchmark -> one per run
     base_group: str | None = None  # for a tower-ablated row, the row of the model itself
+    tuned_from: str | None = None  # for a preference (BPO) row, the row of the model it was trained from
     paired: dict[str, Paired] = field(default_factory=dict)  # benchmark -> difference from the baseline row
 
     def stat(self, benchmark: str, value: Callable[[Result], float | None] | None = None) -> Stat | None:
@@ -105,7 +106,8 @@ def group_results(results: Sequence[Result]) -> list[Group]:
         group = groups.get(result.group)
         if group is None:
             group = groups[result.group] = Group(
-                result.group, result.arm, result.mixer_mode, result.alpha, result.towers, base_group=result.base_group
+                result.group, result.arm, result.mixer_mode, result.alpha, result.towers, base_group=result.base_group,
+                tuned_from=result.tuned_from,
             )
         elif (group.mixer_mode, group.alpha, group.towers) != (
             result.mixer_mode,
@@ -119,10 +121,24 @@ def group_results(results: Sequence[Result]) -> list[Group]:
         if result.run not in group.runs:
             group.runs.append(result.run)
         group.results.setdefault(result.benchmark, []).append(result)
-    return sorted(
+    ordered = sorted(
         groups.values(),
         key=lambda g: (MIXER_ORDER.get(g.mixer_mode or "", 2), g.arm or "", g.alpha or 0.0, g.name),
     )
+    return _after_their_base(ordered)
+
+
+def _after_their_base(groups: list[Group]) -> list[Group]:
+    """Each preference row right below the row of the model it was trained from (when present)."""
+    names = {g.name for g in groups}
+    tuned: dict[str, list[Group]] = {}
+    for group in groups:
+        if group.tuned_from in names:
+            tuned.setdefault(group.tuned_from, []).append(group)
+    out = []
+    for group in (g for g in groups if g.tuned_from not in names):
+        out += [group, *tuned.get(group.name, [])]
+    return out
 
 
 # -- tables --------------------------------------------------------------------------------------------
@@ -149,7 +165,7 @@ def main_table(groups: Sequence[Group], reported: Reported | None = None) -> Tab
     rows = [g for g in groups if g.mixer_mode != "additive"]
     if not rows:
         return None
-    return _score_table(
+    table = _score_table(
         "main",
         "Baseline vs Interleaved-MoF",
         rows,
@@ -157,6 +173,10 @@ def main_table(groups: Sequence[Group], reported: Reported | None = None) -> Tab
         lambda g: [g.name, g.mixer_mode or "?"],
         reported,
     )
+    tuned = [f"{g.name} from {g.tuned_from}" for g in rows if g.tuned_from]
+    if tuned:
+        table.notes.append("Preference-trained (BPO) rows, each below the model it starts from: " + "; ".join(tuned) + ".")
+    return table
 
 
 def ratio_table(groups: Sequence[Group], reported: Reported | None = None) -> Table | None:
