@@ -213,3 +213,18 @@ def test_no_tags_runs_and_is_recorded_apart(models, fixtures_dir, tmp_path, forw
     tags_file.write_text(json.dumps({name: ["x"] for name in REC_IMAGES + TEST_A}))
     with pytest.raises(RunMismatchError, match="different prompts_sha256, tags"):
         evaluate(_config("rec", _rec(fixtures_dir), models["tags"], out, tags_file=tags_file))
+
+
+def test_the_command_prints_a_refusal_as_one_line(models, fixtures_dir, tmp_path, capsys):
+    from mof_llava.cli import run
+
+    rec = fixtures_dir / "rec"
+    argv = ["eval", "run", "rec", "--model", str(models["tags"]), "--data", str(rec), "--images",
+            str(rec / "images"), "--output-dir", str(tmp_path / "out"), "--device", "cpu", "--threads", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        run(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mof-llava: error: the model was trained with LION's tag soft prompt")
+    assert err[-1].endswith("or evaluate without them with --no-tags")
+    assert not (tmp_path / "out" / RUN_FILE).exists()
