@@ -62,7 +62,9 @@ class EvalConfig(MllmRunFlags):
         "the image paths)",
         actions=_RUN,
     )
-    no_tags: bool = option(False, "evaluate a model trained with the tag soft prompt without tags", actions=_RUN)
+    no_tags: bool = option(
+        False, "evaluate a model trained with the tag soft prompt without tags", actions=_RUN
+    )
 
     def tower_ablation(self):
         """The `mixer.TowerAblation` asked for, or None."""
@@ -158,10 +160,14 @@ def _mllm_load(task, config: EvalConfig, device: str):
         processor.num_image_tokens = model.mixer.num_visual_tokens  # fewer after a drop
     # task ids only for a model with MoA (lion.py): without one the call is the one it always was
     routing = {} if task.moa_task is None else {"moa_task": task.moa_task}
-    return generation.make_generate_fn(model, processor, task.max_new_tokens, task.image_aspect_ratio, **routing)
+    return generation.make_generate_fn(
+        model, processor, task.max_new_tokens, task.image_aspect_ratio, **routing
+    )
 
 
-def apply_lion_options(task, config: EvalConfig, bench: registry.Benchmark, model_info: dict[str, Any]) -> None:
+def apply_lion_options(
+    task, config: EvalConfig, bench: registry.Benchmark, model_info: dict[str, Any]
+) -> None:
     """Set `task` up for the LION parts the saved model has (benchmarks/lion.py): the MoA task that
     answers, and the tag sentence in front of every question. Refuses, before any answer is made,
     an evaluation that cannot be made as the model was trained."""

@@ -53,14 +53,17 @@ def tag_source(saved_config: Mapping[str, Any], tags_file: Path | None, no_tags:
     if saved_config.get("tag_hint_token_id") is None:
         if tags_file is not None or no_tags:
             flag = f"--tags-file {tags_file}" if tags_file is not None else "--no-tags"
-            raise LionEvalError(f"{flag}: the model has no tag soft prompt (its config's tag_hint_token_id is null)")
+            raise LionEvalError(
+                f"{flag}: the model has no tag soft prompt (its config's tag_hint_token_id is null)"
+            )
         return None
     if no_tags:
         return NO_TAGS
     if tags_file is None:
         raise LionEvalError(
             "the model was trained with LION's tag soft prompt (config tag_hint_token_id): give its tags "
-            "with --tags-file (a precomputed tags file, see `mof-llava tags`), or evaluate without them with --no-tags"
+            "with --tags-file (a precomputed tags file, see `mof-llava tags`), "
+            "or evaluate without them with --no-tags"
         )
     path = Path(tags_file)
     if not path.is_file():
@@ -75,7 +78,9 @@ def tagged_questions(questions: Sequence[EvalQuestion], tags_file: Path) -> list
 
     tags = read_tags_file(Path(tags_file))
     return [
-        replace(q, text=tag_prompt(_tags_of(q, tags, tags_file)) + q.text, record_prompt=q.record_prompt or q.text)
+        replace(
+            q, text=tag_prompt(_tags_of(q, tags, tags_file)) + q.text, record_prompt=q.record_prompt or q.text
+        )
         for q in questions
     ]
 

@@ -21,7 +21,10 @@ from mof_llava.data.tag_prompt import TagPromptConfig, with_tag_prompt
 from mof_llava.model import MofLlavaForConditionalGeneration, MofLlavaProcessor
 from mof_llava.prompts import model_prompt
 
-REC_IMAGES = ["COCO_train2014_000000000001.jpg", "COCO_train2014_000000000002.jpg"]  # the fixture's image files
+REC_IMAGES = [
+    "COCO_train2014_000000000001.jpg",
+    "COCO_train2014_000000000002.jpg",
+]  # the fixture's image files
 TEST_A = ["testA:4:0"]  # the question whose picture is inside its row
 
 
@@ -76,8 +79,17 @@ def forwards(monkeypatch):
 
 def _config(benchmark, options, model, out, **lion):
     return EvalConfig(
-        benchmark=benchmark, options=options, model=model, output_dir=out, device="cpu", threads=1,
-        batch_size=1, max_new_tokens=5, no_progress=True, dist=Distributed(), **lion,
+        benchmark=benchmark,
+        options=options,
+        model=model,
+        output_dir=out,
+        device="cpu",
+        threads=1,
+        batch_size=1,
+        max_new_tokens=5,
+        no_progress=True,
+        dist=Distributed(),
+        **lion,
     )
 
 
@@ -86,7 +98,9 @@ def _rec(fixtures_dir):
 
 
 def _answers(result):
-    return {row["question_id"]: row["text"] for row in map(json.loads, result.answers.read_text().splitlines())}
+    return {
+        row["question_id"]: row["text"] for row in map(json.loads, result.answers.read_text().splitlines())
+    }
 
 
 def _direct_answers(model_dir, config, task_id):
@@ -95,10 +109,14 @@ def _direct_answers(model_dir, config, task_id):
     processor = MofLlavaProcessor.from_pretrained(model_dir)
     task, out = eval_task(config), {}
     for q in task.questions:
-        inputs = processor(text=[model_prompt(q.text, task.template)], images=[q.load_image()], return_tensors="pt")
+        inputs = processor(
+            text=[model_prompt(q.text, task.template)], images=[q.load_image()], return_tensors="pt"
+        )
         with torch.no_grad():
-            ids = model.generate(**inputs, max_new_tokens=5, do_sample=False, task_ids=torch.tensor([task_id]))
-        new = ids[:, inputs["input_ids"].shape[1]:]
+            ids = model.generate(
+                **inputs, max_new_tokens=5, do_sample=False, task_ids=torch.tensor([task_id])
+            )
+        new = ids[:, inputs["input_ids"].shape[1] :]
         out[q.question_id] = processor.batch_decode(new, skip_special_tokens=True)[0].strip()
     return out
 
@@ -113,7 +131,9 @@ def test_rec_routes_through_the_region_adapter(models, fixtures_dir, tmp_path, f
     assert json.loads((tmp_path / "rec" / RUN_FILE).read_text())["moa_task"] == "region"
 
 
-def test_image_level_and_moa_less_models_route_as_declared(models, fixtures_dir, tmp_path, forwards, monkeypatch):
+def test_image_level_and_moa_less_models_route_as_declared(
+    models, fixtures_dir, tmp_path, forwards, monkeypatch
+):
     from mof_llava.benchmarks import registry
 
     # REC declared image-level (a frozen registration: the lookup is patched)
@@ -153,7 +173,9 @@ def test_tags_reach_the_prompt_verbatim_and_the_hint(models, fixtures_dir, tmp_p
     result = evaluate(config)
     plain = {q.question_id: q for q in eval_task(config).questions}
     processor = MofLlavaProcessor.from_pretrained(models["tags"])
-    prefills = [c["input_ids"] for c in forwards if c["input_ids"] is not None and c["input_ids"].shape[1] > 1]
+    prefills = [
+        c["input_ids"] for c in forwards if c["input_ids"] is not None and c["input_ids"].shape[1] > 1
+    ]
     assert len(prefills) == len(plain)
     seen = set()
     for ids in prefills:
@@ -161,9 +183,11 @@ def test_tags_reach_the_prompt_verbatim_and_the_hint(models, fixtures_dir, tmp_p
         text = processor.tokenizer.decode(ids[0, position + 1 :].clamp(min=0))
         seen.add(text.split("]")[0])
     # LION's sentence (lion_t5.py:131) with the file's tags in order, no dropout or shuffle
-    assert seen == {", you are allowed to use or partially use the following tags: [red cube, table",
-                    ", you are allowed to use or partially use the following tags: [dog",
-                    ", you are allowed to use or partially use the following tags: [cat"}
+    assert seen == {
+        ", you are allowed to use or partially use the following tags: [red cube, table",
+        ", you are allowed to use or partially use the following tags: [dog",
+        ", you are allowed to use or partially use the following tags: [cat",
+    }
     lines = [json.loads(line) for line in result.answers.read_text().splitlines()]
     assert {a["prompt"] for a in lines} == {q.text for q in plain.values()}  # answer lines keep the question
     signature = json.loads((tmp_path / "rec" / RUN_FILE).read_text())
@@ -180,7 +204,8 @@ def test_eval_prompt_is_the_training_prompt(models, fixtures_dir, tmp_path):
     record = Record(id="0", image="x.jpg", turns=((f"<image>\n{question.text}", "ok"),), tags=("cat", "sofa"))
     trained = with_tag_prompt(record, TagPromptConfig(), 0, "t").turns[0][0]
     assert f"<image>\n{tagged.text}" == trained
-    assert tagged.text == f"According to <tag_hint>, you are allowed to use or partially use the following tags: [cat, sofa]. {question.text}"
+    lion_sentence = "According to <tag_hint>, you are allowed to use or partially use the following tags: "
+    assert tagged.text == f"{lion_sentence}[cat, sofa]. {question.text}"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +215,11 @@ def test_eval_prompt_is_the_training_prompt(models, fixtures_dir, tmp_path):
         ("plain", {"tags_file": "TAGS"}, "--tags-file .*tags.json: the model has no tag soft prompt"),
         ("plain", {"no_tags": True}, "--no-tags: the model has no tag soft prompt"),
         ("tags", {"tags_file": "TAGS", "no_tags": True}, "--tags-file and --no-tags exclude each other"),
-        ("tags", {"tags_file": "PARTIAL"}, r"partial.json: no tags for question \S+ \(image \S+/images/COCO_train2014_000000000002.jpg\)$"),
+        (
+            "tags",
+            {"tags_file": "PARTIAL"},
+            r"partial.json: no tags for question \S+ \(image \S+/images/\S+02.jpg\)$",
+        ),
     ],
 )
 def test_refusals_are_one_line(models, fixtures_dir, tmp_path, model, lion, message):
@@ -219,8 +248,23 @@ def test_the_command_prints_a_refusal_as_one_line(models, fixtures_dir, tmp_path
     from mof_llava.cli import run
 
     rec = fixtures_dir / "rec"
-    argv = ["eval", "run", "rec", "--model", str(models["tags"]), "--data", str(rec), "--images",
-            str(rec / "images"), "--output-dir", str(tmp_path / "out"), "--device", "cpu", "--threads", "1"]
+    argv = [
+        "eval",
+        "run",
+        "rec",
+        "--model",
+        str(models["tags"]),
+        "--data",
+        str(rec),
+        "--images",
+        str(rec / "images"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     with pytest.raises(SystemExit) as exit_:
         run(argv)
     assert exit_.value.code == 2
