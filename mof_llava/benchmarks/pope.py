@@ -314,9 +314,9 @@ def paired_units(metrics: Mapping[str, Any]) -> intervals.Units | None:
     kept = metrics.get("per_question")
     if not isinstance(kept, dict):
         return None
-    strata = {
-        split: {qid: (said == "yes", label == "yes") for qid, (said, label) in qs.items()}
-        for split, qs in kept.items()
+    strata = {  # splits sorted: the mean over them does not depend on the order files list them in
+        split: {qid: (said == "yes", label == "yes") for qid, (said, label) in kept[split].items()}
+        for split in sorted(kept)
     }
     return intervals.Units.of(strata, mean_f1, dtype=bool)
 
