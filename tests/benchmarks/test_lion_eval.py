@@ -147,6 +147,9 @@ def test_image_level_and_moa_less_models_route_as_declared(
     signatures = [json.loads((tmp_path / d / RUN_FILE).read_text()) for d in ("image", "plain")]
     assert [s["moa_task"] for s in signatures] == ["image", None]
     assert [s["tags"] for s in signatures] == [None, None]
+    monkeypatch.undo()  # REC region-level again: its answers do not resume into the image-level folder
+    with pytest.raises(RunMismatchError, match="different moa_task"):
+        evaluate(_config("rec", _rec(fixtures_dir), models["moa"], tmp_path / "image"))
 
 
 def _as_image_level(bench):
