@@ -34,7 +34,7 @@ TRAIN_SEED = "train.seed"
 
 
 # what the sweep decides for a preference run's negatives itself
-_NEGATIVES_DECIDED = ("output", "model", "seed", "progress")
+_NEGATIVES_DECIDED = ("output", "model", "progress")
 
 
 @dataclass
@@ -145,6 +145,9 @@ def _expand_arm(spec: SweepSpec, arm: ArmSpec, earlier: list[PlannedRun]) -> lis
     own = [k for k in [*arm.set, *(a.key for a in arm.grid)] if k.startswith(NEGATIVES_PREFIX)]
     if own and arm.preference is None:
         raise SweepError(f"{spec.source}: arm {arm.name} sets {own[0]}, but only a preference arm makes negatives")
+    staged = [k for k in [*arm.set, *(a.key for a in arm.grid)] if k.startswith(("stage1.", "stage2."))]
+    if staged and arm.preference is not None:
+        raise SweepError(f"{spec.source}: arm {arm.name} sets {staged[0]}, but a preference arm has one stage (no prefix)")
     if arm.preference is None:  # the sweep's negatives axes are its preference arms'
         axes = {k: a for k, a in axes.items() if not k.startswith(NEGATIVES_PREFIX)}
     if TRAIN_SEED in axes:
@@ -238,6 +241,8 @@ def _negatives_job(arm, settings, layout, base, seed, name) -> NegativesJob:
         )
     values |= {"output": str(layout.negatives), "model": str(base.layout.root / base.trained / "model")}
     if seed is not None:
+        if "seed" in values:
+            raise SweepError(f"run {name}: negatives seed {values['seed']}: the run's seed {seed} seeds its negatives")
         values["seed"] = seed
     try:
         return validate(NegativesJob, values, f"run {name}: negatives")

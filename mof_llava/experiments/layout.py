@@ -73,16 +73,8 @@ class RunLayout:
     def steps(self, benchmarks: list[str], lora: bool = False) -> list[Step]:
         """The steps of a run in order, each with the file whose presence says it finished."""
         # adapters_config.json is written after the weights, processor_config.json after the model.
-        steps = [Step("stage1", "stage1/adapters/adapters_config.json")]
-        if lora:
-            steps += [
-                Step("stage2", "stage2/lora/adapter_config.json"),
-                Step("merge-lora", "stage2/model/processor_config.json"),
-            ]
-        else:
-            steps.append(Step("stage2", "stage2/model/processor_config.json"))
-        steps += [Step(f"eval-{b}", f"eval/{b}/metrics.json") for b in benchmarks]
-        return steps
+        first = Step("stage1", "stage1/adapters/adapters_config.json")
+        return [first, *_trained_steps("stage2", lora), *_eval_steps(benchmarks)]
 
     @property
     def negatives(self) -> Path:
@@ -90,16 +82,21 @@ class RunLayout:
 
     def preference_steps(self, benchmarks: list[str], lora: bool = False) -> list[Step]:
         """A preference run's steps: its negatives (written atomically at the end), the preference
-        stage (LoRA weights, then merged) and the evaluation of its model."""
-        steps = [Step("negatives", "negatives/pairs.jsonl")]
-        if lora:
-            steps += [
-                Step("preference", "preference/lora/adapter_config.json"),
-                Step("merge-lora", "preference/model/processor_config.json"),
-            ]
-        else:
-            steps.append(Step("preference", "preference/model/processor_config.json"))
-        return steps + [Step(f"eval-{b}", f"eval/{b}/metrics.json") for b in benchmarks]
+        stage and the evaluation of its model."""
+        first = Step("negatives", "negatives/pairs.jsonl")
+        return [first, *_trained_steps("preference", lora), *_eval_steps(benchmarks)]
+
+
+def _trained_steps(stage: str, lora: bool) -> list[Step]:
+    """A stage that ends in a model: LoRA weights then merged, or the model itself."""
+    model = Step(stage, f"{stage}/model/processor_config.json")
+    if lora:
+        return [Step(stage, f"{stage}/lora/adapter_config.json"), Step("merge-lora", model.artifact)]
+    return [model]
+
+
+def _eval_steps(benchmarks: list[str]) -> list[Step]:
+    return [Step(f"eval-{b}", f"eval/{b}/metrics.json") for b in benchmarks]
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The paper's tables from evaluation results: rows are run groups (a model, over its seeds).
 
 - `main_table`: baseline vs I-MoF (every group whose mixer is not additive) on MMVP, POPE, MMBench,
-  GQA; the paper's comparison of LLaVA-1.5 with and without Interleaved-MoF.
+  GQA; the paper's comparison of LLaVA-1.5 with and without Interleaved-MoF. A preference (BPO)
+  row follows the row of the model it was trained from.
 - `ratio_table`: A-MoF groups by DINOv2 ratio alpha; the paper's additive-mixing ablation.
 - `pattern_table`: MMVP pair accuracy per visual pattern (needs a question -> pattern map).
 

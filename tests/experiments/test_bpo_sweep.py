@@ -164,6 +164,8 @@ def _bpo_arm(**changes) -> dict:
         ({"bpo": _bpo_arm(negatives={"data": "s.jsonl", "output": "x"})}, {}, r"negatives \['output'\]: not a negatives setting"),
         ({"bpo": _bpo_arm(negatives={"data": "s.jsonl", "batch_size": "many"})}, {}, r"run bpo_seed-1: negatives.*batch_size"),
         ({"bpo": _bpo_arm(set={"negatives.seed": 3})}, {}, r"sets negatives.seed, which its seeds \[1\] replace"),
+        ({"bpo": _bpo_arm(negatives={"data": "s.jsonl", "seed": 3})}, {}, "negatives seed 3: the run's seed 1 seeds"),
+        ({"bpo": _bpo_arm(set={"stage2.train.num_epochs": 1})}, {}, "sets stage2.train.num_epochs, but a preference arm"),
         ({"bpo": _bpo_arm(preference=str(EXPERIMENTS / "imof_7b" / "stage2.yaml"))}, {}, "must be a preference config"),
         ({"bpo": _bpo_arm(seeds=[2])}, {}, "arm i-mof has no run i-mof_seed-2 to start from"),
         ({"bpo": _bpo_arm(stage1="x.yaml")}, {}, "a preference arm .* has no stage1 or stage2"),
@@ -184,6 +186,10 @@ def test_negatives_keys_belong_to_preference_arms_and_slurm_is_refused(tmp_path)
     # the sweep's own negatives axis reaches the preference arms only (the base stays one model)
     runs = expand(modify(load_sweep(_preference_sweep(tmp_path, {"bpo": _bpo_arm()})), grid=[("negatives.target", ["clip", "dinov2"])]))
     assert [r.name for r in runs] == ["i-mof_seed-1", "bpo_target-clip_seed-1", "bpo_target-dinov2_seed-1"]
+    # an arm's unprefixed settings reach its preference config, not its base
+    set_arm = _bpo_arm(set={"train.num_epochs": 3})
+    (_, run) = expand(load_sweep(_preference_sweep(tmp_path, {"bpo": set_arm})))
+    assert (run.preference.train.num_epochs, run.base.stage2.train.num_epochs) == (3, 1)  # not the base
     slurm = _preference_sweep(tmp_path, {"bpo": _bpo_arm()}, launch={"launcher": "slurm"})
     with pytest.raises(SweepError, match="preference arms have no SLURM jobs yet"):
         plan_sweep(load_sweep(slurm))
