@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .layout import RunLayout, RunRecord, Step, repo_root
-from .spec import NEGATIVES_PREFIX, ArmSpec, EvaluationSpec, GridAxis, SweepError, SweepSpec, grid_axis
+from .spec import (
+    NEGATIVES_PREFIX,
+    STAGE_PREFIXES,
+    ArmSpec,
+    EvaluationSpec,
+    GridAxis,
+    SweepError,
+    SweepSpec,
+    grid_axis,
+)
 
 if TYPE_CHECKING:
     from ..preference.negatives import NegativesJob
@@ -140,20 +149,33 @@ def select(runs: list[PlannedRun], patterns: list[str] | None) -> list[PlannedRu
     return chosen
 
 
-def _expand_arm(spec: SweepSpec, arm: ArmSpec, earlier: list[PlannedRun]) -> list[PlannedRun]:
+def _arm_axes(spec: SweepSpec, arm: ArmSpec) -> dict[str, GridAxis]:
+    """The arm's grid axes (the sweep's and its own); its own keys checked against its kind."""
+    own = [*arm.set, *(a.key for a in arm.grid)]
+    wrong = (
+        [k for k in own if k.startswith(STAGE_PREFIXES)]
+        if arm.preference is not None
+        else [k for k in own if k.startswith(NEGATIVES_PREFIX)]
+    )
+    if wrong:
+        why = (
+            "a preference arm has one stage (no prefix)"
+            if arm.preference
+            else "only a preference arm makes negatives"
+        )
+        raise SweepError(f"{spec.source}: arm {arm.name} sets {wrong[0]}, but {why}")
     axes = {a.key: a for a in spec.grid} | {a.key: a for a in arm.grid}
-    own = [k for k in [*arm.set, *(a.key for a in arm.grid)] if k.startswith(NEGATIVES_PREFIX)]
-    if own and arm.preference is None:
-        raise SweepError(f"{spec.source}: arm {arm.name} sets {own[0]}, but only a preference arm makes negatives")
-    staged = [k for k in [*arm.set, *(a.key for a in arm.grid)] if k.startswith(("stage1.", "stage2."))]
-    if staged and arm.preference is not None:
-        raise SweepError(f"{spec.source}: arm {arm.name} sets {staged[0]}, but a preference arm has one stage (no prefix)")
     if arm.preference is None:  # the sweep's negatives axes are its preference arms'
         axes = {k: a for k, a in axes.items() if not k.startswith(NEGATIVES_PREFIX)}
     if TRAIN_SEED in axes:
         raise SweepError(
             f"{spec.source}: sweep seeds with `seeds: [...]` (or --seeds), not a grid over {TRAIN_SEED}"
         )
+    return axes
+
+
+def _expand_arm(spec: SweepSpec, arm: ArmSpec, earlier: list[PlannedRun]) -> list[PlannedRun]:
+    axes = _arm_axes(spec, arm)
     seeds = arm.seeds if arm.seeds is not None else spec.seeds
     seeded = sorted(k for k in {**spec.set, **arm.set} if _is_seed_key(k))
     if seeded and seeds is not None:
@@ -183,13 +205,17 @@ def _expand_arm(spec: SweepSpec, arm: ArmSpec, earlier: list[PlannedRun]) -> lis
             )
             if arm.preference is not None:
                 runs.append(_preference_run(arm, settings, layout, record, evaluation, earlier))
-                continue
-            settings = {k: v for k, v in settings.items() if not k.startswith(NEGATIVES_PREFIX)}
-            stage1, stage2 = _resolve_stages(arm, settings, layout, name)
-            record.seed = seed if seed is not None else stage2.train.seed
-            record.steps = layout.steps(evaluation.names, lora=stage2.train.lora is not None)
-            runs.append(PlannedRun(record, layout, stage1, stage2, evaluation))
+            else:
+                runs.append(_two_stage_run(arm, settings, layout, record, evaluation))
     return runs
+
+
+def _two_stage_run(arm, settings, layout, record, evaluation) -> PlannedRun:
+    settings = {k: v for k, v in settings.items() if not k.startswith(NEGATIVES_PREFIX)}
+    stage1, stage2 = _resolve_stages(arm, settings, layout, record.run)
+    record.seed = record.seed if record.seed is not None else stage2.train.seed
+    record.steps = layout.steps(evaluation.names, lora=stage2.train.lora is not None)
+    return PlannedRun(record, layout, stage1, stage2, evaluation)
 
 
 def _preference_run(arm, settings, layout, record, evaluation, earlier) -> PlannedRun:
@@ -200,7 +226,9 @@ def _preference_run(arm, settings, layout, record, evaluation, earlier) -> Plann
     wanted = arm.base if record.seed is None else f"{arm.base}_seed-{record.seed}"  # one model per seed
     base = next((r for r in earlier if r.record.arm == arm.base and r.name == wanted), None)
     if base is None:
-        raise SweepError(f"run {name}: arm {arm.base} has no run {wanted} to start from (it must share the seeds, without a grid)")
+        raise SweepError(
+            f"run {name}: arm {arm.base} has no run {wanted} to start from (it must share the seeds, without a grid)"
+        )
     negatives = _negatives_job(arm, settings, layout, base, record.seed, name)
     overrides = [
         _override(k, v) for k, v in _for_stage(settings, 0).items() if not k.startswith(NEGATIVES_PREFIX)
@@ -218,7 +246,9 @@ def _preference_run(arm, settings, layout, record, evaluation, earlier) -> Plann
     except ConfigError as err:
         raise SweepError(f"run {name}, preference: {err}") from None
     if config.train.stage != "preference":
-        raise SweepError(f"run {name}: {arm.preference} must be a preference config, got {config.train.stage}")
+        raise SweepError(
+            f"run {name}: {arm.preference} must be a preference config, got {config.train.stage}"
+        )
     record.seed = record.seed if record.seed is not None else config.train.seed
     record.base = base.record.group
     record.steps = layout.preference_steps(evaluation.names, lora=config.train.lora is not None)
@@ -242,7 +272,9 @@ def _negatives_job(arm, settings, layout, base, seed, name) -> NegativesJob:
     values |= {"output": str(layout.negatives), "model": str(base.layout.root / base.trained / "model")}
     if seed is not None:
         if "seed" in values:
-            raise SweepError(f"run {name}: negatives seed {values['seed']}: the run's seed {seed} seeds its negatives")
+            raise SweepError(
+                f"run {name}: negatives seed {values['seed']}: the run's seed {seed} seeds its negatives"
+            )
         values["seed"] = seed
     try:
         return validate(NegativesJob, values, f"run {name}: negatives")
@@ -353,10 +385,15 @@ def missing_inputs(runs: list[PlannedRun]) -> list[str]:
                 ("data.data_path", config.data.data_path),
                 ("data.image_folder", config.data.image_folder),
             ):
-                if path and str(path) not in made and not (root / path).exists():  # an absolute path stays itself
+                if (
+                    path and str(path) not in made and not (root / path).exists()
+                ):  # an absolute path stays itself
                     missing.setdefault(str(path), role)
         if run.negatives is not None:
-            for role, path in (("negatives.data", run.negatives.data), ("negatives.image_folder", run.negatives.image_folder)):
+            for role, path in (
+                ("negatives.data", run.negatives.data),
+                ("negatives.image_folder", run.negatives.image_folder),
+            ):
                 if path and not (root / path).exists():
                     missing.setdefault(str(path), role)
         for bench in run.evaluation.benchmarks:

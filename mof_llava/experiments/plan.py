@@ -81,7 +81,12 @@ def write_run(spec: SweepSpec, run: PlannedRun, force: bool = False) -> None:
 
 def started(run: PlannedRun) -> bool:
     layout = run.layout
-    outputs = (layout.output_dir(1), layout.output_dir(2), layout.negatives.parent, layout.root / "preference")
+    outputs = (
+        layout.output_dir(1),
+        layout.output_dir(2),
+        layout.negatives.parent,
+        layout.root / "preference",
+    )
     return any(p.exists() for p in (layout.status, *outputs, layout.root / "eval"))
 
 

@@ -273,12 +273,16 @@ def _negatives_line(run: PlannedRun, head: str) -> str:
     job, base = run.negatives, run.base
     model = base.layout.root / base.trained / "model"
     guard = (
-        f"step_done \"$RUN\" negatives {run.steps[0].artifact} || [[ -e {_q(model / 'processor_config.json')} ]] || "
-        f"{{ echo \"[negatives] run {base.name} has no stage-2 model yet ({model}); run it first\" >&2; exit 1; }}\n"
+        f'step_done "$RUN" negatives {run.steps[0].artifact} || [[ -e {_q(model / "processor_config.json")} ]] || '
+        f'{{ echo "[negatives] run {base.name} has no stage-2 model yet ({model}); run it first" >&2; exit 1; }}\n'
     )
     flags = " ".join(_q(f) for f in to_flags(job, "negatives"))
-    return guard + head + (
-        f"mof-llava preference negatives {_q(job.data)} -o \"$RUN/negatives/pairs.jsonl\" {flags} --no-progress"
+    return (
+        guard
+        + head
+        + (
+            f'mof-llava preference negatives {_q(job.data)} -o "$RUN/negatives/pairs.jsonl" {flags} --no-progress'
+        )
     )
 
 

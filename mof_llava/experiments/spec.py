@@ -239,7 +239,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         # relative to the checkout the jobs run in, like train.output_dir in run configs
         output_root=output_root if output_root.is_absolute() else repo_root() / output_root,
         arms=_check_bases(
-            tuple(_arm(str(name), value, base, f"{where}: arms.{name}") for name, value in raw.arms.items()), where
+            tuple(_arm(str(name), value, base, f"{where}: arms.{name}") for name, value in raw.arms.items()),
+            where,
         ),
         evaluation=_evaluation(raw.evaluation, base, f"{where}: evaluation"),
         seeds=_seeds(raw.seeds, f"{where}: seeds"),
@@ -259,7 +260,9 @@ def _arm(name: str, raw: _ArmFile, base: Path, where: str) -> ArmSpec:
         if not isinstance(getattr(raw, stage), str):
             raise SweepError(f"{where}: `{stage}` must name a run config file")
     if preference and (raw.stage1 is not None or raw.stage2 is not None):
-        raise SweepError(f"{where}: a preference arm (base, preference, negatives) has no stage1 or stage2 of its own")
+        raise SweepError(
+            f"{where}: a preference arm (base, preference, negatives) has no stage1 or stage2 of its own"
+        )
     if preference and "data" not in raw.negatives:
         raise SweepError(f"{where}.negatives: `data` (the seed records) is missing")
     return ArmSpec(
@@ -289,7 +292,9 @@ def _check_bases(arms: tuple[ArmSpec, ...], where: str) -> tuple[ArmSpec, ...]:
                     f"(listed before: {list(earlier)})"
                 )
             if base.grid:
-                raise SweepError(f"{where}: arms.{arm.name}.base: arm {arm.base} has a grid; a base must be one model")
+                raise SweepError(
+                    f"{where}: arms.{arm.name}.base: arm {arm.base} has a grid; a base must be one model"
+                )
         earlier[arm.name] = arm
     return arms
 

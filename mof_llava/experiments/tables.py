@@ -107,7 +107,12 @@ def group_results(results: Sequence[Result]) -> list[Group]:
         group = groups.get(result.group)
         if group is None:
             group = groups[result.group] = Group(
-                result.group, result.arm, result.mixer_mode, result.alpha, result.towers, base_group=result.base_group,
+                result.group,
+                result.arm,
+                result.mixer_mode,
+                result.alpha,
+                result.towers,
+                base_group=result.base_group,
                 tuned_from=result.tuned_from,
             )
         elif (group.mixer_mode, group.alpha, group.towers) != (
@@ -176,7 +181,9 @@ def main_table(groups: Sequence[Group], reported: Reported | None = None) -> Tab
     )
     tuned = [f"{g.name} from {g.tuned_from}" for g in rows if g.tuned_from]
     if tuned:
-        table.notes.append("Preference-trained (BPO) rows, each below the model it starts from: " + "; ".join(tuned) + ".")
+        table.notes.append(
+            "Preference-trained (BPO) rows, each below the model it starts from: " + "; ".join(tuned) + "."
+        )
     return table
 
 

@@ -91,9 +91,14 @@ def test_the_sweep_plans_preference_runs_on_their_base_models(planned):
         assert run.negatives.output == str(run.layout.root / "negatives" / "pairs.jsonl")
         pref = run.preference
         assert pref.train.stage == "preference" and pref.model.init_from == str(model)
-        assert pref.data.data_path == run.negatives.output and pref.data.image_folder == run.negatives.image_folder
+        assert (
+            pref.data.data_path == run.negatives.output
+            and pref.data.image_folder == run.negatives.image_folder
+        )
         assert pref.train.output_dir == str(run.layout.root / "preference") and pref.train.seed == 42
-        assert (run.layout.root / "preference.yaml").is_file() and not (run.layout.root / "stage1.yaml").exists()
+        assert (run.layout.root / "preference.yaml").is_file() and not (
+            run.layout.root / "stage1.yaml"
+        ).exists()
     # the I-MoF runs keep their recipe's 2 pairs per GPU; the base runs are the paper's two stages
     assert runs["bpo-i-mof-7b_target-clip_seed-42"].preference.train.per_device_batch_size == 2
     assert [s.name for s in runs["i-mof-7b_seed-42"].steps] == ["stage1", "stage2", "eval-mmvp", "eval-pope"]
@@ -124,7 +129,9 @@ def test_the_job_script_runs_negatives_then_preference_then_eval(planned, tmp_pa
         assert base_stage2 < calls.index(mine[0])  # the base model is trained before its negatives
         assert {s.step: s.state for s in run_status(root).steps} == dict.fromkeys(PREFERENCE_STEPS, "done")
         script = (run.layout.jobs / "run.sh").read_text()
-        command = next(line.strip() for line in script.splitlines() if "mof-llava preference negatives" in line)
+        command = next(
+            line.strip() for line in script.splitlines() if "mof-llava preference negatives" in line
+        )
         assert _negatives_job(command, root) == run.negatives
     again = subprocess.run(["bash", str(planned.scripts.entry)], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and (tmp_path / "calls.txt").read_text().splitlines() == calls
@@ -132,18 +139,31 @@ def test_the_job_script_runs_negatives_then_preference_then_eval(planned, tmp_pa
 
 
 def test_negatives_wait_for_the_base_model(tmp_path):
-    plan = plan_sweep(modify(load_sweep(SWEEP), output_root=tmp_path / "runs"), only=["bpo-i-mof-7b_target-clip*"])
+    plan = plan_sweep(
+        modify(load_sweep(SWEEP), output_root=tmp_path / "runs"), only=["bpo-i-mof-7b_target-clip*"]
+    )
     run = plan.selected[0]
     env = _env(tmp_path)
-    result = subprocess.run(["bash", str(run.layout.jobs / "run.sh")], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(run.layout.jobs / "run.sh")], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "run i-mof-7b_seed-42 has no stage-2 model yet" in result.stderr
     assert not (tmp_path / "calls.txt").exists()  # nothing started
 
 
 def _preference_sweep(tmp_path: Path, arms: dict, **top) -> Path:
-    base = {"stage1": str(EXPERIMENTS / "imof_7b" / "stage1.yaml"), "stage2": str(EXPERIMENTS / "imof_7b" / "stage2.yaml")}
-    content = {"name": "b", "output_root": str(tmp_path / "runs"), "seeds": [1], **top, "arms": {"i-mof": base, **arms}}
+    base = {
+        "stage1": str(EXPERIMENTS / "imof_7b" / "stage1.yaml"),
+        "stage2": str(EXPERIMENTS / "imof_7b" / "stage2.yaml"),
+    }
+    content = {
+        "name": "b",
+        "output_root": str(tmp_path / "runs"),
+        "seeds": [1],
+        **top,
+        "arms": {"i-mof": base, **arms},
+    }
     return write_sweep(tmp_path / "sweep.yaml", content)
 
 
@@ -159,14 +179,42 @@ def _bpo_arm(**changes) -> dict:
 @pytest.mark.parametrize(
     ("arms", "top", "message"),
     [
-        ({"bpo": _bpo_arm(base="nowhere")}, {}, r"arms.bpo.base: 'nowhere' is not a two-stage arm listed before it"),
+        (
+            {"bpo": _bpo_arm(base="nowhere")},
+            {},
+            r"arms.bpo.base: 'nowhere' is not a two-stage arm listed before it",
+        ),
         ({"bpo": _bpo_arm(negatives={"target": "clip"})}, {}, r"arms.bpo.negatives: `data` .* is missing"),
-        ({"bpo": _bpo_arm(negatives={"data": "s.jsonl", "output": "x"})}, {}, r"negatives \['output'\]: not a negatives setting"),
-        ({"bpo": _bpo_arm(negatives={"data": "s.jsonl", "batch_size": "many"})}, {}, r"run bpo_seed-1: negatives.*batch_size"),
-        ({"bpo": _bpo_arm(set={"negatives.seed": 3})}, {}, r"sets negatives.seed, which its seeds \[1\] replace"),
-        ({"bpo": _bpo_arm(negatives={"data": "s.jsonl", "seed": 3})}, {}, "negatives seed 3: the run's seed 1 seeds"),
-        ({"bpo": _bpo_arm(set={"stage2.train.num_epochs": 1})}, {}, "sets stage2.train.num_epochs, but a preference arm"),
-        ({"bpo": _bpo_arm(preference=str(EXPERIMENTS / "imof_7b" / "stage2.yaml"))}, {}, "must be a preference config"),
+        (
+            {"bpo": _bpo_arm(negatives={"data": "s.jsonl", "output": "x"})},
+            {},
+            r"negatives \['output'\]: not a negatives setting",
+        ),
+        (
+            {"bpo": _bpo_arm(negatives={"data": "s.jsonl", "batch_size": "many"})},
+            {},
+            r"run bpo_seed-1: negatives.*batch_size",
+        ),
+        (
+            {"bpo": _bpo_arm(set={"negatives.seed": 3})},
+            {},
+            r"sets negatives.seed, which its seeds \[1\] replace",
+        ),
+        (
+            {"bpo": _bpo_arm(negatives={"data": "s.jsonl", "seed": 3})},
+            {},
+            "negatives seed 3: the run's seed 1 seeds",
+        ),
+        (
+            {"bpo": _bpo_arm(set={"stage2.train.num_epochs": 1})},
+            {},
+            "sets stage2.train.num_epochs, but a preference arm",
+        ),
+        (
+            {"bpo": _bpo_arm(preference=str(EXPERIMENTS / "imof_7b" / "stage2.yaml"))},
+            {},
+            "must be a preference config",
+        ),
         ({"bpo": _bpo_arm(seeds=[2])}, {}, "arm i-mof has no run i-mof_seed-2 to start from"),
         ({"bpo": _bpo_arm(stage1="x.yaml")}, {}, "a preference arm .* has no stage1 or stage2"),
     ],
@@ -184,7 +232,12 @@ def test_negatives_keys_belong_to_preference_arms_and_slurm_is_refused(tmp_path)
     with pytest.raises(SweepError, match="arm i-mof sets negatives.target, but only a preference arm"):
         expand(spec)
     # the sweep's own negatives axis reaches the preference arms only (the base stays one model)
-    runs = expand(modify(load_sweep(_preference_sweep(tmp_path, {"bpo": _bpo_arm()})), grid=[("negatives.target", ["clip", "dinov2"])]))
+    runs = expand(
+        modify(
+            load_sweep(_preference_sweep(tmp_path, {"bpo": _bpo_arm()})),
+            grid=[("negatives.target", ["clip", "dinov2"])],
+        )
+    )
     assert [r.name for r in runs] == ["i-mof_seed-1", "bpo_target-clip_seed-1", "bpo_target-dinov2_seed-1"]
     # an arm's unprefixed settings reach its preference config, not its base
     set_arm = _bpo_arm(set={"train.num_epochs": 3})
@@ -212,7 +265,9 @@ def test_tables_show_the_bpo_rows_below_their_base_models(planned, tmp_path):
             write_metrics(run.layout.root, metrics(bench, score, mode, towers=towers))
     report = write_report([planned.root], tmp_path / "tables", proxy=None)
     text = (report.out_dir / "main.md").read_text()
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")
+    ]
     assert rows[0] == ["model", "mixer", "runs", "MMVP", "POPE"]
     order = [
         "llava-1.5-7b",
@@ -224,7 +279,8 @@ def test_tables_show_the_bpo_rows_below_their_base_models(planned, tmp_path):
     ]
     body = [r for r in rows[1:] if not set(r[0]) <= set("-: ")]
     assert body == [
-        [g, "interleave" if "i-mof" in g else "none", "1", f"{SCORES[g][0]:.1f}", f"{SCORES[g][1]:.1f}"] for g in order
+        [g, "interleave" if "i-mof" in g else "none", "1", f"{SCORES[g][0]:.1f}", f"{SCORES[g][1]:.1f}"]
+        for g in order
     ]
     assert "bpo-i-mof-7b_target-clip from i-mof-7b" in text
     assert "bpo-llava-1.5-7b_target-both from llava-1.5-7b" in text
