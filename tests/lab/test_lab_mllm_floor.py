@@ -27,14 +27,14 @@ from mof_llava.data import samples
 from mof_llava.lab import mllm
 from mof_llava.model import mixer, towers
 
-# The floor needs 452 stage-2 steps (docs/toy-lab.md): the module's four runs take about 45 min on 2
+# The floor needs 452 stage-2 steps (docs/toy-lab.md): the module's four runs take about 30 min on 2
 # cores, past the CI budget, so it runs on request; tests/lab/test_lab_mllm_data.py runs the chain
 # at a tiny size in CI.
 FULL = os.environ.get("MOF_LLAVA_LAB_FLOOR") == "1"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(4 * 3600),
-    pytest.mark.skipif(not FULL, reason="the lab floor runs take ~45 min; set MOF_LLAVA_LAB_FLOOR=1"),
+    pytest.mark.skipif(not FULL, reason="the lab floor runs take ~30 min; set MOF_LLAVA_LAB_FLOOR=1"),
 ]
 
 REDUCED = dict(seed=0, samples=1800, epochs=4.0, letter_share=0.25, language_steps=300, mmvp_pairs=36,
