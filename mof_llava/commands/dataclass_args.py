@@ -16,6 +16,8 @@ import types
 import typing
 from typing import Any
 
+from ..options import flag_name, offered
+
 
 def _flag_type(hint: Any) -> Any:
     """`Path | None` -> Path: the type the text is converted to."""
@@ -36,14 +38,14 @@ def add_arguments(
         dest = prefix + f.name
         if "group" in f.metadata:
             nested = hints[f.name]
-            if any(_offered(g, action, only_this_action) for g in dataclasses.fields(nested)):
+            if any(offered(g, action, only_this_action) for g in dataclasses.fields(nested)):
                 group = parser.add_argument_group(f.metadata["group"])
                 add_arguments(group, nested, action, only_this_action, dest + "_")
             continue
-        if not _offered(f, action, only_this_action):
+        if not offered(f, action, only_this_action):
             continue
         kind = _flag_type(hints[f.name])
-        flag = _flag_name(f, dest)
+        flag = flag_name(f, dest)
         if kind is bool:
             parser.add_argument(flag, dest=dest, action="store_true", help=f.metadata["help"])
             continue
@@ -63,29 +65,6 @@ def add_arguments(
         elif item is None:
             kwargs["default"] = f.default
         parser.add_argument(flag, **kwargs)
-
-
-def _flag_name(f: dataclasses.Field, dest: str) -> str:
-    return f.metadata.get("flag") or "--" + dest.replace("_", "-")
-
-
-def to_flags(options: Any, action: str) -> list[str]:
-    """The flags that give `options` back through `add_arguments` and `from_args` (the inverse, for
-    job scripts that run the command): the offered fields whose value is not their default (a flat
-    options dataclass: no groups)."""
-    flags: list[str] = []
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        if not _offered(f, action, None) or value == f.default or value is None:
-            continue
-        if isinstance(value, bool):  # a switch: only True has a flag
-            if not value:
-                raise ValueError(f"{f.name}=False: the switch {_flag_name(f, f.name)} cannot give it")
-            flags.append(_flag_name(f, f.name))
-            continue
-        for item in value if isinstance(value, tuple) else (value,):
-            flags += [_flag_name(f, f.name), str(item)]
-    return flags
 
 
 def _repeated(kind: Any) -> Any:
@@ -109,11 +88,6 @@ def _converter(hint: Any) -> Any:
 
     parse.__name__ = getattr(_flag_type(hint), "__name__", "value")  # argparse's name for the type
     return parse
-
-
-def _offered(f: dataclasses.Field, action: str, only_this_action: bool | None) -> bool:
-    offered = f.metadata.get("actions", frozenset())
-    return action in offered and only_this_action in (None, offered == {action})
 
 
 def from_args(options: type, args: argparse.Namespace, prefix: str = "") -> Any:

@@ -268,7 +268,7 @@ def _step_line(step: Step, run: PlannedRun, launch: LaunchSpec) -> str:
 def _negatives_line(run: PlannedRun, head: str) -> str:
     """`mof-llava preference negatives` with the run's NegativesJob as flags, once the base run's
     model exists (run_all.sh runs the base run first; `--only` may have left it out)."""
-    from ..commands.dataclass_args import to_flags
+    from ..options import to_flags
 
     job, base = run.negatives, run.base
     model = base.layout.root / base.trained / "model"
