@@ -61,6 +61,9 @@ def add_parser(subparsers) -> None:
     run.add_argument("--samples", type=int, help="pictures per training stage")
     run.add_argument("--epochs", type=float)
     run.add_argument("--language-steps", type=int)
+    run.add_argument("--letter-share", type=float, help="stage-2 rounds in the letter format (default 0.25)")
+    run.add_argument("--captioned-share", type=float, help="stage-2 records asking only colour or shape")
+    run.add_argument("--llm-hidden-size", type=int, help="the tiny Llama's width (default 64)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     run.set_defaults(func=run_mllm)
@@ -116,7 +119,8 @@ def run_mllm(args: argparse.Namespace) -> int:
     given = {"towers": None if args.towers is None else str(args.towers), "seed": args.seed,
              "seeds": args.seeds, "variants": tuple(args.variant) if args.variant else None,
              "samples": args.samples, "epochs": args.epochs, "language_steps": args.language_steps,
-             "threads": args.threads}  # fmt: skip
+             "letter_share": args.letter_share, "captioned_share": args.captioned_share,
+             "llm_hidden_size": args.llm_hidden_size, "threads": args.threads}  # fmt: skip
     config = LabConfig(
         out=str(args.out), progress=not args.quiet, **{k: v for k, v in given.items() if v is not None}
     )

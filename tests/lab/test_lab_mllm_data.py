@@ -124,6 +124,19 @@ def test_lab_run_command_fails_in_one_line_without_towers(tmp_path, capsys):
     assert err == [f"mof-llava: error: {tmp_path}: no clip or ssl tower there (run `mof-llava lab towers`)"]
 
 
+def test_lab_run_command_passes_the_data_and_model_settings(tmp_path, monkeypatch):
+    from mof_llava.cli import main
+
+    seen = []
+    monkeypatch.setattr(mllm, "run_lab", lambda config, say: seen.append(config) or mllm.LabResult(tmp_path))
+    monkeypatch.setattr(mllm, "table", lambda runs: "")
+    flags = ["--letter-share", "0.5", "--captioned-share", "0.2", "--llm-hidden-size", "96", "--seeds", "3"]
+    assert main(["lab", "run", "--out", str(tmp_path), *flags]) == 0
+    (config,) = seen
+    assert (config.letter_share, config.captioned_share, config.llm_hidden_size, config.seeds) == (0.5, 0.2, 96, 3)
+    assert config.samples == mllm.LabConfig(out="x").samples  # flags not given keep LabConfig's defaults
+
+
 def test_every_answer_is_one_of_the_attributes_values():
     seen = {a: set() for a in world.ATTRIBUTES}
     for scene in _scenes():
