@@ -74,7 +74,7 @@ def tag_source(saved_config: Mapping[str, Any], tags_file: Path | None, no_tags:
 def tagged_questions(questions: Sequence[EvalQuestion], tags_file: Path) -> list[EvalQuestion]:
     """Each question with LION's tag sentence in front, as training's `with_tag_prompt` puts it after
     the `<image>` line; the answer lines keep the question as it was (`record_prompt`)."""
-    from ..tags.taggers import read_tags_file
+    from ..data.tags_file import read_tags_file
 
     tags = read_tags_file(Path(tags_file))
     return [
