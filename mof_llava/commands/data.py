@@ -65,8 +65,8 @@ def run_check(args: argparse.Namespace) -> int:
 
     from ..data.check import format_report
     from ..data.check_job import CheckJob, CheckOptionsError, check, load_processor
+    from ..data.preference_check import PreferenceReport
     from ..data.record_file import MalformedRecordsError
-    from ..preference.check import PreferenceReport
 
     job = replace(from_args(CheckJob, args), check_images=not args.no_images)
     try:

@@ -17,8 +17,8 @@ from ..options import option
 from .samples import LENGTH_BUDGETS, TRUNCATIONS
 
 if TYPE_CHECKING:  # loads on first use: `mof-llava --help` reads only the options (no pydantic)
-    from ..preference.check import PreferenceReport
     from .check import DataReport
+    from .preference_check import PreferenceReport
 
 
 class CheckOptionsError(ValueError):
@@ -89,8 +89,8 @@ def load_processor(job: CheckJob):
     file given neither: its check needs no tokenizer)."""
     from .. import MofLlavaProcessor
     from ..paths import check_model_path
-    from ..preference.check import is_preference_file
     from .check import paper_processor
+    from .preference_check import is_preference_file
 
     if job.model is None and job.tokenizer is None and is_preference_file(job.data):
         return None
@@ -122,8 +122,8 @@ def with_training_defaults(job: CheckJob) -> CheckJob:
 def check(job: CheckJob, processor=None) -> DataReport | PreferenceReport:
     """Validate every record and image and measure the token lengths; `processor` defaults to
     `load_processor(job)`. A preference file (BPO's records or flat pairs) gets its own checks."""
-    from ..preference.check import check_preference, is_preference_file
     from .check import check_dataset
+    from .preference_check import check_preference, is_preference_file
     from .tag_prompt import TagPromptConfig
 
     if is_preference_file(job.data):

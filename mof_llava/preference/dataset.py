@@ -29,10 +29,10 @@ import torch
 from ..conversation import get_template
 from ..data.config import DataConfig
 from ..data.images import ImageLoadError, load_rgb_image
+from ..data.preference_records import PreferencePair, read_pairs
 from ..data.records import RecordLocation, parse_record
 from ..data.samples import TextEncoder, TokenizedSample, tokenize_record
 from ..data.skips import SkippedSample
-from .records import PreferencePair, read_pairs
 
 logger = logging.getLogger(__name__)
 HALVES = ("chosen", "rejected")

@@ -119,8 +119,8 @@ class NegativesResult:
 # -- input ----------------------------------------------------------------------------------------
 def read_seeds(path: str | Path, image_root: str | Path | None = None) -> list[Seed]:
     """The records to make negatives for; the first invalid one raises one line naming file and line."""
+    from ..data.preference_records import _image, _prompt, _raw_id, _text
     from ..data.record_file import scan_file
-    from .records import _image, _prompt, _raw_id, _text
 
     path, seeds, seen = Path(path), [], {}
     for index, (_, _, line, raw) in enumerate(scan_file(path)):
@@ -234,9 +234,8 @@ def _weakened_maker(job: NegativesJob):
     from ..benchmarks.generation import load_model, pick_device
     from ..conversation import get_template
     from ..data.images import load_rgb_image
-    from .weakened_sampling import Decoding, WeakenedImageSampler, Weakening
-
     from ..paths import check_model_path
+    from .weakened_sampling import Decoding, WeakenedImageSampler, Weakening
 
     check_model_path(job.model, "--model")
     model, processor = load_model(job.model, pick_device(job.device), job.dtype)
@@ -336,7 +335,7 @@ def _finish(
     job, seeds, finished, output: Path, part: Path, run_file: Path, generated: int
 ) -> NegativesResult:
     from ..atomic import write_json_atomic
-    from .records import PreferencePair, write_flat
+    from ..data.preference_records import PreferencePair, write_flat
 
     result, pairs = NegativesResult(output, generated=generated), []
     for seed in seeds:

@@ -13,9 +13,9 @@ from PIL import Image
 
 from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
 from mof_llava.conversation import get_template
+from mof_llava.data.preference_records import read_pairs
 from mof_llava.preference import negatives as neg
 from mof_llava.preference.negatives import NegativesError, NegativesJob, negatives
-from mof_llava.preference.records import read_pairs
 from mof_llava.preference.weakened_sampling import (
     ContrastiveLogits,
     Decoding,

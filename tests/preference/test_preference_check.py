@@ -9,7 +9,7 @@ import pytest
 
 from mof_llava.cli import main
 from mof_llava.data.check_job import CheckJob, check
-from mof_llava.preference.check import PreferenceReport
+from mof_llava.data.preference_check import PreferenceReport
 
 PROMPT = "<image>\nWhat is shown?"
 

@@ -7,7 +7,7 @@ from itertools import combinations
 
 import pytest
 
-from mof_llava.preference.records import (
+from mof_llava.data.preference_records import (
     PreferenceDataError,
     native_from_pairs,
     read_pairs,

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..data.record_file import scan_file
-from .records import PreferenceDataError, read_pairs
+from .preference_records import PreferenceDataError, read_pairs
+from .record_file import scan_file
 
 _EXAMPLES = 20
 

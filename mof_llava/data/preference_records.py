@@ -27,8 +27,8 @@ from typing import Any
 
 from ..atomic import write_text_atomic
 from ..constants import IMAGE_TOKEN
-from ..data.record_file import scan_file
-from ..data.records import RecordError, RecordLocation
+from .record_file import scan_file
+from .records import RecordError, RecordLocation
 
 # BPO drops a record if any of its responses is longer than this many (whitespace-separated) words.
 MAX_WORDS = 350
