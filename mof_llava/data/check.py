@@ -70,6 +70,9 @@ class DataReport:
     text_only: int = 0
     with_tags: int = 0  # image records carrying `tags` (LION's tag prompt)
     tags_per_record: float = 0.0  # mean over those records
+    moa_tasks: list[str] = field(default_factory=list)  # the task names a record's `task` may take
+    by_task: dict[str, int] = field(default_factory=dict)  # usable records per `task` ("unset": none given)
+    by_box_frame: dict[str, int] = field(default_factory=dict)  # region records per `box_frame` (boxes.py)
     tag_prompt: bool = False  # lengths measured with the tag prompt
     images_checked: bool = False
     unique_images: int = 0
@@ -106,10 +109,12 @@ def check_dataset(
     check_images: bool = True,
     num_workers: int | None = None,
     cache_dir: str | Path | None = None,
+    moa_tasks: tuple[str, ...] | None = None,
     **settings,
 ) -> DataReport:
     """`settings`: the `DataConfig` fields the check uses (template, max_length, length_budget,
-    truncation); what is not given takes `DataConfig`'s default, as training would."""
+    truncation); what is not given takes `DataConfig`'s default, as training would. `moa_tasks`: the
+    names a record's `task` may take (default: `moa.tasks`' default); another is malformed."""
     unknown = sorted(set(settings) - set(CHECK_SETTINGS))
     if unknown:
         raise TypeError(f"check_dataset: unknown settings {unknown}; it takes {list(CHECK_SETTINGS)}")
@@ -133,6 +138,7 @@ def check_dataset(
     report.text_only = int(np.count_nonzero(usable & ~has_image))
     report.tag_prompt = config.tag_prompt is not None
     _count_tags(report, records, np.flatnonzero(usable & has_image))
+    _count_lion_fields(report, records, np.flatnonzero(usable), moa_tasks)
     full = np.asarray(stats["full_length"])
     report.lengths_image = LengthSummary.of(full[usable & has_image])
     report.lengths_text = LengthSummary.of(full[usable & ~has_image])
@@ -173,6 +179,25 @@ def _count_tags(report: DataReport, records: RecordFile, indices: np.ndarray) ->
     counts = [len(tags) for i in indices if (tags := records.raw(int(i)).get("tags")) is not None]
     report.with_tags = len(counts)
     report.tags_per_record = float(np.mean(counts)) if counts else 0.0
+
+
+def _count_lion_fields(
+    report: DataReport, records: RecordFile, indices: np.ndarray, moa_tasks: tuple[str, ...] | None
+) -> None:
+    """Records per LION `task` and per REC `box_frame` (both validated as strings by the index); a task
+    outside `moa_tasks` is malformed, as training's collator would stop on it."""
+    from ..model.configuration import MoaSpec
+
+    tasks = tuple(moa_tasks) if moa_tasks else MoaSpec().tasks
+    report.moa_tasks = list(tasks)
+    for i in indices:
+        raw = records.raw(int(i))
+        task = raw["task"].strip() if "task" in raw else None  # as the record parser keeps it
+        report.by_task[task or "unset"] = report.by_task.get(task or "unset", 0) + 1
+        if task is not None and task not in tasks:
+            report.malformed.append(f"{records.location_with_id(int(i))}: task {task!r} is not one of {list(tasks)}")
+        if "box_frame" in raw:
+            report.by_box_frame[raw["box_frame"]] = report.by_box_frame.get(raw["box_frame"], 0) + 1
 
 
 def _fitting_summary(stats: np.ndarray) -> FittingSummary:
@@ -241,6 +266,9 @@ def format_report(report: DataReport) -> str:
         f"tags      {report.with_tags} of {report.with_image} image records have tags "
         f"(mean {report.tags_per_record:.1f} per record); {prompt}"
     )
+    tasks = ", ".join(f"{n} {task}" for task, n in sorted(report.by_task.items())) or "none"
+    frames = ", ".join(f"{n} {frame}" for frame, n in sorted(report.by_box_frame.items())) or "none"
+    lines.append(f"tasks     {tasks} (moa.tasks {report.moa_tasks}); box frames: {frames}")
     for error in report.malformed[:_EXAMPLES]:
         lines.append(f"  MALFORMED {error}")
     if len(report.malformed) > _EXAMPLES:

@@ -77,6 +77,13 @@ class CheckJob:
         "all tags kept); image records without 'tags' are then reported as malformed",
         actions=CHECK,
     )
+    moa_tasks: tuple[str, ...] = option(
+        (),
+        "a task name a record's 'task' may take (repeat the flag for each; default: the --model's moa.tasks, "
+        "else image and region); a record with another is reported as malformed",
+        actions=CHECK,
+        metavar="TASK",
+    )
     check_images: bool = True  # the flag is --no-images
     workers: int | None = option(None, "processes for tokenising and image checks", actions=CHECK)
     cache_dir: str | Path | None = option(
@@ -106,6 +113,20 @@ def load_processor(job: CheckJob):
         return MofLlavaProcessor.from_pretrained(job.model)
     check_model_path(job.tokenizer, "--tokenizer")
     return paper_processor(job.tokenizer, job.mixer, job.image_size, tag_soft_prompt=job.tag_prompt)
+
+
+def moa_tasks(job: CheckJob) -> tuple[str, ...] | None:
+    """The task names the records may carry: `--moa-tasks`, else the saved model's moa.tasks (None:
+    the default ones, for a tokenizer or a model without a mixture of adapters)."""
+    import json
+
+    from ..model.configuration import MoaSpec
+
+    if job.moa_tasks:
+        return tuple(job.moa_tasks)
+    config = Path(job.model) / "config.json" if job.model else None
+    moa = json.loads(config.read_text()).get("moa") if config is not None and config.is_file() else None
+    return MoaSpec.from_dict(moa).tasks if moa else None
 
 
 TRAINING_SETTINGS = ("template", "max_length", "length_budget", "truncation")  # defaults: DataConfig's
@@ -141,4 +162,5 @@ def check(job: CheckJob, processor=None) -> DataReport | PreferenceReport:
         check_images=job.check_images,
         num_workers=job.workers,
         cache_dir=job.cache_dir,
+        moa_tasks=moa_tasks(job),
     )
