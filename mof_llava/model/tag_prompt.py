@@ -10,8 +10,12 @@ trust the (noisy) tags. Here the processor writes `config.tag_hint_token_id` for
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from ..atomic import atomic_path
 
 
 class TagSoftPrompt(nn.Module):
@@ -30,3 +34,32 @@ class TagSoftPrompt(nn.Module):
     def forward(self, inputs_embeds: torch.Tensor, hint_mask: torch.Tensor) -> torch.Tensor:
         """`inputs_embeds` [batch, seq, d] with the vector at every position where `hint_mask` [batch, seq]."""
         return torch.where(hint_mask.unsqueeze(-1), self.vector.to(inputs_embeds.dtype), inputs_embeds)
+
+
+# A LoRA run's artifact holds peft's weights only: the trained vector is saved beside them in this file.
+WEIGHTS_NAME = "tag_prompt.safetensors"
+KEY = "tag_prompt.vector"  # its name in the model's state dict
+
+
+def save_tag_vector(state_dict: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """Write the vector of a model state dict (gathered, under ZeRO-3) to `directory`."""
+    from safetensors.torch import save_file
+
+    path = Path(directory) / WEIGHTS_NAME
+    with atomic_path(path) as tmp:
+        save_file({"vector": state_dict[KEY].detach().to("cpu").contiguous()}, str(tmp))
+    return path
+
+
+def load_tag_vector(prompt: TagSoftPrompt, directory: str | Path) -> None:
+    """Load `save_tag_vector`'s file into `prompt`, its width matching exactly."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; the model has a tag soft prompt whose trained vector goes there")
+    state = load_file(str(path))
+    if set(state) != {"vector"} or state["vector"].shape != prompt.vector.shape:
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        raise ValueError(f"{path}: holds {shapes}, not the model's tag vector of shape {tuple(prompt.vector.shape)}")
+    prompt.load_state_dict(state, strict=True)

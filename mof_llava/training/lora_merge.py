@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..model.adapter_artifact import load_adapters
 from ..model.moa import load_moa_weights
+from ..model.tag_prompt import load_tag_vector
 from .config import load_run_config
 from .run import load_model
 
@@ -28,6 +29,8 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path) -> Path:
     load_adapters(model, run_dir / "adapters")
     if model.moa is not None:  # LION's routers, trained beside the LoRA weights (run.py)
         load_moa_weights(model.moa, run_dir / "lora")
+    if model.tag_prompt is not None:  # LION's tag vector, likewise
+        load_tag_vector(model.tag_prompt, run_dir / "lora")
     merged = PeftModel.from_pretrained(model, run_dir / "lora").merge_and_unload()
     merged.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -10,8 +10,9 @@ Artifacts in `train.output_dir`:
     checkpoint-<step>/    resumable checkpoints (trainable weights, optimizer, scheduler, RNG, data position)
     adapters/             stage 1: the adapters artifact stage 2 starts from (also written by LoRA runs)
     model/                stage 2 or preference (full fine-tuning): the complete model + processor
-    lora/                 stage 2 or preference with LoRA: the peft adapter; `mof-llava merge-lora` makes a
-                          standalone model
+    lora/                 stage 2 or preference with LoRA: the peft adapter, beside it LION's routers
+                          (moa.safetensors) and tag vector (tag_prompt.safetensors) when the model has them;
+                          `mof-llava merge-lora` makes a standalone model
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..data.dataset import LlavaDataset
 from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
 from ..model.moa import save_moa_weights
+from ..model.tag_prompt import save_tag_vector
 from ..model.modeling import MofLlavaForConditionalGeneration
 from ..model.processing import MofLlavaProcessor
 from ..preference.collator import PreferenceCollator
@@ -302,6 +304,8 @@ def _save_final(trainer, model, processor: MofLlavaProcessor, config: RunConfig,
     trainer.save_model(str(target))  # peft writes the LoRA weights only
     if base.moa is not None and trainer.args.should_save:  # LION's routers are no LoRA weights: beside them
         save_moa_weights({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix + "moa.")}, target)
+    if base.tag_prompt is not None and trainer.args.should_save:  # LION's tag vector, likewise
+        save_tag_vector({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix + "tag_prompt.")}, target)
     return target
 
 

@@ -12,8 +12,9 @@
     the gates, unless `train.lion` (LION's stage-wise recipe, docs/lion.md) says what of LION's parts
     stage 1 or 2 trains: the LLM's own weights, the aggregators, which tasks' adapters, the gates. Each
     task's adapters and the gates get their own log line.
-    LION's tag soft prompt (`model.tag_soft_prompt`) trains in stage 2 and has its own log line; its vector
-    is saved with the full model only, so stage 1 and LoRA runs refuse a model that has one.
+    LION's tag soft prompt (`model.tag_soft_prompt`) trains in stage 2 and has its own log line; a LoRA run
+    saves its vector beside the LoRA weights (merge-lora puts it back). Stage 1 refuses a model that has
+    one: LION trains the vector with the LLM, which stage 1 keeps frozen.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def apply_stage(
             model = _wrap_lora(model, lora, train_mixer)
     if stage != "preference":
         _train_lion_parts(base_model(model), lion or LionStageConfig(), finetune=stage == "finetune")
-    _train_tag_prompt(base_model(model), stage, lora)
+    _train_tag_prompt(base_model(model), stage)
     for name, count in trainable_by_module(model).items():
         state = "trained" if count.trainable else "frozen"
         logger.info("%-8s %-28s %14s / %14s parameters", state, name, f"{count.trainable:,}", f"{count.total:,}")
@@ -110,13 +111,13 @@ def _train_lion_parts(base: nn.Module, lion: LionStageConfig, finetune: bool) ->
         gates.requires_grad_(finetune if lion.gates is None else lion.gates)
 
 
-def _train_tag_prompt(base: nn.Module, stage: str, lora: LoraConfig | None) -> None:
+def _train_tag_prompt(base: nn.Module, stage: str) -> None:
     if base.tag_prompt is None:
         return
-    if stage == "pretrain" or (stage == "finetune" and lora is not None):
+    if stage == "pretrain":
         raise ValueError(
-            "the model has LION's tag soft prompt, whose trained vector is saved with the full model only: "
-            "train it in stage finetune without train.lora (stage-1 adapters and LoRA artifacts do not carry it)"
+            "the model has LION's tag soft prompt, which LION trains with the LLM: stage 1 (pretrain) keeps "
+            "the LLM frozen and its adapters artifact does not carry the vector; train it in stage finetune"
         )
     base.tag_prompt.requires_grad_(stage == "finetune")
 

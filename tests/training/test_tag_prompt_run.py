@@ -1,5 +1,6 @@
 """LION's tag soft prompt through a real training run on the tiny model: the hint vector trains in
-stage 2 and is saved with the model; stage 1, LoRA and a saved model without it are refused."""
+stage 2 and is saved with the model, or beside the LoRA weights (merge-lora puts it back); stage 1 and a
+saved model without it are refused."""
 
 import json
 from dataclasses import replace
@@ -55,11 +56,26 @@ def test_stages_train_the_hint_in_stage2_only(tiny_parts, toy_data, tmp_path, ca
     assert trainable_by_module(model)["tag_prompt"].trainable == model.tag_prompt.vector.numel()
     apply_stage(model, "preference")
     assert not model.tag_prompt.vector.requires_grad
-    for stage, lora in (("pretrain", None), ("finetune", {"r": 4, "alpha": 8, "dropout": 0.0})):
-        from mof_llava.training.config import LoraConfig
+    with pytest.raises(ValueError, match=r"LION trains with the LLM: stage 1 \(pretrain\) keeps the LLM frozen"):
+        apply_stage(model, "pretrain")
 
-        with pytest.raises(ValueError, match="saved with the full model only"):
-            apply_stage(model, stage, LoraConfig(**lora) if lora else None)
+
+def test_a_lora_run_keeps_the_trained_hint_beside_lora_and_merge_restores_it(tiny_parts, toy_data, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import set_seed
+
+    from mof_llava.training.lora_merge import merge_lora
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+    config = _config(tiny_parts, _tagged(toy_data, tmp_path), tmp_path / "lora", lora=lora)
+    set_seed(config.train.seed)  # as train() does before it builds the model: the same starting vector
+    start, _ = load_model(config.model)
+    result = train(config)
+    trained = load_file(str(result.artifact / "tag_prompt.safetensors"))["vector"]
+    assert (trained - start.tag_prompt.vector).abs().max() > 1e-4  # it trained beside the LoRA weights
+    merged = MofLlavaForConditionalGeneration.from_pretrained(merge_lora(tmp_path / "lora", tmp_path / "merged"))
+    assert merged.config.tag_hint_token_id == TAG_HINT_TOKEN_INDEX
+    assert torch.equal(merged.tag_prompt.vector, trained)
 
 
 def test_init_from_a_model_without_the_hint_is_refused(tiny_parts, toy_data, tmp_path):
