@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
     towers.add_argument("--clip-steps", type=int, help="default: the lab's (see docs/toy-lab.md)")
     towers.add_argument("--ssl-steps", type=int)
     towers.add_argument("--batch", type=int)
+    towers.add_argument(
+        "--ssl-colour-jitter", type=float, help="share of SSL views with shuffled colour channels (default 0)"
+    )
     towers.add_argument("--checkpoint-every", type=int, help="steps between resumable states")
     towers.add_argument("--threads", type=int, help="torch CPU threads (default: mof_llava.threads' choice)")
     towers.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -74,7 +77,7 @@ def run_towers(args: argparse.Namespace) -> int:
     from ..threads import choose_cpu_threads
 
     given = {"clip_steps": args.clip_steps, "ssl_steps": args.ssl_steps, "batch": args.batch,
-             "checkpoint_every": args.checkpoint_every}  # fmt: skip
+             "checkpoint_every": args.checkpoint_every, "ssl_colour_jitter": args.ssl_colour_jitter}  # fmt: skip
     threads = choose_cpu_threads(args.threads, "--threads").threads
     config = TowersConfig(output=str(args.output), seed=args.seed, towers=tuple(args.tower or ("clip", "ssl")),
                           threads=threads, progress=not args.quiet,

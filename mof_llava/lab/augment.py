@@ -34,6 +34,18 @@ def jitter_brightness(pixels: torch.Tensor, amount: float, generator: torch.Gene
     return pixels * factor
 
 
+def jitter_colour(pixels: torch.Tensor, grey: float, generator: torch.Generator) -> torch.Tensor:
+    """Each picture's colour channels in their own random order, and with probability `grey` all
+    three replaced by their mean: two views then match by shape and layout, not by colour (what
+    DINO's colour jitter and random grayscale do to photographs)."""
+    n = pixels.shape[0]
+    order = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)
+    out = torch.gather(pixels, 1, order[:, :, None, None].expand_as(pixels))
+    greyed = torch.rand(n, generator=generator) < grey
+    out[greyed] = out[greyed].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    return out
+
+
 def random_dihedral(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each square picture under its own one of the 8 flips and quarter turns: what this destroys
     (orientation, position, left/right) is what a tower trained on it learns to ignore."""

@@ -30,7 +30,7 @@ from ..atomic import atomic_path, write_text_atomic
 from ..benchmarks.provenance import sha256_of
 from ..model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from . import world
-from .augment import jitter_brightness, random_crops, random_dihedral
+from .augment import jitter_brightness, jitter_colour, random_crops, random_dihedral
 from .ssl import SelfDistiller, distill_loss, random_patch_mask, update_centre, update_teacher
 
 TOWERS = ("clip", "ssl")
@@ -75,6 +75,9 @@ class TowersConfig:
     local_crops: int = 2
     mask_ratio: tuple[float, float] = (0.1, 0.5)
     patch_loss_weight: float = 1.0  # iBOT's masked-patch loss against DINO's CLS loss (3 changed nothing)
+    # Share of the SSL tower's views with their colour channels shuffled (and a fifth of those
+    # greyed): 0, the committed towers' setting, lets two views match by colour alone.
+    ssl_colour_jitter: float = 0.0
     threads: int | None = None
     progress: bool = True
 
@@ -232,6 +235,8 @@ class SslTrainer:
             random_crops(pixels, world.SIZE // 2, cfg.local_crop_area, generator)
             for _ in range(cfg.local_crops)
         ]
+        if cfg.ssl_colour_jitter > 0:
+            globals_, locals_ = ([self._colour(v, generator) for v in views] for views in (globals_, locals_))
         patches = (world.SIZE // cfg.patch) ** 2
         with torch.no_grad():
             teacher = [self.teacher.outputs(v) for v in globals_]
@@ -249,6 +254,11 @@ class SslTrainer:
         update_centre(self.teacher.cls_centre, torch.cat([t for t, _ in teacher]))
         update_centre(self.teacher.patch_centre, torch.cat([p for _, p in teacher]))
         return cls_loss / terms + cfg.patch_loss_weight * patch_loss / len(masks)
+
+    def _colour(self, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        chosen = torch.rand(views.shape[0], generator=generator) < self.cfg.ssl_colour_jitter
+        jittered = jitter_colour(views, 0.2, generator)
+        return torch.where(chosen[:, None, None, None], jittered, views)
 
     def _distill(self, student: torch.Tensor, teacher: torch.Tensor, centre: str) -> torch.Tensor:
         return distill_loss(

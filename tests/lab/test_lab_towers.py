@@ -132,3 +132,11 @@ def test_clip_flips_change_the_training_and_are_recorded(tmp_path):
     assert flipped.sha256 != plain.sha256  # the same scenes and captions, other views
     info = json.loads((tmp_path / "flips" / "clip" / towers.INFO_FILE).read_text())
     assert info["config"]["clip_flips"] is True
+
+
+def test_ssl_colour_jitter_changes_the_training_and_is_recorded(tmp_path):
+    plain = train_towers(_config(tmp_path / "plain", towers=("ssl",), ssl_steps=1))["ssl"]
+    jittered = train_towers(_config(tmp_path / "jit", towers=("ssl",), ssl_steps=1, ssl_colour_jitter=0.8))["ssl"]
+    assert jittered.sha256 != plain.sha256  # the same scenes and crops, recoloured views
+    info = json.loads((tmp_path / "jit" / "ssl" / towers.INFO_FILE).read_text())
+    assert info["config"]["ssl_colour_jitter"] == 0.8
