@@ -25,6 +25,7 @@ from ..data.tag_prompt import tag_prompt
 from .task import EvalQuestion
 
 NO_TAGS = "none"  # the signature's `tags` of a run made with `no_tags`
+TAG_FLAGS = ("--tags-file", "--no-tags")  # eval run's names of the two tag settings
 
 
 class LionEvalError(ValueError):
@@ -45,14 +46,17 @@ def moa_task(saved_config: Mapping[str, Any], task: str, benchmark: str) -> str 
     return task
 
 
-def tag_source(saved_config: Mapping[str, Any], tags_file: Path | None, no_tags: bool) -> str | dict | None:
+def tag_source(
+    saved_config: Mapping[str, Any], tags_file: Path | None, no_tags: bool, flags: tuple[str, str] = TAG_FLAGS
+) -> str | dict | None:
     """What the run's prompts take their tags from: None (the model has no tag prompt), `NO_TAGS`,
-    or the tags file with its sha256."""
+    or the tags file with its sha256. `flags`: how the refusals name the two settings."""
+    file_flag, no_tags_flag = flags
     if tags_file is not None and no_tags:
-        raise LionEvalError("--tags-file and --no-tags exclude each other")
+        raise LionEvalError(f"{file_flag} and {no_tags_flag} exclude each other")
     if saved_config.get("tag_hint_token_id") is None:
         if tags_file is not None or no_tags:
-            flag = f"--tags-file {tags_file}" if tags_file is not None else "--no-tags"
+            flag = f"{file_flag} {tags_file}" if tags_file is not None else no_tags_flag
             raise LionEvalError(
                 f"{flag}: the model has no tag soft prompt (its config's tag_hint_token_id is null)"
             )
@@ -61,14 +65,20 @@ def tag_source(saved_config: Mapping[str, Any], tags_file: Path | None, no_tags:
         return NO_TAGS
     if tags_file is None:
         raise LionEvalError(
-            "the model was trained with LION's tag soft prompt (config tag_hint_token_id): give its tags "
-            "with --tags-file (a precomputed tags file, see `mof-llava tags`), "
-            "or evaluate without them with --no-tags"
+            f"the model was trained with LION's tag soft prompt (config tag_hint_token_id): give its tags "
+            f"with {file_flag} (a precomputed tags file, see `mof-llava tags`), "
+            f"or evaluate without them with {no_tags_flag}"
         )
     path = Path(tags_file)
     if not path.is_file():
-        raise LionEvalError(f"--tags-file {path}: no such file")
+        raise LionEvalError(f"{file_flag} {path}: no such file")
     return {"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def tagged_text(text: str, tags: Sequence[str]) -> str:
+    """A question with LION's tag sentence in front (the prompt builder puts the `<image>` line first,
+    so the sentence follows it, where training's `with_tag_prompt` puts it)."""
+    return tag_prompt(list(tags)) + text
 
 
 def tagged_questions(questions: Sequence[EvalQuestion], tags_file: Path) -> list[EvalQuestion]:
@@ -79,7 +89,7 @@ def tagged_questions(questions: Sequence[EvalQuestion], tags_file: Path) -> list
     tags = read_tags_file(Path(tags_file))
     return [
         replace(
-            q, text=tag_prompt(_tags_of(q, tags, tags_file)) + q.text, record_prompt=q.record_prompt or q.text
+            q, text=tagged_text(q.text, _tags_of(q, tags, tags_file)), record_prompt=q.record_prompt or q.text
         )
         for q in questions
     ]

@@ -8,6 +8,11 @@ decoding, the decoded new tokens without special tokens, stripped; then cut at t
 strings. `loglikelihood` scores a continuation after the same prompt, batched with right padding
 (positions stay those of the unpadded text).
 
+LION's options (docs/lion.md) are applied as `mof-llava eval run` applies them (benchmarks/lion.py): a
+model with a mixture of adapters answers through `moa_task`'s adapters (default: an image-level
+benchmark's task), and a tag-prompt model reads LION's tag sentence before each question, its tags
+looked up in `tags_file` by the document's `tags_key` field (or `no_tags=true`).
+
 Rank and world size come from accelerate (`accelerate launch` or torchrun); on a machine without
 CUDA the Accelerator is made with `cpu=True`, without which every CPU process would silently call
 itself rank 0 of 1 (docs/evaluation.md, "lmms-eval").
@@ -19,6 +24,7 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -28,7 +34,8 @@ from lmms_eval.api.model import lmms
 from lmms_eval.utils import Collator
 from pydantic import Field
 
-from ..benchmarks.generation import load_model, make_generate_fn, pick_device
+from ..benchmarks.generation import load_model, make_generate_fn, model_info, pick_device
+from ..benchmarks.lion import tagged_text
 from ..constants import IMAGE_TOKEN
 from ..conversation import get_template
 from ..data.samples import supervised_mask
@@ -65,6 +72,10 @@ class LmmsModelArgs:
     template: str = "vicuna_v1"
     image_aspect_ratio: Literal["pad", "crop"] = "pad"
     threads: Annotated[int, Field(gt=0)] | None = None  # torch threads on CPU (default: idle cores' share)
+    moa_task: Literal["image", "region"] | None = None  # MoA models: the adapters that answer (default image)
+    tags_file: str | None = None  # tag-prompt models: a precomputed tags file (`mof-llava tags`' input)
+    tags_key: str = "question_id"  # the document field whose value keys `tags_file`
+    no_tags: bool = False  # tag-prompt models: answer without tags
 
 
 def read_model_args(raw: Mapping[str, Any]) -> LmmsModelArgs:
@@ -78,6 +89,35 @@ def read_model_args(raw: Mapping[str, Any]) -> LmmsModelArgs:
         raise ConfigError(f"--model_args: template: {err}", "template") from None
     check_model_path(args.pretrained, "--model_args pretrained", hub=False)
     return args
+
+
+# how the refusals of benchmarks/lion.py name the tag settings here
+TAG_ARGS = ("--model_args tags_file", "--model_args no_tags")
+
+
+@dataclass(frozen=True)
+class LionOptions:
+    moa_task: str | None  # the task whose adapters answer; None: the model has no mixture of adapters
+    tags: dict[str, list[str]] | None  # tags file key -> tags; None: no tag sentence
+
+
+def lion_options(args: LmmsModelArgs, saved_config: Mapping[str, Any]) -> LionOptions:
+    """LION's options of the saved model as eval run decides them (benchmarks/lion.py), refused in one
+    line where the model was not trained for them."""
+    from ..benchmarks import lion
+    from ..benchmarks.registry import Benchmark
+    from ..data.tags_file import read_tags_file
+
+    if args.moa_task is not None and saved_config.get("moa") is None:
+        raise lion.LionEvalError(
+            f"--model_args moa_task={args.moa_task}: the model has no mixture of adapters "
+            "(its config's moa is null)"
+        )
+    # unset: the task an image-level benchmark declares (Benchmark's default)
+    task = lion.moa_task(saved_config, args.moa_task or Benchmark.moa_task, "--model_args moa_task")
+    tags_file = None if args.tags_file is None else Path(args.tags_file)
+    source = lion.tag_source(saved_config, tags_file, args.no_tags, TAG_ARGS)
+    return LionOptions(task, read_tags_file(tags_file) if isinstance(source, dict) else None)
 
 
 def user_turn(context: str, n_images: int) -> str:
@@ -151,6 +191,8 @@ class MofLlava(lmms):
             from ..threads import apply_cpu_threads
 
             apply_cpu_threads(self.args.threads, "--model_args threads")
+        saved = model_info(self.args.pretrained, device, self.args.dtype)["model_config"] or {}
+        self.lion = lion_options(self.args, saved)  # refused before the weights load
         self.model, self.processor = load_model(self.args.pretrained, device, self.args.dtype)
         self._device = torch.device(device)
         self._template = get_template(self.args.template)
@@ -163,12 +205,35 @@ class MofLlava(lmms):
     def batch_size(self) -> int:
         return self.args.batch_size
 
-    def prompt(self, context: str, n_images: int) -> str:
-        """The text the model reads for a task's context: the template's generation prompt."""
+    def prompt(self, context: str, n_images: int, doc: Any = None, where: str = "") -> str:
+        """The text the model reads for a task's context: the template's generation prompt, with
+        LION's tag sentence before the context when the model reads tags and `doc` has a picture."""
+        if self.lion.tags is not None and n_images:
+            context = tagged_text(context, self._tags_of(doc, where))
         return self._template.generation_prompt(user_turn(context, n_images))
 
-    def _images(self, doc_to_visual, doc_id: int, task: str, split: str) -> list:
-        return rgb_images(doc_to_visual(self.task_dict[task][split][doc_id]), task, doc_id)
+    def _tags_of(self, doc: Any, where: str) -> list[str]:
+        key = self.args.tags_key
+        if not isinstance(doc, Mapping) or key not in doc:
+            raise LmmsRequestError(f"{where}: the document has no field {key!r} to look its tags up by "
+                                   "(--model_args tags_key)")
+        tags = self.lion.tags.get(str(doc[key]))
+        if tags is None:
+            raise LmmsRequestError(f"{where}: {self.args.tags_file} has no tags for {key} {doc[key]!r}")
+        return tags
+
+    def _task_ids(self, rows: int) -> dict[str, torch.Tensor]:
+        """The forward's routing through LION's mixture of adapters (nothing for a model without one)."""
+        if self.lion.moa_task is None:
+            return {}
+        task_id = self.model.config.moa_spec.tasks.index(self.lion.moa_task)
+        return {"task_ids": torch.full((rows,), task_id, dtype=torch.long, device=self.device)}
+
+    def _doc_prompt(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> tuple:
+        """(the document's pictures, the prompt the model reads for it)."""
+        doc = self.task_dict[task][split][doc_id]
+        pictures = rgb_images(doc_to_visual(doc), task, doc_id)
+        return pictures, self.prompt(context, len(pictures), doc, f"task {task}, doc {doc_id}")
 
     # -- generation --------------------------------------------------------------------------------
     def generate_until(self, requests) -> list[str]:
@@ -183,10 +248,12 @@ class MofLlava(lmms):
         max_new_tokens, until = greedy_settings(chunk[0][1], chunk[0][4])
         images, prompts = [], []
         for context, _, doc_to_visual, doc_id, task, split in chunk:
-            pictures = self._images(doc_to_visual, doc_id, task, split)
+            pictures, prompt = self._doc_prompt(context, doc_to_visual, doc_id, task, split)
             images += pictures
-            prompts.append(self.prompt(context, len(pictures)))
-        generate = make_generate_fn(self.model, self.processor, max_new_tokens, self.args.image_aspect_ratio)
+            prompts.append(prompt)
+        generate = make_generate_fn(
+            self.model, self.processor, max_new_tokens, self.args.image_aspect_ratio, self.lion.moa_task
+        )
         return [cut_at_stops(text, until) for text in generate(images, prompts)]
 
     def generate_until_multi_round(self, requests) -> list[str]:
@@ -207,9 +274,8 @@ class MofLlava(lmms):
         for context, continuation, doc_to_visual, doc_id, task, split in chunk:
             if callable(continuation):  # a loglikelihood task's doc_to_target
                 continuation = continuation(self.task_dict[task][split][doc_id])
-            pictures = self._images(doc_to_visual, doc_id, task, split)
+            pictures, prompt = self._doc_prompt(context, doc_to_visual, doc_id, task, split)
             images += pictures
-            prompt = self.prompt(context, len(pictures))
             text = prompt + str(continuation)
             encoded = self.processor.encode(text)
             offsets = np.asarray(encoded.offsets, dtype=np.int64).reshape(-1, 2)
@@ -219,7 +285,7 @@ class MofLlava(lmms):
 
     def _continuation_logprobs(self, ids, masks, images) -> list[tuple[float, bool]]:
         batch = self.processor.pad(ids, padding_side="right")  # right: positions as unpadded
-        inputs = {k: v.to(self.device) for k, v in batch.items()}
+        inputs = {**{k: v.to(self.device) for k, v in batch.items()}, **self._task_ids(len(ids))}
         if images:
             pixels = self.processor.preprocess_images(images, self.args.image_aspect_ratio)
             inputs["pixel_values"] = pixels.to(device=self.device, dtype=next(self.model.parameters()).dtype)
@@ -227,7 +293,8 @@ class MofLlava(lmms):
             logits = self.model(**inputs).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
         targets = inputs["input_ids"][:, 1:]
-        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        # placeholder ids (LION's tag hint, -201) are no vocabulary rows; they sit in the prompt, never scored
+        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         greedy = logprobs.argmax(-1) == targets
         out = []
         for row, mask in enumerate(masks):

@@ -185,11 +185,14 @@ def save_tiny_mof_llava(
     alpha: float = 0.0,
     image_size: int = 56,
     seed: int = 0,
+    moa: bool = False,
+    tag_soft_prompt: bool = False,
 ) -> Path:
     """A complete tiny MoF-LLaVA model + processor saved under `directory`/model, built from tiny
     component checkpoints (under `directory`/components) exactly as a real run builds its model.
     `mixer` is "none" (LLaVA-1.5 baseline), "additive" (A-MoF with `alpha`), "interleave" (I-MoF)
-    or "concat"."""
+    or "concat"; `moa` and `tag_soft_prompt` add LION's mixture of adapters (default tasks) and tag
+    soft prompt."""
     import torch
 
     from ..model import MixerSpec, build_model, llava15_recipe, mof_recipe
@@ -203,6 +206,11 @@ def save_tiny_mof_llava(
     else:
         recipe = mof_recipe(str(parts.llm), str(parts.clip), str(parts.dinov2), mode="interleave")
         recipe.mixer = MixerSpec(mode=mixer)
+    if moa:
+        from ..model.configuration import MoaSpec
+
+        recipe.moa = MoaSpec()
+    recipe.tag_soft_prompt = tag_soft_prompt
     torch.manual_seed(seed)
     model, processor = build_model(recipe)
     out = directory / "model"

@@ -2,6 +2,10 @@
 the model through the `lmms_eval.models` entry point and answers local tasks that reuse lmms-eval's
 real POPE and MMVP task code over parquet files laid out like lmms-lab's datasets.
 
+A model with LION's parts (a mixture of adapters, the tag soft prompt) answers through the adapters
+`moa_task` names and reads LION's tag sentence, as `mof-llava eval run` makes it, with the tags of
+`tags_file`; what eval run refuses is refused in one line.
+
 The answers must be the ones mof-llava's own generation path gives one question at a time (prompt,
 template, image handling, left-padded batches); lmms-eval's MMVP scores of those answers must equal
 our scorer's with lmms-eval's grader; and the log-likelihoods of a multiple-choice task must equal
@@ -84,6 +88,15 @@ def task_dir(tmp_path_factory) -> Path:
         + f"doc_to_visual: !function {utils}.mmvp_doc_to_visual\ndoc_to_text: !function {utils}.mmvp_doc_to_text\n"
         + f'doc_to_target: !function {utils}.mmvp_doc_to_target\ndoc_to_choice: ["A", "B"]\n'
         + "metric_list:\n  - metric: acc\n"
+    )
+    pope = "lmms_eval.tasks.pope.utils"
+    (root / "pope_choice.yaml").write_text(
+        "task: pope_choice\ntest_split: test\noutput_type: multiple_choice\n"
+        + local.format(split="test", file="pope.parquet")
+        + f"doc_to_visual: !function {pope}.pope_doc_to_visual\n"
+        + f"doc_to_text: !function {pope}.pope_doc_to_text\n"
+        + 'doc_to_target: answer\ndoc_to_choice: ["yes", "no"]\nmetric_list:\n  - metric: acc\n'
+        + f"lmms_eval_specific_kwargs:\n  default:\n    post_prompt: \"\\n{SHORT_ANSWER}\"\n"
     )
     return root
 
@@ -231,3 +244,168 @@ def test_prompts_put_the_picture_first_and_answers_stop_at_until():
     assert user_turn("Is it red?", 0) == "Is it red?"
     assert user_turn("Compare <image> and <image>.", 2) == "Compare <image> and <image>."
     assert cut_at_stops("B\n\nASSISTANT: more", ["ASSISTANT:", "\n\n"]) == "B"
+
+
+# -- LION's options ----------------------------------------------------------------------------------
+POPE_TAGS = {"0": ["red", "square"], "1": ["green"]}  # POPE's question_id -> tags
+
+
+@pytest.fixture(scope="module")
+def lion_model(tmp_path_factory) -> Path:
+    """A tiny I-MoF with a mixture of adapters and the tag soft prompt; the region adapters get
+    non-zero up-projections (the image ones stay at their zero init), so routing changes answers."""
+    import torch
+
+    from mof_llava import MofLlavaForConditionalGeneration
+    from mof_llava.testing.tiny import save_tiny_mof_llava
+
+    path = save_tiny_mof_llava(tmp_path_factory.mktemp("tiny_lion"), moa=True, tag_soft_prompt=True)
+    model = MofLlavaForConditionalGeneration.from_pretrained(path)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for router in model.moa.routers:
+            router.adapters[1].up.weight.copy_(torch.randn_like(router.adapters[1].up.weight) * 0.5)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tags_file(tmp_path_factory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("tags") / "pope_tags.jsonl"
+    path.write_text("".join(json.dumps({"image": k, "tags": v}) + "\n" for k, v in POPE_TAGS.items()))
+    return path
+
+
+def _lion_evaluate(model_args: str, task_dir, tmp_path) -> dict:
+    import os
+
+    import torch
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    os.environ["LMMS_EVAL_DATASETS_CACHE"] = str(tmp_path / "lmms_cache")
+    threads = torch.get_num_threads()
+    try:
+        return simple_evaluate(
+            model="mof_llava",
+            model_args=model_args + ",threads=1",
+            tasks=["pope_local", "pope_choice"],
+            batch_size=2,
+            task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+            log_samples=True,
+            bootstrap_iters=0,
+            process_docs_parallel=1,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def forwards(monkeypatch):
+    """The task_ids and input_ids of every forward the model runs."""
+    import functools
+
+    from mof_llava import MofLlavaForConditionalGeneration
+
+    calls = []
+    original = MofLlavaForConditionalGeneration.forward
+
+    @functools.wraps(original)  # generate() checks its kwargs against forward's signature
+    def recording(self, *args, **kwargs):
+        calls.append({"task_ids": kwargs.get("task_ids"), "input_ids": kwargs.get("input_ids")})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MofLlavaForConditionalGeneration, "forward", recording)
+    return calls
+
+
+def _direct(model_dir, prompts, images, task_id, max_new_tokens=128):
+    """Greedy answers of the saved model, one by one, with `task_ids` given by hand."""
+    import torch
+
+    from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
+
+    model = MofLlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = MofLlavaProcessor.from_pretrained(model_dir)
+    out = []
+    for prompt, image in zip(prompts, images):
+        inputs = processor(text=[prompt], images=[image])
+        with torch.no_grad():
+            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 task_ids=torch.tensor([task_id]))  # fmt: skip
+        new = ids[:, inputs["input_ids"].shape[1] :]
+        out.append(processor.batch_decode(new, skip_special_tokens=True)[0].strip())
+    return out
+
+
+def _logprob(model_dir, prompt, continuation, image, task_id):
+    """The model's summed log-probability of `continuation` after `prompt`, routed by hand."""
+    import torch
+
+    from mof_llava import MofLlavaForConditionalGeneration, MofLlavaProcessor
+
+    model = MofLlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = MofLlavaProcessor.from_pretrained(model_dir)
+    full = processor(text=[prompt + continuation], images=[image])
+    n_prompt = len(processor(text=[prompt], images=[image])["input_ids"][0])
+    labels = full["input_ids"].clone()
+    labels[:, :n_prompt] = -100
+    with torch.inference_mode():
+        loss = model(**full, labels=labels, task_ids=torch.tensor([task_id])).loss
+    return -loss.item() * (labels.shape[1] - n_prompt)
+
+
+def test_a_lion_model_answers_through_the_named_adapters_with_lions_tag_sentence(
+    lion_model, tags_file, task_dir, tmp_path, forwards, one_torch_thread
+):
+    import torch
+
+    from mof_llava.constants import TAG_HINT_TOKEN_INDEX
+    from mof_llava.prompts import model_prompt
+
+    args = f"pretrained={lion_model},moa_task=region,tags_file={tags_file}"
+    result = _lion_evaluate(args, task_dir, tmp_path)
+    assert forwards and all(torch.equal(c["task_ids"], torch.full_like(c["task_ids"], 1)) for c in forwards)
+    prompt_forwards = [c["input_ids"] for c in forwards if c["input_ids"].shape[1] > 1]  # not decoding steps
+    assert prompt_forwards  # every prompt holds one hint per row
+    assert all((ids == TAG_HINT_TOKEN_INDEX).sum(1).eq(1).all() for ids in prompt_forwards)
+    # LION's sentence, written out here, after the <image> line (model_prompt puts that first)
+    hint = "According to <tag_hint>, you are allowed to use or partially use the following tags: [{}]. "
+    prompts = [model_prompt(hint.format(", ".join(POPE_TAGS[str(i)])) + f"{q}\n{SHORT_ANSWER}")
+               for i, q in enumerate(POPE_QUESTIONS)]  # fmt: skip
+    answers = [s["resps"][0][0] for s in sorted(result["samples"]["pope_local"], key=lambda s: s["doc_id"])]
+    assert answers == _direct(lion_model, prompts, _images()[:2], task_id=1)
+    # the image adapters answer otherwise
+    assert answers != _direct(lion_model, prompts, _images()[:2], task_id=0)
+    choices = sorted(result["samples"]["pope_choice"], key=lambda s: s["doc_id"])
+    for sample, prompt, image in zip(choices, prompts, _images()):
+        for choice, [(loglikelihood, _)] in zip(["yes", "no"], sample["resps"]):
+            expected = _logprob(lion_model, prompt, " " + choice, image, task_id=1)
+            assert loglikelihood == pytest.approx(expected, rel=1e-4)
+    forwards.clear()
+    _lion_evaluate(f"pretrained={lion_model},no_tags=true", task_dir, tmp_path / "default")
+    assert forwards and all(torch.equal(c["task_ids"], torch.zeros_like(c["task_ids"])) for c in forwards)
+    assert not any((c["input_ids"] == TAG_HINT_TOKEN_INDEX).any() for c in forwards)
+
+
+def test_lion_options_the_model_lacks_are_refused_in_one_line(lion_model, tiny_model, tags_file):
+    from mof_llava.benchmarks.lion import LionEvalError
+    from mof_llava.integrations.lmms_model import MofLlava
+    from mof_llava.typed_config import ConfigError
+
+    no_prompt = ": the model has no tag soft prompt"
+    refusals = [
+        (lion_model, {}, "trained with LION's tag soft prompt .* without them with --model_args no_tags"),
+        (tiny_model, {"tags_file": str(tags_file)}, "--model_args tags_file .*pope_tags.jsonl" + no_prompt),
+        (tiny_model, {"no_tags": "true"}, "--model_args no_tags" + no_prompt),
+        (tiny_model, {"moa_task": "image"}, "moa_task=image: the model has no mixture of adapters"),
+        (lion_model, {"tags_file": str(tags_file), "no_tags": "true"}, "tags_file and --model_args no_tags"),
+    ]
+    for model, extra, expected in refusals:
+        with pytest.raises(LionEvalError, match=expected) as err:
+            MofLlava(pretrained=str(model), threads=1, **extra)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="moa_task"):
+        MofLlava(pretrained=str(lion_model), threads=1, no_tags="true", moa_task="caption")
