@@ -32,9 +32,9 @@ from ..data.dataset import LlavaDataset
 from ..model.adapter_artifact import load_adapters, save_adapters
 from ..model.builder import build_model
 from ..model.moa import save_moa_weights
-from ..model.tag_prompt import save_tag_vector
 from ..model.modeling import MofLlavaForConditionalGeneration
 from ..model.processing import MofLlavaProcessor
+from ..model.tag_prompt import save_tag_vector
 from ..preference.collator import PreferenceCollator
 from ..preference.dataset import PreferenceDataset
 from ..safe_load import check_checkpoint
