@@ -81,3 +81,22 @@ def tower_inputs(monkeypatch):
         return seen
 
     return record
+
+
+@pytest.fixture
+def forwards(monkeypatch):
+    """The task_ids and input_ids of every forward the MoF-LLaVA model runs (LION's routing, prompts)."""
+    import functools
+
+    from mof_llava.model import MofLlavaForConditionalGeneration
+
+    calls = []
+    original = MofLlavaForConditionalGeneration.forward
+
+    @functools.wraps(original)  # generate() checks its kwargs against forward's signature
+    def recording(self, *args, **kwargs):
+        calls.append({"task_ids": kwargs.get("task_ids"), "input_ids": kwargs.get("input_ids")})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MofLlavaForConditionalGeneration, "forward", recording)
+    return calls

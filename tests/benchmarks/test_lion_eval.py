@@ -5,7 +5,6 @@ signature tells the ways of answering apart."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -60,21 +59,6 @@ def models(tmp_path_factory):
         "moa": _save(root / "moa", moa=True),
         "tags": _save(root / "tags", tag_prompt=True),
     }
-
-
-@pytest.fixture
-def forwards(monkeypatch):
-    """The task_ids and input_ids of every forward the model runs."""
-    calls = []
-    original = MofLlavaForConditionalGeneration.forward
-
-    @functools.wraps(original)  # generate() checks its kwargs against forward's signature
-    def recording(self, *args, **kwargs):
-        calls.append({"task_ids": kwargs.get("task_ids"), "input_ids": kwargs.get("input_ids")})
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(MofLlavaForConditionalGeneration, "forward", recording)
-    return calls
 
 
 def _config(benchmark, options, model, out, **lion):

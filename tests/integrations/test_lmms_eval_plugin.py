@@ -53,6 +53,17 @@ def _kind(value) -> str:
     return "int64" if isinstance(value, int) else "string"
 
 
+def _choice_task(name: str, split: str, file: str, utils: str, target: str, choices: list[str]) -> str:
+    """A multiple-choice task over a local parquet file, with a benchmark's own visual and text functions
+    (`utils` + `_doc_to_visual`, `_doc_to_text`)."""
+    return (
+        f"task: {name}\ntest_split: {split}\noutput_type: multiple_choice\n"
+        f"dataset_path: parquet\ndataset_kwargs:\n  data_files:\n    {split}: {file}\n"
+        f"doc_to_visual: !function {utils}_doc_to_visual\ndoc_to_text: !function {utils}_doc_to_text\n"
+        f"doc_to_target: {target}\ndoc_to_choice: {choices}\nmetric_list:\n  - metric: acc\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory) -> Path:
     """Three local tasks: lmms-eval's POPE and MMVP YAMLs (included, so their prompts, utils and
@@ -81,22 +92,14 @@ def task_dir(tmp_path_factory) -> Path:
         f"include: {LMMS_TASKS / 'mmvp' / 'mmvp.yaml'}\ntask: mmvp_local\n"
         + local.format(split="train", file="mmvp.parquet")
     )
-    utils = "lmms_eval.tasks.mmvp.utils"
+    mmvp, pope = "lmms_eval.tasks.mmvp.utils.mmvp", "lmms_eval.tasks.pope.utils.pope"
+    mmvp_target = f"!function {mmvp}_doc_to_target"
     (root / "mmvp_choice.yaml").write_text(
-        "task: mmvp_choice\ntest_split: train\noutput_type: multiple_choice\n"
-        + local.format(split="train", file="mmvp.parquet")
-        + f"doc_to_visual: !function {utils}.mmvp_doc_to_visual\ndoc_to_text: !function {utils}.mmvp_doc_to_text\n"
-        + f'doc_to_target: !function {utils}.mmvp_doc_to_target\ndoc_to_choice: ["A", "B"]\n'
-        + "metric_list:\n  - metric: acc\n"
+        _choice_task("mmvp_choice", "train", "mmvp.parquet", mmvp, mmvp_target, ["A", "B"])
     )
-    pope = "lmms_eval.tasks.pope.utils"
     (root / "pope_choice.yaml").write_text(
-        "task: pope_choice\ntest_split: test\noutput_type: multiple_choice\n"
-        + local.format(split="test", file="pope.parquet")
-        + f"doc_to_visual: !function {pope}.pope_doc_to_visual\n"
-        + f"doc_to_text: !function {pope}.pope_doc_to_text\n"
-        + 'doc_to_target: answer\ndoc_to_choice: ["yes", "no"]\nmetric_list:\n  - metric: acc\n'
-        + f"lmms_eval_specific_kwargs:\n  default:\n    post_prompt: \"\\n{SHORT_ANSWER}\"\n"
+        _choice_task("pope_choice", "test", "pope.parquet", pope, "answer", ["yes", "no"])
+        + f'lmms_eval_specific_kwargs:\n  default:\n    post_prompt: "\\n{SHORT_ANSWER}"\n'
     )
     return root
 
@@ -300,25 +303,6 @@ def _lion_evaluate(model_args: str, task_dir, tmp_path) -> dict:
         )
     finally:
         torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def forwards(monkeypatch):
-    """The task_ids and input_ids of every forward the model runs."""
-    import functools
-
-    from mof_llava import MofLlavaForConditionalGeneration
-
-    calls = []
-    original = MofLlavaForConditionalGeneration.forward
-
-    @functools.wraps(original)  # generate() checks its kwargs against forward's signature
-    def recording(self, *args, **kwargs):
-        calls.append({"task_ids": kwargs.get("task_ids"), "input_ids": kwargs.get("input_ids")})
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(MofLlavaForConditionalGeneration, "forward", recording)
-    return calls
 
 
 def _direct(model_dir, prompts, images, task_id, max_new_tokens=128):
