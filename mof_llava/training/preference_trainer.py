@@ -2,13 +2,15 @@
 
 A batch is `[chosen; rejected]` (preference/collator.py). The policy runs once over it; the LLM's last
 hidden states go to `sequence_logps`, which scores only the response tokens (never a visual position)
-without building full-vocabulary logits for the sequence. The reference runs the same batch without
-gradients: the policy with its LoRA switched off (peft's `disable_adapter()`, BPO's choice) or a frozen
-copy of the starting model; or the batch carries the reference log-probs, computed once before
-training (`precomputed`, reference_logps.py). The loss is `preference/dpo.py`'s, a mean over the micro-batch's pairs,
-which the Trainer divides by the accumulation steps. Rewards, margins, accuracies and the mean
-log-probs are averaged over the steps since the last log line (over every rank) and logged with it:
-metrics.jsonl and wandb get them.
+without building full-vocabulary logits for the sequence. They are taken from the decoder's output by
+a hook, not asked for with `output_hidden_states`, which would keep every layer's output alive until
+the forward returns (a no-grad reference forward need not hold them). The reference runs the same
+batch without gradients: the policy with its LoRA switched off (peft's `disable_adapter()`, BPO's
+choice) or a frozen copy of the starting model; or the batch carries the reference log-probs,
+computed once before training (`precomputed`, reference_logps.py). The loss is `preference/dpo.py`'s,
+a mean over the micro-batch's pairs, which the Trainer divides by the accumulation steps. Rewards,
+margins, accuracies and the mean log-probs are averaged over the steps since the last log line (over
+every rank) and logged with it: metrics.jsonl and wandb get them.
 
 Everything else (sampler, skipped samples, NaN guard, checkpoints, exact resume, throughput) is
 MofLlavaTrainer's.
@@ -16,12 +18,16 @@ MofLlavaTrainer's.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from ..preference.dpo import dpo_loss, response_labels, sequence_logps, split_pair
 from .config import PreferenceConfig
 from .stages import base_model
+from .throughput import FlopsModel
 from .trainer import MofLlavaTrainer, placeholder_batch
 
 REFERENCES = ("lora_disabled", "frozen_copy", "precomputed")
@@ -49,6 +55,8 @@ class PreferenceTrainer(MofLlavaTrainer):
         self.reference_model = reference_model
         if reference_model is not None:
             reference_model.requires_grad_(False).eval().to(self.args.device)
+        if self.flops_model is not None:  # the MFU estimate counts the reference forward of each step
+            self.flops_model = self._with_reference_flops(self.flops_model)
         self.model_accepts_loss_kwargs = False  # DPO needs no count of supervised tokens
         self._metric_sums: dict[str, float] = {}
         self._metric_batches = 0
@@ -89,6 +97,13 @@ class PreferenceTrainer(MofLlavaTrainer):
         with policy.disable_adapter():
             return self.response_logps(policy, inputs, labels)[0]
 
+    def _with_reference_flops(self, flops: FlopsModel) -> FlopsModel:
+        if self.preference.reference == "precomputed":
+            return flops.with_reference(None)
+        if self.reference_model is not None:
+            return flops.with_reference(self.reference_model)
+        return flops.with_reference(self.model, without_adapter=True)  # lora_disabled
+
     # -- logging ----------------------------------------------------------------------------------
     def _add_metrics(self, metrics: dict[str, float], policy_logps: torch.Tensor) -> None:
         chosen, rejected = split_pair(policy_logps)
@@ -108,11 +123,31 @@ class PreferenceTrainer(MofLlavaTrainer):
 
 def response_logps(model, inputs, labels, chunk_size: int, base: nn.Module | None = None):
     """(summed response log-probs, response token counts, model outputs) of every row of a batch;
-    `base`: the MofLlava model inside `model` (by default found through peft's wrapper)."""
+    `base`: the MofLlava model inside `model` (by default found through peft's wrapper). The policy
+    and every reference (LoRA disabled, frozen copy, precomputed) are scored through here."""
     base = base_model(model) if base is None else base
-    outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    with last_hidden_state(base.get_decoder()) as captured:
+        # logits_to_keep=1: the head runs on one position here; sequence_logps runs it on the scored ones
+        outputs = model(**inputs, output_hidden_states=False, logits_to_keep=1)
+    if len(captured) != 1:
+        raise RuntimeError(f"the LLM's decoder ran {len(captured)} times in one forward, expected once")
     labels = response_labels(labels, inputs["input_ids"], base.config.image_token_id)
-    logps, counts = sequence_logps(
-        outputs.hidden_states[-1], base.get_output_embeddings(), labels, chunk_size
-    )
+    logps, counts = sequence_logps(captured.pop(), base.get_output_embeddings(), labels, chunk_size)
     return logps, counts, outputs
+
+
+@contextmanager
+def last_hidden_state(decoder: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """A list that receives `decoder`'s `last_hidden_state` (after the final norm, the tensor that
+    `hidden_states[-1]` would be) each time it runs inside the block. Each layer's output is then
+    freed as the next layer consumes it, unless autograd keeps it for the backward pass."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+    handle = decoder.register_forward_hook(keep)
+    try:
+        yield captured
+    finally:
+        handle.remove()

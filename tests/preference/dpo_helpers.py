@@ -36,9 +36,11 @@ def pair_batch(pairs, processor, n=4):
     return {k: v for k, v in batch.items() if k not in ("skipped", "sample_records")}, dataset
 
 
-def preference_trainer(model, tmp_path, reference="lora_disabled", reference_model=None, **preference):
+def preference_trainer(
+    model, tmp_path, reference="lora_disabled", reference_model=None, flops_model=None, **preference
+):
     args = TrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2
     )
-    return PreferenceTrainer(model=model, args=args, reference_model=reference_model,
+    return PreferenceTrainer(model=model, args=args, reference_model=reference_model, flops_model=flops_model,
                              preference=PreferenceConfig(reference=reference, **preference))  # fmt: skip
