@@ -71,6 +71,17 @@ def add_parser(subparsers) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     run.set_defaults(func=run_mllm)
 
+    lion = actions.add_parser("lion", help="LION's tag prompt on a lab run: stage 2 with and without tags")
+    lion.add_argument("--out", type=Path, required=True, help="output folder (resumable: run again to continue)")
+    lion.add_argument("--lab", type=Path, required=True, help="a `lab run` folder (read only)")
+    lion.add_argument("--variant", help="the lab variant (default llava-1.5)")
+    lion.add_argument("--seed", type=int, action="append", help="training seed (repeatable; default 0)")
+    lion.add_argument("--top-k", type=int, help="tags per picture (default 2)")
+    lion.add_argument("--dropout", type=float, help="data.tag_prompt dropout (default 0.1)")
+    lion.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    lion.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
+    lion.set_defaults(func=run_lion)
+
 
 def run_towers(args: argparse.Namespace) -> int:
     from ..lab.towers import TowersConfig, train_towers
@@ -129,4 +140,15 @@ def run_mllm(args: argparse.Namespace) -> int:
     )
     result = run_lab(config, say=lambda line: print(line, file=sys.stderr, flush=True))
     sys.stdout.write(table(result.runs))
+    return 0
+
+
+def run_lion(args: argparse.Namespace) -> int:
+    from ..lab.lion import LabLionConfig, lab_lion, table
+
+    given = {"variant": args.variant, "seeds": tuple(args.seed) if args.seed else None, "top_k": args.top_k,
+             "dropout": args.dropout, "threads": args.threads}  # fmt: skip
+    config = LabLionConfig(out=str(args.out), lab=str(args.lab), progress=not args.quiet,
+                           **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    sys.stdout.write(table(lab_lion(config, say=lambda line: print(line, file=sys.stderr, flush=True))))
     return 0

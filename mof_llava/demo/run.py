@@ -478,11 +478,15 @@ def write_run_configs(
     data_dir: Path,
     components: Components,
     cache_dir: Path,
+    stage2_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
-    """Write `stage1.yaml` and `stage2.yaml` (which inherits it) into `folder`."""
+    """Write `stage1.yaml` and `stage2.yaml` (which inherits it) into `folder`. `stage2_overrides`:
+    keys per section (model, data, train) set on top of stage 2's own (e.g. the toy lab's LION arm)."""
     import yaml
 
     stage1, stage2 = run_config_dicts(variant, settings, data_dir, components, cache_dir, folder)
+    for section, keys in (stage2_overrides or {}).items():
+        stage2[section] = {**stage2.get(section, {}), **keys}
     stage2 = {"inherit": "stage1.yaml", **stage2}
     header = (
         f"# {variant.name}, stage {{}} of the mof-llava demo (seed {settings.seed}).\n"

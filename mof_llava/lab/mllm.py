@@ -201,16 +201,18 @@ def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: 
     return VariantScores(variant.name, entry["row"], entry["seed"], entry["mmvp"], entry["heldout"])
 
 
-def heldout_accuracy(model: Path, data: Path, output_dir: Path, config: LabConfig) -> dict[str, float]:
+def heldout_accuracy(
+    model: Path, data: Path, output_dir: Path, config: LabConfig, tags_file: Path | None = None
+) -> dict[str, float]:
     """Short-answer accuracy (%) per attribute on the held-out GQA folder, through the GQA runner
     (exact match after LLaVA's normalisation; `mllm_data.write_heldout` makes the attribute each
-    question's semantic type)."""
+    question's semantic type). `tags_file`: the images' tags, for a model with LION's tag prompt."""
     from ..benchmarks.evaluate import EvalConfig, evaluate
     from ..benchmarks.gqa import GqaOptions
 
     result = evaluate(EvalConfig(benchmark="gqa", options=GqaOptions(data=data), model=model,
                                  output_dir=output_dir, dtype="float32", device="cpu", threads=config.threads,
-                                 no_progress=not config.progress))  # fmt: skip
+                                 no_progress=not config.progress, tags_file=tags_file))  # fmt: skip
     by_type = result.metrics["per_semantic_type"]
     return {a: by_type[a]["accuracy"] for a in world.ATTRIBUTES if a in by_type}
 
