@@ -82,6 +82,21 @@ def add_parser(subparsers) -> None:
     lion.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     lion.set_defaults(func=run_lion)
 
+    bpo = actions.add_parser("bpo", help="BPO on a lab model: negatives, the preference stage, held-out scores before and after")
+    bpo.add_argument("--model", type=Path, required=True, help="a lab stage-2 model (OUT/<variant>/stage2/model)")
+    bpo.add_argument("--data", type=Path, required=True, help="that `lab run`'s data folder (read only)")
+    bpo.add_argument("--out", type=Path, required=True, help="output folder (resumable: run again to continue)")
+    bpo.add_argument("--seed", type=int, help="negatives and training seed (default 0)")
+    bpo.add_argument("--records", type=int, help="stage-2 records whose short-answer rounds seed pairs (default 150)")
+    bpo.add_argument("--neg-type", action="append", choices=("mllm-hal", "llm-hal"),
+                     help="negative kind (repeatable; default mllm-hal; llm-hal uses the rule rewriter)")
+    bpo.add_argument("--nll-weight", type=float, help="times the chosen answers' NLL (default 0, BPO's loss)")
+    bpo.add_argument("--learning-rate", type=float, help="preference-stage learning rate (default 2e-4)")
+    bpo.add_argument("--epochs", type=float, help="preference-stage epochs (default 4)")
+    bpo.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    bpo.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
+    bpo.set_defaults(func=run_bpo)
+
 
 def run_towers(args: argparse.Namespace) -> int:
     from ..lab.towers import TowersConfig, train_towers
@@ -151,4 +166,16 @@ def run_lion(args: argparse.Namespace) -> int:
     config = LabLionConfig(out=str(args.out), lab=str(args.lab), progress=not args.quiet,
                            **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     sys.stdout.write(table(lab_lion(config, say=lambda line: print(line, file=sys.stderr, flush=True))))
+    return 0
+
+
+def run_bpo(args: argparse.Namespace) -> int:
+    from ..lab.bpo import LabBpoConfig, lab_bpo, table
+
+    given = {"seed": args.seed, "records": args.records, "neg_types": tuple(args.neg_type) if args.neg_type else None,
+             "nll_weight": args.nll_weight, "learning_rate": args.learning_rate, "epochs": args.epochs,
+             "threads": args.threads}  # fmt: skip
+    config = LabBpoConfig(model=str(args.model), data=str(args.data), out=str(args.out), progress=not args.quiet,
+                          **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    sys.stdout.write(table([lab_bpo(config, say=lambda line: print(line, file=sys.stderr, flush=True))]))
     return 0

@@ -1,0 +1,298 @@
+"""BPO in the toy lab: does preference training on image-weakened negatives lower the answers that
+follow the text prior? Everything goes through the library's verbs:
+
+    lab_bpo(LabBpoConfig(model="lab-runs/llava-1.5-seed0/stage2/model", data="lab-runs/data", out="bpo"))
+
+1. seeds: the first round of stage-2 records whose first round asks for a short answer (the record's
+   answer is the chosen one), `records` of them from the start of `stage2_instruct.json`;
+2. negatives: `preference.negatives` with `mllm-hal` (the model's own answer on the picture under
+   BPO's forward-diffusion noise) and, if asked, `llm-hal` through the rule rewriter;
+3. before: held-out accuracy per attribute (`mllm.heldout_accuracy`, as `lab run` scores it), and the
+   same questions on a uniform grey picture: what the text prior alone answers;
+4. the preference stage (`train.stage: preference`, LoRA, reference `lora_disabled`) through
+   `training.run.train`, then `merge_lora`;
+5. after: step 3 again on the merged model.
+
+    OUT/lab_bpo.json   settings, finished steps, scores (rewritten after every step)
+    OUT/seeds.jsonl  OUT/pairs.jsonl  OUT/grey/  OUT/preference.yaml  OUT/preference/  OUT/model/
+    OUT/{before,after}/{heldout,grey}/   the GQA runner's answers and metrics
+
+Running it again into the same folder with the same settings skips what is finished.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from . import world
+
+MANIFEST = "lab_bpo.json"
+GREY = (128, 128, 128)  # a picture with nothing in it: what the question's text alone makes the model say
+
+
+class LabBpoError(ValueError):
+    """The input or output folder is not what the lab's BPO run needs; one line naming it."""
+
+
+@dataclass(frozen=True)
+class LabBpoConfig:
+    model: str  # a lab stage-2 model folder (`lab run`'s OUT/<variant>/stage2/model)
+    data: str  # that run's data folder (stage2_instruct.json, images/, heldout/)
+    out: str
+    seed: int = 0  # the negatives' noise and sampling, and the preference run's training seed
+    records: int = 150  # stage-2 records whose short-answer rounds seed the pairs
+    neg_types: tuple[str, ...] = ("mllm-hal",)  # add "llm-hal" for the rule rewriter's arm
+    noise_step: int = 900  # BPO's
+    temperature: float = 0.2  # BPO's
+    max_new_tokens: int = 8  # a short answer is one or two words
+    # LoRA at BPO's alpha/r of 8 (r 32 / alpha 256), r cut to the 64-wide toy LLM.
+    lora_r: int = 8
+    lora_alpha: int = 64
+    learning_rate: float = 2e-4
+    beta: float = 0.1  # BPO's
+    nll_weight: float = 0.0  # times the chosen answers' NLL (0: BPO's loss)
+    batch_size: int = 8  # pairs per step
+    epochs: float = 4.0
+    threads: int | None = 1
+    progress: bool = False
+
+
+def lab_bpo(config: LabBpoConfig, say: Callable[[str], None] = print) -> dict:
+    """The steps of the module docstring, each once; returns the manifest's scores."""
+    import torch
+
+    from ..threads import apply_cpu_threads
+
+    out, data = Path(config.out).resolve(), _check_data(Path(config.data).resolve())
+    manifest = _open_manifest(out, config)
+    threads = torch.get_num_threads()
+    apply_cpu_threads(config.threads, "threads")
+    try:
+        steps = {
+            "seeds": lambda: write_seeds(data / "stage2_instruct.json", out / "seeds.jsonl", config.records),
+            "negatives": lambda: _negatives(out, data, config),
+            "grey": lambda: write_grey_heldout(data / "heldout", out / "grey"),
+            "before": lambda: _score(out, "before", Path(config.model).resolve(), data, config, manifest),
+            "preference": lambda: _preference(out, data, config),
+            "merge": lambda: _merge(out),
+            "after": lambda: _score(out, "after", out / "model", data, config, manifest),
+        }
+        for name, step in steps.items():
+            if name not in manifest["finished"]:
+                say(f"bpo: {name}")
+                step()
+                _finish(out, manifest, name)
+    finally:
+        torch.set_num_threads(threads)
+    return manifest["scores"]
+
+
+def write_seeds(instruct_file: Path, seeds_file: Path, limit: int) -> int:
+    """One negatives record per short-answer round of the first `limit` stage-2 records: the round's
+    question over the record's picture, its answer chosen. A record's first round asks its colour or
+    shape, the later ones the other attributes (`scenes.questions`), so all of them are used; a later
+    round gets the `<image>` the first round carried."""
+    from ..constants import IMAGE_TOKEN
+    from ..prompts import SHORT_ANSWER
+
+    seeds = []
+    for record in json.loads(instruct_file.read_text())[:limit]:
+        turns = record["conversations"]
+        for k, (human, gpt) in enumerate(zip(turns[0::2], turns[1::2])):
+            question = human["value"].removeprefix(f"{IMAGE_TOKEN}\n")
+            if question.endswith(SHORT_ANSWER):
+                seeds.append({"id": f"{record['id']}-{k}", "image": record["image"], "source": "lab-stage2",
+                              "prompt": f"{IMAGE_TOKEN}\n{question}", "chosen": gpt["value"]})  # fmt: skip
+    write_text_atomic(seeds_file, "".join(json.dumps(s) + "\n" for s in seeds))
+    return len(seeds)
+
+
+def write_grey_heldout(heldout: Path, folder: Path) -> None:
+    """The held-out GQA folder with every question asked of one grey picture."""
+    from PIL import Image
+
+    from ..benchmarks.gqa import LLAVA_QUESTIONS, OFFICIAL_QUESTIONS
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    size = Image.open(next((heldout / "images").glob("*.png"))).size
+    Image.new("RGB", size, GREY).save(folder / "images" / "grey.png")
+    listed = [json.loads(line) for line in (heldout / LLAVA_QUESTIONS).read_text().splitlines() if line.strip()]
+    write_text_atomic(folder / LLAVA_QUESTIONS, "".join(json.dumps({**q, "image": "grey.png"}) + "\n" for q in listed))
+    write_text_atomic(folder / OFFICIAL_QUESTIONS, (heldout / OFFICIAL_QUESTIONS).read_text())
+
+
+def prior_following(answers: Path, prior_answers: Path, gold_file: Path) -> dict[str, dict]:
+    """Per attribute and over all, of the held-out answers that are wrong: how many (`wrong`), how
+    many are the answer the prior gave to the same question on the grey picture (`prior`, `share` in
+    %), and how many are no answer to the question at all, not one of the attribute's values
+    (`foreign`). Answers are compared after LLaVA's normalisation, as the GQA scorer compares them."""
+    from ..benchmarks.answers import answer_key, answer_text, load_answer_index
+    from ..benchmarks.gqa import llava_normalize, read_official_questions
+    from ..scenes.questions import answer_values
+
+    given, prior = load_answer_index(answers), load_answer_index(prior_answers)
+    counts: dict[str, list[int]] = {}
+    for qid, question in read_official_questions(gold_file).items():
+        key, attribute = answer_key(qid), question["types"]["semantic"]
+        if key not in given or key not in prior:
+            raise LabBpoError(f"{answers if key not in given else prior_answers}: no answer to question {qid}")
+        said = llava_normalize(answer_text(given[key], answers))
+        if said == question["answer"]:
+            continue
+        follows = said == llava_normalize(answer_text(prior[key], prior_answers))
+        for group in (attribute, "all"):
+            tally = counts.setdefault(group, [0, 0, 0])
+            tally[0] += 1
+            tally[1] += follows
+            tally[2] += said not in answer_values(attribute)
+    order = [a for a in (*world.ATTRIBUTES, "all") if a in counts]
+    return {g: {"wrong": counts[g][0], "prior": counts[g][1], "share": 100.0 * counts[g][1] / counts[g][0],
+                "foreign": counts[g][2]} for g in order}  # fmt: skip
+
+
+def table(runs: list[dict]) -> str:
+    """Markdown: per attribute, held-out accuracy and the prior-following share of the wrong answers
+    (against the model's own grey-picture answers) before and after BPO, and the foreign answers,
+    each mean ± sample std over the runs (`lab_bpo`'s scores, one per seed)."""
+    from ..scenes.questions import answer_values
+    from .mllm import _mean_std
+
+    def cell(when: str, key: str, attribute: str, field: str | None = None) -> str:
+        values = [r[when][key].get(attribute) for r in runs]
+        return _mean_std([v if field is None or v is None else v[field] for v in values])
+
+    lines = [f"n = {len(runs)}; accuracy and prior share in %, foreign answers as counts", "",
+             "| attribute | accuracy before | after | prior share before | after | foreign before | after | chance |",
+             "|---" * 8 + "|"]  # fmt: skip
+    for attribute in (*world.ATTRIBUTES, "all"):
+        chance = f"{100 / len(answer_values(attribute)):.0f}" if attribute != "all" else ""
+        accuracy = [cell(w, "accuracy", attribute) if attribute != "all" else "" for w in ("before", "after")]
+        share = [cell(w, "prior_own", attribute, "share") for w in ("before", "after")]
+        foreign = [cell(w, "prior_own", attribute, "foreign") for w in ("before", "after")]
+        lines.append(f"| {attribute} | " + " | ".join([*accuracy, *share, *foreign, chance]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def _negatives(out: Path, data: Path, config: LabBpoConfig) -> None:
+    from ..preference.negatives import NegativesJob, negatives
+
+    if (out / "pairs.jsonl").exists():  # made, but the manifest was not written: keep it
+        return
+    negatives(NegativesJob(
+        out / "seeds.jsonl", out / "pairs.jsonl", neg_types=tuple(config.neg_types), model=config.model,
+        image_folder=str(data / "images"), device="cpu", dtype="float32", noise_step=config.noise_step,
+        seed=config.seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+        rewriter="rule" if "llm-hal" in config.neg_types else None, progress=config.progress,
+    ))  # fmt: skip
+
+
+def _score(out: Path, when: str, model: Path, data: Path, config: LabBpoConfig, manifest: dict) -> None:
+    """Held-out accuracy per attribute (as `lab run` scores it) and the prior-following shares: against
+    this model's own grey-picture answers and, after BPO, against the starting model's too."""
+    from ..benchmarks.gqa import OFFICIAL_QUESTIONS
+    from .mllm import LabConfig, heldout_accuracy
+
+    lab = LabConfig(out=str(out), threads=config.threads, progress=config.progress)
+    folder = out / when
+    accuracy = heldout_accuracy(model, data / "heldout", folder / "heldout", lab)
+    heldout_accuracy(model, out / "grey", folder / "grey", lab)
+    answers, gold = folder / "heldout" / "answers.jsonl", data / "heldout" / OFFICIAL_QUESTIONS
+    scores = {"accuracy": accuracy, "prior_own": prior_following(answers, folder / "grey" / "answers.jsonl", gold)}
+    if when == "after":
+        scores["prior_start"] = prior_following(answers, out / "before" / "grey" / "answers.jsonl", gold)
+    manifest.setdefault("scores", {})[when] = scores
+
+
+def preference_config(out: Path, data: Path, config: LabBpoConfig) -> dict:
+    """configs/base/preference.yaml's recipe at the toy's size, on CPU (no DeepSpeed, no checkpointing)."""
+    pairs = sum(1 for line in (out / "pairs.jsonl").read_text().splitlines() if line.strip())
+    steps = max(1, int(-(-pairs // config.batch_size) * config.epochs))
+    return {
+        "name": "lab-bpo",
+        "model": {"init_from": str(Path(config.model).resolve())},
+        "data": {"data_path": str(out / "pairs.jsonl"), "image_folder": str(data / "images"),
+                 "template": "vicuna_v1", "image_aspect_ratio": "pad", "max_length": 512,
+                 "group_by_modality_length": True, "cache_dir": str(out / "cache"), "num_proc": 1},
+        "train": {"stage": "preference", "output_dir": str(out / "preference"),
+                  "global_batch_size": config.batch_size, "per_device_batch_size": config.batch_size,
+                  "learning_rate": config.learning_rate, "weight_decay": 0.0, "warmup_ratio": 0.03,
+                  "lr_scheduler": "cosine", "num_epochs": config.epochs, "gradient_checkpointing": False,
+                  "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": 0.05,
+                           "target_modules": "all-linear"},
+                  "preference": {"beta": config.beta, "loss_type": "sigmoid", "reference": "lora_disabled",
+                                 "nll_weight": config.nll_weight},
+                  "seed": config.seed, "save_steps": max(1, steps // 2), "save_total_limit": 1,
+                  "report_to": "none", "dataloader_num_workers": 0, "cpu_threads": config.threads},
+    }  # fmt: skip
+
+
+def _preference(out: Path, data: Path, config: LabBpoConfig) -> None:
+    import yaml
+
+    from ..training.config import load_run_config
+    from ..training.run import finish_distributed, train
+
+    path = out / "preference.yaml"
+    header = f"# The lab's BPO preference stage. Run it by hand with: mof-llava train {path}\n"
+    write_text_atomic(path, header + yaml.safe_dump(preference_config(out, data, config), sort_keys=False))
+    try:
+        train(load_run_config(path))  # resumes from its newest checkpoint if an earlier call died
+    finally:
+        finish_distributed()
+
+
+def _merge(out: Path) -> None:
+    from ..training.lora_merge import merge_lora
+
+    merge_lora(out / "preference", out / "model")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping
+
+
+def _check_data(data: Path) -> Path:
+    from ..benchmarks.gqa import LLAVA_QUESTIONS
+
+    for needed in ("stage2_instruct.json", "images", f"heldout/{LLAVA_QUESTIONS}"):
+        if not (data / needed).exists():
+            raise LabBpoError(f"{data}: no {needed} there (give a `lab run` data folder)")
+    return data
+
+
+_NOT_COMPARED = ("out", "progress", "threads")
+
+
+def _open_manifest(out: Path, config: LabBpoConfig) -> dict:
+    path = out / MANIFEST
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
+    settings = json.loads(json.dumps(settings))  # tuples as the file holds them
+    settings["model"] = str(Path(config.model).resolve())
+    settings["data"] = str(Path(config.data).resolve())
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest["settings"] != settings:
+            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+            raise LabBpoError(f"{out} holds a lab BPO run with other settings ({', '.join(changed)}); "
+                              "use another folder, or delete this one to start over")  # fmt: skip
+        return manifest
+    if out.exists() and any(out.iterdir()):
+        raise LabBpoError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new folder")
+    manifest = {"settings": settings, "finished": [], "scores": {}}
+    _finish(out, manifest, None)
+    return manifest
+
+
+def _finish(out: Path, manifest: dict, step: str | None) -> None:
+    if step is not None:
+        manifest["finished"].append(step)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
