@@ -67,6 +67,9 @@ def lab_bpo(config: LabBpoConfig, say: Callable[[str], None] = print) -> dict:
 
     from ..threads import apply_cpu_threads
 
+    from ..paths import check_model_path
+
+    check_model_path(config.model, "model", hub=False)
     out, data = Path(config.out).resolve(), _check_data(Path(config.data).resolve())
     manifest = _open_manifest(out, config)
     threads = torch.get_num_threads()

@@ -1,0 +1,157 @@
+"""The toy lab's BPO run (mof_llava/lab/bpo.py): seeds from the stage-2 records, the prior-following
+measure on hand-made answers, the whole chain at a tiny size, and resuming by its manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mof_llava.benchmarks.gqa import LLAVA_QUESTIONS, OFFICIAL_QUESTIONS
+from mof_llava.data.preference_records import read_pairs
+from mof_llava.demo.synthetic import dataset_paths
+from mof_llava.lab import bpo, mllm_data, world
+from mof_llava.prompts import LETTER_ANSWER, SHORT_ANSWER
+
+STEPS = ["seeds", "negatives", "grey", "before", "preference", "merge", "after"]
+
+
+def _gold(questions: dict[str, tuple[str, str]]) -> dict:
+    """A GQA questions file's records: question id -> (attribute, gold answer)."""
+    return {qid: {"question": "q", "answer": answer, "imageId": qid, "isBalanced": True, "semantic": [],
+                  "types": {"structural": "query", "semantic": attribute}, "groups": {"global": attribute}}
+            for qid, (attribute, answer) in questions.items()}  # fmt: skip
+
+
+def _answers(path: Path, texts: dict[str, str]) -> Path:
+    path.write_text("".join(json.dumps({"question_id": q, "text": t}) + "\n" for q, t in texts.items()))
+    return path
+
+
+def test_prior_following_counts_the_wrong_answers_that_repeat_the_grey_picture_answer(tmp_path):
+    gold = tmp_path / "gold.json"
+    gold.write_text(json.dumps(_gold({"c1": ("colour", "red"), "c2": ("colour", "green"), "c3": ("colour", "blue"),
+                                      "c4": ("colour", "white"), "s1": ("size", "big"), "s2": ("size", "small")})))  # fmt: skip
+    # c1 right (not counted, though it is the prior's answer too), c2 wrong and the prior's ("Yellow." normalises
+    # to it), c3 wrong and not the prior's, c4 wrong with no colour at all; s1 wrong and the prior's, s2 right.
+    given = _answers(tmp_path / "a.jsonl", {"c1": "Red", "c2": "Yellow.", "c3": "black", "c4": "solid",
+                                            "s1": "small", "s2": "small"})  # fmt: skip
+    prior = _answers(tmp_path / "p.jsonl", {"c1": "red", "c2": "yellow", "c3": "yellow", "c4": "yellow",
+                                            "s1": "small", "s2": "big"})  # fmt: skip
+    assert bpo.prior_following(given, prior, gold) == {
+        "colour": {"wrong": 3, "prior": 1, "share": 100 / 3, "foreign": 1},
+        "size": {"wrong": 1, "prior": 1, "share": 100.0, "foreign": 0},
+        "all": {"wrong": 4, "prior": 2, "share": 50.0, "foreign": 1},
+    }
+    _answers(prior, {"c1": "red"})
+    with pytest.raises(bpo.LabBpoError, match=r"p\.jsonl: no answer to question c2"):
+        bpo.prior_following(given, prior, gold)
+
+
+def test_seeds_are_the_short_answer_rounds_each_over_its_picture(tmp_path):
+    turns = [("<image>\nWhat colour is the square?\n" + SHORT_ANSWER, "black"),
+             ("How many black squares are there?\n" + LETTER_ANSWER, "A"),
+             ("Is the black square small or big?\n" + SHORT_ANSWER, "small")]  # fmt: skip
+    records = [{"id": "r0", "image": "instruct/0.png",
+                "conversations": [{"from": f, "value": v} for h, g in turns for f, v in (("human", h), ("gpt", g))]},
+               {"id": "r1", "image": "instruct/1.png", "conversations": []}]  # fmt: skip
+    (tmp_path / "in.json").write_text(json.dumps(records))
+    assert bpo.write_seeds(tmp_path / "in.json", tmp_path / "seeds.jsonl", limit=1) == 2
+    seeds = [json.loads(line) for line in (tmp_path / "seeds.jsonl").read_text().splitlines()]
+    assert [(s["id"], s["image"], s["prompt"], s["chosen"]) for s in seeds] == [
+        ("r0-0", "instruct/0.png", turns[0][0], "black"),
+        ("r0-2", "instruct/0.png", "<image>\n" + turns[2][0], "small"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_model_dirs, tmp_path_factory):
+    """A tiny lab data folder (18 training pictures, 9 held-out pairs), a tiny LLaVA-1.5 model, and
+    one `lab_bpo` run over them."""
+    root = tmp_path_factory.mktemp("lab")
+    paths = dataset_paths(root / "data")
+    mllm_data.write_training_files(paths, 0, 0, 18, letter_share=0.25, captioned_share=0.0)
+    mllm_data.write_heldout(paths.root / "heldout", mllm_data.benchmark_pairs(0, "heldout", 9))
+    config = bpo.LabBpoConfig(model=str(tiny_model_dirs("none")), data=str(paths.root), out=str(root / "bpo"),
+                              records=6, epochs=1.0, batch_size=4, max_new_tokens=4)  # fmt: skip
+    torch.set_num_threads(1)
+    lines = []
+    scores = bpo.lab_bpo(config, say=lines.append)
+    return config, scores, lines
+
+
+def test_the_chain_runs_every_step_through_the_library(chain):
+    from mof_llava.benchmarks.gqa import llava_normalize
+
+    config, scores, lines = chain
+    out, data = Path(config.out), Path(config.data)
+    assert lines == [f"bpo: {s}" for s in STEPS]
+    assert json.loads((out / bpo.MANIFEST).read_text())["finished"] == STEPS
+    # the pairs: chosen from the records, rejected the model's answer on the weakened picture
+    seeds = {s["id"]: s for s in map(json.loads, (out / "seeds.jsonl").read_text().splitlines())}
+    pairs = read_pairs(out / "pairs.jsonl").pairs
+    skipped = json.loads((out / "pairs.jsonl.run.json").read_text())["skipped"]
+    assert len(pairs) + sum(map(len, skipped.values())) == len(seeds) > 6
+    assert all(p.neg_type == "mllm-hal" and p.chosen == seeds[p.id.split("#")[0]]["chosen"] for p in pairs)
+    # the preference stage starts at policy = reference (loss ln 2) and its merged model moved
+    log = [json.loads(line) for line in (out / "preference" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    before = load_file(Path(config.model) / "model.safetensors")
+    after = load_file(out / "model" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if "language_model" in k)
+    # the grey folder asks every held-out question of one uniform grey picture
+    grey = [json.loads(line) for line in (out / "grey" / LLAVA_QUESTIONS).read_text().splitlines()]
+    assert len(grey) == 18 and {q["image"] for q in grey} == {"grey.png"}
+    assert Image.open(out / "grey" / "images" / "grey.png").getcolors() == [(48 * 48, bpo.GREY)]
+    # scores: accuracy and the prior share recomputed from the answer files
+    gold = json.loads((data / "heldout" / OFFICIAL_QUESTIONS).read_text())
+    for when in ("before", "after"):
+        said = {r["question_id"]: llava_normalize(r["text"]) for r in
+                map(json.loads, (out / when / "heldout" / "answers.jsonl").read_text().splitlines())}  # fmt: skip
+        prior = {r["question_id"]: llava_normalize(r["text"]) for r in
+                 map(json.loads, (out / when / "grey" / "answers.jsonl").read_text().splitlines())}  # fmt: skip
+        for attribute in world.ATTRIBUTES:
+            ids = [q for q, g in gold.items() if g["types"]["semantic"] == attribute]
+            right = [said[q] == gold[q]["answer"] for q in ids]
+            assert scores[when]["accuracy"][attribute] == pytest.approx(100 * sum(right) / len(ids))
+        wrong = [q for q in gold if said[q] != gold[q]["answer"]]
+        if wrong:
+            assert scores[when]["prior_own"]["all"]["prior"] == sum(said[q] == prior[q] for q in wrong)
+    assert set(scores["after"]) == {"accuracy", "prior_own", "prior_start"}
+
+
+def test_a_rerun_skips_the_finished_steps_and_resumes_after_the_last(chain, monkeypatch):
+    import mof_llava.lab.mllm as mllm
+    import mof_llava.preference.negatives as negatives
+    import mof_llava.training.run as run
+
+    config, scores, _ = chain
+    manifest_file = Path(config.out) / bpo.MANIFEST
+    for module, name in ((negatives, "negatives"), (run, "train"), (mllm, "heldout_accuracy")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("a finished step ran again"))
+    lines = []
+    assert bpo.lab_bpo(config, say=lines.append) == scores and lines == []
+    # a run that died after merging: only the last step runs again (its evaluations answer nothing anew)
+    manifest = json.loads(manifest_file.read_text())
+    manifest["finished"].remove("after")
+    manifest_file.write_text(json.dumps(manifest))
+    monkeypatch.undo()
+    assert bpo.lab_bpo(config, say=lines.append) == scores and lines == ["bpo: after"]
+
+
+def test_other_settings_or_a_foreign_folder_are_refused_in_one_line(chain, tmp_path):
+    from dataclasses import replace
+
+    config = chain[0]
+    with pytest.raises(bpo.LabBpoError, match=r"other settings \(epochs, nll_weight\)"):
+        bpo.lab_bpo(replace(config, epochs=2.0, nll_weight=1.0), say=lambda _: None)
+    (tmp_path / "x").write_text("x")
+    with pytest.raises(bpo.LabBpoError, match="not empty and holds no lab_bpo.json"):
+        bpo.lab_bpo(replace(config, out=str(tmp_path)), say=lambda _: None)
+    with pytest.raises(bpo.LabBpoError, match="no stage2_instruct.json there"):
+        bpo.lab_bpo(replace(config, data=str(tmp_path)), say=lambda _: None)
