@@ -211,7 +211,7 @@ def _score(out: Path, when: str, model: Path, data: Path, config: LabBpoConfig, 
     scores = {"accuracy": accuracy, "prior_own": prior_following(answers, folder / "grey" / "answers.jsonl", gold)}
     if when == "after":
         scores["prior_start"] = prior_following(answers, out / "before" / "grey" / "answers.jsonl", gold)
-    manifest.setdefault("scores", {})[when] = scores
+    manifest["scores"][when] = scores
 
 
 def preference_config(out: Path, data: Path, config: LabBpoConfig) -> dict:
@@ -275,27 +275,18 @@ _NOT_COMPARED = ("out", "progress", "threads")
 
 
 def _open_manifest(out: Path, config: LabBpoConfig) -> dict:
-    path = out / MANIFEST
+    from .mllm import open_manifest
+
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings = json.loads(json.dumps(settings))  # tuples as the file holds them
     settings["model"] = str(Path(config.model).resolve())
     settings["data"] = str(Path(config.data).resolve())
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest["settings"] != settings:
-            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-            raise LabBpoError(f"{out} holds a lab BPO run with other settings ({', '.join(changed)}); "
-                              "use another folder, or delete this one to start over")  # fmt: skip
-        return manifest
-    if out.exists() and any(out.iterdir()):
-        raise LabBpoError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new folder")
-    manifest = {"settings": settings, "finished": [], "scores": {}}
-    _finish(out, manifest, None)
+    manifest = open_manifest(out / MANIFEST, settings, LabBpoError, "a lab BPO run")
+    manifest.setdefault("scores", {})
     return manifest
 
 
-def _finish(out: Path, manifest: dict, step: str | None) -> None:
-    if step is not None:
-        manifest["finished"].append(step)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+def _finish(out: Path, manifest: dict, step: str) -> None:
+    from .mllm import write_manifest
+
+    write_manifest(out / MANIFEST, manifest, step)

@@ -287,26 +287,37 @@ _NOT_COMPARED = ("out", "progress", "threads", "variants", "seeds")
 
 
 def _open_manifest(out: Path, config: LabConfig) -> dict:
-    path = out / MANIFEST
     # Which variants and how many seeds do not change a finished step: more may join a folder later.
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings["towers"] = str(tower_folder(config))
+    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab run")
+
+
+def _finish(out: Path, manifest: dict, step: str | None) -> None:
+    write_manifest(out / MANIFEST, manifest, step)
+
+
+def open_manifest(path: Path, settings: dict, error: type[Exception], what: str) -> dict:
+    """A resumable lab folder's manifest (`settings`, `finished` steps): the one in `path`'s folder,
+    if made with the same settings, or a new one in an empty or new folder; else `error` in one line."""
+    out = path.parent
     if path.is_file():
         manifest = json.loads(path.read_text())
         if manifest["settings"] != settings:
             changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-            raise LabRunError(f"{out} holds a lab run with other settings ({', '.join(changed)}); "
-                              "use another folder, or delete this one to start over")  # fmt: skip
+            raise error(f"{out} holds {what} with other settings ({', '.join(changed)}); "
+                        "use another folder, or delete this one to start over")  # fmt: skip
         return manifest
     if out.exists() and any(out.iterdir()):
-        raise LabRunError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new folder")
+        raise error(f"{out} is not empty and holds no {path.name}; choose an empty or new folder")
     manifest = {"settings": settings, "finished": []}
-    _finish(out, manifest, None)
+    write_manifest(path, manifest, None)
     return manifest
 
 
-def _finish(out: Path, manifest: dict, step: str | None) -> None:
+def write_manifest(path: Path, manifest: dict, step: str | None) -> None:
+    """Record `step` as finished (None: nothing new) and rewrite the manifest atomically."""
     if step is not None:
         manifest["finished"].append(step)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
