@@ -3,7 +3,8 @@
 `lab towers --output DIR` trains a toy CLIP on the world's captions and a toy DINOv2 by
 self-distillation into DIR/clip and DIR/ssl (resumable: run it again to continue); `lab measure
 DIR...` prints, per attribute, how different pairs look to each tower and what linear
-probes read, as JSON.
+probes read, as JSON; `lab mine DIR` mines pairs of lab scenes with DIR's towers and reads what
+they differ in, and scores the toy CLIP on a toy MMVP-VLM.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def add_parser(subparsers) -> None:
     run.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     run.set_defaults(func=run_mllm)
+
+    mine = actions.add_parser(
+        "mine", help="mine pairs of lab scenes with the toy towers and score the toy CLIP on MMVP-VLM"
+    )
+    mine.add_argument("towers", type=Path, help="a `lab towers` folder (clip/, ssl/)")
+    mine.add_argument("--out", type=Path, required=True, help="output folder (pool, embeddings reused)")
+    mine.add_argument("--pool", type=int, help="pictures mined (default 2000)")
+    mine.add_argument("--seed", type=int, help="seed of the scenes (default: the towers' seed)")
+    mine.add_argument("--clip-quantile", type=float, help="CLIP cos above this random-pair quantile (0.99)")
+    mine.add_argument("--ssl-quantile", type=float, help="SSL cos below this random-pair quantile (0.5)")
+    mine.add_argument("--vlm-pairs", type=int, help="MMVP-VLM pairs per attribute (default 20)")
+    mine.set_defaults(func=run_mine)
 
     lion = actions.add_parser("lion", help="LION's tag prompt on a lab run: stage 2 with and without tags")
     lion.add_argument("--out", type=Path, required=True, help="output folder (resumable: run again to continue)")
@@ -178,4 +191,16 @@ def run_bpo(args: argparse.Namespace) -> int:
     config = LabBpoConfig(model=str(args.model), data=str(args.data), out=str(args.out), progress=not args.quiet,
                           **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     sys.stdout.write(table([lab_bpo(config, say=lambda line: print(line, file=sys.stderr, flush=True))]))
+    return 0
+
+
+def run_mine(args: argparse.Namespace) -> int:
+    from ..lab.mining import LabMineConfig, lab_mine
+
+    given = {"pool": args.pool, "seed": args.seed, "clip_quantile": args.clip_quantile,
+             "ssl_quantile": args.ssl_quantile, "vlm_pairs": args.vlm_pairs}  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
+    config = LabMineConfig(towers=str(args.towers), out=str(args.out), **given)
+    result = lab_mine(config, say=lambda line: print(line, file=sys.stderr, flush=True))
+    sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1) + "\n")
     return 0

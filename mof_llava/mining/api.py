@@ -14,7 +14,7 @@ generates them with `commands/dataclass_args.py`, help and defaults from here.
 from __future__ import annotations
 
 import resource
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mof_llava.atomic import write_json_atomic
@@ -114,6 +114,17 @@ class PairsResult:
             + (f", {s.lists} clusters, {s.probes_per_row:.2f} probed per image" if s.method == "ivf" else "")
             + f"; {stats.seconds['total']:.1f} s; peak memory {peak / 2**30:.2f} GiB",
         ]
+        thresholds = self.summary.get("quantile_thresholds")
+        if thresholds:
+            criteria = self.summary["criteria"]
+            read = "every pair" if thresholds["every_pair"] else f"{thresholds['pairs']} random pairs"
+            lines.append(
+                f"  thresholds from {read}: CLIP cos >= {criteria['clip_min']:.4f}, "
+                f"DINOv2 cos <= {criteria['dino_max']:.4f}"
+                + "".join(
+                    f"; {k} at quantile {v['quantile']}" for k, v in thresholds.items() if isinstance(v, dict)
+                )
+            )
         if s.method == "ivf":
             lines.append(f"  recall vs exact search, CLIP pairs: {format_recall(stats.recall_clip)}")
             lines.append(f"  recall vs exact search, kept pairs: {format_recall(stats.recall_blind)}")
@@ -128,11 +139,14 @@ def embed(job: EmbedJob) -> EmbedResult | None:
 def pairs(job: PairsJob) -> PairsResult:
     """Search, write the pairs CSV and its summary beside it."""
     from mof_llava.mining.kernel import BadEmbeddingError
-    from mof_llava.mining.pairs import find_blind_pairs, write_pairs_csv
+    from mof_llava.mining.pairs import find_blind_pairs, resolve_quantiles, write_pairs_csv
 
     clip, dino, ids, image_root, inputs, files = _pairs_inputs(job)
+    criteria, thresholds = job.criteria, None
     try:
-        table, stats = find_blind_pairs(clip, dino, ids, job.criteria, job.search)
+        if criteria.uses_quantiles:
+            criteria, thresholds = resolve_quantiles(clip, dino, criteria, job.search.seed)
+        table, stats = find_blind_pairs(clip, dino, ids, criteria, job.search)
     except BadEmbeddingError as err:
         name = ids[err.row] if 0 <= err.row < len(ids) else "?"
         raise PairsInputError(
@@ -143,7 +157,9 @@ def pairs(job: PairsJob) -> PairsResult:
     summary = {
         "inputs": inputs,
         "image_root": image_root,
-        "criteria": asdict(job.criteria),
+        # the cosines searched with (quantiles resolved); how quantiles set them, if they did
+        "criteria": {k: getattr(criteria, k) for k in ("clip_min", "dino_max", "duplicate_tol")},
+        "quantile_thresholds": thresholds,
         # method and lists as searched (auto and 0 resolved); as given under "requested"
         "search": {
             "method": stats.search.method,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,25 @@ class PairCriteria:
         "pairs with both cosines >= 1 - this are exact duplicates: left out and counted (default %(default)s)",
         actions=PAIRS,
     )
+    # Towers other than MMVP's put their cosines on other scales; a quantile of the collection's own
+    # random pairs carries the recipe's meaning ("nearer than almost any two images") to them.
+    clip_min_quantile: float | None = option(
+        None,
+        "set --clip-min to this quantile (0-1) of the CLIP cosines of random pairs of the collection "
+        "(e.g. 0.99: the top 1%%); replaces --clip-min",
+        actions=PAIRS,
+    )
+    dino_max_quantile: float | None = option(
+        None,
+        "set --dino-max to this quantile (0-1) of the DINOv2 cosines of random pairs; replaces --dino-max",
+        actions=PAIRS,
+    )
+    quantile_pairs: int = option(
+        100_000,
+        "random pairs the quantiles are read from; every pair when the collection has no more "
+        "(default %(default)s; drawn with --seed)",
+        actions=PAIRS,
+    )
 
     def __post_init__(self):
         for name in ("clip_min", "dino_max"):
@@ -57,6 +76,16 @@ class PairCriteria:
                 raise MiningError(f"{name} must be a cosine between -1 and 1, got {value}")
         if not 0.0 <= self.duplicate_tol < 1.0:
             raise MiningError(f"duplicate_tol must be in [0, 1), got {self.duplicate_tol}")
+        for name in ("clip_min_quantile", "dino_max_quantile"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise MiningError(f"{name} must be a quantile between 0 and 1, got {value}")
+        if self.quantile_pairs < 1:
+            raise MiningError(f"quantile_pairs must be >= 1, got {self.quantile_pairs}")
+
+    @property
+    def uses_quantiles(self) -> bool:
+        return self.clip_min_quantile is not None or self.dino_max_quantile is not None
 
 
 @dataclass
@@ -115,6 +144,43 @@ class DinoRows:
             xb = self.source.take(b[s : s + 65536]).astype(np.float64)
             out[s : s + 65536] = np.einsum("ij,ij->i", xa, xb)
         return out * self.inverse[a] * self.inverse[b]
+
+
+def quantile_pairs(rows: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs a < b to read quantiles from: every pair when there are at most `count`, else
+    `count` pairs of distinct rows drawn uniformly (with replacement) from seed."""
+    if rows * (rows - 1) // 2 <= count:
+        return np.triu_indices(rows, 1)
+    rng = np.random.default_rng([seed, 2])
+    a = rng.integers(rows, size=count)
+    b = rng.integers(rows - 1, size=count)
+    b = b + (b >= a)  # any other row, uniformly
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def resolve_quantiles(
+    clip_source, dino_source, criteria: PairCriteria, seed: int
+) -> tuple[PairCriteria, dict]:
+    """The criteria with each quantile threshold replaced by its cosine, and what was read
+    (`{"pairs": n, "every_pair": bool, "clip_min": {...}, "dino_max": {...}}`) for the summary."""
+    rows = clip_source.rows
+    a, b = quantile_pairs(rows, criteria.quantile_pairs, seed)
+    info: dict = {"pairs": int(len(a)), "every_pair": bool(len(a) == rows * (rows - 1) // 2)}
+    changes = {}
+    for field_name, source, q, tower in (
+        ("clip_min", clip_source, criteria.clip_min_quantile, "clip"),
+        ("dino_max", dino_source, criteria.dino_max_quantile, "dino"),
+    ):
+        if q is None:
+            continue
+        try:
+            cosines = DinoRows(source).cosine(a, b)
+        except BadEmbeddingError as err:
+            raise BadEmbeddingError(err.row, err.reason, tower) from None
+        value = float(np.clip(np.quantile(cosines, q), -1.0, 1.0))
+        changes[field_name] = value
+        info[field_name] = {"quantile": q, "cosine": value}
+    return replace(criteria, **changes), info
 
 
 def id_keys(ids: Sequence[str]) -> np.ndarray:

@@ -72,7 +72,7 @@ class Tower:
         self.pooling = _default_pooling(model_type) if spec.pooling == "auto" else spec.pooling
         model_class = _model_class(model_type, self.pooling)
         model, info = model_class.from_pretrained(
-            spec.model, output_loading_info=True, dtype=getattr(torch, dtype)
+            spec.model, output_loading_info=True, dtype=getattr(torch, dtype), **_vision_config(config)
         )
         missing = sorted(info.get("missing_keys", ()))
         if missing:
@@ -141,6 +141,16 @@ class Tower:
 
         blank = Image.new("RGB", (64, 64), (128, 128, 128))
         return int(self.embed(self.preprocess(blank)[None]).shape[-1])
+
+
+def _vision_config(config) -> dict:
+    """A full CLIPModel's projection width is its top-level `projection_dim`; the vision sub-config
+    keeps its own default (512), which the projection must not be built with."""
+    if config.model_type != "clip":
+        return {}
+    vision = config.vision_config
+    vision.projection_dim = config.projection_dim
+    return {"config": vision}
 
 
 def _default_pooling(model_type: str) -> str:
