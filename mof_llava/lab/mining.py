@@ -8,7 +8,8 @@ whose every attribute is known, and reads from the metadata what the mined pairs
     out/pairs.csv, out/clip-pairs.csv    `mine pairs`: CLIP and SSL thresholds / CLIP's alone
     out/mmvp-mined/                      `mine export-mmvp` of the top mined pairs
     out/mmvp-vlm/                        attribute pairs with statements, in MMVP-VLM's format
-    out/mmvp-vlm-clip/                   the toy CLIP scored there (`eval run mmvp-vlm`)
+    out/scorer-clip/                     the toy CLIP with a tokenizer of its caption words
+    out/mmvp-vlm-clip/                   the toy CLIP scored there (`eval run mmvp-vlm`'s runner)
     out/lab_mine.json                    the shares below and the per-pattern scores
 
 The towers' cosines live on other scales than real CLIP's and DINOv2's, so the thresholds are
