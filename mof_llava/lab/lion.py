@@ -37,7 +37,7 @@ from pathlib import Path
 from ..tags.clip_zero_shot import CLIPZeroShotTagger
 from . import world
 from .mllm import MANIFEST as LAB_MANIFEST
-from .mllm import LabConfig, LabRunError, heldout_accuracy
+from .mllm import LabConfig, LabRunError, heldout_accuracy, open_manifest, write_manifest
 
 MANIFEST = "lab_lion.json"
 KIND_PROMPT = "a {}"  # the toy CLIP's captions name a kind as "a red circle"
@@ -114,7 +114,9 @@ def _lab_run(lab: Path, config: LabLionConfig) -> tuple[LabConfig, dict]:
     manifest = json.loads(path.read_text())
     if not {"data", "language"} <= set(manifest["finished"]):
         raise LabRunError(f"{lab}: the lab run has not finished its data and language model yet")
-    lab_config = LabConfig(out=str(lab), threads=config.threads, progress=config.progress, **manifest["settings"])
+    lab_config = LabConfig(
+        out=str(lab), threads=config.threads, progress=config.progress, **manifest["settings"]
+    )
     return lab_config, manifest
 
 
@@ -132,7 +134,9 @@ def _tag(out: Path, lab: Path, lab_config: LabConfig, config: LabLionConfig, man
     vocabulary = data / "vocabulary.txt"
     write_text_atomic(vocabulary, "".join(f"{kind}\n" for kind in kinds()))
     heldout_records = data / "heldout_records.json"
-    write_text_atomic(heldout_records, json.dumps(heldout_as_records(lab / "data" / "heldout"), indent=1) + "\n")
+    write_text_atomic(
+        heldout_records, json.dumps(heldout_as_records(lab / "data" / "heldout"), indent=1) + "\n"
+    )
     towers = Path(lab_config.towers)
     tagger = ToyClipTagger(towers / "clip", kinds(), top_k=config.top_k)
     for source, images, output in (
@@ -156,7 +160,9 @@ def heldout_as_records(folder: Path) -> list[dict]:
     from ..benchmarks.gqa import LLAVA_QUESTIONS, OFFICIAL_QUESTIONS
 
     gold = json.loads((folder / OFFICIAL_QUESTIONS).read_text())
-    listed = [json.loads(line) for line in (folder / LLAVA_QUESTIONS).read_text().splitlines() if line.strip()]
+    listed = [
+        json.loads(line) for line in (folder / LLAVA_QUESTIONS).read_text().splitlines() if line.strip()
+    ]
     return [{"id": q["question_id"], "image": q["image"],
              "conversations": [{"from": "human", "value": f"<image>\n{q['text']}"},
                                {"from": "gpt", "value": gold[q["question_id"]]["answer"]}]}
@@ -174,7 +180,11 @@ def heldout_scenes(lab_config: LabConfig) -> dict[str, world.LabScene]:
     from .mllm_data import benchmark_pairs
 
     pairs = benchmark_pairs(lab_config.seed, "heldout", lab_config.heldout_pairs)
-    return {f"{k:04d}{side}.png": scene for k, (_, a, b, _) in enumerate(pairs) for side, scene in (("a", a), ("b", b))}
+    return {
+        f"{k:04d}{side}.png": scene
+        for k, (_, a, b, _) in enumerate(pairs)
+        for side, scene in (("a", a), ("b", b))
+    }
 
 
 def tagger_accuracy(tags: dict[str, list[str]], scenes: dict[str, world.LabScene]) -> dict[str, float]:
@@ -207,37 +217,47 @@ def _run_seed(out, lab, lab_config, lab_manifest, config, seed, manifest, say) -
     from ..demo.run import parse_variant, with_seed
 
     variant = with_seed(parse_variant(config.variant), seed)
-    sources = manifest.setdefault("sources", {}).setdefault(variant.name, _sources(out, lab, variant, lab_manifest))
+    sources = manifest.setdefault("sources", {})
+    sources = sources.setdefault(variant.name, _sources(out, lab, variant, lab_manifest))
     _finish(out, manifest, None)
     plain, tagged = out / variant.name, out / f"{variant.name}-tags"
-    adapters = {"model": {"adapters_from": str(Path(sources["stage1"]) / "adapters")}}
-    tag_keys = {"model": {**adapters["model"], "tag_soft_prompt": True},
-                "data": {"data_path": str(out / "data" / "stage2_tags.jsonl"),
-                         "tag_prompt": {"dropout": config.dropout, "shuffle": config.shuffle, "seed": seed}}}  # fmt: skip
+    adapters = {"adapters_from": str(Path(sources["stage1"]) / "adapters")}
+    tag_prompt = {"dropout": config.dropout, "shuffle": config.shuffle, "seed": seed}
+    tag_keys = {
+        "model": {**adapters, "tag_soft_prompt": True},
+        "data": {"data_path": str(out / "data" / "stage2_tags.jsonl"), "tag_prompt": tag_prompt},
+    }
     steps = [(f"{variant.name}/stage1", plain, None, 0)] if sources["stage1"] == str(plain / "stage1") else []
     if sources["no_tags"] == str(plain / "stage2" / "model"):
-        steps.append((f"{variant.name}/stage2", plain, adapters, 1))
+        steps.append((f"{variant.name}/stage2", plain, {"model": adapters}, 1))
     steps.append((f"{variant.name}-tags/stage2", tagged, tag_keys, 1))
     for step, folder, keys, stage in steps:
         if step not in manifest["finished"]:
-            say(f"{step}")
+            say(step)
             _train(folder, variant, lab, lab_config, out, keys, stage)
             _finish(out, manifest, step)
-    scores = manifest.setdefault("scores", {}).setdefault(variant.name, {})
+    _evaluate_seed(out, lab, lab_config, lab_manifest, variant.name, manifest, say)
+
+
+def _evaluate_seed(out, lab, lab_config, lab_manifest, name, manifest, say) -> None:
+    """Both arms on the held-out set; the no-tags arm's score is the lab's own when it has one."""
+    sources = manifest["sources"][name]
+    scores = manifest.setdefault("scores", {}).setdefault(name, {})
+    heldout = lab / "data" / "heldout"
     if "no_tags" not in scores:
-        scores["no_tags"] = lab_manifest.get("scores", {}).get(variant.name, {}).get("heldout") \
-            if sources["no_tags"].startswith(str(lab)) else None
+        from_lab = not Path(sources["no_tags"]).is_relative_to(out)
+        scores["no_tags"] = lab_manifest.get("scores", {}).get(name, {}).get("heldout") if from_lab else None
         if scores["no_tags"] is None:
-            say(f"{variant.name}: held-out evaluation, no tags")
-            scores["no_tags"] = heldout_accuracy(Path(sources["no_tags"]), lab / "data" / "heldout",
-                                                 plain / "eval" / "heldout", lab_config)  # fmt: skip
-        _finish(out, manifest, f"{variant.name}/eval")
+            say(f"{name}: held-out evaluation, no tags")
+            folder = out / name / "eval" / "heldout"
+            scores["no_tags"] = heldout_accuracy(Path(sources["no_tags"]), heldout, folder, lab_config)
+        _finish(out, manifest, f"{name}/eval")
     if "tags" not in scores:
-        say(f"{variant.name}: held-out evaluation, with tags")
-        scores["tags"] = heldout_accuracy(tagged / "stage2" / "model", lab / "data" / "heldout",
-                                          tagged / "eval" / "heldout", lab_config,
-                                          tags_file=out / "data" / "heldout_tags.jsonl")  # fmt: skip
-        _finish(out, manifest, f"{variant.name}-tags/eval")
+        say(f"{name}: held-out evaluation, with tags")
+        tagged, tags = out / f"{name}-tags", out / "data" / "heldout_tags.jsonl"
+        model, folder = tagged / "stage2" / "model", tagged / "eval" / "heldout"
+        scores["tags"] = heldout_accuracy(model, heldout, folder, lab_config, tags_file=tags)
+        _finish(out, manifest, f"{name}-tags/eval")
 
 
 def _sources(out: Path, lab: Path, variant, lab_manifest: dict) -> dict[str, str]:
@@ -247,7 +267,10 @@ def _sources(out: Path, lab: Path, variant, lab_manifest: dict) -> dict[str, str
     lab_stage1 = f"{variant.name}/stage1" in finished
     stage1 = (lab if lab_stage1 else out) / variant.name / "stage1"
     lab_stage2 = lab_stage1 and f"{variant.name}/stage2" in finished
-    return {"stage1": str(stage1), "no_tags": str((lab if lab_stage2 else out) / variant.name / "stage2" / "model")}
+    return {
+        "stage1": str(stage1),
+        "no_tags": str((lab if lab_stage2 else out) / variant.name / "stage2" / "model"),
+    }
 
 
 def _train(folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, keys, stage: int) -> None:
@@ -258,8 +281,8 @@ def _train(folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, k
     towers = Path(lab_config.towers)
     root = lab / "components"
     components = Components(root, root / "llm-text", towers / "clip", towers / "ssl", (0.0, 0.0))
-    configs = write_run_configs(folder, variant, lab_config.settings(), lab / "data", components, out / "cache",
-                                stage2_overrides=keys)  # fmt: skip
+    settings = lab_config.settings()
+    configs = write_run_configs(folder, variant, settings, lab / "data", components, out / "cache", keys)
     try:
         train(load_run_config(configs[stage]))
     finally:
@@ -288,7 +311,8 @@ def _mean_std(values: list[float | None]) -> str:
     values = [v for v in values if v is not None]
     if len(values) < 2:
         return f"{values[0]:.0f}" if values else "-"
-    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f} ({', '.join(f'{v:.0f}' for v in values)})"
+    each = ", ".join(f"{v:.0f}" for v in values)
+    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f} ({each})"
 
 
 _NOT_COMPARED = ("out", "seeds", "threads", "progress")
@@ -298,25 +322,8 @@ def _open_manifest(out: Path, config: LabLionConfig, lab_settings: dict) -> dict
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings["lab"] = str(Path(config.lab).resolve())
     settings["lab_settings"] = lab_settings  # a lab folder rebuilt with other settings is another lab
-    path = out / MANIFEST
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest["settings"] != settings:
-            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-            raise LabRunError(f"{out} holds a lab lion run with other settings ({', '.join(changed)}); "
-                              "use another folder, or delete this one to start over")  # fmt: skip
-        return manifest
-    if out.exists() and any(out.iterdir()):
-        raise LabRunError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new folder")
-    manifest = {"settings": settings, "finished": []}
-    _finish(out, manifest, None)
-    return manifest
+    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab lion run")
 
 
 def _finish(out: Path, manifest: dict, step: str | None) -> None:
-    from ..atomic import write_text_atomic
-
-    if step is not None:
-        manifest["finished"].append(step)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_manifest(out / MANIFEST, manifest, step)

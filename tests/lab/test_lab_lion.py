@@ -68,7 +68,9 @@ def test_tags_are_the_toy_clips_best_kinds_on_the_lab_records(chain):
     tagged = _jsonl(out / "data" / "stage2_tags.jsonl")
     original = json.loads((lab / "data" / "stage2_instruct.json").read_text())
     assert [{k: v for k, v in r.items() if k != "tags"} for r in tagged] == original  # records unchanged
-    model = CLIPModel.from_pretrained(Path(json.loads((lab / mllm.MANIFEST).read_text())["settings"]["towers"]) / "clip")
+    model = CLIPModel.from_pretrained(
+        Path(json.loads((lab / mllm.MANIFEST).read_text())["settings"]["towers"]) / "clip"
+    )
     names = [f"{c} {s}" for c in world.COLOURS for s in SHAPES]
     ids = encode_captions([f"a {n}" for n in names], vocabulary())
     pixels = normalise(np.stack([np.array(Image.open(lab / "data" / "images" / r["image"])) for r in tagged]))
@@ -95,8 +97,11 @@ def test_the_tagged_stage_2_trains_the_tag_prompt_from_the_labs_stage_1(chain):
     # seed 1 is not in the lab: both its arms start from a stage 1 trained here
     sources = json.loads((out / lion.MANIFEST).read_text())["sources"]
     assert sources["llava-1.5-seed0"]["no_tags"] == str(lab / "llava-1.5-seed0" / "stage2" / "model")
-    assert sources["llava-1.5-seed1"] == {"stage1": str(out / "llava-1.5-seed1" / "stage1"),
-                                          "no_tags": str(out / "llava-1.5-seed1" / "stage2" / "model")}  # fmt: skip
+    here = out / "llava-1.5-seed1"
+    assert sources["llava-1.5-seed1"] == {
+        "stage1": str(here / "stage1"),
+        "no_tags": str(here / "stage2" / "model"),
+    }
 
 
 @pytest.mark.slow  # the chain fixture: about 25 s on 2 loaded cores
@@ -127,7 +132,12 @@ def test_a_second_call_skips_every_finished_step(chain, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    for module, name in ((run, "train"), (tags, "tag"), (mllm, "heldout_accuracy"), (lion, "heldout_accuracy")):
+    for module, name in (
+        (run, "train"),
+        (tags, "tag"),
+        (mllm, "heldout_accuracy"),
+        (lion, "heldout_accuracy"),
+    ):
         monkeypatch.setattr(module, name, refuse)
     assert lion.lab_lion(config, say=lambda _: None) == result
 
@@ -171,7 +181,9 @@ def test_lab_lion_command_passes_its_settings(tmp_path, monkeypatch):
     from mof_llava.cli import main
 
     seen = []
-    monkeypatch.setattr(lion, "lab_lion", lambda config, say: seen.append(config) or {"tagger": {}, "runs": {}})
+    monkeypatch.setattr(
+        lion, "lab_lion", lambda config, say: seen.append(config) or {"tagger": {}, "runs": {}}
+    )
     flags = ["--seed", "1", "--seed", "2", "--top-k", "3", "--dropout", "0.2"]
     assert main(["lab", "lion", "--out", str(tmp_path / "o"), "--lab", str(tmp_path), *flags]) == 0
     (config,) = seen
