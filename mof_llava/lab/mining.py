@@ -328,8 +328,9 @@ def lab_mine(cfg: LabMineConfig, say=print) -> dict:
                        f"{cfg.pool} of seed {seed}; choose a new --out")  # fmt: skip
     say("mining: mine embed, mine pairs")
     summaries = mine_pool(cfg, out, towers)
+    kept = {name: summaries[name]["stats"]["kept"] for name in ("pairs", "clip-pairs")}
     report = {"config": asdict(cfg), "seed": seed, "thresholds": summaries["pairs"]["criteria"],
-              "kept": summaries["pairs"]["stats"]["kept"], "clip_pairs": summaries["clip-pairs"]["stats"]["kept"],
+              "kept": kept["pairs"], "clip_pairs": kept["clip-pairs"],
               "shares": mining_report(pool, out, seed, cfg.random_pairs)}  # fmt: skip
     say("MMVP-VLM of the toy CLIP")
     shutil.rmtree(out / "mmvp-vlm", ignore_errors=True)

@@ -198,5 +198,5 @@ def test_lab_mine_runs_end_to_end_with_the_committed_towers(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(["lab", "mine", str(TOWERS), "--out", str(out), "--pool", "41"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mof-llava: error: {out}/pool/pool.json: a pool of 40 scenes of seed 0, not 41 of seed 0; "
-                   "choose a new --out"]  # fmt: skip
+    pool = out / "pool" / "pool.json"
+    assert err == [f"mof-llava: error: {pool}: a pool of 40 scenes of seed 0, not 41 of seed 0; choose a new --out"]
