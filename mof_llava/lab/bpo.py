@@ -65,9 +65,8 @@ def lab_bpo(config: LabBpoConfig, say: Callable[[str], None] = print) -> dict:
     """The steps of the module docstring, each once; returns the manifest's scores."""
     import torch
 
-    from ..threads import apply_cpu_threads
-
     from ..paths import check_model_path
+    from ..threads import apply_cpu_threads
 
     check_model_path(config.model, "model", hub=False)
     out, data = Path(config.out).resolve(), _check_data(Path(config.data).resolve())

@@ -155,3 +155,19 @@ def test_other_settings_or_a_foreign_folder_are_refused_in_one_line(chain, tmp_p
         bpo.lab_bpo(replace(config, out=str(tmp_path)), say=lambda _: None)
     with pytest.raises(bpo.LabBpoError, match="no stage2_instruct.json there"):
         bpo.lab_bpo(replace(config, data=str(tmp_path)), say=lambda _: None)
+
+
+def test_lab_bpo_command_passes_its_flags_and_prints_the_table(tmp_path, monkeypatch, capsys):
+    from mof_llava.cli import main
+
+    seen = []
+    monkeypatch.setattr(bpo, "lab_bpo", lambda config, say: seen.append(config) or {})
+    monkeypatch.setattr(bpo, "table", lambda runs: f"{len(runs)} run\n")
+    flags = ["--model", "m", "--data", "d", "--out", str(tmp_path), "--neg-type", "mllm-hal", "--neg-type",
+             "llm-hal", "--nll-weight", "1", "--epochs", "2", "--quiet"]  # fmt: skip
+    assert main(["lab", "bpo", *flags]) == 0
+    (config,) = seen
+    assert (config.model, config.data, config.neg_types, config.nll_weight, config.epochs, config.progress) == (
+        "m", "d", ("mllm-hal", "llm-hal"), 1.0, 2.0, False)  # fmt: skip
+    assert config.learning_rate == bpo.LabBpoConfig("m", "d", "o").learning_rate  # not given: the default
+    assert capsys.readouterr().out == "1 run\n"
