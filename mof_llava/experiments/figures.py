@@ -61,9 +61,8 @@ def alpha_figure(groups: Sequence[Group], path: Path, proxy: Measure | None) -> 
         drawn: list[float] = []  # every y value on the axes, for the limits
         for arm in dict.fromkeys(g.arm or "A-MoF" for g in additive):
             points = sorted(
-                (g.alpha, s)
-                for g in additive
-                if (g.arm or "A-MoF") == arm and (s := measure.stat(g)) is not None
+                ((g.alpha, s) for g in additive if (g.arm or "A-MoF") == arm and (s := measure.stat(g)) is not None),
+                key=lambda point: point[0],  # rows may share an alpha (other settings); stats do not order
             )
             drawn += [s.mean + d for _, s in points for d in (-(s.std or 0.0), s.std or 0.0)]
             if points:

@@ -113,3 +113,14 @@ def test_alpha_figure_draws_zero_scores_and_baselines_on_the_limit(tmp_path, dra
     for y in (0.0, baseline):  # strictly inside the frame, clear of the spines
         assert low < y < high and min(y - low, high - y) >= 0.03 * (high - low)
     assert not math.isclose(low, 0.0) and not math.isclose(high, 100.0)
+
+
+def test_alpha_figure_draws_rows_that_share_an_alpha(tmp_path, drawn):
+    """Two rows of one arm at the same alpha (runs of other settings, or seeds not pooled) are both
+    drawn in alpha order; they used to be sorted by their statistics, which do not order."""
+    groups = [_group(name, "additive", alpha, score)
+              for name, alpha, score in (("a-1", 1.0, 30.0), ("a-0", 0.0, 10.0), ("a-0-other", 0.0, 20.0))]  # fmt: skip
+    assert figures.alpha_figure(groups, tmp_path / "a.png", proxy=None) is not None
+    (curve,) = [line for line in drawn[0].axes[0].get_lines() if line.get_marker() == "o"]  # not the caps
+    assert list(curve.get_xdata()) == [0.0, 0.0, 1.0]
+    assert sorted(curve.get_ydata()[:2]) == [10.0, 20.0] and curve.get_ydata()[2] == 30.0
