@@ -340,14 +340,16 @@ def _run_variant(
     return result
 
 
-def write_run_record(folder: Path, variant: Variant, settings: DemoSettings, benchmarks: list[str]) -> None:
+def write_run_record(
+    folder: Path, variant: Variant, settings: DemoSettings, benchmarks: list[str], sweep: str = "demo"
+) -> None:
     """`<variant>/experiment.json`: the variant folder has a sweep run's layout, so `mof-llava sweep
-    status` and `mof-llava tables` read the demo like a sweep."""
+    status` and `mof-llava tables` read the demo (and the lab, `sweep="lab"`) like a sweep."""
     from ..experiments.layout import RunLayout, RunRecord
 
     seed = settings.seed if variant.train_seed is None else variant.train_seed
     RunRecord(
-        sweep="demo",
+        sweep=sweep,
         run=variant.name,
         group=variant.row,
         arm=variant.arm,

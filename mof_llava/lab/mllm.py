@@ -178,7 +178,7 @@ def _train_variant(
 
 
 def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: dict, say) -> VariantScores:
-    from ..demo.run import evaluate_mmvp
+    from ..demo.run import evaluate_mmvp, write_run_record
 
     folder, settings = out / variant.name, config.settings()
     model = folder / "stage2" / "model"
@@ -197,6 +197,9 @@ def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: 
             "heldout": heldout,
         }
         _finish(out, manifest, f"{variant.name}/eval")
+    # A run record makes the variant folder a sweep run for `mof-llava tables` (rows by variant,
+    # seeds pooled); the held-out set's folder is eval/heldout.
+    write_run_record(folder, variant, settings, ["mmvp", "heldout"], sweep="lab")
     entry = scores[variant.name]
     return VariantScores(variant.name, entry["row"], entry["seed"], entry["mmvp"], entry["heldout"])
 

@@ -223,3 +223,8 @@ def test_a_tiny_run_goes_through_the_whole_chain(tmp_path):
     assert {k: v["n"] for k, v in metrics["per_semantic_type"].items()} == {a: 2 for a in world.ATTRIBUTES}
     assert set(run.mmvp["question_accuracy_per_attribute"]) == set(world.ATTRIBUTES)
     assert json.loads((tmp_path / "run" / mllm.MANIFEST).read_text())["finished"][-1] == f"{run.name}/eval"
+    # `mof-llava tables` reads the folder as a sweep: both evaluations in the variant's row, seed kept
+    from mof_llava.experiments.results import collect
+
+    results = collect([tmp_path / "run"]).results
+    assert {(r.benchmark, r.group, r.seed) for r in results} == {("mmvp", "llava-1.5", 0), ("gqa", "llava-1.5", 0)}
