@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .mmvp_vlm import PATTERNS
 from ..released import read_json_object
+from .mmvp_vlm import PATTERNS
 
 _LONG_NAMES = {name.lower(): name for name in PATTERNS.values()}
 _SHORT_NAMES = {short.lower(): name for short, name in PATTERNS.items()}

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from ..released import check_unique, release_rows
+from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .registry import RUNNING, Benchmark, option
 from .task import EvalQuestion, EvalTask
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from ..released import release_rows
+from .answers import answer_key, answer_text, check_coverage, load_answer_index
 from .registry import Benchmark, option
 from .task import EvalQuestion, EvalTask
 
