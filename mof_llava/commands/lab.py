@@ -103,6 +103,12 @@ def add_parser(subparsers) -> None:
     bpo.add_argument("--records", type=int, help="stage-2 records whose short-answer rounds seed pairs (default 150)")
     bpo.add_argument("--neg-type", action="append", choices=("mllm-hal", "llm-hal"),
                      help="negative kind (repeatable; default mllm-hal; llm-hal uses the rule rewriter)")
+    bpo.add_argument("--negative-picture", choices=("own", "grey"),
+                     help="the negatives' picture: the record's, weakened (default), or the grey one (the text prior)")
+    bpo.add_argument("--corruption", choices=("noise", "blur", "mask", "crop"),
+                     help="how the negatives' picture is weakened (default noise, BPO's t = 900)")
+    bpo.add_argument("--mask-ratio", type=float, help="--corruption mask: share of cells masked (1: a blank picture)")
+    bpo.add_argument("--temperature", type=float, help="the negatives' sampling temperature (default 0.2; 0: greedy)")
     bpo.add_argument("--nll-weight", type=float, help="times the chosen answers' NLL (default 0, BPO's loss)")
     bpo.add_argument("--learning-rate", type=float, help="preference-stage learning rate (default 2e-4)")
     bpo.add_argument("--epochs", type=float, help="preference-stage epochs (default 4)")
@@ -186,6 +192,8 @@ def run_bpo(args: argparse.Namespace) -> int:
     from ..lab.bpo import LabBpoConfig, lab_bpo, table
 
     given = {"seed": args.seed, "records": args.records, "neg_types": tuple(args.neg_type) if args.neg_type else None,
+             "negative_picture": args.negative_picture, "corruption": args.corruption,
+             "mask_ratio": args.mask_ratio, "temperature": args.temperature,
              "nll_weight": args.nll_weight, "learning_rate": args.learning_rate, "epochs": args.epochs,
              "threads": args.threads}  # fmt: skip
     config = LabBpoConfig(model=str(args.model), data=str(args.data), out=str(args.out), progress=not args.quiet,

@@ -3,18 +3,21 @@ follow the text prior? Everything goes through the library's verbs:
 
     lab_bpo(LabBpoConfig(model="lab-runs/llava-1.5-seed0/stage2/model", data="lab-runs/data", out="bpo"))
 
-1. seeds: the first round of stage-2 records whose first round asks for a short answer (the record's
-   answer is the chosen one), `records` of them from the start of `stage2_instruct.json`;
-2. negatives: `preference.negatives` with `mllm-hal` (the model's own answer on the picture under
-   BPO's forward-diffusion noise) and, if asked, `llm-hal` through the rule rewriter;
+1. seeds: every short-answer round of the first `records` stage-2 records of `stage2_instruct.json`
+   (the record's answer is the chosen one);
+2. negatives: `preference.negatives` with `mllm-hal` (the model's own answer on the weakened picture:
+   BPO's forward-diffusion noise, or another of the verb's corruptions) and, if asked, `llm-hal`
+   through the rule rewriter. With `negative_picture: grey` the verb answers on step 3's grey picture
+   instead of the record's (the text prior's answer; with `mask` at ratio 0 it is not weakened
+   further), and the pairs get the record's picture back;
 3. before: held-out accuracy per attribute (`mllm.heldout_accuracy`, as `lab run` scores it), and the
-   same questions on a uniform grey picture: what the text prior alone answers;
+   same questions on a uniform grey picture (made before step 2): what the text prior alone answers;
 4. the preference stage (`train.stage: preference`, LoRA, reference `lora_disabled`) through
    `training.run.train`, then `merge_lora`;
 5. after: step 3 again on the merged model.
 
     OUT/lab_bpo.json   settings, finished steps, scores (rewritten after every step)
-    OUT/seeds.jsonl  OUT/pairs.jsonl  OUT/grey/  OUT/preference.yaml  OUT/preference/  OUT/model/
+    OUT/seeds.jsonl  OUT/pairs.jsonl  (grey: OUT/seeds-grey.jsonl  OUT/pairs-grey.jsonl)  OUT/grey/  OUT/preference.yaml  OUT/preference/  OUT/model/
     OUT/{before,after}/{heldout,grey}/   the GQA runner's answers and metrics
 
 Running it again into the same folder with the same settings skips what is finished.
@@ -32,6 +35,7 @@ from . import world
 
 MANIFEST = "lab_bpo.json"
 GREY = (128, 128, 128)  # a picture with nothing in it: what the question's text alone makes the model say
+NEGATIVE_PICTURES = ("own", "grey")  # the record's picture, weakened; or the grey one
 
 
 class LabBpoError(ValueError):
@@ -46,8 +50,11 @@ class LabBpoConfig:
     seed: int = 0  # the negatives' noise and sampling, and the preference run's training seed
     records: int = 150  # stage-2 records whose short-answer rounds seed the pairs
     neg_types: tuple[str, ...] = ("mllm-hal",)  # add "llm-hal" for the rule rewriter's arm
+    negative_picture: str = "own"  # or "grey": the negatives are the answers on the grey picture
+    corruption: str = "noise"  # BPO's; the negatives verb's noise, blur, mask or crop
     noise_step: int = 900  # BPO's
-    temperature: float = 0.2  # BPO's
+    mask_ratio: float = 0.5  # the verb's; 1.0 blanks the whole picture
+    temperature: float = 0.2  # BPO's; 0 is greedy
     max_new_tokens: int = 8  # a short answer is one or two words
     # LoRA at BPO's alpha/r of 8 (r 32 / alpha 256), r cut to the 64-wide toy LLM.
     lora_r: int = 8
@@ -69,6 +76,9 @@ def lab_bpo(config: LabBpoConfig, say: Callable[[str], None] = print) -> dict:
     from ..threads import apply_cpu_threads
 
     check_model_path(config.model, "model", hub=False)
+    if config.negative_picture not in NEGATIVE_PICTURES:
+        raise LabBpoError(f"negative_picture must be one of {', '.join(NEGATIVE_PICTURES)}, "
+                          f"got {config.negative_picture!r}")  # fmt: skip
     out, data = Path(config.out).resolve(), _check_data(Path(config.data).resolve())
     manifest = _open_manifest(out, config)
     threads = torch.get_num_threads()
@@ -76,8 +86,8 @@ def lab_bpo(config: LabBpoConfig, say: Callable[[str], None] = print) -> dict:
     try:
         steps = {
             "seeds": lambda: write_seeds(data / "stage2_instruct.json", out / "seeds.jsonl", config.records),
-            "negatives": lambda: _negatives(out, data, config),
             "grey": lambda: write_grey_heldout(data / "heldout", out / "grey"),
+            "negatives": lambda: _negatives(out, data, config),
             "before": lambda: _score(out, "before", Path(config.model).resolve(), data, config, manifest),
             "preference": lambda: _preference(out, data, config),
             "merge": lambda: _merge(out),
@@ -161,11 +171,11 @@ def table(runs: list[dict]) -> str:
     (against the model's own grey-picture answers) before and after BPO, and the foreign answers,
     each mean ± sample std over the runs (`lab_bpo`'s scores, one per seed)."""
     from ..scenes.questions import answer_values
-    from .mllm import _mean_std
+    from .mllm import mean_std
 
     def cell(when: str, key: str, attribute: str, field: str | None = None) -> str:
         values = [r[when][key].get(attribute) for r in runs]
-        return _mean_std([v if field is None or v is None else v[field] for v in values])
+        return mean_std([v if field is None or v is None else v[field] for v in values])
 
     lines = [f"n = {len(runs)}; accuracy and prior share in %, foreign answers as counts", "",
              "| attribute | accuracy before | after | prior share before | after | foreign before | after | chance |",
@@ -188,12 +198,32 @@ def _negatives(out: Path, data: Path, config: LabBpoConfig) -> None:
 
     if (out / "pairs.jsonl").exists():  # made, but the manifest was not written: keep it
         return
-    negatives(NegativesJob(
-        out / "seeds.jsonl", out / "pairs.jsonl", neg_types=tuple(config.neg_types), model=config.model,
-        image_folder=str(data / "images"), device="cpu", dtype="float32", noise_step=config.noise_step,
-        seed=config.seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-        rewriter="rule" if "llm-hal" in config.neg_types else None, progress=config.progress,
-    ))  # fmt: skip
+    seeds, images, made = out / "seeds.jsonl", data / "images", out / "pairs.jsonl"
+    if config.negative_picture == "grey":
+        seeds, images, made = out / "seeds-grey.jsonl", out / "grey" / "images", out / "pairs-grey.jsonl"
+        _with_picture(out / "seeds.jsonl", seeds, "grey.png")
+    if not made.exists():
+        negatives(NegativesJob(
+            seeds, made, neg_types=tuple(config.neg_types), model=config.model, image_folder=str(images),
+            device="cpu", dtype="float32", corruption=config.corruption, noise_step=config.noise_step,
+            mask_ratio=config.mask_ratio, seed=config.seed, temperature=config.temperature,
+            max_new_tokens=config.max_new_tokens, rewriter="rule" if "llm-hal" in config.neg_types else None,
+            progress=config.progress,
+        ))  # fmt: skip
+    if config.negative_picture == "grey":
+        _with_picture(made, out / "pairs.jsonl", None, originals=out / "seeds.jsonl")
+
+
+def _with_picture(source: Path, target: Path, picture: str | None, originals: Path | None = None) -> None:
+    """`source`'s JSONL records with every `image` set to `picture`, or (picture None) back to the
+    image of the `originals` seed each record's id starts with (a pair's id is `seed-id#neg-type`)."""
+    records = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    if picture is None:
+        image = {s["id"]: s["image"] for s in map(json.loads, originals.read_text().splitlines())}
+        records = [{**r, "image": image[r["id"].split("#")[0]]} for r in records]
+    else:
+        records = [{**r, "image": picture} for r in records]
+    write_text_atomic(target, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _score(out: Path, when: str, model: Path, data: Path, config: LabBpoConfig, manifest: dict) -> None:

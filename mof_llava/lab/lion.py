@@ -29,7 +29,6 @@ first time, so a resumed run keeps comparing the same models.
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from pathlib import Path
 from ..tags.clip_zero_shot import CLIPZeroShotTagger
 from . import world
 from .mllm import MANIFEST as LAB_MANIFEST
-from .mllm import LabConfig, LabRunError, heldout_accuracy, open_manifest, write_manifest
+from .mllm import LabConfig, LabRunError, heldout_accuracy, mean_std, open_manifest, write_manifest
 
 MANIFEST = "lab_lion.json"
 KIND_PROMPT = "a {}"  # the toy CLIP's captions name a kind as "a red circle"
@@ -301,18 +300,13 @@ def table(result: dict) -> str:
     lines = [f"Held-out short-answer accuracy (%), {len(runs)} seed(s):", "",
              "| attribute | no tags | tags | chance |", "|---|---|---|---|"]  # fmt: skip
     for attribute in world.ATTRIBUTES:
-        cells = [_mean_std([(r.get(arm) or {}).get(attribute) for r in runs]) for arm in ("no_tags", "tags")]
+        cells = [
+            mean_std([(r.get(arm) or {}).get(attribute) for r in runs], each=True)
+            for arm in ("no_tags", "tags")
+        ]
         lines.append(f"| {attribute} | {cells[0]} | {cells[1]} | {100 / len(answer_values(attribute)):.0f} |")
     lines += ["", "Tagger against the scenes (%): " + json.dumps(result["tagger"])]
     return "\n".join(lines) + "\n"
-
-
-def _mean_std(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]
-    if len(values) < 2:
-        return f"{values[0]:.0f}" if values else "-"
-    each = ", ".join(f"{v:.0f}" for v in values)
-    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f} ({each})"
 
 
 _NOT_COMPARED = ("out", "seeds", "threads", "progress")

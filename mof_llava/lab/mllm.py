@@ -255,12 +255,12 @@ def table(runs: Sequence[VariantScores]) -> str:
     rule = "|---" * (len(rows) + 2) + "|"
     lines = ["Held-out short-answer accuracy (%):", "", head[:-1] + "| chance |", rule]
     for attribute in world.ATTRIBUTES:
-        cells = [_mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
+        cells = [mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
         chance = 100 / len(answer_values(attribute))
         lines.append(f"| {attribute} | " + " | ".join(cells) + f" | {chance:.0f} |")
     lines += ["", "Toy MMVP pair accuracy (%), chance 25:", "", head, "|---" * (len(rows) + 1) + "|"]
     for attribute in [*world.ATTRIBUTES, "all"]:
-        cells = [_mean_std([_pair_score(r, attribute) for r in by_row[row]]) for row in rows]
+        cells = [mean_std([_pair_score(r, attribute) for r in by_row[row]]) for row in rows]
         lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -273,13 +273,14 @@ def _pair_score(run: VariantScores, attribute: str) -> float | None:
     return None if entry is None else entry["accuracy"]
 
 
-def _mean_std(values: list[float | None]) -> str:
+def mean_std(values: list[float | None], each: bool = False) -> str:
+    """A table cell: the values' mean ± sample std, rounded to whole numbers (and with `each`, the
+    values themselves in brackets); missing values (None) are left out, none at all is "-"."""
     values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.0f}"
-    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f}"
+    if len(values) < 2:
+        return f"{values[0]:.0f}" if values else "-"
+    listed = " (" + ", ".join(f"{v:.0f}" for v in values) + ")" if each else ""
+    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f}{listed}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from mof_llava.demo.synthetic import dataset_paths
 from mof_llava.lab import bpo, mllm_data, world
 from mof_llava.prompts import LETTER_ANSWER, SHORT_ANSWER
 
-STEPS = ["seeds", "negatives", "grey", "before", "preference", "merge", "after"]
+STEPS = ["seeds", "grey", "negatives", "before", "preference", "merge", "after"]
 
 
 def _gold(questions: dict[str, tuple[str, str]]) -> dict:
@@ -144,9 +145,39 @@ def test_a_rerun_skips_the_finished_steps_and_resumes_after_the_last(chain, monk
     assert bpo.lab_bpo(config, say=lines.append) == scores and lines == ["bpo: after"]
 
 
-def test_other_settings_or_a_foreign_folder_are_refused_in_one_line(chain, tmp_path):
-    from dataclasses import replace
+def test_grey_negatives_are_the_greedy_answers_on_the_grey_picture_paired_with_the_records_pictures(
+    chain, tiny_model_dirs, tmp_path
+):
+    from mof_llava.benchmarks.generation import load_model
+    from mof_llava.conversation import get_template
 
+    config, data = chain[0], Path(chain[0].data)
+    grey = bpo.LabBpoConfig(config.model, config.data, str(tmp_path), records=config.records, max_new_tokens=4,
+                            negative_picture="grey", corruption="mask", mask_ratio=0.0, temperature=0.0)  # fmt: skip
+    bpo.write_seeds(data / "stage2_instruct.json", tmp_path / "seeds.jsonl", grey.records)
+    bpo.write_grey_heldout(data / "heldout", tmp_path / "grey")
+    bpo._negatives(tmp_path, data, grey)
+    # the model's greedy answer on a grey picture, asked here one seed at a time with plain generate()
+    model, processor = load_model(grey.model, "cpu", "float32")
+    picture, template = Image.new("RGB", (48, 48), bpo.GREY), get_template("vicuna_v1")
+    seeds = [json.loads(line) for line in (tmp_path / "seeds.jsonl").read_text().splitlines()]
+    pairs = {p.id.split("#")[0]: p for p in read_pairs(tmp_path / "pairs.jsonl").pairs}
+    for seed in seeds:
+        inputs = processor(text=[template.generation_prompt(seed["prompt"])], images=[picture])
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=4, num_beams=1)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        said = processor.batch_decode(new, skip_special_tokens=True)[0].strip()
+        if seed["id"] in pairs:
+            assert (pairs[seed["id"]].rejected, pairs[seed["id"]].image) == (said, seed["image"])
+        else:  # skipped by the verb
+            assert said in ("", seed["chosen"])
+    assert pairs
+    with pytest.raises(bpo.LabBpoError, match="negative_picture must be one of own, grey, got 'blank'"):
+        bpo.lab_bpo(replace(grey, negative_picture="blank"), say=lambda _: None)
+
+
+def test_other_settings_or_a_foreign_folder_are_refused_in_one_line(chain, tmp_path):
     config = chain[0]
     with pytest.raises(bpo.LabBpoError, match=r"other settings \(epochs, nll_weight\)"):
         bpo.lab_bpo(replace(config, epochs=2.0, nll_weight=1.0), say=lambda _: None)
@@ -164,10 +195,22 @@ def test_lab_bpo_command_passes_its_flags_and_prints_the_table(tmp_path, monkeyp
     monkeypatch.setattr(bpo, "lab_bpo", lambda config, say: seen.append(config) or {})
     monkeypatch.setattr(bpo, "table", lambda runs: f"{len(runs)} run\n")
     flags = ["--model", "m", "--data", "d", "--out", str(tmp_path), "--neg-type", "mllm-hal", "--neg-type",
-             "llm-hal", "--nll-weight", "1", "--epochs", "2", "--quiet"]  # fmt: skip
+             "llm-hal", "--nll-weight", "1", "--epochs", "2", "--negative-picture", "grey", "--corruption", "mask",
+             "--mask-ratio", "0", "--temperature", "0", "--quiet"]  # fmt: skip
     assert main(["lab", "bpo", *flags]) == 0
     (config,) = seen
     assert (config.model, config.data, config.neg_types, config.nll_weight, config.epochs, config.progress) == (
         "m", "d", ("mllm-hal", "llm-hal"), 1.0, 2.0, False)  # fmt: skip
+    picture = (config.negative_picture, config.corruption, config.mask_ratio, config.temperature)
+    assert picture == ("grey", "mask", 0.0, 0.0)
     assert config.learning_rate == bpo.LabBpoConfig("m", "d", "o").learning_rate  # not given: the default
     assert capsys.readouterr().out == "1 run\n"
+
+
+def test_mean_std_is_the_mean_and_sample_std_of_the_given_values():
+    from mof_llava.lab.mllm import mean_std
+
+    # 10, 20, 60: mean 30, sample variance (400 + 100 + 900) / 2 = 700, std 26.5
+    assert mean_std([10.0, None, 20.0, 60.0]) == "30 ± 26"
+    assert mean_std([10.0, 20.0, 60.0], each=True) == "30 ± 26 (10, 20, 60)"
+    assert (mean_std([None, 5.4]), mean_std([None])) == ("5", "-")
