@@ -206,26 +206,6 @@ def mining_report(pool: dict[str, dict], out: Path, seed: int, random_count: int
 # MMVP-VLM of the toy CLIP
 
 
-def statement(scene: world.LabScene, attribute: str) -> str:
-    """What picture `scene` shows of `attribute`, in words (read by the scorer as "a photo of ...")."""
-    first, other = scene.main[0], scene.companion
-    kind = f"{first.colour} {first.shape}"
-    word = questions.value(scene, attribute)
-    if attribute in world.CAPTIONED:
-        return f"a {kind}"
-    if attribute == "count":
-        return f"a {kind} {word} of them"
-    if attribute == "position":
-        return f"a {kind} on the {word}"
-    if attribute == "relation":
-        return f"a {kind} {word} of a {other.colour} {other.shape}"
-    if attribute == "orientation":
-        return f"a {kind} pointing {word}"
-    if attribute == "detail":
-        return f"a {kind} {'with' if first.dot else 'without'} a dot"
-    return f"a {word} {kind}"  # size, fill
-
-
 def write_mmvp_vlm(folder: Path, seed: int, per_attribute: int) -> None:
     """Pairs of every attribute in MMVP-VLM's layout: `Questions.csv` (Question ID, Type, Statement;
     the type is the attribute) and `MLLM_VLM Images/<type>/<id>.jpg`; the odd id is image 1."""
@@ -244,7 +224,7 @@ def write_mmvp_vlm(folder: Path, seed: int, per_attribute: int) -> None:
             path = folder / IMAGE_DIR / attribute / f"{qid}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
             scene.render().save(path, format="JPEG", quality=95)
-            rows.append([qid, attribute, statement(scene, attribute)])
+            rows.append([qid, attribute, questions.statement(scene, attribute)])
             qid += 1
     with open(folder / QUESTIONS_CSV, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["Question ID", "Type", "Statement"], *rows])

@@ -1,11 +1,12 @@
 """Questions about lab scenes, answered from their metadata, and the LLaVA-format records built from them.
 
 Every attribute of `world.ATTRIBUTES` has one question about the main kind (`ask`) whose answer is a
-word read from the scene (`value`). Multiple-choice questions offer the true value and one other
-(`distractor`); the toy MMVP offers the two values of a `world.attribute_pair`, so a training
-question and a benchmark question look alike. The question names the main kind by what the
-attribute leaves unchanged (its colour when asking the shape, its shape when asking the colour,
-both otherwise), so the two pictures of a pair get the same question.
+word read from the scene (`value`), and one statement of what a picture shows (`statement`, the toy
+MMVP-VLM's text). Multiple-choice questions offer the true value and one other (`distractor`); the
+toy MMVP offers the two values of a `world.attribute_pair`, so a training question and a benchmark
+question look alike. The question names the main kind by what the attribute leaves unchanged (its
+colour when asking the shape, its shape when asking the colour, both otherwise), so the two pictures
+of a pair get the same question.
 
 Stage 1 reads `world.caption` (the kinds only); stage 2 reads two to four rounds about one picture,
 in LLaVA-1.5's letter format (the MMVP prompt's) or as a short answer.
@@ -82,26 +83,41 @@ def answer_values(attribute: str) -> tuple[str, ...]:
     return tuple(fixed[attribute])
 
 
+# Per attribute, how the main kind is put into words: the question (`ask`) and the toy MMVP-VLM's
+# statement of what a picture shows (`statement`, read by the scorer as "a photo of ..."). {kind}
+# is the first main thing's colour and shape, {other} the companion's, {word} the `value`.
+_WORDING = {
+    "colour": ("What colour is the {shape}?", "a {kind}"),
+    "shape": ("What shape is the {colour} object?", "a {kind}"),
+    "count": ("How many {kind}s are there?", "a {kind} {word} of them"),
+    "position": ("Is the {kind} on the left or the right?", "a {kind} on the {word}"),
+    "relation": ("Is the {kind} to the left or to the right of the {other}?", "a {kind} {word} of a {other}"),
+    "size": ("Is the {kind} small or big?", "a {word} {kind}"),
+    "orientation": ("Which way does the {kind} point?", "a {kind} pointing {word}"),
+    "fill": ("Is the {kind} solid or outlined?", "a {word} {kind}"),
+    "detail": ("Does a {kind} have a dot in its corner?", "a {kind} {dot} a dot"),
+}
+
+
+def _wording(scene: world.LabScene, attribute: str, form: int, **fields: str | None) -> str:
+    if attribute not in _WORDING:
+        raise ValueError(f"unknown attribute {attribute!r}; choose one of {world.ATTRIBUTES}")
+    template, first, other = _WORDING[attribute][form], scene.main[0], scene.companion
+    if other is None and "{other}" in template:
+        raise ValueError(f"{attribute}: the scene has no companion to name")
+    names = {"colour": first.colour, "shape": first.shape, "kind": f"{first.colour} {first.shape}",
+             "other": f"{other.colour} {other.shape}" if other is not None else ""}  # fmt: skip
+    return template.format(**names, **fields)
+
+
 def ask(scene: world.LabScene, attribute: str) -> str:
-    first, other = scene.main[0], scene.companion
-    kind = f"{first.colour} {first.shape}"
-    if attribute == "colour":
-        return f"What colour is the {first.shape}?"
-    if attribute == "shape":
-        return f"What shape is the {first.colour} object?"
-    if attribute == "count":
-        return f"How many {kind}s are there?"
-    if attribute == "position":
-        return f"Is the {kind} on the left or the right?"
-    if attribute == "relation":
-        return f"Is the {kind} to the left or to the right of the {other.colour} {other.shape}?"
-    if attribute == "size":
-        return f"Is the {kind} small or big?"
-    if attribute == "orientation":
-        return f"Which way does the {kind} point?"
-    if attribute == "fill":
-        return f"Is the {kind} solid or outlined?"
-    return f"Does a {kind} have a dot in its corner?"
+    return _wording(scene, attribute, 0)
+
+
+def statement(scene: world.LabScene, attribute: str) -> str:
+    """What `scene` shows of `attribute`, in words."""
+    dot = "with" if scene.main[0].dot else "without"
+    return _wording(scene, attribute, 1, word=value(scene, attribute), dot=dot)
 
 
 def distractor(scene: world.LabScene, attribute: str, rng: np.random.Generator) -> str:

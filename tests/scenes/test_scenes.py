@@ -43,6 +43,25 @@ def test_lab_json_carries_the_labels_and_count():
     assert data["labels"] == world.labels(scene) and data["count"] == len(data["main"])
 
 
+def test_questions_and_statements_name_the_main_kind_per_attribute():
+    from mof_llava.scenes import questions
+
+    arrow = world.Thing("arrow", "red", (10.0, 24.0), 12, "up", False, True)
+    alone = world.LabScene("grey", (arrow,), None, "big")
+    paired = world.LabScene("grey", (arrow,), world.Thing("square", "blue", (36.0, 24.0), 12, None, True, False))
+    said = {a: questions.statement(alone, a) for a in world.ATTRIBUTES if a != "relation"}
+    assert said == {"colour": "a red arrow", "shape": "a red arrow", "count": "a red arrow one of them",
+                    "position": "a red arrow on the left", "size": "a big red arrow",
+                    "orientation": "a red arrow pointing up", "fill": "a outlined red arrow",
+                    "detail": "a red arrow with a dot"}  # fmt: skip
+    assert questions.statement(paired, "relation") == "a red arrow left of a blue square"
+    assert questions.ask(alone, "colour") == "What colour is the arrow?"
+    assert questions.ask(alone, "shape") == "What shape is the red object?"
+    assert questions.ask(paired, "relation") == "Is the red arrow to the left or to the right of the blue square?"
+    with pytest.raises(ValueError, match="relation: the scene has no companion"):
+        questions.ask(alone, "relation")
+
+
 def test_the_lab_towers_train_on_the_lab_world():
     from mof_llava.lab import towers
 
