@@ -283,7 +283,7 @@ def _train(folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, k
     settings = lab_config.settings()
     configs = write_run_configs(folder, variant, settings, lab / "data", components, out / "cache", keys)
     try:
-        train(load_run_config(configs[stage]))
+        train(load_run_config(configs[stage]), progress=lab_config.progress)
     finally:
         finish_distributed()
 

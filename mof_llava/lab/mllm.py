@@ -171,7 +171,7 @@ def _train_variant(
         if f"{variant.name}/{stage}" not in manifest["finished"]:
             say(f"{variant.name}: {stage}")
             try:
-                train(load_run_config(path))
+                train(load_run_config(path), progress=config.progress)
             finally:
                 finish_distributed()
             _finish(out, manifest, f"{variant.name}/{stage}")

@@ -18,7 +18,8 @@ class LossOnTheBar(ProgressCallback):
             self.training_bar.set_postfix(shown, refresh=False)
 
 
-def quiet_progress(trainer) -> None:
-    """Swap the Trainer's progress bar for `LossOnTheBar` (where the Trainer drew the plain one)."""
-    if trainer.pop_callback(ProgressCallback) is not None:
+def quiet_progress(trainer, bar: bool = True) -> None:
+    """Swap the Trainer's progress bar for `LossOnTheBar` (where the Trainer drew the plain one), or
+    with `bar` False drop it (the lab commands' --quiet)."""
+    if trainer.pop_callback(ProgressCallback) is not None and bar:
         trainer.add_callback(LossOnTheBar)

@@ -69,18 +69,19 @@ def gradient_accumulation_steps(global_batch: int, per_device_batch: int, world_
     return global_batch // per_step
 
 
-def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
-    """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...).
+def train(config: RunConfig, callbacks: list | None = None, progress: bool = True) -> TrainResult:
+    """Run one stage. `callbacks`: extra `transformers.TrainerCallback`s (metrics sinks, profilers, ...);
+    `progress` False: no progress bar (metrics.jsonl still has every step).
     Rank 0 holds the run folder's lock throughout: a second launch into the folder is refused."""
     lock = run_folder.RunLock(config.train.output_dir).acquire() if launch_rank() == 0 else None
     try:
-        return _train(config, callbacks)
+        return _train(config, callbacks, progress)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
+def _train(config: RunConfig, callbacks: list | None, progress: bool) -> TrainResult:
     from transformers import set_seed
 
     output_dir = Path(config.train.output_dir)
@@ -125,7 +126,7 @@ def _train(config: RunConfig, callbacks: list | None) -> TrainResult:
         _record_data(config, output_dir, dataset, resume)
     if tcfg.stage == "preference" and tcfg.preference.reference == "precomputed":
         _precompute_reference(config, model, processor, dataset, args)
-    trainer, metrics = _make_trainer(config, model, processor, args, dataset, callbacks, reference)
+    trainer, metrics = _make_trainer(config, model, processor, args, dataset, callbacks, reference, progress)
     if resume is not None:
         logger.info("resuming from %s", resume)
         if rank == 0:
@@ -181,7 +182,8 @@ def training_arguments(config: RunConfig, world: World):
     )
 
 
-def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks: list | None, reference=None):
+def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks: list | None, reference=None,
+                  progress: bool = True):
     """The MofLlavaTrainer for this run (the PreferenceTrainer for stage preference, with its frozen
     reference copy when it uses one), and the callback that writes metrics.jsonl."""
     from ..verbosity import is_verbose
@@ -214,10 +216,10 @@ def _make_trainer(config: RunConfig, model, processor, args, dataset, callbacks:
         peak_flops=device_peak_flops(tcfg.peak_tflops),
         **extra,
     )
-    if not is_verbose():
+    if not is_verbose() or not progress:
         from .progress import quiet_progress
 
-        quiet_progress(trainer)  # the loss on the bar, not a line per step (metrics.jsonl has them)
+        quiet_progress(trainer, bar=progress)  # the loss on the bar, not a line per step (metrics.jsonl)
     return trainer, metrics
 
 
