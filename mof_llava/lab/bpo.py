@@ -17,7 +17,8 @@ follow the text prior? Everything goes through the library's verbs:
 5. after: step 3 again on the merged model.
 
     OUT/lab_bpo.json   settings, finished steps, scores (rewritten after every step)
-    OUT/seeds.jsonl  OUT/pairs.jsonl  (grey: OUT/seeds-grey.jsonl  OUT/pairs-grey.jsonl)  OUT/grey/  OUT/preference.yaml  OUT/preference/  OUT/model/
+    OUT/seeds.jsonl  OUT/pairs.jsonl  OUT/grey/  OUT/preference.yaml  OUT/preference/  OUT/model/
+    OUT/seeds-grey.jsonl  OUT/pairs-grey.jsonl   with `negative_picture: grey`: the verb's input and output
     OUT/{before,after}/{heldout,grey}/   the GQA runner's answers and metrics
 
 Running it again into the same folder with the same settings skips what is finished.
@@ -35,6 +36,7 @@ from . import world
 
 MANIFEST = "lab_bpo.json"
 GREY = (128, 128, 128)  # a picture with nothing in it: what the question's text alone makes the model say
+GREY_PICTURE = "grey.png"  # its file in OUT/grey/images/
 NEGATIVE_PICTURES = ("own", "grey")  # the record's picture, weakened; or the grey one
 
 
@@ -131,9 +133,9 @@ def write_grey_heldout(heldout: Path, folder: Path) -> None:
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     size = Image.open(next((heldout / "images").glob("*.png"))).size
-    Image.new("RGB", size, GREY).save(folder / "images" / "grey.png")
+    Image.new("RGB", size, GREY).save(folder / "images" / GREY_PICTURE)
     listed = [json.loads(line) for line in (heldout / LLAVA_QUESTIONS).read_text().splitlines() if line.strip()]
-    write_text_atomic(folder / LLAVA_QUESTIONS, "".join(json.dumps({**q, "image": "grey.png"}) + "\n" for q in listed))
+    write_text_atomic(folder / LLAVA_QUESTIONS, "".join(json.dumps({**q, "image": GREY_PICTURE}) + "\n" for q in listed))
     write_text_atomic(folder / OFFICIAL_QUESTIONS, (heldout / OFFICIAL_QUESTIONS).read_text())
 
 
@@ -201,7 +203,7 @@ def _negatives(out: Path, data: Path, config: LabBpoConfig) -> None:
     seeds, images, made = out / "seeds.jsonl", data / "images", out / "pairs.jsonl"
     if config.negative_picture == "grey":
         seeds, images, made = out / "seeds-grey.jsonl", out / "grey" / "images", out / "pairs-grey.jsonl"
-        _with_picture(out / "seeds.jsonl", seeds, "grey.png")
+        _with_picture(out / "seeds.jsonl", seeds, GREY_PICTURE)
     if not made.exists():
         negatives(NegativesJob(
             seeds, made, neg_types=tuple(config.neg_types), model=config.model, image_folder=str(images),
