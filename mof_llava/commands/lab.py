@@ -67,6 +67,7 @@ def add_parser(subparsers) -> None:
     run.add_argument("--language-steps", type=int)
     run.add_argument("--letter-share", type=float, help="stage-2 rounds in the letter format (default 0.25)")
     run.add_argument("--captioned-share", type=float, help="stage-2 records asking only colour or shape")
+    run.add_argument("--colour-prior", type=float, help="share of training circles redrawn red (default 0)")
     run.add_argument("--llm-hidden-size", type=int, help="the tiny Llama's width (default 64)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
@@ -168,6 +169,7 @@ def run_mllm(args: argparse.Namespace) -> int:
              "seeds": args.seeds, "variants": tuple(args.variant) if args.variant else None,
              "samples": args.samples, "epochs": args.epochs, "language_steps": args.language_steps,
              "letter_share": args.letter_share, "captioned_share": args.captioned_share,
+             "colour_prior": args.colour_prior,
              "llm_hidden_size": args.llm_hidden_size, "threads": args.threads}  # fmt: skip
     config = LabConfig(
         out=str(args.out), progress=not args.quiet, **{k: v for k, v in given.items() if v is not None}

@@ -50,6 +50,7 @@ class LabConfig:
     # a few hundred steps, letters need more (docs/toy-lab.md, "The floor, through short answers").
     letter_share: float = 0.25
     captioned_share: float = 0.0  # stage-2 records that ask only their colour or shape question
+    colour_prior: float = 0.0  # training circles redrawn red with this probability (mllm_data)
     batch_size: int = 16
     stage1_learning_rate: float = 1e-2
     stage2_learning_rate: float = 1e-3
@@ -141,7 +142,7 @@ def _prepare(out: Path, config: LabConfig, manifest: dict, say) -> Components:
             f"{config.heldout_pairs} held-out pairs")  # fmt: skip
         write_lab_data(
             data.root, config.seed, config.samples, config.mmvp_pairs, config.heldout_pairs, towers,
-            config.letter_share, config.captioned_share,
+            config.letter_share, config.captioned_share, config.colour_prior,
         )  # fmt: skip
         _finish(out, manifest, "data")
     if "language" not in manifest["finished"]:
@@ -294,6 +295,8 @@ def _open_manifest(out: Path, config: LabConfig) -> dict:
     # Which variants and how many seeds do not change a finished step: more may join a folder later.
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings["towers"] = str(tower_folder(config))
+    if not settings["colour_prior"]:
+        del settings["colour_prior"]  # folders from before the setting (all without a prior) still resume
     return open_manifest(out / MANIFEST, settings, LabRunError, "a lab run")
 
 

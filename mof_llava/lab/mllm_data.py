@@ -13,12 +13,18 @@ run-config writer and MMVP evaluation read it as they read the demo's:
 Training picture i shows one side of a `world.attribute_pair` for attribute i mod 9, so every
 question applies equally often; its first round asks about that attribute. Everything is a function
 of the seed: each picture and pair has its own generator, seeded by (seed, stream, i).
+
+`colour_prior` (`LabConfig`'s) gives the training data a text prior the evaluation pictures break:
+with that probability a training picture whose main kind is a circle is redrawn with red circles,
+so the training texts (both stages, and the language pre-training made from them) say "red circle"
+more often than the uniform held-out, toy MMVP and evaluation pictures show.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,33 +34,55 @@ from ..demo.synthetic import SyntheticDataset, dataset_paths
 from ..scenes import questions
 from . import world
 
-_STREAMS = {"pretrain": 101, "instruct": 102, "mmvp": 103, "heldout": 104}
+_STREAMS = {"pretrain": 101, "instruct": 102, "mmvp": 103, "heldout": 104, "probe": 106}
+_PRIOR_STREAM = 105  # the prior's own draws, so the pictures' and texts' generators stay as they were
+PRIOR_SHAPE, PRIOR_COLOUR = "circle", "red"
 
 
 def stream_rng(seed: int, stream: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAMS[stream], index])
 
 
-def training_scene(seed: int, stream: str, index: int) -> tuple[str, world.LabScene, np.random.Generator]:
+def training_scene(
+    seed: int, stream: str, index: int, colour_prior: float = 0.0
+) -> tuple[str, world.LabScene, np.random.Generator]:
     """(attribute, picture, generator for its text) of training picture `index`."""
     rng = stream_rng(seed, stream, index)
     attribute = world.ATTRIBUTES[index % len(world.ATTRIBUTES)]
     pair = world.attribute_pair(rng, attribute)
-    return attribute, pair[int(rng.integers(2))], rng
+    scene = pair[int(rng.integers(2))]
+    if colour_prior > 0 and scene.main[0].shape == PRIOR_SHAPE:
+        draw = np.random.default_rng([seed, _PRIOR_STREAM, _STREAMS[stream], index])
+        if draw.random() < colour_prior:
+            scene = with_prior_colour(scene)
+    return attribute, scene, rng
+
+
+def with_prior_colour(scene: world.LabScene) -> world.LabScene:
+    """The scene with its main kind in the prior's colour; a companion of that colour takes the
+    main kind's old one, so the two kinds still differ in colour as `world.random_scene` draws them."""
+    old = scene.main[0].colour
+    main = tuple(replace(t, colour=PRIOR_COLOUR) for t in scene.main)
+    companion = scene.companion
+    if companion is not None and companion.colour == PRIOR_COLOUR:
+        companion = replace(companion, colour=old)
+    return replace(scene, main=main, companion=companion)
 
 
 def write_training_files(
     paths: SyntheticDataset, seed: int, pretrain: int, instruct: int, letter_share: float,
-    captioned_share: float,
+    captioned_share: float, colour_prior: float = 0.0,
 ) -> None:  # fmt: skip
-    """The training pictures and both stages' records; the shares are `LabConfig`'s."""
+    """The training pictures and both stages' records; the shares and the prior are `LabConfig`'s."""
+    if not 0.0 <= colour_prior <= 1.0:
+        raise ValueError(f"colour_prior {colour_prior}: a probability, between 0 and 1")
     for stream, n, out in (
         ("pretrain", pretrain, paths.pretrain_file),
         ("instruct", instruct, paths.instruct_file),
     ):
         records = []
         for i in range(n):
-            attribute, scene, rng = training_scene(seed, stream, i)
+            attribute, scene, rng = training_scene(seed, stream, i, colour_prior)
             image = f"{stream}/{i:06d}.png"
             _save(scene, paths.image_folder / image)
             if stream == "pretrain":
@@ -145,11 +173,11 @@ def write_heldout(folder: Path, pairs) -> None:
 
 def write_lab_data(
     root: Path, seed: int, samples: int, mmvp_pairs: int, heldout_pairs: int, towers: Path,
-    letter_share: float, captioned_share: float,
+    letter_share: float, captioned_share: float, colour_prior: float = 0.0,
 ) -> SyntheticDataset:  # fmt: skip
     """Everything the MLLM runs read (see the module docstring); returns the data's paths."""
     paths = dataset_paths(root)
-    write_training_files(paths, seed, samples, samples, letter_share, captioned_share)
+    write_training_files(paths, seed, samples, samples, letter_share, captioned_share, colour_prior)
     write_benchmark(paths.mmvp_dir, paths.mmvp_patterns, benchmark_pairs(seed, "mmvp", mmvp_pairs), towers)
     write_heldout(root / "heldout", benchmark_pairs(seed, "heldout", heldout_pairs))
     return paths
