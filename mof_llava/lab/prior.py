@@ -7,6 +7,8 @@ colour pairs, half whose main kind is the prior's shape and half of other shapes
 answers against it:
 
     prior_following   % of questions about a non-red circle answered "red"
+    control_following % of questions about a non-red object of another shape answered "red": the
+                      same mistake where the training text held no prior, to compare against
     circle_accuracy   % of circle colour questions answered right
     other_accuracy    % of the other shapes' colour questions answered right
 """
@@ -47,13 +49,13 @@ def write_prior_probe(folder: Path, seed: int, pairs: int) -> None:
 
 
 def prior_rates(answers: Path, probe: Path) -> dict[str, float]:
-    """The three rates (%) of the module docstring, and how many questions each counts (`n_...`)."""
+    """The four rates (%) of the module docstring, and how many questions each counts (`n_...`)."""
     from ..benchmarks.answers import answer_key, answer_text, load_answer_index
     from ..benchmarks.gqa import OFFICIAL_QUESTIONS, llava_normalize, read_official_questions
 
     given = load_answer_index(answers)
     shapes = json.loads((probe / SHAPES_FILE).read_text())
-    tally = {"prior_following": [], "circle_accuracy": [], "other_accuracy": []}
+    tally = {"prior_following": [], "control_following": [], "circle_accuracy": [], "other_accuracy": []}
     for qid, question in read_official_questions(probe / OFFICIAL_QUESTIONS).items():
         if question["types"]["semantic"] != "colour":
             continue
@@ -64,8 +66,8 @@ def prior_rates(answers: Path, probe: Path) -> dict[str, float]:
         said = llava_normalize(answer_text(given[answer_key(qid)], answers))
         circle = shapes[qid] == PRIOR_SHAPE
         tally["circle_accuracy" if circle else "other_accuracy"].append(said == question["answer"])
-        if circle and question["answer"] != PRIOR_COLOUR:
-            tally["prior_following"].append(said == PRIOR_COLOUR)
+        if question["answer"] != PRIOR_COLOUR:
+            tally["prior_following" if circle else "control_following"].append(said == PRIOR_COLOUR)
     out: dict[str, float] = {}
     for name, hits in tally.items():
         out[name] = 100.0 * sum(hits) / len(hits) if hits else float("nan")

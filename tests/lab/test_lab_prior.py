@@ -105,11 +105,13 @@ def test_prior_rates_on_hand_made_answers(tmp_path):
         ("4", "circle", "red", "red"),  # right, not counted for the prior
         ("5", "square", "blue", "red"),  # wrong, but not a circle
         ("6", "square", "black", "black"),
+        ("7", "arrow", "red", "red"),  # right, not counted for the control
     ]
     rates = prior_rates(_probe(tmp_path / "p", rows), tmp_path / "p")
     assert rates["prior_following"] == pytest.approx(200 / 3) and rates["n_prior_following"] == 3
     assert rates["circle_accuracy"] == 50.0 and rates["n_circle_accuracy"] == 4
-    assert rates["other_accuracy"] == 50.0 and rates["n_other_accuracy"] == 2
+    assert rates["control_following"] == 50.0 and rates["n_control_following"] == 2
+    assert rates["other_accuracy"] == pytest.approx(200 / 3) and rates["n_other_accuracy"] == 3
 
 
 def test_prior_rates_name_a_missing_answer(tmp_path):
