@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from . import world
 from .mllm_data import PRIOR_COLOUR, PRIOR_SHAPE, stream_rng, write_heldout
 
@@ -45,7 +46,7 @@ def write_prior_probe(folder: Path, seed: int, pairs: int) -> None:
     chosen = probe_pairs(seed, pairs)
     write_heldout(folder, chosen)
     shapes = {f"{k:04d}{side}": a.main[0].shape for k, (_, a, _, _) in enumerate(chosen) for side in "ab"}
-    (folder / SHAPES_FILE).write_text(json.dumps(shapes, indent=1) + "\n")
+    write_text_atomic(folder / SHAPES_FILE, json.dumps(shapes, indent=1) + "\n")
 
 
 def prior_rates(answers: Path, probe: Path) -> dict[str, float]:
