@@ -72,7 +72,9 @@ def test_the_training_text_names_the_red_circle(tmp_path):
     write_training_files(paths, 0, 45, 0, 0.25, 0.0, 1.0)
     captions = [r["conversations"][1]["value"] for r in json.loads(paths.pretrain_file.read_text())]
     # Only the main kind is redrawn: a companion circle keeps its colour.
-    circles = [c for i, c in enumerate(captions) if training_scene(0, "pretrain", i)[1].main[0].shape == "circle"]
+    circles = [
+        c for i, c in enumerate(captions) if training_scene(0, "pretrain", i)[1].main[0].shape == "circle"
+    ]
     assert len(circles) > 3 and all("red circle" in c for c in circles)
 
 
@@ -85,8 +87,15 @@ def test_probe_pairs_split_by_shape_and_ask_colour():
 def _probe(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path:
     """rows: (question id, shape, gold colour, answer); one other-attribute question is ignored."""
     folder.mkdir()
+
     def entry(answer: str, attribute: str) -> dict:
-        return {"question": "?", "answer": answer, "imageId": "i", "isBalanced": True, "types": {"semantic": attribute}}
+        return {
+            "question": "?",
+            "answer": answer,
+            "imageId": "i",
+            "isBalanced": True,
+            "types": {"semantic": attribute},
+        }
 
     gold = {q: entry(c, "colour") for q, _, c, _ in rows} | {"x": entry("one", "count")}
     (folder / OFFICIAL_QUESTIONS).write_text(json.dumps(gold))
