@@ -109,6 +109,8 @@ def add_parser(subparsers) -> None:
     bpo.add_argument("--corruption", choices=("noise", "blur", "mask", "crop"),
                      help="how the negatives' picture is weakened (default noise, BPO's t = 900)")
     bpo.add_argument("--mask-ratio", type=float, help="--corruption mask: share of cells masked (1: a blank picture)")
+    bpo.add_argument("--weaken-tower", choices=("both", "clip", "dinov2"),
+                     help="the tower whose input the negatives weaken (default both)")
     bpo.add_argument("--temperature", type=float, help="the negatives' sampling temperature (default 0.2; 0: greedy)")
     bpo.add_argument("--nll-weight", type=float, help="times the chosen answers' NLL (default 0, BPO's loss)")
     bpo.add_argument("--learning-rate", type=float, help="preference-stage learning rate (default 2e-4)")
@@ -195,7 +197,7 @@ def run_bpo(args: argparse.Namespace) -> int:
 
     given = {"seed": args.seed, "records": args.records, "neg_types": tuple(args.neg_type) if args.neg_type else None,
              "negative_picture": args.negative_picture, "corruption": args.corruption,
-             "mask_ratio": args.mask_ratio, "temperature": args.temperature,
+             "mask_ratio": args.mask_ratio, "weaken_tower": args.weaken_tower, "temperature": args.temperature,
              "nll_weight": args.nll_weight, "learning_rate": args.learning_rate, "epochs": args.epochs,
              "threads": args.threads}  # fmt: skip
     config = LabBpoConfig(model=str(args.model), data=str(args.data), out=str(args.out), progress=not args.quiet,

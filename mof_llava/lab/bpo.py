@@ -9,7 +9,8 @@ follow the text prior? Everything goes through the library's verbs:
    BPO's forward-diffusion noise, or another of the verb's corruptions) and, if asked, `llm-hal`
    through the rule rewriter. With `negative_picture: grey` the verb answers on step 3's grey picture
    instead of the record's (the text prior's answer; with `mask` at ratio 0 it is not weakened
-   further), and the pairs get the record's picture back;
+   further), and the pairs get the record's picture back. `weaken_tower` weakens one tower's input
+   only (the verb's `target`), the other tower seeing the record's picture;
 3. before: held-out accuracy per attribute (`mllm.heldout_accuracy`, as `lab run` scores it), and the
    same questions on a uniform grey picture (made before step 2): what the text prior alone answers;
 4. the preference stage (`train.stage: preference`, LoRA, reference `lora_disabled`) through
@@ -56,6 +57,7 @@ class LabBpoConfig:
     corruption: str = "noise"  # BPO's; the negatives verb's noise, blur, mask or crop
     noise_step: int = 900  # BPO's
     mask_ratio: float = 0.5  # the verb's; 1.0 blanks the whole picture
+    weaken_tower: str = "both"  # the verb's `target`: the tower whose input is weakened (clip, dinov2)
     temperature: float = 0.2  # BPO's; 0 is greedy
     max_new_tokens: int = 8  # a short answer is one or two words
     # LoRA at BPO's alpha/r of 8 (r 32 / alpha 256), r cut to the 64-wide toy LLM.
@@ -208,7 +210,7 @@ def _negatives(out: Path, data: Path, config: LabBpoConfig) -> None:
         negatives(NegativesJob(
             seeds, made, neg_types=tuple(config.neg_types), model=config.model, image_folder=str(images),
             device="cpu", dtype="float32", corruption=config.corruption, noise_step=config.noise_step,
-            mask_ratio=config.mask_ratio, seed=config.seed, temperature=config.temperature,
+            mask_ratio=config.mask_ratio, target=config.weaken_tower, seed=config.seed, temperature=config.temperature,
             max_new_tokens=config.max_new_tokens, rewriter="rule" if "llm-hal" in config.neg_types else None,
             progress=config.progress,
         ))  # fmt: skip
@@ -310,6 +312,8 @@ def _open_manifest(out: Path, config: LabBpoConfig) -> dict:
 
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings = json.loads(json.dumps(settings))  # tuples as the file holds them
+    if settings["weaken_tower"] == "both":  # folders made before the setting existed still open
+        del settings["weaken_tower"]
     settings["model"] = str(Path(config.model).resolve())
     settings["data"] = str(Path(config.data).resolve())
     manifest = open_manifest(out / MANIFEST, settings, LabBpoError, "a lab BPO run")

@@ -188,6 +188,20 @@ def test_other_settings_or_a_foreign_folder_are_refused_in_one_line(chain, tmp_p
         bpo.lab_bpo(replace(config, data=str(tmp_path)), say=lambda _: None)
 
 
+def test_the_weakened_tower_reaches_the_negatives_job_and_both_keeps_old_folders(tmp_path, monkeypatch):
+    import mof_llava.preference.negatives as negatives
+
+    jobs = []
+    monkeypatch.setattr(negatives, "negatives", jobs.append)
+    for tower in ("clip", "both"):
+        bpo._negatives(tmp_path, tmp_path, bpo.LabBpoConfig("m", "d", str(tmp_path), weaken_tower=tower))
+    assert [job.target for job in jobs] == ["clip", "both"]
+    # a folder made before the setting existed has no weaken_tower among its settings
+    default = bpo._open_manifest(tmp_path / "a", bpo.LabBpoConfig("m", "d", str(tmp_path / "a")))
+    clip = bpo._open_manifest(tmp_path / "b", bpo.LabBpoConfig("m", "d", str(tmp_path / "b"), weaken_tower="clip"))
+    assert "weaken_tower" not in default["settings"] and clip["settings"]["weaken_tower"] == "clip"
+
+
 def test_lab_bpo_command_passes_its_flags_and_prints_the_table(tmp_path, monkeypatch, capsys):
     from mof_llava.cli import main
 
@@ -196,13 +210,13 @@ def test_lab_bpo_command_passes_its_flags_and_prints_the_table(tmp_path, monkeyp
     monkeypatch.setattr(bpo, "table", lambda runs: f"{len(runs)} run\n")
     flags = ["--model", "m", "--data", "d", "--out", str(tmp_path), "--neg-type", "mllm-hal", "--neg-type",
              "llm-hal", "--nll-weight", "1", "--epochs", "2", "--negative-picture", "grey", "--corruption", "mask",
-             "--mask-ratio", "0", "--temperature", "0", "--quiet"]  # fmt: skip
+             "--mask-ratio", "0", "--temperature", "0", "--weaken-tower", "dinov2", "--quiet"]  # fmt: skip
     assert main(["lab", "bpo", *flags]) == 0
     (config,) = seen
     assert (config.model, config.data, config.neg_types, config.nll_weight, config.epochs, config.progress) == (
         "m", "d", ("mllm-hal", "llm-hal"), 1.0, 2.0, False)  # fmt: skip
     picture = (config.negative_picture, config.corruption, config.mask_ratio, config.temperature)
-    assert picture == ("grey", "mask", 0.0, 0.0)
+    assert picture == ("grey", "mask", 0.0, 0.0) and config.weaken_tower == "dinov2"
     assert config.learning_rate == bpo.LabBpoConfig("m", "d", "o").learning_rate  # not given: the default
     assert capsys.readouterr().out == "1 run\n"
 
