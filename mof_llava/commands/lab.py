@@ -4,7 +4,9 @@
 self-distillation into DIR/clip and DIR/ssl (resumable: run it again to continue); `lab measure
 DIR...` prints, per attribute, how different pairs look to each tower and what linear
 probes read, as JSON; `lab mine DIR` mines pairs of lab scenes with DIR's towers and reads what
-they differ in, and scores the toy CLIP on a toy MMVP-VLM.
+they differ in, and scores the toy CLIP on a toy MMVP-VLM; `lab run --out DIR` trains and evaluates
+the MLLM variants on the towers; `lab lion` and `lab bpo` add LION's tag prompt and BPO to a lab
+run's models. Each action's parser is its own function below.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("lab", help="the toy lab: train toy towers, measure what they see, run the MLLMs on them",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     actions = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    for add in (_towers_parser, _measure_parser, _run_parser, _mine_parser, _lion_parser, _bpo_parser):
+        add(actions)
 
+
+def _towers_parser(actions) -> None:
     towers = actions.add_parser("towers", help="train the toy CLIP and self-supervised towers (resumable)")
     towers.add_argument("--output", type=Path, required=True, help="folder for <tower>/ checkpoints")
     towers.add_argument("--seed", type=int, default=0)
@@ -37,6 +43,8 @@ def add_parser(subparsers) -> None:
     towers.add_argument("--quiet", action="store_true", help="no progress lines")
     towers.set_defaults(func=run_towers)
 
+
+def _measure_parser(actions) -> None:
     measure = actions.add_parser("measure", help="pair distances and linear probes per attribute, as JSON")
     measure.add_argument("towers", type=Path, nargs="+", help="`lab towers` output folders (one per seed)")
     measure.add_argument(
@@ -48,6 +56,8 @@ def add_parser(subparsers) -> None:
     )
     measure.set_defaults(func=run_measure)
 
+
+def _run_parser(actions) -> None:
     run = actions.add_parser(
         "run", help="train and evaluate the MLLM variants on the toy towers, print the table"
     )
@@ -73,6 +83,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     run.set_defaults(func=run_mllm)
 
+
+def _mine_parser(actions) -> None:
     mine = actions.add_parser(
         "mine", help="mine pairs of lab scenes with the toy towers and score the toy CLIP on MMVP-VLM"
     )
@@ -85,6 +97,8 @@ def add_parser(subparsers) -> None:
     mine.add_argument("--vlm-pairs", type=int, help="MMVP-VLM pairs per attribute (default 20)")
     mine.set_defaults(func=run_mine)
 
+
+def _lion_parser(actions) -> None:
     lion = actions.add_parser("lion", help="LION's tag prompt on a lab run: stage 2 with and without tags")
     lion.add_argument("--out", type=Path, required=True, help="output folder (resumable: run again to continue)")
     lion.add_argument("--lab", type=Path, required=True, help="a `lab run` folder (read only)")
@@ -96,6 +110,8 @@ def add_parser(subparsers) -> None:
     lion.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     lion.set_defaults(func=run_lion)
 
+
+def _bpo_parser(actions) -> None:
     bpo = actions.add_parser("bpo", help="BPO on a lab model: negatives, the preference stage, held-out scores before and after")
     bpo.add_argument("--model", type=Path, required=True, help="a lab stage-2 model (OUT/<variant>/stage2/model)")
     bpo.add_argument("--data", type=Path, required=True, help="that `lab run`'s data folder (read only)")
