@@ -106,6 +106,11 @@ def _lion_parser(actions) -> None:
     lion.add_argument("--seed", type=int, action="append", help="training seed (repeatable; default 0)")
     lion.add_argument("--top-k", type=int, help="tags per picture (default 2)")
     lion.add_argument("--dropout", type=float, help="data.tag_prompt dropout (default 0.1)")
+    lion.add_argument(
+        "--arm",
+        choices=("tags", "aggregator"),
+        help="tags: the tag prompt in stage 2 (default); aggregator: the stages with mixer.aggregator",
+    )
     lion.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     lion.add_argument("--quiet", action="store_true", help="no progress bars (the step lines stay)")
     lion.set_defaults(func=run_lion)
@@ -201,7 +206,7 @@ def run_lion(args: argparse.Namespace) -> int:
     from ..lab.lion import LabLionConfig, lab_lion, table
 
     given = {"variant": args.variant, "seeds": tuple(args.seed) if args.seed else None, "top_k": args.top_k,
-             "dropout": args.dropout, "threads": args.threads}  # fmt: skip
+             "dropout": args.dropout, "arm": args.arm, "threads": args.threads}  # fmt: skip
     config = LabLionConfig(out=str(args.out), lab=str(args.lab), progress=not args.quiet,
                            **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     sys.stdout.write(table(lab_lion(config, say=lambda line: print(line, file=sys.stderr, flush=True))))

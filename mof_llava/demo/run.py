@@ -481,14 +481,15 @@ def write_run_configs(
     components: Components,
     cache_dir: Path,
     stage2_overrides: dict[str, dict[str, Any]] | None = None,
+    stage1_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
-    """Write `stage1.yaml` and `stage2.yaml` (which inherits it) into `folder`. `stage2_overrides`:
-    keys per section (model, data, train) set on top of stage 2's own (e.g. the toy lab's LION arm)."""
+    """Write `stage1.yaml` and `stage2.yaml` (which inherits it) into `folder`. `stage1_overrides`,
+    `stage2_overrides`: keys per section (model, data, train) set on top of that stage's own, nested
+    dicts merged key by key (e.g. the toy lab's LION arms: `model.mixer.aggregator`)."""
     import yaml
 
     stage1, stage2 = run_config_dicts(variant, settings, data_dir, components, cache_dir, folder)
-    for section, keys in (stage2_overrides or {}).items():
-        stage2[section] = {**stage2.get(section, {}), **keys}
+    stage1, stage2 = _overridden(stage1, stage1_overrides or {}), _overridden(stage2, stage2_overrides or {})
     stage2 = {"inherit": "stage1.yaml", **stage2}
     header = (
         f"# {variant.name}, stage {{}} of the mof-llava demo (seed {settings.seed}).\n"
@@ -500,6 +501,14 @@ def write_run_configs(
         write_text_atomic(path, header.format(number, number) + yaml.safe_dump(config, sort_keys=False))
         paths.append(path)
     return paths[0], paths[1]
+
+
+def _overridden(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(config)
+    for key, value in overrides.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _overridden(merged[key], value) if both_dicts else value
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------

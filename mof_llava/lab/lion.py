@@ -1,4 +1,5 @@
-"""LION's tag prompt in the toy lab: does a tagger's noisy output before the question help?
+"""LION in the toy lab: does a tagger's noisy output before the question help (the tag-prompt arm)?
+Does the multi-level aggregator help the fine-grained attributes (the aggregator arm)?
 
     lab_lion(LabLionConfig(out="lab-lion", lab="lab-runs", seeds=(0, 1, 2)))
 
@@ -16,6 +17,11 @@ stage-1 adapters) and writes only into `out`:
 3. Held-out short-answer accuracy per attribute through the GQA runner (`mllm.heldout_accuracy`),
    the tagged arm with the held-out tags file (`eval run --tags-file`).
 
+The aggregator arm (`arm="aggregator"`) instead trains, per seed, the lab's stages 1 and 2 with
+`mixer.aggregator` on every tower (`aggregator_keys`: frozen at its identity init in stage 1 as in
+LION's stage 0, trained in stage 2 as in its region stage) and scores it against the lab's own
+stage-2 model of the variant (which it needs finished), on the same held-out set.
+
 A seed whose stage 1 or stage 2 the lab has not finished is trained here, with the lab's configs, so
 both arms still share their stage 1. Which folder each arm came from is fixed in the manifest the
 first time, so a resumed run keeps comparing the same models.
@@ -24,6 +30,7 @@ first time, so a resumed run keeps comparing the same models.
     OUT/data/                        vocabulary, tagged stage-2 records, held-out tags
     OUT/<variant>-seed<k>/           the no-tags arm's stages, when the lab lacks them
     OUT/<variant>-seed<k>-tags/      the tagged stage 2 and its evaluation
+    OUT/<variant>-seed<k>-aggregator/  the aggregator arm's stages and evaluation
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from .mllm import LabConfig, LabRunError, heldout_accuracy, mean_std, open_manif
 
 MANIFEST = "lab_lion.json"
 KIND_PROMPT = "a {}"  # the toy CLIP's captions name a kind as "a red circle"
+ARMS = {"tags": ("no_tags", "tags"), "aggregator": ("no_aggregator", "aggregator")}  # scores' keys
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,10 @@ class LabLionConfig:
     top_k: int = 2  # a lab scene shows at most two kinds (the main one and a companion)
     dropout: float = 0.1  # data.tag_prompt: each tag left out with this probability, as LION trains
     shuffle: bool = True
+    arm: str = "tags"  # or "aggregator" (ARMS)
+    # hidden_states offsets from each tower's query layer: the toy towers have 4 blocks, so LION's
+    # -10, -20 (of 24) become the two blocks below it (CLIP at -2 reads 3 -> 2, 1; the SSL tower 4 -> 3, 2)
+    aggregator_offsets: tuple[int, ...] = (-1, -2)
     threads: int | None = 1
     progress: bool = True
 
@@ -87,7 +99,8 @@ def kinds() -> list[str]:
 
 def lab_lion(config: LabLionConfig, say: Callable[[str], None] = print) -> dict:
     """Tags, then per seed the arms' stages and evaluations (module docstring); returns the scores
-    {"tagger": ..., "runs": {name: {"tags": {attribute: %}, "no_tags": {...}}}}."""
+    {"tagger": ..., "runs": {name: {"tags": {attribute: %}, "no_tags": {...}}}} (the aggregator arm:
+    no tagger, and ARMS' keys)."""
     import torch
 
     from ..threads import apply_cpu_threads
@@ -97,13 +110,17 @@ def lab_lion(config: LabLionConfig, say: Callable[[str], None] = print) -> dict:
     manifest = _open_manifest(out, config, lab_manifest["settings"])
     threads = torch.get_num_threads()
     apply_cpu_threads(config.threads, "threads")
+    if config.arm not in ARMS:
+        raise LabRunError(f"lab lion: unknown arm {config.arm!r}; choose one of {list(ARMS)}")
     try:
-        _tag(out, lab, lab_config, config, manifest, say)
+        if config.arm == "tags":
+            _tag(out, lab, lab_config, config, manifest, say)
         for seed in config.seeds:
-            _run_seed(out, lab, lab_config, lab_manifest, config, seed, manifest, say)
+            run = _run_seed if config.arm == "tags" else _run_aggregator_seed
+            run(out, lab, lab_config, lab_manifest, config, seed, manifest, say)
     finally:
         torch.set_num_threads(threads)
-    return {"tagger": manifest["tagger"], "runs": manifest.get("scores", {})}
+    return {"tagger": manifest.get("tagger"), "runs": manifest.get("scores", {}), "arm": config.arm}
 
 
 def _lab_run(lab: Path, config: LabLionConfig) -> tuple[LabConfig, dict]:
@@ -259,6 +276,45 @@ def _evaluate_seed(out, lab, lab_config, lab_manifest, name, manifest, say) -> N
         _finish(out, manifest, f"{name}-tags/eval")
 
 
+def aggregator_keys(config: LabLionConfig, stage1_adapters: Path) -> tuple[dict, dict]:
+    """The aggregator arm's stage-1 and stage-2 overrides of the lab's run configs: the aggregator is
+    in the model from stage 1, frozen there at its identity init (LION's stage 0), and trains in
+    stage 2 with the mixer (LION's region stage; the lab has one instruction stage)."""
+    aggregator = {"layer_offsets": list(config.aggregator_offsets)}
+    stage1 = {"model": {"mixer": {"aggregator": aggregator}}, "train": {"lion": {"aggregator": False}}}
+    stage2 = {"model": {"adapters_from": str(stage1_adapters)}, "train": {"lion": {"aggregator": True}}}
+    return stage1, stage2
+
+
+def _run_aggregator_seed(out, lab, lab_config, lab_manifest, config, seed, manifest, say) -> None:
+    from ..demo.run import parse_variant, with_seed
+
+    variant = with_seed(parse_variant(config.variant), seed)
+    name = variant.name
+    if f"{name}/stage2" not in lab_manifest["finished"]:
+        raise LabRunError(f"{lab}: the lab has not finished {name}/stage2, the arm without the aggregator")
+    folder, heldout = out / f"{name}-aggregator", lab / "data" / "heldout"
+    stage1, stage2 = aggregator_keys(config, folder / "stage1" / "adapters")
+    for stage, step in enumerate((f"{name}-aggregator/stage1", f"{name}-aggregator/stage2")):
+        if step not in manifest["finished"]:
+            say(step)
+            _train(folder, variant, lab, lab_config, out, stage2, stage, stage1)
+            _finish(out, manifest, step)
+    scores = manifest.setdefault("scores", {}).setdefault(name, {})
+    if "no_aggregator" not in scores:
+        scores["no_aggregator"] = lab_manifest.get("scores", {}).get(name, {}).get("heldout")
+        if scores["no_aggregator"] is None:
+            say(f"{name}: held-out evaluation, the lab's model")
+            model, evaluated = lab / name / "stage2" / "model", out / name / "eval" / "heldout"
+            scores["no_aggregator"] = heldout_accuracy(model, heldout, evaluated, lab_config)
+        _finish(out, manifest, f"{name}/eval")
+    if "aggregator" not in scores:
+        say(f"{name}: held-out evaluation, with the aggregator")
+        model = folder / "stage2" / "model"
+        scores["aggregator"] = heldout_accuracy(model, heldout, folder / "eval" / "heldout", lab_config)
+        _finish(out, manifest, f"{name}-aggregator/eval")
+
+
 def _sources(out: Path, lab: Path, variant, lab_manifest: dict) -> dict[str, str]:
     """Where the seed's stage-1 adapters and no-tags model come from: the lab's, when it has
     finished them (its stage 2 only on top of its own stage 1), else trained here."""
@@ -272,7 +328,9 @@ def _sources(out: Path, lab: Path, variant, lab_manifest: dict) -> dict[str, str
     }
 
 
-def _train(folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, keys, stage: int) -> None:
+def _train(
+    folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, keys, stage: int, stage1_keys=None
+) -> None:
     from ..demo.run import Components, write_run_configs
     from ..training.config import load_run_config
     from ..training.run import finish_distributed, train
@@ -281,7 +339,8 @@ def _train(folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, k
     root = lab / "components"
     components = Components(root, root / "llm-text", towers / "clip", towers / "ssl", (0.0, 0.0))
     settings = lab_config.settings()
-    configs = write_run_configs(folder, variant, settings, lab / "data", components, out / "cache", keys)
+    cache = out / "cache"
+    configs = write_run_configs(folder, variant, settings, lab / "data", components, cache, keys, stage1_keys)
     try:
         train(load_run_config(configs[stage]), progress=lab_config.progress)
     finally:
@@ -293,27 +352,33 @@ def _train(folder: Path, variant, lab: Path, lab_config: LabConfig, out: Path, k
 
 
 def table(result: dict) -> str:
-    """Markdown: held-out accuracy per attribute, no tags and tags, mean ± sample std over seeds."""
+    """Markdown: held-out accuracy per attribute, without and with the arm's part (tags or the
+    aggregator), mean ± sample std over seeds."""
     from ..scenes.questions import answer_values
 
-    runs = list(result["runs"].values())
+    runs, arms = list(result["runs"].values()), ARMS[result.get("arm", "tags")]
+    header = " | ".join(arm.replace("_", " ") for arm in arms)
     lines = [f"Held-out short-answer accuracy (%), {len(runs)} seed(s):", "",
-             "| attribute | no tags | tags | chance |", "|---|---|---|---|"]  # fmt: skip
+             f"| attribute | {header} | chance |", "|---|---|---|---|"]  # fmt: skip
     for attribute in world.ATTRIBUTES:
-        cells = [
-            mean_std([(r.get(arm) or {}).get(attribute) for r in runs], each=True)
-            for arm in ("no_tags", "tags")
-        ]
+        cells = [mean_std([(r.get(arm) or {}).get(attribute) for r in runs], each=True) for arm in arms]
         lines.append(f"| {attribute} | {cells[0]} | {cells[1]} | {100 / len(answer_values(attribute)):.0f} |")
-    lines += ["", "Tagger against the scenes (%): " + json.dumps(result["tagger"])]
+    if result.get("tagger"):
+        lines += ["", "Tagger against the scenes (%): " + json.dumps(result["tagger"])]
     return "\n".join(lines) + "\n"
 
 
 _NOT_COMPARED = ("out", "seeds", "threads", "progress")
+_TAG_ONLY = ("top_k", "dropout", "shuffle")
 
 
 def _open_manifest(out: Path, config: LabLionConfig, lab_settings: dict) -> dict:
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
+    if config.arm == "tags":  # kept out, so folders from before the aggregator arm still open
+        settings.pop("arm"), settings.pop("aggregator_offsets")
+    else:
+        settings = {k: v for k, v in settings.items() if k not in _TAG_ONLY}
+        settings["aggregator_offsets"] = list(config.aggregator_offsets)  # as JSON reads it back
     settings["lab"] = str(Path(config.lab).resolve())
     settings["lab_settings"] = lab_settings  # a lab folder rebuilt with other settings is another lab
     return open_manifest(out / MANIFEST, settings, LabRunError, "a lab lion run")

@@ -184,7 +184,39 @@ def test_lab_lion_command_passes_its_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(
         lion, "lab_lion", lambda config, say: seen.append(config) or {"tagger": {}, "runs": {}}
     )
-    flags = ["--seed", "1", "--seed", "2", "--top-k", "3", "--dropout", "0.2"]
+    flags = ["--seed", "1", "--seed", "2", "--top-k", "3", "--dropout", "0.2", "--arm", "aggregator"]
     assert main(["lab", "lion", "--out", str(tmp_path / "o"), "--lab", str(tmp_path), *flags]) == 0
     (config,) = seen
     assert (config.seeds, config.top_k, config.dropout, config.variant) == ((1, 2), 3, 0.2, "llava-1.5")
+    assert config.arm == "aggregator"
+
+
+def test_the_aggregator_arm_configs_carry_the_aggregator_frozen_in_stage_1_trained_in_stage_2(tmp_path):
+    """The lab's run configs with `aggregator_keys`, as training loads them: both stages build the
+    aggregator (stage 2 inherits it from stage 1), which reads layers the 4-block toy towers have."""
+    from mof_llava.demo.run import Components, parse_variant, write_run_configs
+    from mof_llava.lab.mllm import LabConfig
+    from mof_llava.model.configuration import TowerSpec, aggregator_layers
+    from mof_llava.toy_towers import toy_towers
+    from mof_llava.training.config import load_run_config
+
+    towers = toy_towers()
+    components = Components(tmp_path, tmp_path / "llm-text", towers.clip, towers.ssl, (0.0, 0.0))
+    config = lion.LabLionConfig(out=str(tmp_path), lab=str(tmp_path), variant="i-mof", arm="aggregator")
+    stage1_keys, stage2_keys = lion.aggregator_keys(config, tmp_path / "run" / "stage1" / "adapters")
+    paths = write_run_configs(tmp_path / "run", parse_variant("i-mof"), LabConfig(out=str(tmp_path)).settings(),
+                              tmp_path / "data", components, tmp_path / "cache", stage2_keys, stage1_keys)  # fmt: skip
+    stage1, stage2 = (load_run_config(path) for path in paths)
+    for run in (stage1, stage2):
+        assert run.model.mixer.mode == "interleave"  # I-MoF's mixer, kept beside the aggregator
+        assert run.model.mixer.aggregator.layer_offsets == (-1, -2)
+    assert (stage1.train.stage, stage1.train.lion.aggregator) == ("pretrain", False)
+    assert (stage2.train.stage, stage2.train.lion.aggregator) == ("finetune", True)
+    assert stage2.model.adapters_from == str(tmp_path / "run" / "stage1" / "adapters")
+    # the toy towers have 4 blocks (5 hidden states): CLIP read at -2 is state 3, the SSL tower's last block 4
+    expected = {"clip": (3, 2, 1), "dinov2": (4, 3, 2)}
+    clip = json.loads((towers.clip / "config.json").read_text())["vision_config"]
+    vision = {"clip": clip, "dinov2": json.loads((towers.ssl / "config.json").read_text())}
+    for recipe in stage1.model.towers:
+        spec = TowerSpec(recipe.name, vision[recipe.name], feature_layer=recipe.feature_layer)
+        assert aggregator_layers(stage1.model.mixer.aggregator, spec) == expected[recipe.name]
