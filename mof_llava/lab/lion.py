@@ -105,13 +105,13 @@ def lab_lion(config: LabLionConfig, say: Callable[[str], None] = print) -> dict:
 
     from ..threads import apply_cpu_threads
 
+    if config.arm not in ARMS:
+        raise LabRunError(f"lab lion: unknown arm {config.arm!r}; choose one of {list(ARMS)}")
     out, lab = Path(config.out).resolve(), Path(config.lab).resolve()
     lab_config, lab_manifest = _lab_run(lab, config)
     manifest = _open_manifest(out, config, lab_manifest["settings"])
     threads = torch.get_num_threads()
     apply_cpu_threads(config.threads, "threads")
-    if config.arm not in ARMS:
-        raise LabRunError(f"lab lion: unknown arm {config.arm!r}; choose one of {list(ARMS)}")
     try:
         if config.arm == "tags":
             _tag(out, lab, lab_config, config, manifest, say)
