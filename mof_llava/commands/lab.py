@@ -99,7 +99,7 @@ def _mine_parser(actions) -> None:
 
 
 def _lion_parser(actions) -> None:
-    lion = actions.add_parser("lion", help="LION's tag prompt on a lab run: stage 2 with and without tags")
+    lion = actions.add_parser("lion", help="LION on a lab run: with and without tags (--arm aggregator: the aggregator)")
     lion.add_argument("--out", type=Path, required=True, help="output folder (resumable: run again to continue)")
     lion.add_argument("--lab", type=Path, required=True, help="a `lab run` folder (read only)")
     lion.add_argument("--variant", help="the lab variant (default llava-1.5)")
