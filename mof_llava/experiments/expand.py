@@ -317,8 +317,10 @@ def _resolve_stages(arm: ArmSpec, settings: dict[str, Any], layout: RunLayout, n
 def _for_stage(settings: dict[str, Any], stage: int) -> dict[str, Any]:
     """Unprefixed keys for both stages, `stageN.` keys for stage N only (these win); stage 0 (a
     preference run) takes the unprefixed keys only."""
-    mine, other = f"stage{stage}.", f"stage{3 - stage}."
-    both = {k: v for k, v in settings.items() if not k.startswith((mine, other))}
+    both = {k: v for k, v in settings.items() if not k.startswith(STAGE_PREFIXES)}
+    if stage == 0:  # the sweep's stage1./stage2. keys are its two-stage arms', never a preference run's
+        return both
+    mine = f"stage{stage}."
     return both | {k[len(mine) :]: v for k, v in settings.items() if k.startswith(mine)}
 
 

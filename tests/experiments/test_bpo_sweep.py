@@ -243,6 +243,10 @@ def test_negatives_keys_belong_to_preference_arms_and_slurm_is_refused(tmp_path)
     set_arm = _bpo_arm(set={"train.num_epochs": 3})
     (_, run) = expand(load_sweep(_preference_sweep(tmp_path, {"bpo": set_arm})))
     assert (run.preference.train.num_epochs, run.base.stage2.train.num_epochs) == (3, 1)  # not the base
+    # a sweep-level stage2. key is the two-stage arms': it never reaches a preference run's config
+    staged = _preference_sweep(tmp_path, {"bpo": _bpo_arm()}, set={"stage2.train.num_epochs": 5})
+    (base, run) = expand(load_sweep(staged))
+    assert (base.stage2.train.num_epochs, run.preference.train.num_epochs) == (5, 2)  # 2: preference.yaml's
     slurm = _preference_sweep(tmp_path, {"bpo": _bpo_arm()}, launch={"launcher": "slurm"})
     with pytest.raises(SweepError, match="preference arms have no SLURM jobs yet"):
         plan_sweep(load_sweep(slurm))
