@@ -188,7 +188,8 @@ def heldout_as_records(folder: Path) -> list[dict]:
 def stage2_scenes(lab_config: LabConfig) -> dict[str, world.LabScene]:
     from .mllm_data import training_scene
 
-    return {f"instruct/{i:06d}.png": training_scene(lab_config.seed, "instruct", i)[1]
+    # The lab's own pictures: with its colour prior, as write_training_files drew them.
+    return {f"instruct/{i:06d}.png": training_scene(lab_config.seed, "instruct", i, lab_config.colour_prior)[1]
             for i in range(lab_config.samples)}  # fmt: skip
 
 

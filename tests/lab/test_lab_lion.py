@@ -220,3 +220,16 @@ def test_the_aggregator_arm_configs_carry_the_aggregator_frozen_in_stage_1_train
     for recipe in stage1.model.towers:
         spec = TowerSpec(recipe.name, vision[recipe.name], feature_layer=recipe.feature_layer)
         assert aggregator_layers(stage1.model.mixer.aggregator, spec) == expected[recipe.name]
+
+
+def test_the_tagger_is_scored_against_the_lab_pictures_with_its_colour_prior(tmp_path):
+    """stage2_scenes draws what write_training_files drew: with a colour prior of 1 every main-kind
+    circle is red, as in the lab's own training pictures."""
+    from mof_llava.lab.mllm_data import PRIOR_COLOUR, PRIOR_SHAPE
+
+    config = mllm.LabConfig(out=str(tmp_path), samples=60, colour_prior=1.0)
+    circles = [s for s in lion.stage2_scenes(config).values() if s.main[0].shape == PRIOR_SHAPE]
+    assert circles and all(t.colour == PRIOR_COLOUR for s in circles for t in s.main)
+    plain = mllm.LabConfig(out=str(tmp_path), samples=60)
+    assert any(s.main[0].colour != PRIOR_COLOUR for s in lion.stage2_scenes(plain).values()
+               if s.main[0].shape == PRIOR_SHAPE)  # fmt: skip
