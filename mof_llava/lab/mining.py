@@ -182,9 +182,9 @@ def mine_pool(cfg: LabMineConfig, out: Path, towers: Path) -> dict:
         )
         results[name] = result.summary
     kept = results["pairs"]["stats"]["kept"]
+    shutil.rmtree(out / "mmvp-mined", ignore_errors=True)  # never a previous run's export beside these pairs
     if kept:
         top = min(cfg.export_top, kept)
-        shutil.rmtree(out / "mmvp-mined", ignore_errors=True)
         mine.export(mine.ExportJob(out / "pairs.csv", out / "mmvp-mined", top=top))
     return results
 
