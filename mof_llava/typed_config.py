@@ -332,12 +332,12 @@ def _read_with_inheritance(
     _resolve_relative_paths(raw, path.parent, relative_keys)
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged = _deep_merge(
+        merged = deep_merge(
             merged,
             _read_with_inheritance(path.parent / parent, (*seen, path), origins, relative_keys),
             origins,
         )
-    return _deep_merge(merged, raw, origins, shown or str(path))
+    return deep_merge(merged, raw, origins, shown or str(path))
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -365,7 +365,7 @@ def _resolve_relative_paths(
             node[keys[-1]] = os.path.normpath(folder / value)
 
 
-def _deep_merge(
+def deep_merge(
     base: dict[str, Any],
     update: dict[str, Any],
     origins: Origins | None = None,
@@ -377,7 +377,7 @@ def _deep_merge(
     for key, value in update.items():
         path = (*prefix, str(key))
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value, origins, source, path)
+            out[key] = deep_merge(out[key], value, origins, source, path)
             continue
         out[key] = value
         if origins is not None and source:

@@ -44,7 +44,7 @@ from pydantic import Field
 from ..atomic import write_text_atomic
 from ..model.configuration import MixerSpec
 from ..model.presets import CLIP_L14_336, DINOV2_L14
-from ..typed_config import check
+from ..typed_config import check, deep_merge
 from .synthetic import LAB, DatasetSizes, dataset_paths, write_dataset
 
 logger = logging.getLogger("mof_llava.demo")
@@ -489,7 +489,8 @@ def write_run_configs(
     import yaml
 
     stage1, stage2 = run_config_dicts(variant, settings, data_dir, components, cache_dir, folder)
-    stage1, stage2 = _overridden(stage1, stage1_overrides or {}), _overridden(stage2, stage2_overrides or {})
+    # Overrides merge key by key, as a YAML's `inherit` does (typed_config's merge).
+    stage1, stage2 = deep_merge(stage1, stage1_overrides or {}), deep_merge(stage2, stage2_overrides or {})
     stage2 = {"inherit": "stage1.yaml", **stage2}
     header = (
         f"# {variant.name}, stage {{}} of the mof-llava demo (seed {settings.seed}).\n"
@@ -501,14 +502,6 @@ def write_run_configs(
         write_text_atomic(path, header.format(number, number) + yaml.safe_dump(config, sort_keys=False))
         paths.append(path)
     return paths[0], paths[1]
-
-
-def _overridden(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(config)
-    for key, value in overrides.items():
-        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _overridden(merged[key], value) if both_dicts else value
-    return merged
 
 
 # ---------------------------------------------------------------------------------------------
