@@ -117,7 +117,10 @@ def ask(scene: world.LabScene, attribute: str) -> str:
 def statement(scene: world.LabScene, attribute: str) -> str:
     """What `scene` shows of `attribute`, in words."""
     dot = "with" if scene.main[0].dot else "without"
-    return _wording(scene, attribute, 1, word=value(scene, attribute), dot=dot)
+    word = value(scene, attribute)
+    if word is None:  # e.g. position on a scene with several copies: no statement to make
+        raise ValueError(f"{attribute}: does not apply to this scene, so it has no statement")
+    return _wording(scene, attribute, 1, word=word, dot=dot)
 
 
 def distractor(scene: world.LabScene, attribute: str, rng: np.random.Generator) -> str:

@@ -60,6 +60,9 @@ def test_questions_and_statements_name_the_main_kind_per_attribute():
     assert questions.ask(paired, "relation") == "Is the red arrow to the left or to the right of the blue square?"
     with pytest.raises(ValueError, match="relation: the scene has no companion"):
         questions.ask(alone, "relation")
+    pair = world.LabScene("grey", (arrow, world.Thing("arrow", "red", (36.0, 24.0), 12, "up", False, True)), None, "big")
+    with pytest.raises(ValueError, match="position: does not apply"):  # two copies: no one side
+        questions.statement(pair, "position")
 
 
 def test_the_lab_towers_train_on_the_lab_world():
