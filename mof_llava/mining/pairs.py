@@ -161,7 +161,7 @@ def quantile_pairs(rows: int, count: int, seed: int) -> tuple[np.ndarray, np.nda
 def resolve_quantiles(
     clip_source, dino_source, criteria: PairCriteria, seed: int
 ) -> tuple[PairCriteria, dict]:
-    """The criteria with each quantile threshold replaced by its cosine, and what was read
+    """The criteria with each quantile threshold replaced by its cosine (no quantile left), and what was read
     (`{"pairs": n, "every_pair": bool, "clip_min": {...}, "dino_max": {...}}`) for the summary."""
     rows = clip_source.rows
     a, b = quantile_pairs(rows, criteria.quantile_pairs, seed)
@@ -180,7 +180,7 @@ def resolve_quantiles(
         value = float(np.clip(np.quantile(cosines, q), -1.0, 1.0))
         changes[field_name] = value
         info[field_name] = {"quantile": q, "cosine": value}
-    return replace(criteria, **changes), info
+    return replace(criteria, **changes, clip_min_quantile=None, dino_max_quantile=None), info
 
 
 def id_keys(ids: Sequence[str]) -> np.ndarray:
@@ -244,6 +244,8 @@ def find_blind_pairs(
     """
     criteria = criteria or PairCriteria()
     cfg = cfg or SearchConfig()
+    if criteria.uses_quantiles:  # never searched with clip_min/dino_max while quantiles were asked for
+        raise MiningError("criteria with quantile thresholds: resolve them first (resolve_quantiles)")
     if clip_source.rows != dino_source.rows or clip_source.rows != len(ids):
         raise MiningError(
             f"row counts differ: CLIP {clip_source.rows}, DINOv2 {dino_source.rows}, ids {len(ids)}"

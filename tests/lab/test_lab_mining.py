@@ -120,6 +120,11 @@ def test_quantile_thresholds_keep_the_share_they_name(tmp_path):
     assert not sampled.summary["quantile_thresholds"]["every_pair"]
     with pytest.raises(MiningError, match="clip_min_quantile must be a quantile between 0 and 1, got 1.5"):
         PairCriteria(clip_min_quantile=1.5)
+    # the search itself never runs on unresolved quantiles (it would search with clip_min instead)
+    from mof_llava.mining.pairs import find_blind_pairs
+
+    with pytest.raises(MiningError, match="resolve them first"):
+        find_blind_pairs(None, None, [], PairCriteria(clip_min_quantile=0.9))  # refused before any read
 
 
 def test_quantile_flags_of_mine_pairs(tmp_path, capsys):
