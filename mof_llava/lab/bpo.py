@@ -311,12 +311,9 @@ def _open_manifest(out: Path, config: LabBpoConfig) -> dict:
     from .mllm import open_manifest
 
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
-    settings = json.loads(json.dumps(settings))  # tuples as the file holds them
-    if settings["weaken_tower"] == "both":  # folders made before the setting existed still open
-        del settings["weaken_tower"]
     settings["model"] = str(Path(config.model).resolve())
     settings["data"] = str(Path(config.data).resolve())
-    manifest = open_manifest(out / MANIFEST, settings, LabBpoError, "a lab BPO run")
+    manifest = open_manifest(out / MANIFEST, settings, LabBpoError, "a lab BPO run", added_later={"weaken_tower": "both"})
     manifest.setdefault("scores", {})
     return manifest
 

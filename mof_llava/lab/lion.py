@@ -375,14 +375,13 @@ _TAG_ONLY = ("top_k", "dropout", "shuffle")
 
 def _open_manifest(out: Path, config: LabLionConfig, lab_settings: dict) -> dict:
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
-    if config.arm == "tags":  # kept out, so folders from before the aggregator arm still open
-        settings.pop("arm"), settings.pop("aggregator_offsets")
-    else:
+    if config.arm != "tags":
         settings = {k: v for k, v in settings.items() if k not in _TAG_ONLY}
-        settings["aggregator_offsets"] = list(config.aggregator_offsets)  # as JSON reads it back
     settings["lab"] = str(Path(config.lab).resolve())
     settings["lab_settings"] = lab_settings  # a lab folder rebuilt with other settings is another lab
-    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab lion run")
+    # Folders from before the aggregator arm are tag-arm folders.
+    before = {"arm": "tags", "aggregator_offsets": LabLionConfig.aggregator_offsets}
+    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab lion run", added_later=before)
 
 
 def _finish(out: Path, manifest: dict, step: str | None) -> None:

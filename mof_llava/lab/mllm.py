@@ -295,23 +295,26 @@ def _open_manifest(out: Path, config: LabConfig) -> dict:
     # Which variants and how many seeds do not change a finished step: more may join a folder later.
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings["towers"] = str(tower_folder(config))
-    if not settings["colour_prior"]:
-        del settings["colour_prior"]  # folders from before the setting (all without a prior) still resume
-    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab run")
+    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab run", added_later={"colour_prior": 0.0})
 
 
 def _finish(out: Path, manifest: dict, step: str | None) -> None:
     write_manifest(out / MANIFEST, manifest, step)
 
 
-def open_manifest(path: Path, settings: dict, error: type[Exception], what: str) -> dict:
+def open_manifest(
+    path: Path, settings: dict, error: type[Exception], what: str, added_later: dict | None = None
+) -> dict:
     """A resumable lab folder's manifest (`settings`, `finished` steps): the one in `path`'s folder,
-    if made with the same settings, or a new one in an empty or new folder; else `error` in one line."""
+    if made with the same settings, or a new one in an empty or new folder; else `error` in one line.
+    `added_later`: settings that folders made before them lack, with the value those folders ran with."""
     out = path.parent
+    settings = json.loads(json.dumps(settings))  # as the file holds them (tuples are lists)
     if path.is_file():
         manifest = json.loads(path.read_text())
-        if manifest["settings"] != settings:
-            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+        saved = {**json.loads(json.dumps(added_later or {})), **manifest["settings"]}
+        if saved != settings:
+            changed = sorted(k for k in settings.keys() | saved.keys() if saved.get(k) != settings.get(k))
             raise error(f"{out} holds {what} with other settings ({', '.join(changed)}); "
                         "use another folder, or delete this one to start over")  # fmt: skip
         return manifest

@@ -196,10 +196,16 @@ def test_the_weakened_tower_reaches_the_negatives_job_and_both_keeps_old_folders
     for tower in ("clip", "both"):
         bpo._negatives(tmp_path, tmp_path, bpo.LabBpoConfig("m", "d", str(tmp_path), weaken_tower=tower))
     assert [job.target for job in jobs] == ["clip", "both"]
-    # a folder made before the setting existed has no weaken_tower among its settings
-    default = bpo._open_manifest(tmp_path / "a", bpo.LabBpoConfig("m", "d", str(tmp_path / "a")))
-    clip = bpo._open_manifest(tmp_path / "b", bpo.LabBpoConfig("m", "d", str(tmp_path / "b"), weaken_tower="clip"))
-    assert "weaken_tower" not in default["settings"] and clip["settings"]["weaken_tower"] == "clip"
+    # a folder made before the setting existed (no weaken_tower among its settings) ran with both:
+    # it opens with the default and is refused with another tower
+    bpo._open_manifest(tmp_path / "a", bpo.LabBpoConfig("m", "d", str(tmp_path / "a")))
+    path = tmp_path / "a" / bpo.MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["settings"]["weaken_tower"]
+    path.write_text(json.dumps(manifest))
+    assert bpo._open_manifest(tmp_path / "a", bpo.LabBpoConfig("m", "d", str(tmp_path / "a")))["finished"] == []
+    with pytest.raises(bpo.LabBpoError, match=r"other settings \(weaken_tower\)"):
+        bpo._open_manifest(tmp_path / "a", bpo.LabBpoConfig("m", "d", str(tmp_path / "a"), weaken_tower="clip"))
 
 
 def test_lab_bpo_command_passes_its_flags_and_prints_the_table(tmp_path, monkeypatch, capsys):
