@@ -38,6 +38,12 @@ def _towers_parser(actions) -> None:
     towers.add_argument(
         "--ssl-colour-jitter", type=float, help="share of SSL views with shuffled colour channels (default 0)"
     )
+    towers.add_argument(
+        "--clip-shape-pairs", type=float, help="share of each CLIP batch in shape pairs, hard negatives (default 0)"
+    )
+    towers.add_argument(
+        "--ssl-pixel-weight", type=float, help="weight of the SSL tower's own-patch pixel term (default 0: off)"
+    )
     towers.add_argument("--checkpoint-every", type=int, help="steps between resumable states")
     towers.add_argument("--threads", type=int, help="torch CPU threads (default: mof_llava.threads' choice)")
     towers.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -146,7 +152,8 @@ def run_towers(args: argparse.Namespace) -> int:
     from ..threads import choose_cpu_threads
 
     given = {"clip_steps": args.clip_steps, "ssl_steps": args.ssl_steps, "batch": args.batch,
-             "checkpoint_every": args.checkpoint_every, "ssl_colour_jitter": args.ssl_colour_jitter}  # fmt: skip
+             "checkpoint_every": args.checkpoint_every, "ssl_colour_jitter": args.ssl_colour_jitter,
+             "ssl_pixel_weight": args.ssl_pixel_weight, "clip_shape_pairs": args.clip_shape_pairs}  # fmt: skip
     threads = choose_cpu_threads(args.threads, "--threads").threads
     config = TowersConfig(output=str(args.output), seed=args.seed, towers=tuple(args.tower or ("clip", "ssl")),
                           threads=threads, progress=not args.quiet,

@@ -6,7 +6,9 @@ over prototypes must match the teacher's centred, sharpened one on every other v
 iBOT's masked patch loss is added: the student sees some patches of the global crops replaced by
 the mask token and must predict, at those patches, the teacher's prototype distribution of the
 unmasked picture. Centres are running means of the teacher's outputs, which keeps it from
-collapsing onto one prototype.
+collapsing onto one prototype. Optionally (`pixel_dim` > 0) a linear head on the student's patch
+tokens predicts each patch's own pixels, masked or not (a masked-image-modelling term, as in SimMIM
+and MAE), so that the tokens must keep what is drawn inside their patch.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, centre: torch.Ten
 class SelfDistiller(nn.Module):
     """Student encoder + heads; the teacher is a deep copy updated by `update_teacher`."""
 
-    def __init__(self, encoder: nn.Module, hidden: int = 128, bottleneck: int = 32, prototypes: int = 128):
+    def __init__(
+        self, encoder: nn.Module, hidden: int = 128, bottleneck: int = 32, prototypes: int = 128, pixel_dim: int = 0
+    ):
         super().__init__()
         width = encoder.config.hidden_size
         self.encoder = encoder
@@ -45,11 +49,20 @@ class SelfDistiller(nn.Module):
         self.patch_head = ProtoHead(width, hidden, bottleneck, prototypes)
         self.register_buffer("cls_centre", torch.zeros(prototypes))
         self.register_buffer("patch_centre", torch.zeros(prototypes))
+        # Made only when asked, so towers trained without it keep their initialisation.
+        self.pixel_head = nn.Linear(width, pixel_dim) if pixel_dim else None
 
     def outputs(self, pixels: torch.Tensor, mask: torch.Tensor | None = None):
-        """(CLS logits [n, K], patch logits [n, P, K]) of the final-LayerNorm tokens."""
+        """(CLS logits [n, K], patch logits [n, P, K], patch tokens [n, P, D]) after the final LayerNorm."""
         hidden = self.encoder(pixel_values=pixels, bool_masked_pos=mask).last_hidden_state
-        return self.cls_head(hidden[:, 0]), self.patch_head(hidden[:, 1:])
+        return self.cls_head(hidden[:, 0]), self.patch_head(hidden[:, 1:]), hidden[:, 1:]
+
+
+def patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+    """[n, C, H, W] -> [n, P, patch * patch * C], patches in the encoder's row-major order."""
+    n, c, h, w = pixels.shape
+    grid = pixels.reshape(n, c, h // patch, patch, w // patch, patch)
+    return grid.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // patch) * (w // patch), patch * patch * c)
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from ..benchmarks.provenance import sha256_of
 from ..model.configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from . import world
 from .augment import jitter_brightness, jitter_colour, random_crops, random_dihedral
-from .ssl import SelfDistiller, distill_loss, random_patch_mask, update_centre, update_teacher
+from .ssl import SelfDistiller, distill_loss, patchify, random_patch_mask, update_centre, update_teacher
 
 TOWERS = ("clip", "ssl")
 STATE_FILE = "train_state.pt"
@@ -70,6 +70,10 @@ class TowersConfig:
     # Random flips and quarter turns for the CLIP only (its captions never name orientation,
     # position or left/right); off by default: it left the CLIP's patch tokens as they were.
     clip_flips: bool = False
+    # Share of each CLIP batch made of shape pairs (two pictures identical but for the main kind's
+    # shape, `world.attribute_pair`): hard negatives whose captions differ in the shape word only,
+    # so colour alone cannot tell them apart. 0, the committed towers' setting: random scenes only.
+    clip_shape_pairs: float = 0.0
     global_crop_area: tuple[float, float] = (0.5, 1.0)
     local_crop_area: tuple[float, float] = (0.15, 0.4)
     local_crops: int = 2
@@ -78,6 +82,9 @@ class TowersConfig:
     # Share of the SSL tower's views with their colour channels shuffled (and a fifth of those
     # greyed): 0, the committed towers' setting, lets two views match by colour alone.
     ssl_colour_jitter: float = 0.0
+    # Weight of the SSL tower's pixel term (each patch token predicts its own patch's pixels,
+    # `ssl.SelfDistiller`); 0, the committed towers' setting, trains by self-distillation alone.
+    ssl_pixel_weight: float = 0.0
     threads: int | None = None
     progress: bool = True
 
@@ -180,7 +187,7 @@ class ClipTrainer:
         self.model.load_state_dict(state["model"])
 
     def loss(self, step: int) -> torch.Tensor:
-        scenes = batch_scenes(self.cfg.seed, step, self.cfg.batch)
+        scenes = self._scenes(step)
         rng = np.random.default_rng([self.cfg.seed, 7, step])
         ids = encode_captions([world.caption(s, rng) for s in scenes], self.vocab)
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
@@ -191,6 +198,15 @@ class ClipTrainer:
         return self.model(
             input_ids=ids, attention_mask=(ids > 0).long(), pixel_values=pixels, return_loss=True
         ).loss
+
+    def _scenes(self, step: int) -> list[world.LabScene]:
+        scenes = batch_scenes(self.cfg.seed, step, self.cfg.batch)
+        pairs = int(self.cfg.batch * self.cfg.clip_shape_pairs) // 2
+        if pairs == 0:
+            return scenes
+        rng = np.random.default_rng([self.cfg.seed, 11, step])
+        drawn = [scene for _ in range(pairs) for scene in world.attribute_pair(rng, "shape")]
+        return drawn + scenes[len(drawn) :]
 
     def after_step(self, step: int) -> None:
         pass
@@ -211,7 +227,8 @@ class SslTrainer:
 
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
-        self.student = SelfDistiller(Dinov2Model(dinov2_config(cfg.size, cfg.patch)))
+        pixel_dim = 3 * cfg.patch**2 if cfg.ssl_pixel_weight > 0 else 0
+        self.student = SelfDistiller(Dinov2Model(dinov2_config(cfg.size, cfg.patch)), pixel_dim=pixel_dim)
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.steps = cfg.ssl_steps
 
@@ -244,16 +261,27 @@ class SslTrainer:
         student_global = [self.student.outputs(v, m) for v, m in zip(globals_, masks)]
         student_local = [self.student.outputs(v)[0] for v in locals_]
         cls_loss, terms = 0.0, 0
-        for t, (t_cls, _) in enumerate(teacher):
-            views = [s for i, (s, _) in enumerate(student_global) if i != t] + student_local
+        for t, (t_cls, _, _) in enumerate(teacher):
+            views = [s[0] for i, s in enumerate(student_global) if i != t] + student_local
             for s_cls in views:
                 cls_loss, terms = cls_loss + self._distill(s_cls, t_cls, "cls_centre"), terms + 1
         patch_loss = sum(
-            self._masked_patches(s, t, m) for (_, s), (_, t), m in zip(student_global, teacher, masks)
+            self._masked_patches(s[1], t[1], m) for s, t, m in zip(student_global, teacher, masks)
         )
-        update_centre(self.teacher.cls_centre, torch.cat([t for t, _ in teacher]))
-        update_centre(self.teacher.patch_centre, torch.cat([p for _, p in teacher]))
-        return cls_loss / terms + cfg.patch_loss_weight * patch_loss / len(masks)
+        update_centre(self.teacher.cls_centre, torch.cat([t[0] for t in teacher]))
+        update_centre(self.teacher.patch_centre, torch.cat([t[1] for t in teacher]))
+        loss = cls_loss / terms + cfg.patch_loss_weight * patch_loss / len(masks)
+        if cfg.ssl_pixel_weight > 0:
+            loss = loss + cfg.ssl_pixel_weight * self._pixels(student_global, globals_)
+        return loss
+
+    def _pixels(self, student_global: list, views: list[torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of every patch token's prediction of its own patch's pixels."""
+        errors = [
+            (self.student.pixel_head(tokens) - patchify(view, self.cfg.patch)).pow(2).mean()
+            for (_, _, tokens), view in zip(student_global, views)
+        ]
+        return sum(errors) / len(errors)
 
     def _colour(self, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         chosen = torch.rand(views.shape[0], generator=generator) < self.cfg.ssl_colour_jitter

@@ -161,21 +161,25 @@ def instruct_record(
 ) -> dict:
     """Two to four rounds about the picture, each attribute at most once, `first` among the first two.
     The questions name the main kind's colour and shape, so a record asks at most one of the two,
-    before any other: the text never tells what a later question asks. A round is in the letter
+    before any other: the text never tells what a later question asks. Any attribute may open a
+    record, as every held-out and benchmark question is asked as a first round. A round is in the letter
     format with probability `letter_share`, else a short answer (the questions are drawn first, so
     two shares ask the same questions about the same pictures). With probability `captioned_share`
     the record is its captioned round alone (colour or shape): data weighted towards what the
     towers are taught to see; at 0 nothing extra is drawn, so the records are as before."""
     asked = [str(a) for a in rng.permutation([a for a in world.ATTRIBUTES if value(scene, a) is not None])]
-    captioned = [a for a in ([first] if first else []) + asked if a in world.CAPTIONED][:1]
-    chosen = captioned + [
-        a for a in dict.fromkeys(([first] if first else []) + asked) if a not in world.CAPTIONED
-    ]
+    order = list(dict.fromkeys(([first] if first else []) + asked))
+    captioned = [a for a in order if a in world.CAPTIONED][:1]
     count = int(rng.integers(2, 5))
     if captioned_share and rng.random() < captioned_share:
-        count = 1
+        chosen = captioned
+    else:
+        # Any attribute may open a record (the held-out questions are all first rounds); a captioned
+        # one, when drawn, is moved first, since the others' wording names it.
+        chosen = [a for a in order if a not in world.CAPTIONED or a in captioned][:count]
+        chosen.sort(key=lambda a: a not in world.CAPTIONED)
     rounds = []
-    for attribute in chosen[:count]:
+    for attribute in chosen:
         right = value(scene, attribute)
         if rng.random() < letter_share:
             options = [right, distractor(scene, attribute, rng)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from mof_llava.benchmarks.mmvp import IMAGE_DIR, QUESTIONS_CSV
 from mof_llava.lab import mllm, mllm_data, world
+from mof_llava.prompts import SHORT_ANSWER
 from mof_llava.scenes import questions
 
 TOWERS = Path(__file__).resolve().parents[2] / "assets" / "toy-lab" / "seed0"
@@ -65,6 +67,20 @@ def test_no_round_gives_a_later_answer_away():
                 assert not any(scene.main[0].colour in h for h in humans[:k]), humans
             if text.lstrip("<image>\n").startswith("What shape is"):
                 assert not any(scene.main[0].shape in h for h in humans[:k]), humans
+
+
+def test_every_attribute_opens_some_records():
+    # Held-out and toy-MMVP questions are all asked right after the picture; a model trained only on
+    # records opening with colour or shape answers a first question with a colour or a shape.
+    opened = Counter()
+    for i in range(300):
+        attribute, scene, rng = mllm_data.training_scene(0, "instruct", i)
+        first = questions.instruct_record("r", "x.png", scene, rng, attribute, 0.0)["conversations"][0]["value"]
+        asks = {f"<image>\n{questions.ask(scene, a)}\n{SHORT_ANSWER}": a
+                for a in world.ATTRIBUTES if questions.value(scene, a) is not None}  # fmt: skip
+        opened[asks[first]] += 1
+    assert set(opened) == set(world.ATTRIBUTES)
+    assert opened["colour"] + opened["shape"] < 0.8 * sum(opened.values())
 
 
 def test_training_pictures_cover_every_attribute_first():

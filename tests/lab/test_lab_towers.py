@@ -140,3 +140,47 @@ def test_ssl_colour_jitter_changes_the_training_and_is_recorded(tmp_path):
     assert jittered.sha256 != plain.sha256  # the same scenes and crops, recoloured views
     info = json.loads((tmp_path / "jit" / "ssl" / towers.INFO_FILE).read_text())
     assert info["config"]["ssl_colour_jitter"] == 0.8
+
+
+def test_patchify_matches_unfold_in_the_encoders_patch_order():
+    from mof_llava.lab.ssl import patchify
+
+    pixels = torch.randn(2, 3, 12, 12)
+    # torch's unfold: [n, C*p*p, L] with channels outermost; ours keeps a patch's rows, columns, then channels
+    unfolded = torch.nn.functional.unfold(pixels, kernel_size=4, stride=4).transpose(1, 2)
+    expected = unfolded.reshape(2, 9, 3, 4, 4).permute(0, 1, 3, 4, 2).reshape(2, 9, 48)
+    assert torch.equal(patchify(pixels, 4), expected)
+    # patch 1 (row 0, column 1) is the square of rows 0-3, columns 4-7
+    assert torch.equal(patchify(pixels, 4)[0, 1], pixels[0, :, 0:4, 4:8].permute(1, 2, 0).reshape(-1))
+
+
+def test_ssl_pixel_weight_adds_the_own_patch_pixel_term_and_is_recorded(tmp_path):
+    plain = train_towers(_config(tmp_path / "plain", towers=("ssl",), ssl_steps=1))["ssl"]
+    pixel = train_towers(_config(tmp_path / "px", towers=("ssl",), ssl_steps=1, ssl_pixel_weight=1.0))["ssl"]
+    assert pixel.sha256 != plain.sha256
+    info = json.loads((tmp_path / "px" / "ssl" / towers.INFO_FILE).read_text())
+    assert info["config"]["ssl_pixel_weight"] == 1.0
+    # The term is each patch token's squared error against its own patch of the view: a head
+    # predicting zeros misses by the views' mean square.
+    trainer = towers.SslTrainer(_config(tmp_path / "x", towers=("ssl",), ssl_pixel_weight=2.0))
+    head = trainer.student.pixel_head
+    assert head.out_features == 3 * trainer.cfg.patch**2
+    torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+    views = [torch.randn(2, 3, world.SIZE, world.SIZE) for _ in range(2)]
+    outputs = [trainer.student.outputs(v) for v in views]
+    expected = sum(v.pow(2).mean() for v in views) / 2
+    assert torch.allclose(trainer._pixels(outputs, views), expected)
+
+
+def test_clip_shape_pairs_put_hard_negatives_in_each_batch(tmp_path):
+    cfg = _config(tmp_path, towers=("clip",), batch=8, clip_shape_pairs=0.5)
+    scenes = towers.ClipTrainer(cfg)._scenes(3)
+    assert len(scenes) == 8
+    for a, b in zip(scenes[0:4:2], scenes[1:4:2]):  # two pairs, then random scenes
+        changed = {k for k, v in world.labels(a).items() if world.labels(b)[k] != v}
+        assert changed == {"shape"}
+    plain = towers.ClipTrainer(_config(tmp_path, towers=("clip",), batch=8))._scenes(3)
+    assert scenes[4:] == plain[4:]
+    result = train_towers(_config(tmp_path / "pairs", towers=("clip",), clip_steps=1, clip_shape_pairs=0.5))["clip"]
+    info = json.loads((tmp_path / "pairs" / "clip" / towers.INFO_FILE).read_text())
+    assert info["config"]["clip_shape_pairs"] == 0.5 and result.steps == 1
