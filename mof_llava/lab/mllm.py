@@ -24,9 +24,11 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ..atomic import write_text_atomic
 from ..demo.run import I_MOF, LLAVA_15, Components, DemoSettings, Variant, a_mof, with_seed
+from ..scenes import questions
 from . import world
 
 MANIFEST = "lab_mllm.json"
@@ -56,6 +58,10 @@ class LabConfig:
     stage2_learning_rate: float = 1e-3
     language_steps: int = 300
     llm_hidden_size: int = 64
+    # "world": the tiny Llama's BPE also learns the data's text, so every answer word and both
+    # option letters are one token each, as in Llama's vocabulary ("generic" split "B" as "▁", "B"
+    # and "outlined" into seven pieces; docs/toy-lab.md).
+    tokenizer: Literal["world", "generic"] = "world"
     mmvp_pairs: int = 153  # 17 per attribute
     heldout_pairs: int = 270  # 30 per attribute (60 questions)
     threads: int | None = 1
@@ -70,6 +76,18 @@ class LabConfig:
             llm_hidden_size=self.llm_hidden_size,
             threads=self.threads, progress=self.progress, mmvp_pairs=self.mmvp_pairs,
         )  # fmt: skip
+
+
+# Vocabulary per `LabConfig.tokenizer`: at 768 the world's text (`tokenizer_corpus`) makes every
+# answer word and letter one token (tests/lab/test_lab_mllm_data.py); "generic" is the tests' tokenizer.
+TOKENIZER_VOCAB = {"world": 768, "generic": 512}
+
+
+def tokenizer_corpus(texts: Sequence[str]) -> list[str]:
+    """The world's text for the tokenizer's merges, and a line of its answer words and option letters
+    repeated often enough that each becomes one token however little text there is."""
+    words = sorted({w for a in world.ATTRIBUTES for w in questions.answer_values(a)} | {"A", "B"})
+    return [*texts, *[" ".join(words)] * 100]
 
 
 @dataclass
@@ -147,10 +165,10 @@ def _prepare(out: Path, config: LabConfig, manifest: dict, say) -> Components:
         _finish(out, manifest, "data")
     if "language" not in manifest["finished"]:
         say(f"language pre-training of the tiny Llama: {config.language_steps} steps")
-        tiny = save_tiny_checkpoints(
-            root, llm_hidden_size=config.settings().llm_hidden_size, seed=config.seed
-        )
         texts = training_texts(data.pretrain_file, data.instruct_file)
+        world_text = tokenizer_corpus(texts) if config.tokenizer == "world" else ()
+        tiny = save_tiny_checkpoints(root, llm_hidden_size=config.settings().llm_hidden_size, seed=config.seed,
+                                     vocab_size=TOKENIZER_VOCAB[config.tokenizer], tokenizer_corpus=world_text)  # fmt: skip
         losses = pretrain_language_model(tiny.llm, components.llm, texts, config.language_steps,
                                           config.settings().language_learning_rate, seed=config.seed,
                                           progress=config.progress)  # fmt: skip
@@ -295,7 +313,7 @@ def _open_manifest(out: Path, config: LabConfig) -> dict:
     # Which variants and how many seeds do not change a finished step: more may join a folder later.
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_COMPARED}
     settings["towers"] = str(tower_folder(config))
-    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab run", added_later={"colour_prior": 0.0})
+    return open_manifest(out / MANIFEST, settings, LabRunError, "a lab run", added_later={"colour_prior": 0.0, "tokenizer": "generic"})
 
 
 def _finish(out: Path, manifest: dict, step: str | None) -> None:

@@ -7,6 +7,7 @@ checkpoints go through, so tests exercise the real loading path. Nothing here to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,12 @@ _CORPUS = [
 LLAMA_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, with_image_token: bool = True):
+def build_tiny_tokenizer(vocab_size: int = 512, with_image_token: bool = True, corpus: Sequence[str] = ()):
     """A tokenizer that behaves like Llama/Vicuna's: SentencePiece-style BPE with a `▁` word prefix
     added once at the start of each call, byte fallback, ids 0/1/2 = <unk>/<s>/</s>, ids 3..258 =
     the 256 byte tokens, BOS added by default. Optionally `<image>` as an added special token at the
-    end of the vocabulary (the llava-hf convention)."""
+    end of the vocabulary (the llava-hf convention). `corpus`: more text to learn merges on (a
+    model's own training text, so that its frequent words are whole tokens, as in Llama's)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaTokenizer
 
@@ -42,7 +44,7 @@ def build_tiny_tokenizer(vocab_size: int = 512, with_image_token: bool = True):
     probe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     n_learned = vocab_size - len(LLAMA_SPECIAL_TOKENS) - 256
     trainer = trainers.BpeTrainer(vocab_size=n_learned, show_progress=False)
-    probe.train_from_iterator(_CORPUS * 4, trainer)
+    probe.train_from_iterator(_CORPUS * 4 + list(corpus), trainer)
     learned = sorted(probe.get_vocab().items(), key=lambda kv: kv[1])
     merges = [tuple(m.split(" ")) for m in _bpe_merges(probe)]
 
@@ -143,8 +145,11 @@ def save_tiny_checkpoints(
     clip_hidden_size: int = 32,
     dinov2_hidden_size: int = 32,
     seed: int = 0,
+    vocab_size: int = 512,
+    tokenizer_corpus: Sequence[str] = (),
 ) -> TinyCheckpoints:
-    """Build tiny random LLM / CLIP / DINOv2 checkpoints (and the tokenizer) under `root`."""
+    """Build tiny random LLM / CLIP / DINOv2 checkpoints (and the tokenizer, see
+    `build_tiny_tokenizer`) under `root`."""
     import torch
     from transformers import (
         CLIPImageProcessorPil,
@@ -158,7 +163,7 @@ def save_tiny_checkpoints(
     paths = TinyCheckpoints(root, root / "llm", root / "clip", root / "dinov2", image_size)
     torch.manual_seed(seed)
 
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(vocab_size, corpus=tokenizer_corpus)
     # The LLM's vocabulary holds every tokenizer id, <image> included (unused rows are harmless).
     llm = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden_size=llm_hidden_size))
     llm.save_pretrained(paths.llm)

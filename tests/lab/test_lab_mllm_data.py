@@ -244,3 +244,23 @@ def test_a_tiny_run_goes_through_the_whole_chain(tmp_path):
 
     results = collect([tmp_path / "run"]).results
     assert {(r.benchmark, r.group, r.seed) for r in results} == {("mmvp", "llava-1.5", 0), ("gqa", "llava-1.5", 0)}
+
+
+@pytest.mark.parametrize("samples", [60, 1800])
+def test_world_tokenizer_makes_every_answer_and_letter_one_token(tmp_path, samples):
+    from mof_llava.demo.language import training_texts
+    from mof_llava.demo.synthetic import dataset_paths
+    from mof_llava.testing.tiny import build_tiny_tokenizer
+
+    paths = dataset_paths(tmp_path)
+    mllm_data.write_training_files(paths, 0, samples, samples, 0.25, 0.0)
+    texts = training_texts(paths.pretrain_file, paths.instruct_file)
+    words = {w for a in world.ATTRIBUTES for w in questions.answer_values(a)} | {"A", "B"}
+
+    def pieces(tokenizer, word):  # the answer as the chat template puts it after "ASSISTANT:"
+        return tokenizer.tokenize(f"ASSISTANT: {word}")[len(tokenizer.tokenize("ASSISTANT:")) :]
+
+    world_tokens = build_tiny_tokenizer(mllm.TOKENIZER_VOCAB["world"], corpus=mllm.tokenizer_corpus(texts))
+    assert {w: pieces(world_tokens, w) for w in words if len(pieces(world_tokens, w)) != 1} == {}
+    generic = build_tiny_tokenizer(mllm.TOKENIZER_VOCAB["generic"])
+    assert pieces(generic, "B") == ["▁", "B"] and pieces(generic, "A") == ["▁A"]  # why "world" exists
