@@ -19,16 +19,11 @@ until REDUCED moves to configuration E (colour 91 ± 2).
 from __future__ import annotations
 
 import os
-import shutil
 
-import numpy as np
 import pytest
-import torch
+from lab_mutations import mean, prepare, read_layer_zero, run_variant, scramble_interleave, shift_labels
 
-from mof_llava.constants import IGNORE_INDEX
-from mof_llava.data import samples
 from mof_llava.lab import mllm
-from mof_llava.model import mixer, towers
 
 # The floor needs 452 stage-2 steps (docs/toy-lab.md): the module's four runs take about 30 min on 2
 # cores, past the CI budget, so it runs on request; tests/lab/test_lab_mllm_data.py runs the chain
@@ -40,73 +35,25 @@ pytestmark = [
     pytest.mark.skipif(not FULL, reason="the lab floor runs take ~30 min; set MOF_LLAVA_LAB_FLOOR=1"),
 ]
 
-REDUCED = dict(seed=0, samples=1800, epochs=4.0, letter_share=0.25, language_steps=300, mmvp_pairs=36,
-               heldout_pairs=180, progress=False)  # fmt: skip
+REDUCED = dict(seed=0, samples=3600, epochs=8.0, letter_share=0.25, language_steps=300, llm_hidden_size=128,
+               mmvp_pairs=36, heldout_pairs=180, progress=False)  # fmt: skip
 FLOOR = 90.0  # % short-answer accuracy on colour, which the toy CLIP sees (issue 16); chance 17
 DROP = 20.0  # points a mutation must cost
 
 
-def shift_labels(monkeypatch) -> None:
-    """Each answer token supervised one place late."""
-    encode = samples._encode
-
-    def shifted(*args, **kwargs):
-        ids, labels, offsets = encode(*args, **kwargs)
-        moved = np.full_like(labels, IGNORE_INDEX)
-        moved[1:] = labels[:-1]
-        return ids, moved, offsets
-
-    monkeypatch.setattr(samples, "_encode", shifted)
-
-
-def scramble_interleave(monkeypatch) -> None:
-    """The mixer's visual tokens in a new random order every forward pass."""
-    forward = mixer.FeatureMixer.forward
-    generator = torch.Generator().manual_seed(0)
-
-    def scrambled(self, *args, **kwargs):
-        tokens = forward(self, *args, **kwargs)
-        return tokens[:, torch.randperm(tokens.shape[1], generator=generator)]
-
-    monkeypatch.setattr(mixer.FeatureMixer, "forward", scrambled)
-
-
-def read_layer_zero(monkeypatch) -> None:
-    """Every tower read at hidden state 0 (its patch embeddings) instead of its configured layers."""
-    hidden_states = towers.VisionTower.hidden_states
-
-    def embeddings(self, pixel_values, layers):
-        return hidden_states(self, pixel_values, tuple(0 for _ in layers))
-
-    monkeypatch.setattr(towers.VisionTower, "hidden_states", embeddings)
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """Data and the language-pre-trained LLM, once; each run copies them."""
-    base = tmp_path_factory.mktemp("lab") / "base"
-    mllm.run_lab(mllm.LabConfig(out=str(base), variants=(), **REDUCED), say=lambda _: None)
-    return base
-
-
-def run_variant(prepared, name: str, variant: str) -> mllm.VariantScores:
-    out = prepared.parent / name
-    if not out.exists():
-        shutil.copytree(prepared, out)
-    (run,) = mllm.run_lab(
-        mllm.LabConfig(out=str(out), variants=(variant,), **REDUCED), say=lambda _: None
-    ).runs
-    return run
+    return prepare(tmp_path_factory.mktemp("lab") / "base", REDUCED)
 
 
 @pytest.fixture(scope="module")
 def clip_only(prepared):
-    return run_variant(prepared, "clip-only", "llava-1.5")
+    return run_variant(prepared, REDUCED, "clip-only", "llava-1.5")
 
 
 @pytest.fixture(scope="module")
 def interleaved(prepared):
-    return run_variant(prepared, "i-mof", "i-mof")
+    return run_variant(prepared, REDUCED, "i-mof", "i-mof")
 
 
 def test_floor_clip_only_reads_colour(clip_only):
@@ -130,7 +77,7 @@ def _needs_learned(baseline: mllm.VariantScores) -> None:
 def test_labels_shifted_by_one_are_caught(prepared, clip_only, monkeypatch):
     _needs_learned(clip_only)
     shift_labels(monkeypatch)
-    mutated = run_variant(prepared, "labels-shifted", "llava-1.5")
+    mutated = run_variant(prepared, REDUCED, "labels-shifted", "llava-1.5")
     assert mutated.heldout["colour"] <= clip_only.heldout["colour"] - DROP, (
         mutated.heldout,
         clip_only.heldout,
@@ -140,12 +87,12 @@ def test_labels_shifted_by_one_are_caught(prepared, clip_only, monkeypatch):
 def test_scrambled_interleave_order_is_caught(prepared, interleaved, monkeypatch):
     # Order carries only where things are: the check needs a model that reads a spatial attribute.
     spatial = ("position", "relation")
-    if _mean(interleaved.heldout, spatial) < 50 + DROP:
+    if mean(interleaved.heldout, spatial) < 50 + DROP:
         pytest.skip(f"the unmutated i-mof reads no spatial attribute (position, relation: "
-                    f"{_mean(interleaved.heldout, spatial):.0f} %, chance 50): the order cannot cost anything")  # fmt: skip
+                    f"{mean(interleaved.heldout, spatial):.0f} %, chance 50): the order cannot cost anything")  # fmt: skip
     scramble_interleave(monkeypatch)
-    mutated = run_variant(prepared, "scrambled", "i-mof")
-    assert _mean(mutated.heldout, spatial) <= _mean(interleaved.heldout, spatial) - DROP, (
+    mutated = run_variant(prepared, REDUCED, "scrambled", "i-mof")
+    assert mean(mutated.heldout, spatial) <= mean(interleaved.heldout, spatial) - DROP, (
         mutated.heldout,
         interleaved.heldout,
     )
@@ -159,12 +106,8 @@ def test_scrambled_interleave_order_is_caught(prepared, interleaved, monkeypatch
 def test_wrong_feature_layer_is_caught(prepared, clip_only, monkeypatch):
     _needs_learned(clip_only)
     read_layer_zero(monkeypatch)
-    mutated = run_variant(prepared, "wrong-layer", "llava-1.5")
+    mutated = run_variant(prepared, REDUCED, "wrong-layer", "llava-1.5")
     assert mutated.heldout["colour"] <= clip_only.heldout["colour"] - DROP, (
         mutated.heldout,
         clip_only.heldout,
     )
-
-
-def _mean(scores: dict[str, float], attributes) -> float:
-    return sum(scores[a] for a in attributes) / len(attributes)
