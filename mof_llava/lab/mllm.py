@@ -47,7 +47,9 @@ class LabConfig:
     seeds: int = 1  # training seeds per variant (seed, seed + 1, ...)
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     samples: int = 1800  # pictures per training stage
-    epochs: float = 1.0
+    # 1800 x 4 (452 stage-2 steps, about 5 min per variant) is the smallest run that learns colour;
+    # 3600 x 8 with llm_hidden_size 128 reaches 90 % (docs/toy-lab.md, "Fifth round", "Sixth round").
+    epochs: float = 4.0
     # Stage-2 rounds in the letter format, the rest short answers: short answers teach colour within
     # a few hundred steps, letters need more (docs/toy-lab.md, "The floor, through short answers").
     letter_share: float = 0.25
