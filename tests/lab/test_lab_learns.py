@@ -3,9 +3,9 @@ and stage 2 through `train`, the held-out GQA-format runner), LLaVA-1.5 on the c
 learns colour, which the toy CLIP sees, and a label shift of one token undoes it.
 
 SIZE is configuration D (1800 pictures x 4 epochs, 452 stage-2 steps), the smallest that learns
-colour (docs/toy-lab.md, "Fifth round": 900 x 4 gives 24 ± 7 %). D gives colour 80 ± 6 % over three
-training seeds (chance 17 %), so FLOOR sits three standard deviations below the mean: a run below
-it did not learn. The full floor (90 %, configuration E) and the other mutations are in
+colour (docs/toy-lab.md, "Fifth round": 900 x 4 gives 24 ± 7 %). At SIZE, training seeds 0-2 answer
+75, 72.5 and 80 % of the colour questions (76 ± 4; chance 17 %; "Sixth round"), so FLOOR sits three
+standard deviations below the mean: a run below it did not learn. The full floor (90 %, configuration E) and the other mutations are in
 test_lab_mllm_floor.py, run on request.
 """
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SIZE = dict(seed=0, samples=1800, epochs=4.0, letter_share=0.25, language_steps=300, mmvp_pairs=36,
             heldout_pairs=180, progress=False)  # fmt: skip
-FLOOR = 62.0  # % held-out colour accuracy: 80 - 3 x 6 (three seeds at SIZE); chance 17
+FLOOR = 64.0  # % held-out colour accuracy: 76 - 3 x 4 (three seeds at SIZE); chance 17
 DROP = 20.0  # points the label shift must cost
 
 
