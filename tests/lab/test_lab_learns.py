@@ -5,8 +5,8 @@ learns colour, which the toy CLIP sees, and a label shift of one token undoes it
 SIZE is configuration D (1800 pictures x 4 epochs, 452 stage-2 steps), the smallest that learns
 colour (docs/toy-lab.md, "Fifth round": 900 x 4 gives 24 ± 7 %). At SIZE, training seeds 0-2 answer
 75, 72.5 and 80 % of the colour questions (76 ± 4; chance 17 %; "Sixth round"), so FLOOR sits three
-standard deviations below the mean: a run below it did not learn. The full floor (90 %, configuration E) and the other mutations are in
-test_lab_mllm_floor.py, run on request.
+standard deviations below the mean: a run below it did not learn. The full floor (90 %, configuration
+E) and the other mutations are in test_lab_mllm_floor.py, run on request.
 """
 
 from __future__ import annotations
