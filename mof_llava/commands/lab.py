@@ -51,10 +51,15 @@ def _towers_parser(actions) -> None:
 
 
 def _measure_parser(actions) -> None:
-    measure = actions.add_parser("measure", help="pair distances and linear probes per attribute, as JSON")
+    measure = actions.add_parser(
+        "measure", help="pair distances, linear and attentive-reader probes per attribute, as JSON"
+    )
     measure.add_argument("towers", type=Path, nargs="+", help="`lab towers` output folders (one per seed)")
     measure.add_argument(
         "--seed", type=int, help="seed of the measured scenes (default: each folder's tower seed)"
+    )
+    measure.add_argument(
+        "--reader-steps", type=int, help="attentive-reader probe training steps (default 400; 0: leave it out)"
     )
     measure.add_argument("--out", type=Path, help="also write the JSON (a list, one entry per folder) here")
     measure.add_argument(
@@ -185,7 +190,8 @@ def run_measure(args: argparse.Namespace) -> int:
             if args.seed is not None
             else json.loads((folder / "clip" / INFO_FILE).read_text())["seed"]
         )
-        result = measure(str(folder / "clip"), str(folder / "ssl"), MeasureConfig(seed=seed))
+        steps = {} if args.reader_steps is None else {"reader_steps": args.reader_steps}
+        result = measure(str(folder / "clip"), str(folder / "ssl"), MeasureConfig(seed=seed, **steps))
         results.append({"towers": str(folder), "seed": seed, **result})
     text = json.dumps(results, indent=1)
     if args.out is not None:

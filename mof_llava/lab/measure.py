@@ -1,5 +1,6 @@
 """What the lab's towers see: per attribute, how different a pair of pictures differing only in
-that attribute looks to each tower, and how well a linear probe reads the attribute.
+that attribute looks to each tower, how well a linear probe reads the attribute, and how well a
+small attentive reader (the kind of readout an MLLM can learn) reads it from the patch tokens.
 
 Features are the ones the MLLM reads, taken through the project's own tower wrappers
 (`mof_llava.model.towers.VisionTower`, with the layers `mof_recipe` picks: CLIP's layer -2 patch
@@ -23,6 +24,7 @@ from . import world
 from .towers import normalise
 
 FEATURES = ("tokens", "mean", "global")
+PROBES = FEATURES + ("reader",)  # "reader": `attentive_probe` on the unflattened patch tokens
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class MeasureConfig:
     random_pairs: int = 200
     probe_train: int = 1200
     probe_test: int = 400
+    reader_steps: int = 400  # `attentive_probe` training steps; 0 leaves the reader probe out
 
 
 def load_towers(clip_path: str, ssl_path: str) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
@@ -58,11 +61,13 @@ def load_towers(clip_path: str, ssl_path: str) -> dict[str, tuple[torch.nn.Modul
 
 @torch.no_grad()
 def features(tower, global_model, scenes: list[world.LabScene], batch: int = 128) -> dict[str, torch.Tensor]:
-    """{"tokens": [n, P*D] flattened patch tokens, "mean": [n, D], "global": [n, E]}."""
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in FEATURES}
+    """{"tokens": [n, P*D] flattened patch tokens, "mean": [n, D], "global": [n, E],
+    "patches": [n, P, D]}."""
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in FEATURES + ("patches",)}
     for start in range(0, len(scenes), batch):
         pixels = normalise(np.stack([s.pixels() for s in scenes[start : start + batch]]))
         tokens = tower(pixels).float()
+        out["patches"].append(tokens)
         out["tokens"].append(tokens.flatten(1))
         out["mean"].append(tokens.mean(1))
         if hasattr(global_model, "get_image_features"):
@@ -106,6 +111,45 @@ def linear_probe(train_x, train_y, test_x, test_y, penalty: float = 1e-3, iterat
         return float(((test_x @ weight + bias).argmax(1) == test_y).float().mean())
 
 
+def attentive_probe(train_x, train_y, test_x, test_y, steps: int = 400, width: int = 64, seed: int = 0) -> float:
+    """Test accuracy of a small attention reader over patch tokens [n, P, D]: a per-token MLP with
+    learned position embeddings, attention pooling by four learned queries, a linear head (AdamW,
+    full batch).
+
+    A linear probe on flattened tokens must learn every grid position separately, so it misses a
+    small detail that can sit anywhere; this reader is position-aware but shares its weights
+    across positions, as an MLLM's attention does."""
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = train_x.mean((0, 1)), train_x.std((0, 1)) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    reader = _Reader(train_x.shape[1], train_x.shape[2], width, classes, generator)
+    optimizer = torch.optim.AdamW(reader.parameters(), lr=3e-3, weight_decay=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(reader(train_x), train_y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((reader(test_x).argmax(1) == test_y).float().mean())
+
+
+class _Reader(torch.nn.Module):
+    def __init__(self, patches: int, dim: int, width: int, classes: int, generator: torch.Generator, queries: int = 4):
+        super().__init__()
+        self.embed = torch.nn.Sequential(torch.nn.Linear(dim, width), torch.nn.GELU(), torch.nn.Linear(width, width))
+        self.position = torch.nn.Parameter(torch.zeros(patches, width))
+        self.query = torch.nn.Parameter(torch.zeros(width, queries))
+        self.head = torch.nn.Linear(width * queries, classes)
+        with torch.no_grad():  # seeded, so a probe's number does not depend on the global RNG
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * (0.02 if p.dim() == 1 else p.shape[-1] ** -0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x) + self.position
+        weights = torch.softmax(h @ self.query / h.shape[-1] ** 0.5, dim=1)  # [n, P, queries]
+        return self.head(torch.einsum("npq,npw->nqw", weights, h).flatten(1))
+
+
 def measure(clip_path: str, ssl_path: str, cfg: MeasureConfig) -> dict:
     """{tower: {"distance": {feature: {attribute: mean relative distance}},
     "probe": {feature: {attribute: accuracy}}, "chance": {attribute: majority share}}}."""
@@ -136,13 +180,18 @@ def measure(clip_path: str, ssl_path: str, cfg: MeasureConfig) -> dict:
 
 
 def _probes(feats: dict[str, torch.Tensor], scenes: list[world.LabScene], cfg: MeasureConfig) -> dict:
-    table: dict = {f: {} for f in FEATURES}
+    table: dict = {f: {} for f in (PROBES if cfg.reader_steps else FEATURES)}
     for attribute in world.ATTRIBUTES:
         rows, ys = _labelled(scenes, attribute)
         train = rows < cfg.probe_train
         for f in FEATURES:
             x = feats[f][rows]
             table[f][attribute] = linear_probe(x[train], ys[train], x[~train], ys[~train])
+        if cfg.reader_steps:
+            x = feats["patches"][rows]
+            table["reader"][attribute] = attentive_probe(
+                x[train], ys[train], x[~train], ys[~train], steps=cfg.reader_steps, seed=cfg.seed
+            )
     return table
 
 

@@ -37,4 +37,6 @@ def report(results: list[dict]) -> str:
                           ("global", "global embedding")):  # fmt: skip
         parts.append(f"### Relative pair distance, {what}\n\n{table(results, 'distance', feature)}")
         parts.append(f"### Linear-probe accuracy (%), {what}\n\n{table(results, 'probe', feature)}")
+    if all("reader" in r[t]["probe"] for r in results for t in LABELS):  # measured with reader_steps > 0
+        parts.append(f"### Attentive-reader accuracy (%), patch tokens\n\n{table(results, 'probe', 'reader')}")
     return "\n\n".join(parts) + "\n"
