@@ -36,6 +36,10 @@ class MeasureConfig:
     probe_test: int = 400
     reader_steps: int = 400  # `attentive_probe` training steps; 0 leaves the reader probe out
 
+    def __post_init__(self):
+        if self.reader_steps < 0:
+            raise ValueError(f"reader_steps {self.reader_steps}: a number of steps, 0 or more")
+
 
 def load_towers(clip_path: str, ssl_path: str) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
     """{"clip": (VisionTower, global model), "ssl": ...}, loaded as `build_model` loads towers."""
@@ -152,7 +156,7 @@ class _Reader(torch.nn.Module):
 
 def measure(clip_path: str, ssl_path: str, cfg: MeasureConfig) -> dict:
     """{tower: {"distance": {feature: {attribute: mean relative distance}},
-    "probe": {feature: {attribute: accuracy}}, "chance": {attribute: majority share}}}."""
+    "probe": {feature or "reader": {attribute: accuracy}}, "chance": {attribute: majority share}}}."""
     towers = load_towers(clip_path, ssl_path)
     pairs = {a: [world.attribute_pair(world.scene_rng(cfg.seed, "pairs", k * 97 + i), a) for i in range(cfg.pairs)]
              for k, a in enumerate(world.ATTRIBUTES)}  # fmt: skip

@@ -68,3 +68,8 @@ def test_the_report_has_a_reader_table_only_when_every_result_has_the_probe():
     reader = text.split("### Attentive-reader accuracy (%), patch tokens\n\n")[1]
     assert f"| {attributes[0]} | " in reader and "| 80 ± 10 | 80 ± 10 | 25 ± 0 |" in reader
     assert "Attentive-reader" not in report.report([result(0.7), result(None)])
+
+
+def test_a_negative_reader_step_count_is_refused():
+    with pytest.raises(ValueError, match=r"reader_steps -1: a number of steps, 0 or more"):
+        measure.MeasureConfig(reader_steps=-1)
