@@ -82,6 +82,8 @@ def _run_parser(actions) -> None:
     )
     run.add_argument("--seed", type=int, help="seed of the data, the LLM and the first training run")
     run.add_argument("--seeds", type=int, help="training seeds per variant")
+    run.add_argument("--first-train-seed", type=int,
+                     help="first training seed (default: --seed); to run one sweep's seeds in separate folders at once")  # fmt: skip
     run.add_argument("--variant", action="append", help="llava-1.5, i-mof or a-mof-<alpha> (repeatable)")
     run.add_argument("--samples", type=int, help="pictures per training stage")
     run.add_argument("--epochs", type=float)
@@ -204,7 +206,8 @@ def run_mllm(args: argparse.Namespace) -> int:
     from ..lab.mllm import LabConfig, run_lab, table
 
     given = {"towers": None if args.towers is None else str(args.towers), "seed": args.seed,
-             "seeds": args.seeds, "variants": tuple(args.variant) if args.variant else None,
+             "seeds": args.seeds, "first_train_seed": args.first_train_seed,
+             "variants": tuple(args.variant) if args.variant else None,
              "samples": args.samples, "epochs": args.epochs, "language_steps": args.language_steps,
              "letter_share": args.letter_share, "captioned_share": args.captioned_share,
              "colour_prior": args.colour_prior,

@@ -45,6 +45,9 @@ class LabConfig:
     towers: str | None = None  # a `lab towers` folder (clip/, ssl/); None: the committed ones (mof_llava.toy_towers)
     seed: int = 0  # data, LLM and the first training seed
     seeds: int = 1  # training seeds per variant (seed, seed + 1, ...)
+    # The first training seed, when not `seed`: one sweep's seeds can then run at once in separate
+    # folders (same data and LLM, so `mof-llava tables` pools them); None: `seed`.
+    first_train_seed: int | None = None
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     samples: int = 1800  # pictures per training stage
     # 1800 x 4 (452 stage-2 steps, about 5 min per variant) is the smallest run that learns colour;
@@ -111,7 +114,8 @@ def lab_variants(config: LabConfig) -> list[Variant]:
     from ..demo.run import parse_variant
 
     base = [parse_variant(name) for name in config.variants]
-    return [with_seed(v, config.seed + s) for s in range(config.seeds) for v in base]
+    first = config.seed if config.first_train_seed is None else config.first_train_seed
+    return [with_seed(v, first + s) for s in range(config.seeds) for v in base]
 
 
 def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
@@ -308,7 +312,7 @@ def mean_std(values: list[float | None], each: bool = False) -> str:
 # Bookkeeping
 
 
-_NOT_COMPARED = ("out", "progress", "threads", "variants", "seeds")
+_NOT_COMPARED = ("out", "progress", "threads", "variants", "seeds", "first_train_seed")
 
 
 def _open_manifest(out: Path, config: LabConfig) -> dict:

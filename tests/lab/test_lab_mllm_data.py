@@ -122,6 +122,17 @@ def test_question_accuracy_per_attribute(tmp_path):
     assert mllm.question_accuracy(tmp_path / "m.json", tmp_path / "p.csv") == {"colour": 50.0, "count": 100.0}
 
 
+def test_a_sweeps_seeds_can_be_split_across_folders():
+    # Seeds 0-2 as one folder or as two (0-1 and 2): the same runs, in the same table rows.
+    whole = mllm.lab_variants(mllm.LabConfig(out="x", variants=("i-mof", "llava-1.5"), seeds=3))
+    parts = [mllm.lab_variants(mllm.LabConfig(out="x", variants=("i-mof", "llava-1.5"), seeds=n, first_train_seed=f))
+             for n, f in ((2, None), (1, 2))]  # fmt: skip
+    key = lambda v: (v.name, v.row, v.train_seed)  # noqa: E731
+    assert sorted(map(key, whole)) == sorted(map(key, parts[0] + parts[1]))
+    assert {v.train_seed for v in parts[1]} == {2} and {v.train_seed for v in parts[0]} == {0, 1}
+    assert all(v.name == f"{v.row}-seed{v.train_seed}" for v in whole)
+
+
 def test_a_folder_of_something_else_is_refused_in_one_line(tmp_path):
     (tmp_path / "other.txt").write_text("x")
     with pytest.raises(mllm.LabRunError, match="not empty and holds no lab_mllm.json"):
@@ -146,10 +157,12 @@ def test_lab_run_command_passes_the_data_and_model_settings(tmp_path, monkeypatc
     seen = []
     monkeypatch.setattr(mllm, "run_lab", lambda config, say: seen.append(config) or mllm.LabResult(tmp_path))
     monkeypatch.setattr(mllm, "table", lambda runs: "")
-    flags = ["--letter-share", "0.5", "--captioned-share", "0.2", "--llm-hidden-size", "96", "--seeds", "3"]
+    flags = ["--letter-share", "0.5", "--captioned-share", "0.2", "--llm-hidden-size", "96", "--seeds", "3",
+             "--first-train-seed", "4"]  # fmt: skip
     assert main(["lab", "run", "--out", str(tmp_path), *flags]) == 0
     (config,) = seen
     assert (config.letter_share, config.captioned_share, config.llm_hidden_size, config.seeds) == (0.5, 0.2, 96, 3)
+    assert config.first_train_seed == 4
     assert config.samples == mllm.LabConfig(out="x").samples  # flags not given keep LabConfig's defaults
 
 
