@@ -92,6 +92,8 @@ def _run_parser(actions) -> None:
     run.add_argument("--captioned-share", type=float, help="stage-2 records asking only colour or shape")
     run.add_argument("--colour-prior", type=float, help="share of training circles redrawn red (default 0)")
     run.add_argument("--llm-hidden-size", type=int, help="the tiny Llama's width (default 64)")
+    run.add_argument("--heldout-pairs", type=int,
+                     help="held-out pairs, cycling through the attributes (default 2700; 270 before the eighth round)")  # fmt: skip
     run.add_argument("--tokenizer", choices=("world", "generic"),
                      help="world (default): BPE also learns the data's text; generic: the project's tiny tokenizer")  # fmt: skip
     run.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
@@ -210,8 +212,8 @@ def run_mllm(args: argparse.Namespace) -> int:
              "variants": tuple(args.variant) if args.variant else None,
              "samples": args.samples, "epochs": args.epochs, "language_steps": args.language_steps,
              "letter_share": args.letter_share, "captioned_share": args.captioned_share,
-             "colour_prior": args.colour_prior,
-             "llm_hidden_size": args.llm_hidden_size, "tokenizer": args.tokenizer, "threads": args.threads}  # fmt: skip
+             "colour_prior": args.colour_prior, "llm_hidden_size": args.llm_hidden_size,
+             "heldout_pairs": args.heldout_pairs, "tokenizer": args.tokenizer, "threads": args.threads}  # fmt: skip
     config = LabConfig(
         out=str(args.out), progress=not args.quiet, **{k: v for k, v in given.items() if v is not None}
     )

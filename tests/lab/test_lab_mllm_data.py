@@ -158,11 +158,11 @@ def test_lab_run_command_passes_the_data_and_model_settings(tmp_path, monkeypatc
     monkeypatch.setattr(mllm, "run_lab", lambda config, say: seen.append(config) or mllm.LabResult(tmp_path))
     monkeypatch.setattr(mllm, "table", lambda runs: "")
     flags = ["--letter-share", "0.5", "--captioned-share", "0.2", "--llm-hidden-size", "96", "--seeds", "3",
-             "--first-train-seed", "4"]  # fmt: skip
+             "--first-train-seed", "4", "--heldout-pairs", "90"]  # fmt: skip
     assert main(["lab", "run", "--out", str(tmp_path), *flags]) == 0
     (config,) = seen
     assert (config.letter_share, config.captioned_share, config.llm_hidden_size, config.seeds) == (0.5, 0.2, 96, 3)
-    assert config.first_train_seed == 4
+    assert (config.first_train_seed, config.heldout_pairs) == (4, 90)
     assert config.samples == mllm.LabConfig(out="x").samples  # flags not given keep LabConfig's defaults
 
 
