@@ -104,6 +104,9 @@ class VariantScores:
     seed: int
     mmvp: dict  # pair_accuracy, question_accuracy, per_pattern (pair accuracy per attribute)
     heldout: dict[str, float]  # short-answer question accuracy (%) per attribute on held-out scenes
+    # Held-out pair accuracy (%) per attribute, MMVP's metric on short answers; None in folders
+    # evaluated before it was recorded.
+    heldout_pair_accuracy: dict[str, float] | None = None
 
 
 @dataclass
@@ -222,13 +225,17 @@ def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: 
             "seed": variant.train_seed,
             "mmvp": mmvp,
             "heldout": heldout,
+            "heldout_pair_accuracy": pair_accuracy(
+                folder / "eval" / "heldout" / "metrics.json", out / "data" / "heldout"
+            ),
         }
         _finish(out, manifest, f"{variant.name}/eval")
     # A run record makes the variant folder a sweep run for `mof-llava tables` (rows by variant,
     # seeds pooled); the held-out set's folder is eval/heldout.
     write_run_record(folder, variant, settings, ["mmvp", "heldout"], sweep="lab")
     entry = scores[variant.name]
-    return VariantScores(variant.name, entry["row"], entry["seed"], entry["mmvp"], entry["heldout"])
+    return VariantScores(variant.name, entry["row"], entry["seed"], entry["mmvp"], entry["heldout"],
+                         entry.get("heldout_pair_accuracy"))  # fmt: skip
 
 
 def heldout_accuracy(
@@ -245,6 +252,21 @@ def heldout_accuracy(
                                  no_progress=not config.progress, tags_file=tags_file))  # fmt: skip
     by_type = result.metrics["per_semantic_type"]
     return {a: by_type[a]["accuracy"] for a in world.ATTRIBUTES if a in by_type}
+
+
+def pair_accuracy(metrics_file: Path, data: Path) -> dict[str, float]:
+    """Per attribute, the share (%) of held-out pairs whose two pictures are both answered right
+    (MMVP's pair accuracy, on short answers): from the GQA metrics' `per_question` and the folder's
+    questions file, where `mllm_data.write_heldout` names a pair's questions <k>a and <k>b."""
+    from ..benchmarks.gqa import OFFICIAL_QUESTIONS
+
+    correct = json.loads(metrics_file.read_text())["per_question"]
+    gold = json.loads((data / OFFICIAL_QUESTIONS).read_text())
+    by: dict[str, list[bool]] = {}
+    for qid in sorted(q for q in gold if q.endswith("a")):
+        pair = (qid, qid[:-1] + "b")
+        by.setdefault(gold[qid]["types"]["semantic"], []).append(all(correct[q] for q in pair))
+    return {a: 100.0 * sum(by[a]) / len(by[a]) for a in world.ATTRIBUTES if a in by}
 
 
 def question_accuracy(metrics_file: Path, patterns_file: Path) -> dict[str, float]:
@@ -272,8 +294,9 @@ def attribute_of(pattern: str) -> str:
 
 
 def table(runs: Sequence[VariantScores]) -> str:
-    """Markdown: held-out short-answer accuracy and toy-MMVP pair accuracy per attribute, one column
-    per variant, mean ± sample std over its seeds (n given in the header)."""
+    """Markdown: held-out short-answer question and pair accuracy (the pairs only when every run has
+    them) and toy-MMVP pair accuracy per attribute, one column per variant, mean ± sample std over
+    its seeds (n given in the header)."""
     from ..scenes.questions import answer_values
 
     rows = list(dict.fromkeys(r.row for r in runs))
@@ -285,6 +308,13 @@ def table(runs: Sequence[VariantScores]) -> str:
         cells = [mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
         chance = 100 / len(answer_values(attribute))
         lines.append(f"| {attribute} | " + " | ".join(cells) + f" | {chance:.0f} |")
+    if all(r.heldout_pair_accuracy is not None for r in runs):
+        lines += ["", "Held-out pair accuracy (%), both pictures of a pair right (one answer for both: 0):", "",
+                  head[:-1] + "| chance |", rule]  # fmt: skip
+        for attribute in world.ATTRIBUTES:
+            cells = [mean_std([r.heldout_pair_accuracy.get(attribute) for r in by_row[row]]) for row in rows]
+            chance = 100 / len(answer_values(attribute)) ** 2
+            lines.append(f"| {attribute} | " + " | ".join(cells) + f" | {chance:.0f} |")
     lines += ["", "Toy MMVP pair accuracy (%), chance 25:", "", head, "|---" * (len(rows) + 1) + "|"]
     for attribute in [*world.ATTRIBUTES, "all"]:
         cells = [mean_std([_pair_score(r, attribute) for r in by_row[row]]) for row in rows]

@@ -122,6 +122,18 @@ def test_question_accuracy_per_attribute(tmp_path):
     assert mllm.question_accuracy(tmp_path / "m.json", tmp_path / "p.csv") == {"colour": 50.0, "count": 100.0}
 
 
+def test_pair_accuracy_needs_both_pictures_of_a_pair(tmp_path):
+    from mof_llava.benchmarks.gqa import OFFICIAL_QUESTIONS
+
+    # fill: pair 0 both right, pair 1 one right; detail: pair 2 both wrong -> fill 50 %, detail 0 %
+    kinds = {"0000": "fill", "0001": "fill", "0002": "detail"}
+    right = {"0000a": True, "0000b": True, "0001a": True, "0001b": False, "0002a": False, "0002b": False}
+    gold = {q: {"types": {"semantic": kinds[q[:4]]}} for q in right}
+    (tmp_path / OFFICIAL_QUESTIONS).write_text(json.dumps(gold))
+    (tmp_path / "m.json").write_text(json.dumps({"per_question": right}))
+    assert mllm.pair_accuracy(tmp_path / "m.json", tmp_path) == {"fill": 50.0, "detail": 0.0}
+
+
 def test_a_sweeps_seeds_can_be_split_across_folders():
     # Seeds 0-2 as one folder or as two (0-1 and 2): the same runs, in the same table rows.
     whole = mllm.lab_variants(mllm.LabConfig(out="x", variants=("i-mof", "llava-1.5"), seeds=3))
@@ -251,6 +263,11 @@ def test_a_tiny_run_goes_through_the_whole_chain(tmp_path):
     assert metrics["n"] == 18  # both pictures of 9 pairs, one per attribute
     assert {k: v["n"] for k, v in metrics["per_semantic_type"].items()} == {a: 2 for a in world.ATTRIBUTES}
     assert set(run.mmvp["question_accuracy_per_attribute"]) == set(world.ATTRIBUTES)
+    # pair k asks attribute k mod 9; a pair is right when both its pictures are
+    both = {a: all(metrics["per_question"][f"{k:04d}{side}"] for side in "ab")
+            for k, a in enumerate(world.ATTRIBUTES)}  # fmt: skip
+    assert run.heldout_pair_accuracy == {a: 100.0 * ok for a, ok in both.items()}
+    assert "Held-out pair accuracy" in mllm.table([run])
     assert json.loads((tmp_path / "run" / mllm.MANIFEST).read_text())["finished"][-1] == f"{run.name}/eval"
     # `mof-llava tables` reads the folder as a sweep: both evaluations in the variant's row, seed kept
     from mof_llava.experiments.results import collect
