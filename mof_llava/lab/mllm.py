@@ -68,8 +68,9 @@ class LabConfig:
     # and "outlined" into seven pieces; docs/toy-lab.md).
     tokenizer: Literal["world", "generic"] = "world"
     mmvp_pairs: int = 153  # 17 per attribute
-    # 300 pairs per attribute (600 questions): a run's binomial error is then about 2 points, where
-    # 270 pairs (60 questions, about 6.5 points) hid a 13-point fill gain (docs/toy-lab.md, "Eighth round").
+    # 300 pairs per attribute (600 questions): a run's binomial error is then about 2 points. 270
+    # pairs (60 questions, about 6.5 points, the same for every seed) read I-MoF's fill gain as 5
+    # points instead of 11 (docs/toy-lab.md, "Eighth round").
     heldout_pairs: int = 2700
     threads: int | None = 1
     progress: bool = True
