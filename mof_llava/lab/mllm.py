@@ -256,18 +256,19 @@ def heldout_accuracy(
 
 
 def pair_accuracy(metrics_file: Path, data: Path) -> dict[str, float]:
-    """Per attribute, the share (%) of held-out pairs whose two pictures are both answered right
-    (MMVP's pair accuracy, on short answers): from the GQA metrics' `per_question` and the folder's
-    questions file, where `mllm_data.write_heldout` names a pair's questions <k>a and <k>b."""
+    """Per attribute, MMVP's pair accuracy (%) on the held-out short answers: from the GQA metrics'
+    `per_question` and the folder's questions file, where `mllm_data.write_heldout` names pair k's
+    questions <k>a and <k>b (MMVP's questions 2k + 1 and 2k + 2)."""
+    from ..benchmarks import mmvp
     from ..benchmarks.gqa import OFFICIAL_QUESTIONS
 
     correct = json.loads(metrics_file.read_text())["per_question"]
     gold = json.loads((data / OFFICIAL_QUESTIONS).read_text())
-    by: dict[str, list[bool]] = {}
-    for qid in sorted(q for q in gold if q.endswith("a")):
-        pair = (qid, qid[:-1] + "b")
-        by.setdefault(gold[qid]["types"]["semantic"], []).append(all(correct[q] for q in pair))
-    return {a: 100.0 * sum(by[a]) / len(by[a]) for a in world.ATTRIBUTES if a in by}
+    by: dict[str, dict[int, bool]] = {}
+    for qid, question in gold.items():
+        index = 2 * int(qid[:-1]) + (1 if qid.endswith("a") else 2)
+        by.setdefault(question["types"]["semantic"], {})[index] = correct[qid]
+    return {a: mmvp.pair_accuracy(by[a])[0] for a in world.ATTRIBUTES if a in by}
 
 
 def question_accuracy(metrics_file: Path, patterns_file: Path) -> dict[str, float]:
