@@ -305,19 +305,19 @@ def table(runs: Sequence[VariantScores]) -> str:
     by_row = {row: [r for r in runs if r.row == row] for row in rows}
     head = "| attribute | " + " | ".join(f"{row} (n={len(by_row[row])})" for row in rows) + " |"
     rule = "|---" * (len(rows) + 2) + "|"
-    lines = ["Held-out short-answer accuracy (%):", "", head[:-1] + "| chance |", rule]
-    for attribute in world.ATTRIBUTES:
-        cells = [mean_std([r.heldout.get(attribute) for r in by_row[row]]) for row in rows]
-        chance = 100 / len(answer_values(attribute))
-        lines.append(f"| {attribute} | " + " | ".join(cells) + f" | {chance:.0f} |")
+    blocks = [("Held-out short-answer accuracy (%):", lambda r: r.heldout, 1)]
     if all(r.heldout_pair_accuracy is not None for r in runs):
-        lines += ["", "Held-out pair accuracy (%), both pictures of a pair right (one answer for both: 0):", "",
-                  head[:-1] + "| chance |", rule]  # fmt: skip
+        blocks.append(("Held-out pair accuracy (%), both pictures of a pair right (one answer for both: 0):",
+                       lambda r: r.heldout_pair_accuracy, 2))  # fmt: skip
+    lines = []
+    for title, scores, questions_per_item in blocks:  # chance: guessing each of the item's questions
+        lines += [title, "", head[:-1] + "| chance |", rule]
         for attribute in world.ATTRIBUTES:
-            cells = [mean_std([r.heldout_pair_accuracy.get(attribute) for r in by_row[row]]) for row in rows]
-            chance = 100 / len(answer_values(attribute)) ** 2
+            cells = [mean_std([scores(r).get(attribute) for r in by_row[row]]) for row in rows]
+            chance = 100 / len(answer_values(attribute)) ** questions_per_item
             lines.append(f"| {attribute} | " + " | ".join(cells) + f" | {chance:.0f} |")
-    lines += ["", "Toy MMVP pair accuracy (%), chance 25:", "", head, "|---" * (len(rows) + 1) + "|"]
+        lines.append("")
+    lines += ["Toy MMVP pair accuracy (%), chance 25:", "", head, "|---" * (len(rows) + 1) + "|"]
     for attribute in [*world.ATTRIBUTES, "all"]:
         cells = [mean_std([_pair_score(r, attribute) for r in by_row[row]]) for row in rows]
         lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
