@@ -84,7 +84,9 @@ def _run_parser(actions) -> None:
     run.add_argument("--seeds", type=int, help="training seeds per variant")
     run.add_argument("--first-train-seed", type=int,
                      help="first training seed (default: --seed); to run one sweep's seeds in separate folders at once")  # fmt: skip
-    run.add_argument("--variant", action="append", help="llava-1.5, i-mof or a-mof-<alpha> (repeatable)")
+    run.add_argument("--variant", action="append",
+                     help="llava-1.5, i-mof, a-mof-<alpha>, or one tower twice: i-mof-clip-clip, "
+                          "i-mof-dinov2-dinov2 (repeatable)")  # fmt: skip
     run.add_argument("--samples", type=int, help="pictures per training stage")
     run.add_argument("--epochs", type=float)
     run.add_argument("--language-steps", type=int)

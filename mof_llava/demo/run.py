@@ -82,6 +82,18 @@ I_MOF = Variant("i-mof", MixerSpec(mode="interleave"))
 LLAVA_15 = Variant("llava-1.5", MixerSpec(mode="none"), towers=("clip",))
 
 
+TWIN = "_twin"  # the name suffix of a tower's second copy
+
+
+def twin_i_mof(tower: str) -> Variant:
+    """I-MoF over one tower and a copy of it (two adapters, the same features): what interleaving
+    alone does to a model, a diagnostic beside I-MoF over two different towers."""
+    return Variant(f"i-mof-{tower}-{tower}", MixerSpec(mode="interleave"), towers=(tower, tower + TWIN))
+
+
+TWIN_I_MOFS = {v.name: v for v in (twin_i_mof("clip"), twin_i_mof("dinov2"))}
+
+
 def a_mof(alpha: float) -> Variant:
     """Additive MoF with DINOv2 ratio `alpha`."""
     return Variant(f"a-mof-{alpha:g}", MixerSpec(mode="additive", alpha=float(alpha)))
@@ -93,11 +105,14 @@ def with_seed(variant: Variant, seed: int) -> Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """`i-mof`, `a-mof-<alpha>` (e.g. a-mof-0.5) or `llava-1.5`."""
+    """`i-mof`, `a-mof-<alpha>` (e.g. a-mof-0.5), `llava-1.5`, or a twin I-MoF (`i-mof-clip-clip`,
+    `i-mof-dinov2-dinov2`)."""
     if text == I_MOF.name:
         return I_MOF
     if text == LLAVA_15.name:
         return LLAVA_15
+    if text in TWIN_I_MOFS:
+        return TWIN_I_MOFS[text]
     if text.startswith("a-mof-"):
         try:
             alpha = float(text[len("a-mof-") :])
@@ -106,7 +121,8 @@ def parse_variant(text: str) -> Variant:
         if 0.0 <= alpha <= 1.0:
             return a_mof(alpha)
     raise ValueError(
-        f"unknown demo model {text!r}: use i-mof, a-mof-<alpha in [0, 1]> (e.g. a-mof-0.5) or llava-1.5"
+        f"unknown demo model {text!r}: use i-mof, a-mof-<alpha in [0, 1]> (e.g. a-mof-0.5), llava-1.5, "
+        f"{' or '.join(TWIN_I_MOFS)}"
     )
 
 
@@ -454,8 +470,10 @@ def _tower_entries(variant: Variant, components: Components) -> list[dict[str, A
     tower_paths = {"clip": components.clip, "dinov2": components.dinov2}
     # The paper's layers (presets.py): CLIP's layer -2, DINOv2's last block before its final LayerNorm.
     feature_layers = {"clip": CLIP_L14_336.feature_layer, "dinov2": DINOV2_L14.feature_layer}
+    sources = [t.removesuffix(TWIN) for t in variant.towers]  # a twin loads its tower's checkpoint
     return [
-        {"name": t, "path": str(tower_paths[t]), "feature_layer": feature_layers[t]} for t in variant.towers
+        {"name": t, "path": str(tower_paths[s]), "feature_layer": feature_layers[s]}
+        for t, s in zip(variant.towers, sources)
     ]
 
 

@@ -209,3 +209,41 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit, match="samples must be at least 1"):
         main(["demo", "--out", str(tmp_path / "new"), "--samples", "0"])
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("tower", ["clip", "dinov2"])
+def test_a_twin_i_mof_interleaves_one_towers_features_through_two_adapters(tmp_path, tower):
+    """`i-mof-<tower>-<tower>`: the run config loads one checkpoint twice, at that tower's layer; the
+    built model's tokens alternate between the two adapters applied to the same features."""
+    import torch
+
+    from mof_llava.demo.run import Components, twin_i_mof, write_run_configs
+    from mof_llava.model.builder import build_model
+    from mof_llava.testing.tiny import save_tiny_checkpoints
+    from mof_llava.training.config import load_run_config
+
+    tiny = save_tiny_checkpoints(tmp_path / "tiny", image_size=28)
+    components = Components(tmp_path, tiny.llm, tiny.clip, tiny.dinov2, (0.0, 0.0))
+    variant = parse_variant(f"i-mof-{tower}-{tower}")
+    assert variant == twin_i_mof(tower)
+    plain = load_run_config(write_run_configs(tmp_path / "plain", I_MOF, tiny_settings(), tmp_path / "data",
+                                              components, tmp_path / "cache")[0]).model  # fmt: skip
+    twin = load_run_config(write_run_configs(tmp_path / "twin", variant, tiny_settings(), tmp_path / "data",
+                                             components, tmp_path / "cache")[0]).model  # fmt: skip
+    (source,) = [t for t in plain.towers if t.name == tower]
+    assert [t.name for t in twin.towers] == [tower, f"{tower}_twin"]
+    assert {(t.path, t.feature_layer) for t in twin.towers} == {(source.path, source.feature_layer)}
+
+    torch.manual_seed(0)
+    model, _ = build_model(twin.recipe())
+    first, second = (model.vision_towers[t.name] for t in twin.towers)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    pixels = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        tokens = model.get_image_features(pixels)
+        features = first.hidden_states(pixels, model.mixer.tower_layers[tower])[0]
+        expected = [model.mixer.adapters[t.name](features) for t in twin.towers]
+    assert tokens.shape[1] == 2 * features.shape[1]
+    torch.testing.assert_close(tokens[:, 0::2], expected[0])
+    torch.testing.assert_close(tokens[:, 1::2], expected[1])
+    assert not torch.allclose(expected[0], expected[1])  # two adapters, initialised apart
