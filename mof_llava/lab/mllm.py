@@ -20,6 +20,7 @@ Running it again into the same folder with the same settings skips what is finis
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -269,6 +270,32 @@ def pair_accuracy(metrics_file: Path, data: Path) -> dict[str, float]:
         index = 2 * int(qid[:-1]) + (1 if qid.endswith("a") else 2)
         by.setdefault(question["types"]["semantic"], {})[index] = correct[qid]
     return {a: mmvp.pair_accuracy(by[a])[0] for a in world.ATTRIBUTES if a in by}
+
+
+def cue_following(answers_file: Path, data: Path, attribute: str, cues: Sequence[str]) -> tuple[float, int]:
+    """How far the held-out answers about `attribute` follow a word of the question instead of the
+    picture: grouping them by the one cue word each question names (e.g. its colour, `world.COLOURS`),
+    the share (%) that equal their group's most common answer, and how many answers were grouped
+    (questions naming no cue or several are left out). A model that reads the picture scores near
+    the attribute's balance (a few points above 50 on a two-valued one, from the groups' noise);
+    one that answers from the cue scores up to 100."""
+    from ..benchmarks.gqa import OFFICIAL_QUESTIONS
+
+    gold = json.loads((data / OFFICIAL_QUESTIONS).read_text())
+    groups: dict[str, list[str]] = {}
+    for line in answers_file.read_text().splitlines():
+        answer = json.loads(line)
+        question = gold.get(answer["question_id"])
+        if question is None:
+            raise ValueError(f"{answers_file}: question {answer['question_id']!r} is not in {data / OFFICIAL_QUESTIONS}")
+        named = [c for c in cues if re.search(rf"\b{re.escape(c)}\b", question["question"])]
+        if question["types"]["semantic"] == attribute and len(named) == 1:
+            groups.setdefault(named[0], []).append(answer["text"].strip().lower())
+    grouped = sum(len(g) for g in groups.values())
+    if not grouped:
+        raise ValueError(f"{answers_file}: no {attribute} question names exactly one of {list(cues)}")
+    followed = sum(max(g.count(a) for a in set(g)) for g in groups.values())
+    return 100.0 * followed / grouped, grouped
 
 
 def question_accuracy(metrics_file: Path, patterns_file: Path) -> dict[str, float]:

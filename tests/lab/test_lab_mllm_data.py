@@ -134,6 +134,40 @@ def test_pair_accuracy_needs_both_pictures_of_a_pair(tmp_path):
     assert mllm.pair_accuracy(tmp_path / "m.json", tmp_path) == {"fill": 50.0, "detail": 0.0}
 
 
+def test_cue_following_groups_answers_by_the_word_the_question_names(tmp_path):
+    from mof_llava.benchmarks.gqa import OFFICIAL_QUESTIONS
+
+    asked = {  # question id: (attribute, question, answer)
+        "0000a": ("position", "Is the red circle on the left or the right?", "left"),
+        "0000b": ("position", "Is the red circle on the left or the right?", " Left"),
+        "0001a": ("position", "Is the red square on the left or the right?", "right"),
+        "0001b": ("position", "Is the blue square on the left or the right?", "right"),
+        "0002a": ("position", "Is the square on the left or the right?", "left"),  # no cue: left out
+        "0002b": ("position", "Is the red or blue one on the left?", "left"),  # two cues: left out
+        "0003a": ("fill", "Is the red circle solid or outlined?", "solid"),  # another attribute
+    }
+    gold = {q: {"question": text, "types": {"semantic": a}} for q, (a, text, _) in asked.items()}
+    (tmp_path / OFFICIAL_QUESTIONS).write_text(json.dumps(gold))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": q, "text": t}) + "\n" for q, (_, _, t) in asked.items()))
+    # red: left, left, right (2 follow the majority); blue: right (1) -> 3 of 4
+    assert mllm.cue_following(answers, tmp_path, "position", ("red", "blue")) == (75.0, 4)
+    with pytest.raises(ValueError, match="no orientation question names exactly one"):
+        mllm.cue_following(answers, tmp_path, "orientation", ("red", "blue"))
+
+
+def test_every_heldout_position_question_names_the_colour(tmp_path):
+    """What `cue_following` needs of the lab's held-out set: a model answering from the colour word
+    alone follows it on every position question."""
+    pairs = mllm_data.benchmark_pairs(0, "heldout", 90)
+    mllm_data.write_heldout(tmp_path, pairs)
+    rule = {c: ("left", "right")[i % 2] for i, c in enumerate(world.COLOURS)}
+    lines = [{"question_id": f"{k:04d}{side}", "text": rule[a.main[0].colour]}
+             for k, (_, a, _, _) in enumerate(pairs) for side in "ab"]  # fmt: skip
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert mllm.cue_following(tmp_path / "answers.jsonl", tmp_path, "position", world.COLOURS) == (100.0, 20)
+
+
 def test_a_sweeps_seeds_can_be_split_across_folders():
     # Seeds 0-2 as one folder or as two (0-1 and 2): the same runs, in the same table rows.
     whole = mllm.lab_variants(mllm.LabConfig(out="x", variants=("i-mof", "llava-1.5"), seeds=3))
