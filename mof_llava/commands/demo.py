@@ -43,7 +43,8 @@ def add_parser(subparsers) -> None:
         action="append",
         dest="models",
         metavar="NAME",
-        help="what to train: i-mof (default), a-mof-<alpha> (e.g. a-mof-0.5) or llava-1.5; repeat for several",
+        help="what to train: i-mof (default), a-mof-<alpha> (e.g. a-mof-0.5), llava-1.5, or one tower twice "
+        "(i-mof-clip-clip, i-mof-dinov2-dinov2); repeat for several",
     )
     parser.add_argument(
         "--sweep",

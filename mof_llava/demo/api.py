@@ -24,7 +24,7 @@ class DemoConfigError(ValueError):
 class DemoConfig:
     out: str | Path = "mof-llava-demo"
     settings: DemoSettings = field(default_factory=DemoSettings)
-    models: tuple[str, ...] | None = None  # i-mof, a-mof-<alpha>, llava-1.5; None: i-mof
+    models: tuple[str, ...] | None = None  # as `run.parse_variant` reads them; None: i-mof
     sweep: bool = False  # rehearse the paper's sweep: its own models, all evaluated, then the tables
     evaluate: bool = True
 
