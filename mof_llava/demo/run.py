@@ -57,6 +57,10 @@ class DemoFolderError(ValueError):
     """The output folder holds something the demo must not overwrite or mix with."""
 
 
+class UnknownVariantError(ValueError):
+    """A model name `parse_variant` does not know."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """One model the demo trains: a folder name, its mixer and the towers it uses; `train_seed` trains
@@ -120,7 +124,7 @@ def parse_variant(text: str) -> Variant:
             alpha = -1.0
         if 0.0 <= alpha <= 1.0:
             return a_mof(alpha)
-    raise ValueError(
+    raise UnknownVariantError(
         f"unknown demo model {text!r}: use i-mof, a-mof-<alpha in [0, 1]> (e.g. a-mof-0.5), llava-1.5, "
         f"{' or '.join(TWIN_I_MOFS)}"
     )

@@ -131,13 +131,13 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
 
     from ..threads import apply_cpu_threads
 
+    variants = lab_variants(config)  # a misspelt name fails before any work
     out = Path(config.out).resolve()
     manifest = _open_manifest(out, config)
     threads = torch.get_num_threads()
     apply_cpu_threads(config.threads, "threads")
     try:
         components = _prepare(out, config, manifest, say)
-        variants = lab_variants(config)
         for variant in variants:  # all training first: a long sweep's models are kept if evaluation fails
             _train_variant(out, variant, config, components, manifest, say)
         result = LabResult(out, [_evaluate_variant(out, v, config, manifest, say) for v in variants])

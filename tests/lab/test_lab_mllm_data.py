@@ -197,6 +197,17 @@ def test_lab_run_command_fails_in_one_line_without_towers(tmp_path, capsys):
     assert err == [f"mof-llava: error: {tmp_path}: no clip or ssl tower there (run `mof-llava lab towers`)"]
 
 
+def test_lab_run_command_refuses_an_unknown_variant_in_one_line_before_any_work(tmp_path, capsys):
+    from mof_llava.cli import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["lab", "run", "--out", str(tmp_path / "out"), "--variant", "i-mof", "--variant", "imof"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mof-llava: error: unknown demo model 'imof': use i-mof, ")
+    assert not (tmp_path / "out").exists()
+
+
 def test_lab_run_command_passes_the_data_and_model_settings(tmp_path, monkeypatch):
     from mof_llava.cli import main
 
