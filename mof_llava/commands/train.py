@@ -43,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = train(config)
+        artifact, main_process = result.artifact, result.trainer.args.process_index == 0
+        del result  # before the process group goes (finish_distributed)
     finally:
         finish_distributed()
-    if result.trainer.args.process_index == 0:
-        print(f"artifact: {result.artifact}")
+    if main_process:
+        print(f"artifact: {artifact}")
     return 0

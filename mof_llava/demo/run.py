@@ -390,10 +390,9 @@ def _train_stage(config_path: Path, step: str, manifest: _Manifest) -> StageResu
         from ..training.run import finish_distributed, train
 
         try:
-            trained = train(config)
+            artifact = train(config).artifact  # the result goes before the process group does
         finally:
             finish_distributed()
-        artifact = trained.artifact
         manifest.finish(step)
     return StageResult(config_path, output_dir, artifact, read_losses(output_dir / "metrics.jsonl"))
 

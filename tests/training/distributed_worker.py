@@ -43,4 +43,5 @@ if __name__ == "__main__":
         "adapter_sum": float(sum(v.abs().sum() for n, v in params.items() if ".mixer." in f".{n}")),
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
+    del result, params  # the trainer holds the DeepSpeed engine, which must go before the process group
     finish_distributed()
