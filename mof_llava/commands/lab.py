@@ -84,6 +84,10 @@ def _run_parser(actions) -> None:
     run.add_argument("--seeds", type=int, help="training seeds per variant")
     run.add_argument("--first-train-seed", type=int,
                      help="first training seed (default: --seed); to run one sweep's seeds in separate folders at once")  # fmt: skip
+    run.add_argument("--init-seed", type=int,
+                     help="every run's first adapter weights from this seed; the training seeds then only order the data")  # fmt: skip
+    run.add_argument("--data-seed", type=int,
+                     help="every run's data order from this seed; the training seeds then only draw the first weights")  # fmt: skip
     run.add_argument("--variant", action="append",
                      help="llava-1.5, i-mof, a-mof-<alpha>, or one tower twice: i-mof-clip-clip, "
                           "i-mof-dinov2-dinov2 (repeatable)")  # fmt: skip
@@ -211,6 +215,7 @@ def run_mllm(args: argparse.Namespace) -> int:
 
     given = {"towers": None if args.towers is None else str(args.towers), "seed": args.seed,
              "seeds": args.seeds, "first_train_seed": args.first_train_seed,
+             "init_seed": args.init_seed, "data_seed": args.data_seed,
              "variants": tuple(args.variant) if args.variant else None,
              "samples": args.samples, "epochs": args.epochs, "language_steps": args.language_steps,
              "letter_share": args.letter_share, "captioned_share": args.captioned_share,

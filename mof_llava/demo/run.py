@@ -64,12 +64,14 @@ class UnknownVariantError(ValueError):
 @dataclass(frozen=True)
 class Variant:
     """One model the demo trains: a folder name, its mixer and the towers it uses; `train_seed` trains
-    it with another seed than the demo's (the data and components stay those of the demo's seed)."""
+    it with another seed than the demo's (the data and components stay those of the demo's seed), and
+    `data_seed` orders its training data with another seed than its `train_seed`."""
 
     name: str
     mixer: MixerSpec
     towers: tuple[str, ...] = ("clip", "dinov2")
     train_seed: int | None = None
+    data_seed: int | None = None  # None: the training seed orders the data too
     group: str = ""  # the table row it belongs to; "" = its name
 
     @property
@@ -103,9 +105,11 @@ def a_mof(alpha: float) -> Variant:
     return Variant(f"a-mof-{alpha:g}", MixerSpec(mode="additive", alpha=float(alpha)))
 
 
-def with_seed(variant: Variant, seed: int) -> Variant:
-    """The same model trained with seed `seed`, in its own folder, in the same table row."""
-    return replace(variant, name=f"{variant.row}-seed{seed}", train_seed=seed, group=variant.row)
+def with_seed(variant: Variant, seed: int, data_seed: int | None = None) -> Variant:
+    """The same model trained with seed `seed` (and its data ordered by `data_seed`, when given), in its
+    own folder, in the same table row."""
+    name = f"{variant.row}-seed{seed}" + ("" if data_seed is None else f"-data{data_seed}")
+    return replace(variant, name=name, train_seed=seed, data_seed=data_seed, group=variant.row)
 
 
 def parse_variant(text: str) -> Variant:
@@ -489,6 +493,7 @@ def _common_train(variant: Variant, settings: DemoSettings) -> dict[str, Any]:
         "report_to": settings.report_to,
         "dataloader_num_workers": settings.dataloader_workers,
         "seed": settings.seed if variant.train_seed is None else variant.train_seed,
+        "data_seed": variant.data_seed,
         "save_total_limit": 1,
         "cpu_threads": settings.threads,
     }

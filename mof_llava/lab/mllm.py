@@ -49,6 +49,11 @@ class LabConfig:
     # The first training seed, when not `seed`: one sweep's seeds can then run at once in separate
     # folders (same data and LLM, so `mof-llava tables` pools them); None: `seed`.
     first_train_seed: int | None = None
+    # Fix one half of what a training seed decides while the seeds vary the other: `init_seed` draws
+    # every run's first adapter weights (the seeds then order the data), `data_seed` orders every
+    # run's data (the seeds then draw the weights). None: the training seed decides both.
+    init_seed: int | None = None
+    data_seed: int | None = None
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     samples: int = 1800  # pictures per training stage
     # 1800 x 4 (452 stage-2 steps, about 5 min per variant) is the smallest run that learns colour;
@@ -122,7 +127,12 @@ def lab_variants(config: LabConfig) -> list[Variant]:
 
     base = [parse_variant(name) for name in config.variants]
     first = config.seed if config.first_train_seed is None else config.first_train_seed
-    return [with_seed(v, first + s) for s in range(config.seeds) for v in base]
+    seeds = [first + s for s in range(config.seeds)]
+    if config.init_seed is not None and config.data_seed is not None:
+        raise LabRunError("init_seed and data_seed are both fixed: the training seeds would then vary nothing")
+    if config.init_seed is not None:
+        return [with_seed(v, config.init_seed, data_seed=s) for s in seeds for v in base]
+    return [with_seed(v, s, data_seed=config.data_seed) for s in seeds for v in base]
 
 
 def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
@@ -225,6 +235,7 @@ def _evaluate_variant(out: Path, variant: Variant, config: LabConfig, manifest: 
         scores[variant.name] = {
             "row": variant.row,
             "seed": variant.train_seed,
+            "data_seed": variant.data_seed,  # None: the seed ordered the data
             "mmvp": mmvp,
             "heldout": heldout,
             "heldout_pair_accuracy": pair_accuracy(
@@ -373,7 +384,7 @@ def mean_std(values: list[float | None], each: bool = False) -> str:
 # Bookkeeping
 
 
-_NOT_COMPARED = ("out", "progress", "threads", "variants", "seeds", "first_train_seed")
+_NOT_COMPARED = ("out", "progress", "threads", "variants", "seeds", "first_train_seed", "init_seed", "data_seed")
 
 
 def _open_manifest(out: Path, config: LabConfig) -> dict:

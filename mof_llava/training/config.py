@@ -161,6 +161,9 @@ class TrainConfig:
     max_steps: int = -1
     max_grad_norm: float = 1.0
     seed: int = 42
+    # The sampler's seed (the data order), when not `seed` (which also draws the adapters' initial
+    # weights): fixing one while the other varies tells which a run's outcome comes from.
+    data_seed: int | None = None
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPUs that have it, fp32 on CPU
     tf32: bool = True
     gradient_checkpointing: bool = True

@@ -44,7 +44,7 @@ FINAL_ARTIFACTS = ("adapters", "model", "lora")
 # Changing these makes the resumed run differ from an uninterrupted one: refused. Keys are dotted;
 # a section name covers everything below it. Any key in neither list below is refused too.
 RESUME_REFUSED = (
-    "model", "data", "train.stage", "train.seed", "train.global_batch_size", "train.per_device_batch_size",
+    "model", "data", "train.stage", "train.seed", "train.data_seed", "train.global_batch_size", "train.per_device_batch_size",
     "train.learning_rate", "train.adapter_learning_rate", "train.weight_decay", "train.warmup_ratio",
     "train.lr_scheduler", "train.lora", "train.deepspeed", "train.precision", "train.preference", "train.lion",
 )

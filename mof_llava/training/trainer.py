@@ -87,10 +87,15 @@ class MofLlavaTrainer(Trainer):
         self._window = {"tokens": 0, "samples": 0, "images": 0, "start": None, "step": 0}
 
     # -- data order -------------------------------------------------------------------------------
+    @property
+    def _data_order_seed(self) -> int:
+        # TrainingArguments' rule: the sampler takes data_seed, and seed where it is unset.
+        return self.args.seed if self.args.data_seed is None else self.args.data_seed
+
     # Private: the Trainer builds its sampler only here, and none of its `train_sampling_strategy`s groups
     # by modality; get_train_dataloader would have to repeat its collator/worker-seed/accelerate wiring.
     def _get_train_sampler(self, train_dataset=None):
-        # A global order, seeded by (seed, epoch): the same on every rank and again after a resume.
+        # A global order, seeded by (data_seed, epoch): the same on every rank and again after a resume.
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return build_train_sampler(
             dataset.lengths,
@@ -115,7 +120,7 @@ class MofLlavaTrainer(Trainer):
             per_device_batch_size=args.per_device_train_batch_size,
             world_size=args.world_size,
             grad_accum=args.gradient_accumulation_steps,
-            seed=args.seed,
+            seed=self._data_order_seed,
             max_tokens=self.packing_tokens,
             group_by_modality_length=self.group_by_modality_length,
             arrange=self.batch_arrangement,

@@ -179,6 +179,30 @@ def test_a_sweeps_seeds_can_be_split_across_folders():
     assert all(v.name == f"{v.row}-seed{v.train_seed}" for v in whole)
 
 
+def test_a_sweep_can_fix_the_first_weights_or_the_data_order_while_its_seeds_vary_the_other():
+    def seeds(**fixed):
+        runs = mllm.lab_variants(mllm.LabConfig(out="x", variants=("i-mof",), seeds=3, first_train_seed=6, **fixed))
+        return [(v.name, v.row, v.train_seed, v.data_seed) for v in runs]
+
+    assert seeds(init_seed=13) == [(f"i-mof-seed13-data{s}", "i-mof", 13, s) for s in (6, 7, 8)]
+    assert seeds(data_seed=13) == [(f"i-mof-seed{s}-data13", "i-mof", s, 13) for s in (6, 7, 8)]
+    assert seeds() == [(f"i-mof-seed{s}", "i-mof", s, None) for s in (6, 7, 8)]
+    with pytest.raises(mllm.LabRunError, match="init_seed and data_seed are both fixed"):
+        seeds(init_seed=1, data_seed=2)
+
+
+def test_a_variants_data_seed_reaches_both_stages_run_configs(tmp_path):
+    from mof_llava.demo.run import I_MOF, Components, with_seed, write_run_configs
+    from mof_llava.toy_towers import toy_towers
+    from mof_llava.training.config import load_run_config
+
+    towers = toy_towers()
+    components = Components(tmp_path, tmp_path / "llm-text", towers.clip, towers.ssl, (0.0, 0.0))
+    paths = write_run_configs(tmp_path / "run", with_seed(I_MOF, 13, data_seed=6), mllm.LabConfig(out="x").settings(),
+                              tmp_path / "data", components, tmp_path / "cache")  # fmt: skip
+    assert [(c.train.seed, c.train.data_seed) for c in map(load_run_config, paths)] == [(13, 6), (13, 6)]
+
+
 def test_a_folder_of_something_else_is_refused_in_one_line(tmp_path):
     (tmp_path / "other.txt").write_text("x")
     with pytest.raises(mllm.LabRunError, match="not empty and holds no lab_mllm.json"):
@@ -215,11 +239,11 @@ def test_lab_run_command_passes_the_data_and_model_settings(tmp_path, monkeypatc
     monkeypatch.setattr(mllm, "run_lab", lambda config, say: seen.append(config) or mllm.LabResult(tmp_path))
     monkeypatch.setattr(mllm, "table", lambda runs: "")
     flags = ["--letter-share", "0.5", "--captioned-share", "0.2", "--llm-hidden-size", "96", "--seeds", "3",
-             "--first-train-seed", "4", "--heldout-pairs", "90"]  # fmt: skip
+             "--first-train-seed", "4", "--heldout-pairs", "90", "--data-seed", "13"]  # fmt: skip
     assert main(["lab", "run", "--out", str(tmp_path), *flags]) == 0
     (config,) = seen
     assert (config.letter_share, config.captioned_share, config.llm_hidden_size, config.seeds) == (0.5, 0.2, 96, 3)
-    assert (config.first_train_seed, config.heldout_pairs) == (4, 90)
+    assert (config.first_train_seed, config.heldout_pairs, config.data_seed, config.init_seed) == (4, 90, 13, None)
     assert config.samples == mllm.LabConfig(out="x").samples  # flags not given keep LabConfig's defaults
 
 

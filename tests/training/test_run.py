@@ -208,6 +208,30 @@ def test_the_configured_batch_arrangement_reaches_the_sampler(tiny_parts, toy_da
     assert isinstance(sampler, ModalityLengthGroupedSampler) and sampler.arrange == arrangement
 
 
+class _FirstWeights(TrainerCallback):
+    """The trainable weights as training starts (before any step)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_the_data_seed_orders_the_data_and_the_seed_draws_the_first_weights(tiny_parts, toy_data, tmp_path):
+    runs = {}
+    for seed, data_seed in ((1, 5), (2, 5), (1, 6)):
+        first = _FirstWeights()
+        config = run_config(tiny_parts, toy_data, tmp_path / f"s{seed}d{data_seed}", stage="pretrain", max_steps=1,
+                            seed=seed, data_seed=data_seed)  # fmt: skip
+        runs[seed, data_seed] = (list(train(config, callbacks=[first]).trainer._get_train_sampler()), first.weights)
+
+    def same_weights(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+    (order, weights), (order_2, weights_2), (order_6, weights_6) = runs.values()
+    assert order == order_2 and not same_weights(weights, weights_2)  # another seed: other weights, same order
+    assert order != order_6 and same_weights(weights, weights_6)  # another data seed: the same weights
+    assert sorted(order) == sorted(order_6)
+
+
 def test_the_collator_pads_with_the_processors_pad_id(tiny_parts, toy_data, tmp_path, monkeypatch):
     # One rule picks the pad id (the processor's): the collator and the all-skipped placeholder batch
     # both use it. A processor whose rule gives a distinct id shows which one training reads.

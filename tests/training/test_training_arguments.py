@@ -48,6 +48,11 @@ def test_every_mapped_field_reaches_the_trainer(tmp_path):
     assert args.deepspeed is None
 
 
+def test_a_data_seed_of_its_own_reaches_the_trainer_and_the_seed_stays(tmp_path):
+    args = training_arguments(_config(tmp_path, seed=11, data_seed=3), World())
+    assert (args.seed, args.data_seed) == (11, 3)
+
+
 def test_rank_zero_draws_the_bar_and_wandb_is_a_reporter(tmp_path):
     args = training_arguments(_config(tmp_path, report_to="wandb"), World())
     assert args.disable_tqdm is False
