@@ -103,7 +103,7 @@ class MofLlavaTrainer(Trainer):
             per_device_batch_size=self.args.per_device_train_batch_size,
             world_size=self.args.world_size,
             grad_accum=self.args.gradient_accumulation_steps,
-            seed=self.args.seed,
+            seed=self._data_order_seed,
             group_by_modality_length=self.group_by_modality_length,
             arrange=self.batch_arrangement,
         )
