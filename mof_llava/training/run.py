@@ -162,7 +162,7 @@ def training_arguments(config: RunConfig, world: World):
     precision = resolve_precision(tcfg.precision, world.on_gpu)
     return TrainingArguments(
         output_dir=str(Path(tcfg.output_dir)), run_name=config.name, seed=tcfg.seed,
-        data_seed=tcfg.seed if tcfg.data_seed is None else tcfg.data_seed,
+        data_seed=tcfg.data_seed,  # unset: the trainer's sampler takes seed
         per_device_train_batch_size=tcfg.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps(
             tcfg.global_batch_size, tcfg.per_device_batch_size, world.size),

@@ -34,7 +34,7 @@ def test_every_mapped_field_reaches_the_trainer(tmp_path):
     assert args.warmup_steps == 0.25  # below 1: the Trainer's ratio of the total steps
     assert args.lr_scheduler_type == "linear"
     assert (args.num_train_epochs, args.max_steps) == (2.0, 7)
-    assert (args.seed, args.data_seed) == (11, 11)
+    assert (args.seed, args.data_seed) == (11, None)  # no data seed of its own: the sampler takes seed
     assert (args.bf16, args.fp16, args.use_cpu) == (False, False, True)
     assert (args.save_strategy, args.save_steps) == ("steps", 5)
     assert args.save_total_limit is None  # rotation is ours, after the COMPLETE marker
