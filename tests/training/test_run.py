@@ -217,7 +217,7 @@ class _FirstWeights(TrainerCallback):
 
 def test_the_data_seed_orders_the_data_and_the_seed_draws_the_first_weights(tiny_parts, toy_data, tmp_path):
     runs = {}
-    for seed, data_seed in ((1, 5), (2, 5), (1, 6)):
+    for seed, data_seed in ((1, 5), (2, 5), (1, 6), (5, None)):
         first = _FirstWeights()
         config = run_config(tiny_parts, toy_data, tmp_path / f"s{seed}d{data_seed}", stage="pretrain", max_steps=1,
                             seed=seed, data_seed=data_seed)  # fmt: skip
@@ -226,10 +226,11 @@ def test_the_data_seed_orders_the_data_and_the_seed_draws_the_first_weights(tiny
     def same_weights(a, b):
         return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
 
-    (order, weights), (order_2, weights_2), (order_6, weights_6) = runs.values()
+    (order, weights), (order_2, weights_2), (order_6, weights_6), (order_unset, _) = runs.values()
     assert order == order_2 and not same_weights(weights, weights_2)  # another seed: other weights, same order
     assert order != order_6 and same_weights(weights, weights_6)  # another data seed: the same weights
     assert sorted(order) == sorted(order_6)
+    assert order_unset == order  # no data seed: seed 5 orders the data as data seed 5 does
 
 
 def test_the_collator_pads_with_the_processors_pad_id(tiny_parts, toy_data, tmp_path, monkeypatch):
